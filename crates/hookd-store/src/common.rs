@@ -1,0 +1,442 @@
+//! The part of the [`Store`](crate::Store) implementation that is the same SQL and the same
+//! logic on both databases, written once and expanded for each.
+//!
+//! A backend provides `fn sql(&'static str) -> Cow<'static, str>` (its dialect of a shared
+//! statement), `migrator()`, `reader()` and `writer()` pools, `begin_write()`, and the methods that really
+//! differ (claim, ingest, rescue, migrations, wake-ups), passed in as `$extra`.
+
+macro_rules! store_impl {
+    ($store:ty, $db:ty, { $($extra:item)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            $($extra)*
+
+            async fn migrate(&self) -> $crate::Result<()> {
+                Self::migrator().run(self.writer()).await?;
+                Ok(())
+            }
+
+            async fn check_ready(&self) -> $crate::Result<()> {
+                let applied: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(self.reader())
+                        .await?;
+                if applied < Self::migrator().iter().count() as i64 {
+                    return Err($crate::StoreError::Invalid("database migrations are not applied".into()));
+                }
+                Ok(())
+            }
+
+            async fn now_ms(&self) -> $crate::Result<i64> {
+                Ok(sqlx::query_scalar(&Self::sql($crate::sql::NOW))
+                    .fetch_one(self.reader())
+                    .await?)
+            }
+
+            async fn insert_endpoint(&self, e: &$crate::Endpoint) -> $crate::Result<$crate::Endpoint> {
+                let (event_types, schedule, headers) = $crate::rows::endpoint_json(e);
+                sqlx::query(&Self::sql($crate::sql::INSERT_ENDPOINT))
+                    .bind(&e.id)
+                    .bind(&e.url)
+                    .bind(&e.description)
+                    .bind(event_types)
+                    .bind(&e.bearer_token)
+                    .bind(e.signature_scheme.as_str())
+                    .bind(&e.secret)
+                    .bind(schedule)
+                    .bind(e.timeout_ms.map(|t| t as i64))
+                    .bind(headers)
+                    .bind(e.enabled)
+                    .bind(&e.disabled_reason)
+                    .bind(e.disabled_at)
+                    .execute(self.writer())
+                    .await?;
+                self.endpoint_any(self.writer(), &e.id)
+                    .await?
+                    .ok_or_else(|| $crate::StoreError::Corrupt("inserted endpoint vanished".into()))
+            }
+
+            async fn endpoint(&self, id: &str) -> $crate::Result<Option<$crate::Endpoint>> {
+                Ok(self.endpoint_any(self.reader(), id).await?.filter(|e| !e.deleted))
+            }
+
+            async fn endpoints(&self, after: Option<&str>, limit: u32) -> $crate::Result<Vec<$crate::Endpoint>> {
+                let sql = format!(
+                    "SELECT {} FROM hookd_endpoints WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+                    $crate::rows::ENDPOINT_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rows::EndpointRow>(&sql)
+                    .bind(after.unwrap_or(""))
+                    .bind(limit as i64)
+                    .fetch_all(self.reader())
+                    .await?
+                    .into_iter()
+                    .map($crate::Endpoint::try_from)
+                    .collect()
+            }
+
+            async fn update_endpoint(&self, e: &$crate::Endpoint) -> $crate::Result<Option<$crate::Endpoint>> {
+                let (event_types, schedule, headers) = $crate::rows::endpoint_json(e);
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query(&Self::sql($crate::sql::UPDATE_ENDPOINT))
+                    .bind(&e.id)
+                    .bind(&e.url)
+                    .bind(&e.description)
+                    .bind(event_types)
+                    .bind(&e.bearer_token)
+                    .bind(e.signature_scheme.as_str())
+                    .bind(&e.secret)
+                    .bind(schedule)
+                    .bind(e.timeout_ms.map(|t| t as i64))
+                    .bind(headers)
+                    .bind(e.enabled)
+                    .bind(&e.disabled_reason)
+                    .bind(e.disabled_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated == 0 {
+                    return Ok(None);
+                }
+                let follow = if e.enabled {
+                    $crate::sql::UNPARK_ENDPOINT_DELIVERIES
+                } else {
+                    $crate::sql::PARK_ENDPOINT_DELIVERIES
+                };
+                sqlx::query(&Self::sql(follow)).bind(&e.id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                self.endpoint_any(self.writer(), &e.id).await
+            }
+
+            async fn delete_endpoint(&self, id: &str) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = sqlx::query(&Self::sql($crate::sql::DELETE_ENDPOINT))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                sqlx::query(&Self::sql($crate::sql::FAIL_ENDPOINT_DELIVERIES))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn enqueue_event(
+                &self,
+                event: &$crate::NewEvent,
+                limits: &$crate::IngestLimits,
+            ) -> $crate::Result<$crate::Enqueued> {
+                let mut tx = self.begin_write().await?;
+                let targets = Self::targets(&mut tx).await?;
+                let (event_id, created) = Self::store_event(
+                    &mut tx,
+                    &targets,
+                    event.event_id.as_deref(),
+                    &event.event_type,
+                    &event.payload,
+                    event.endpoint_id.as_deref(),
+                    limits,
+                )
+                .await?;
+                let deliveries: i64 = sqlx::query_scalar(&Self::sql($crate::sql::COUNT_EVENT_DELIVERIES))
+                    .bind(&event_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok($crate::Enqueued { event_id, deliveries: deliveries as u64, created })
+            }
+
+            async fn event(&self, event_id: &str) -> $crate::Result<Option<$crate::Event>> {
+                Ok(sqlx::query_as::<_, $crate::rows::EventRow>(&Self::sql($crate::sql::EVENT))
+                    .bind(event_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .map(Into::into))
+            }
+
+            async fn complete(&self, batch: &[$crate::Completion]) -> $crate::Result<Vec<bool>> {
+                let complete = Self::sql($crate::sql::COMPLETE);
+                let insert = Self::sql($crate::sql::INSERT_ATTEMPT);
+                let mut tx = self.begin_write().await?;
+                let mut recorded = Vec::with_capacity(batch.len());
+                for c in batch {
+                    let (state, delay) = match c.next {
+                        $crate::Next::Succeeded => ("succeeded", 0),
+                        $crate::Next::RetryIn(ms) => ("pending", ms as i64),
+                        $crate::Next::Failed => ("failed", 0),
+                    };
+                    let r = &c.record;
+                    let error = match (&r.error, r.outcome) {
+                        (Some(e), _) => Some(e.clone()),
+                        (None, $crate::Outcome::Success) => None,
+                        (None, outcome) => Some(outcome.as_str().to_string()),
+                    };
+                    let updated = sqlx::query(&complete)
+                        .bind(c.delivery_id)
+                        .bind(&c.lease_token)
+                        .bind(state)
+                        .bind(delay)
+                        .bind(r.status_code)
+                        .bind(&error)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                    if updated {
+                        sqlx::query(&insert)
+                            .bind(c.delivery_id)
+                            .bind(r.attempt)
+                            .bind(r.trigger.as_str())
+                            .bind(r.started_at)
+                            .bind(r.duration_ms)
+                            .bind(r.status_code)
+                            .bind(r.outcome.as_str())
+                            .bind(&error)
+                            .bind(&r.response_body)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    recorded.push(updated);
+                }
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn release(&self, leases: &[$crate::Lease], how: $crate::Release) -> $crate::Result<u64> {
+                let (state, due_now, error) = match &how {
+                    $crate::Release::Now => ("pending", true, None),
+                    $crate::Release::Park => ("pending", false, None),
+                    $crate::Release::Fail(reason) => ("failed", false, Some(reason.as_str())),
+                };
+                let sql = Self::sql($crate::sql::RELEASE);
+                let mut tx = self.begin_write().await?;
+                let mut released = 0;
+                for lease in leases {
+                    released += sqlx::query(&sql)
+                        .bind(lease.delivery_id)
+                        .bind(&lease.token)
+                        .bind(state)
+                        .bind(due_now)
+                        .bind(error)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(released)
+            }
+
+            async fn next_due_in_ms(&self) -> $crate::Result<Option<i64>> {
+                Ok(sqlx::query_scalar(&Self::sql($crate::sql::NEXT_DUE))
+                    .fetch_one(self.reader())
+                    .await?)
+            }
+
+            async fn deliveries(
+                &self,
+                filter: &$crate::DeliveryFilter,
+                before_id: Option<i64>,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::Delivery>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM hookd_deliveries WHERE TRUE",
+                    $crate::rows::DELIVERY_COLUMNS
+                ));
+                push_filter!(q, filter);
+                if let Some(before) = before_id {
+                    q.push(" AND id < ").push_bind(before);
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+                q.build_query_as::<$crate::rows::DeliveryRow>()
+                    .fetch_all(self.reader())
+                    .await?
+                    .into_iter()
+                    .map($crate::Delivery::try_from)
+                    .collect()
+            }
+
+            async fn delivery(&self, id: i64) -> $crate::Result<Option<$crate::Delivery>> {
+                sqlx::query_as::<_, $crate::rows::DeliveryRow>(&Self::sql($crate::sql::DELIVERY))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .map($crate::Delivery::try_from)
+                    .transpose()
+            }
+
+            async fn attempts(&self, delivery_id: i64) -> $crate::Result<Vec<$crate::AttemptRecord>> {
+                sqlx::query_as::<_, $crate::rows::AttemptRow>(&Self::sql($crate::sql::ATTEMPTS))
+                    .bind(delivery_id)
+                    .fetch_all(self.reader())
+                    .await?
+                    .into_iter()
+                    .map($crate::AttemptRecord::try_from)
+                    .collect()
+            }
+
+            async fn resend(&self, id: i64) -> $crate::Result<bool> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
+                q.push("WHERE id = ").push_bind(id);
+                Ok(q.build().execute(self.writer()).await?.rows_affected() == 1)
+            }
+
+            async fn resend_matching(&self, filter: &$crate::DeliveryFilter) -> $crate::Result<u64> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
+                q.push("WHERE TRUE");
+                push_filter!(q, filter);
+                Ok(q.build().execute(self.writer()).await?.rows_affected())
+            }
+
+            async fn backlog(&self) -> $crate::Result<$crate::Backlog> {
+                let (unfinished, oldest): (i64, Option<i64>) =
+                    sqlx::query_as(&Self::sql($crate::sql::BACKLOG))
+                        .fetch_one(self.reader())
+                        .await?;
+                Ok($crate::Backlog {
+                    unfinished,
+                    oldest_due_age_ms: oldest.unwrap_or(0).max(0),
+                })
+            }
+        }
+
+        impl $store {
+            async fn endpoint_any<'e, E>(&self, executor: E, id: &str) -> $crate::Result<Option<$crate::Endpoint>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let sql = format!(
+                    "SELECT {} FROM hookd_endpoints WHERE id = $1",
+                    $crate::rows::ENDPOINT_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rows::EndpointRow>(&sql)
+                    .bind(id)
+                    .fetch_optional(executor)
+                    .await?
+                    .map($crate::Endpoint::try_from)
+                    .transpose()
+            }
+
+            /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
+            /// must be failed, not dropped).
+            async fn endpoints_by_id(
+                &self,
+                ids: impl Iterator<Item = &str>,
+            ) -> $crate::Result<std::collections::HashMap<String, $crate::Endpoint>> {
+                let mut found = std::collections::HashMap::new();
+                for id in ids {
+                    if found.contains_key(id) {
+                        continue;
+                    }
+                    if let Some(e) = self.endpoint_any(self.reader(), id).await? {
+                        found.insert(id.to_string(), e);
+                    }
+                }
+                Ok(found)
+            }
+
+            /// Joins claimed rows with their endpoints.
+            async fn with_endpoints(
+                &self,
+                rows: Vec<$crate::rows::ClaimRow>,
+            ) -> $crate::Result<Vec<$crate::Claimed>> {
+                let endpoints = self.endpoints_by_id(rows.iter().map(|r| r.endpoint_id.as_str())).await?;
+                rows.into_iter()
+                    .map(|r| {
+                        let endpoint = endpoints.get(&r.endpoint_id).cloned().ok_or_else(|| {
+                            $crate::StoreError::Corrupt(format!("delivery {} has no endpoint", r.id))
+                        })?;
+                        r.into_claimed(endpoint)
+                    })
+                    .collect()
+            }
+
+            /// The endpoints fan-out chooses among.
+            async fn targets(
+                tx: &mut sqlx::Transaction<'static, $db>,
+            ) -> $crate::Result<Vec<$crate::matching::Target>> {
+                sqlx::query_as::<_, $crate::rows::TargetRow>(&Self::sql($crate::sql::TARGETS))
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .into_iter()
+                    .map($crate::matching::Target::try_from)
+                    .collect()
+            }
+
+            /// Stores one event and its deliveries inside `tx`. Returns its id and whether it
+            /// was new.
+            #[allow(clippy::too_many_arguments)]
+            async fn store_event(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                targets: &[$crate::matching::Target],
+                event_id: Option<&str>,
+                event_type: &str,
+                payload: &str,
+                endpoint_id: Option<&str>,
+                limits: &$crate::IngestLimits,
+            ) -> $crate::Result<(String, bool)> {
+                let event_id = $crate::ingest::event_id(event_id);
+                let payload_error = $crate::ingest::payload_error(payload, limits);
+                let inserted = sqlx::query(&Self::sql($crate::sql::INSERT_EVENT))
+                    .bind(&event_id)
+                    .bind(event_type)
+                    .bind(payload)
+                    .bind(endpoint_id)
+                    .bind(&payload_error)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !inserted {
+                    return Ok((event_id, false));
+                }
+                let insert = Self::sql($crate::sql::INSERT_DELIVERY);
+                let state = if payload_error.is_some() { "failed" } else { "pending" };
+                for planned in $crate::matching::plan(event_type, endpoint_id, targets) {
+                    sqlx::query(&insert)
+                        .bind(&event_id)
+                        .bind(&planned.endpoint_id)
+                        .bind(state)
+                        .bind(planned.parked)
+                        .bind(&payload_error)
+                        .bind(event_type)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok((event_id, true))
+            }
+        }
+    };
+}
+
+/// Appends the delivery-log filter as `AND ...` clauses with bound values.
+macro_rules! push_filter {
+    ($q:ident, $filter:expr) => {{
+        let f: &$crate::DeliveryFilter = $filter;
+        if let Some(state) = f.state {
+            $q.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(endpoint_id) = &f.endpoint_id {
+            $q.push(" AND endpoint_id = ").push_bind(endpoint_id.clone());
+        }
+        if let Some(event_id) = &f.event_id {
+            $q.push(" AND event_id = ").push_bind(event_id.clone());
+        }
+        if let Some(event_type) = &f.event_type {
+            $q.push(" AND event_type = ").push_bind(event_type.clone());
+        }
+        if let Some(since) = f.since {
+            $q.push(" AND created_at >= ").push_bind(since);
+        }
+        if let Some(until) = f.until {
+            $q.push(" AND created_at < ").push_bind(until);
+        }
+    }};
+}
+
+pub(crate) use push_filter;
+pub(crate) use store_impl;

@@ -1,0 +1,63 @@
+//! What both stores do with an incoming event before writing it. Pure: no I/O.
+
+/// Bounds applied to incoming events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// A payload larger than this is not sent: its deliveries end `failed`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Why a payload can never be delivered, or `None` when it can.
+pub(crate) fn payload_error(payload: &str, limits: &IngestLimits) -> Option<String> {
+    if payload.len() > limits.max_payload_bytes {
+        return Some(format!(
+            "payload is {} bytes, over the limit of {} bytes",
+            payload.len(),
+            limits.max_payload_bytes
+        ));
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(payload) {
+        Ok(_) => None,
+        Err(e) => Some(format!("payload is not valid JSON: {e}")),
+    }
+}
+
+/// The event id to store: the producer's, or a generated one when absent or blank.
+pub(crate) fn event_id(given: Option<&str>) -> String {
+    match given.map(str::trim) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => crate::new_id("evt"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_errors() {
+        let limits = IngestLimits { max_payload_bytes: 16 };
+        assert_eq!(payload_error(r#"{"a":1}"#, &limits), None);
+        assert_eq!(payload_error("[1, 2]", &limits), None);
+        assert!(payload_error("{not json", &limits).unwrap().contains("not valid JSON"));
+        assert!(payload_error("", &limits).unwrap().contains("not valid JSON"));
+        assert!(payload_error(r#"{"a":"0123456789abcdef"}"#, &limits)
+            .unwrap()
+            .contains("over the limit"));
+    }
+
+    #[test]
+    fn event_ids() {
+        assert_eq!(event_id(Some("e-1")), "e-1");
+        assert!(event_id(None).starts_with("evt_"));
+        assert!(event_id(Some("  ")).starts_with("evt_"));
+    }
+}

@@ -1,0 +1,192 @@
+//! hookd's durable state.
+//!
+//! Everything hookd knows lives in the database; a hookd process is disposable. This crate
+//! is the only code that talks to the database:
+//!
+//! - [`Store`]: the one interface the daemon uses, implemented twice, by [`SqliteStore`]
+//!   (the embedded default: WAL, one writer connection) and [`PgStore`] (production and
+//!   several instances: `FOR UPDATE SKIP LOCKED`, LISTEN/NOTIFY).
+//! - [`model`]: the records: endpoints, events, deliveries and their attempts.
+//! - [`matching`]: the pure rules that pick the endpoints an event goes to.
+//! - `sql`: the SQL both implementations share, and `ingest`: what both do with an
+//!   outbox row before writing it.
+//!
+//! The state machine of a delivery, fenced by leases, is drawn in `docs/state-machine.md`.
+//! Times are integer milliseconds since the Unix epoch, always read from the database's
+//! clock, so instances whose clocks disagree still agree on when a delivery is due.
+
+pub mod matching;
+pub mod model;
+
+mod common;
+mod ingest;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use ingest::IngestLimits;
+pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("stored row is not valid: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed (the database went away, is busy,
+    /// or a connection broke), as opposed to a bug or bad data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Database(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// How `release` hands back a claimed delivery whose attempt was never made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Due again at once (shutdown, or the attempt could not start).
+    Now,
+    /// Pending with no due time until its endpoint is enabled again.
+    Park,
+    /// Finished as failed with this reason (its endpoint was deleted).
+    Fail(String),
+}
+
+/// A claimed delivery's identity and fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub delivery_id: i64,
+    pub token: String,
+}
+
+/// Something that wakes the dispatcher when another process added work.
+#[async_trait]
+pub trait WakeSource: Send {
+    /// Waits for the next wake-up. An error means the source broke; the caller backs off
+    /// and calls again (it reconnects).
+    async fn wait(&mut self) -> Result<()>;
+}
+
+/// hookd's state, behind one interface with a SQLite and a PostgreSQL implementation.
+///
+/// The same conformance suite (`tests/conformance.rs`) runs against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+    /// Ok when the database answers and every migration is applied.
+    async fn check_ready(&self) -> Result<()>;
+    /// The database clock, in ms.
+    async fn now_ms(&self) -> Result<i64>;
+    /// A source of wake-ups from other processes, when the database has one (PostgreSQL's
+    /// LISTEN). SQLite has none: the dispatcher polls.
+    async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>>;
+
+    // --- endpoints -------------------------------------------------------------------
+    /// Stores a new endpoint; `created_at`/`updated_at` are set from the database clock.
+    async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint>;
+    /// A live (not deleted) endpoint.
+    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>>;
+    /// Live endpoints ordered by id, after `after`.
+    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>>;
+    /// Replaces an endpoint's mutable fields. Disabling parks its pending deliveries;
+    /// enabling makes parked ones due at once. `None` when there is no such live endpoint.
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>>;
+    /// Deletes an endpoint (its history stays readable) and fails its pending deliveries.
+    async fn delete_endpoint(&self, id: &str) -> Result<bool>;
+
+    // --- events ----------------------------------------------------------------------
+    /// Stores an event and its deliveries in one transaction. A known `event_id` creates
+    /// nothing and reports the first enqueue's delivery count.
+    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued>;
+    /// Moves up to `max_rows` rows from `hookd_outbox` into events and deliveries, in one
+    /// transaction. Returns the number of outbox rows consumed.
+    async fn ingest_outbox(&self, max_rows: u32, limits: &IngestLimits) -> Result<u64>;
+    async fn event(&self, event_id: &str) -> Result<Option<Event>>;
+
+    // --- dispatch --------------------------------------------------------------------
+    /// Leases up to `max` due deliveries for `lease_ms`, oldest due first, and counts the
+    /// attempt. Nothing stays locked after it returns.
+    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<Claimed>>;
+    /// Records attempt results in one transaction, each only if its lease is still held.
+    /// Returns, per completion, whether it was recorded.
+    async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>>;
+    /// Hands back claimed deliveries whose attempt was never made; the claim's attempt
+    /// count is undone.
+    async fn release(&self, leases: &[Lease], how: Release) -> Result<u64>;
+    /// Returns deliveries whose lease expired to pending (due now), logging the lost
+    /// attempt. Returns how many.
+    async fn rescue_expired(&self) -> Result<u64>;
+    /// Milliseconds until the earliest pending delivery is due (≤ 0: due now).
+    async fn next_due_in_ms(&self) -> Result<Option<i64>>;
+
+    // --- the delivery log -------------------------------------------------------------
+    /// Newest first, with ids below `before_id`.
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    async fn delivery(&self, id: i64) -> Result<Option<Delivery>>;
+    /// Oldest first.
+    async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>>;
+    /// Asks for one manual attempt now, whatever the state (after the running one, when in
+    /// flight). `false` when there is no such delivery.
+    async fn resend(&self, id: i64) -> Result<bool>;
+    /// `resend` for every delivery matching `filter`, in one durable statement.
+    async fn resend_matching(&self, filter: &DeliveryFilter) -> Result<u64>;
+
+    // --- gauges ------------------------------------------------------------------------
+    async fn backlog(&self) -> Result<Backlog>;
+}
+
+/// Opens the store a database URL names: `sqlite://...` or `postgres://...`.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// A fresh random token (lease tokens).
+pub(crate) fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A fresh time-ordered id with a prefix: `evt_0192...`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}

@@ -1,0 +1,136 @@
+//! Which endpoints an event goes to. Pure: no I/O.
+
+/// Whether an endpoint's `event_types` pattern list accepts `event_type`.
+///
+/// A pattern is `*` (everything), an exact name, or a prefix wildcard ending in `.*`
+/// (`payment.*` matches `payment.succeeded` and `payment.refund.created`, not `payment`).
+pub fn accepts(patterns: &[String], event_type: &str) -> bool {
+    patterns.iter().any(|p| pattern_matches(p, event_type))
+}
+
+fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => {
+            event_type.len() > prefix.len() && event_type.starts_with(prefix)
+        }
+        _ => pattern == event_type,
+    }
+}
+
+/// Whether a pattern is well formed: `*`, or a non-empty name of printable characters with
+/// no `*` except as a final `.*`.
+pub fn valid_pattern(pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let name = pattern.strip_suffix(".*").unwrap_or(pattern);
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.contains('*')
+        && name.chars().all(|c| !c.is_whitespace() && !c.is_control())
+}
+
+/// The part of an endpoint that fan-out needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+}
+
+/// A delivery to create: the endpoint, and whether it starts parked (endpoint disabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub endpoint_id: String,
+    pub parked: bool,
+}
+
+/// The deliveries for one event.
+///
+/// With `endpoint_id` the event goes to that endpoint alone (parked when it is disabled, none
+/// when it does not exist); otherwise to every enabled endpoint whose patterns accept it.
+pub fn plan(event_type: &str, endpoint_id: Option<&str>, targets: &[Target]) -> Vec<Planned> {
+    match endpoint_id {
+        Some(id) => targets
+            .iter()
+            .filter(|t| t.id == id)
+            .map(|t| Planned {
+                endpoint_id: t.id.clone(),
+                parked: !t.enabled,
+            })
+            .collect(),
+        None => targets
+            .iter()
+            .filter(|t| t.enabled && accepts(&t.event_types, event_type))
+            .map(|t| Planned {
+                endpoint_id: t.id.clone(),
+                parked: false,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pats(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pattern_table() {
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["*"], "purchase", true),
+            (&["purchase"], "purchase", true),
+            (&["purchase"], "refund", false),
+            (&["purchase"], "purchase.x", false),
+            (&["purchase", "refund"], "refund", true),
+            (&["payment.*"], "payment.succeeded", true),
+            (&["payment.*"], "payment.refund.created", true),
+            (&["payment.*"], "payment", false),
+            (&["payment.*"], "payment.", false),
+            (&["payment.*"], "payments.x", false),
+            (&["PURCHASE"], "purchase", false),
+            (&[], "purchase", false),
+        ];
+        for (patterns, event_type, want) in cases {
+            assert_eq!(
+                accepts(&pats(patterns), event_type),
+                *want,
+                "{patterns:?} vs {event_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_patterns() {
+        for ok in ["*", "purchase", "payment.*", "PAYMENT_STATUS_CHANGED", "a.b.c"] {
+            assert!(valid_pattern(ok), "{ok}");
+        }
+        for bad in ["", "pay*", "*.x", "a b", ".*", "a.**", "x\n"] {
+            assert!(!valid_pattern(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plan_fans_out_and_targets() {
+        let targets = vec![
+            Target { id: "a".into(), event_types: pats(&["*"]), enabled: true },
+            Target { id: "b".into(), event_types: pats(&["refund"]), enabled: true },
+            Target { id: "c".into(), event_types: pats(&["*"]), enabled: false },
+        ];
+        let ids = |p: Vec<Planned>| p.into_iter().map(|p| (p.endpoint_id, p.parked)).collect::<Vec<_>>();
+        assert_eq!(ids(plan("purchase", None, &targets)), vec![("a".into(), false)]);
+        assert_eq!(
+            ids(plan("refund", None, &targets)),
+            vec![("a".into(), false), ("b".into(), false)]
+        );
+        assert_eq!(ids(plan("purchase", Some("b"), &targets)), vec![("b".into(), false)]);
+        assert_eq!(ids(plan("purchase", Some("c"), &targets)), vec![("c".into(), true)]);
+        assert!(plan("purchase", Some("zz"), &targets).is_empty());
+    }
+}

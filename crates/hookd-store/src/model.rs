@@ -1,0 +1,298 @@
+//! The records the store keeps, as the rest of hookd sees them.
+//!
+//! Times are milliseconds since the Unix epoch, read from the database's clock.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a delivery is in its life. See `docs/state-machine.md` for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for `next_attempt_at` (or parked with none while its endpoint is disabled).
+    Pending,
+    /// Claimed by a worker under a lease; an HTTP attempt is running.
+    InFlight,
+    /// A 2xx was received. Final until a manual resend.
+    Succeeded,
+    /// The last allowed attempt failed, or the event can never be sent. Final until a manual resend.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [Self::Pending, Self::InFlight, Self::Succeeded, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InFlight => "in_flight",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What started an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The dispatcher, on the delivery's schedule.
+    Auto,
+    /// An operator's resend.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// How an endpoint's requests are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SignatureScheme {
+    /// Standard Webhooks: `webhook-timestamp` + `webhook-signature: v1,<base64>`.
+    #[default]
+    Standard,
+    /// Toss Payments: `tosspayments-webhook-transmission-time` + hex HMAC of `body:time`.
+    Toss,
+    /// No signature headers.
+    None,
+}
+
+impl SignatureScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Toss => "toss",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The result class of one attempt; also the `outcome` label of `hookd_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Any 2xx within the timeout.
+    Success,
+    /// The receiver answered with a non-2xx status (redirects included: they are not followed).
+    HttpError,
+    /// No complete answer within the timeout.
+    Timeout,
+    /// Connection refused or reset, DNS failure, TLS failure.
+    NetworkError,
+    /// The destination address is not allowed (SSRF guard).
+    Blocked,
+    /// The worker holding the lease vanished; the result is unknown.
+    Lost,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Self::Success,
+        Self::HttpError,
+        Self::Timeout,
+        Self::NetworkError,
+        Self::Blocked,
+        Self::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::HttpError => "http_error",
+            Self::Timeout => "timeout",
+            Self::NetworkError => "network_error",
+            Self::Blocked => "blocked",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+/// Error for a stored string that names no known variant.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct ParseEnumError {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+macro_rules! impl_str_enum {
+    ($ty:ty, $kind:literal, $variants:expr) => {
+        impl FromStr for $ty {
+            type Err = ParseEnumError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $variants
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| ParseEnumError { kind: $kind, value: s.to_string() })
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+impl_str_enum!(DeliveryState, "delivery state", DeliveryState::ALL);
+impl_str_enum!(Trigger, "trigger", [Trigger::Auto, Trigger::Manual]);
+impl_str_enum!(
+    SignatureScheme,
+    "signature scheme",
+    [SignatureScheme::Standard, SignatureScheme::Toss, SignatureScheme::None]
+);
+impl_str_enum!(Outcome, "outcome", Outcome::ALL);
+
+/// A registered receiver of webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    /// Patterns: an exact event type, `*` for all, or a prefix wildcard such as `payment.*`.
+    pub event_types: Vec<String>,
+    pub bearer_token: Option<String>,
+    pub signature_scheme: SignatureScheme,
+    pub secret: String,
+    /// Delays before each retry, in ms. `None` = the global schedule; empty = no automatic retry.
+    pub retry_schedule_ms: Option<Vec<u64>>,
+    /// Whole-request timeout in ms. `None` = the global timeout.
+    pub timeout_ms: Option<u64>,
+    /// Static headers added to every request.
+    pub headers: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<i64>,
+    /// Deleted endpoints are kept so that their deliveries' history stays readable.
+    pub deleted: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An event handed to hookd through the API (the outbox path builds the same from a row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// `None` = generate one.
+    pub event_id: Option<String>,
+    pub event_type: String,
+    /// The exact bytes to POST; must be JSON.
+    pub payload: String,
+    /// Deliver to this endpoint only, instead of fanning out by event type.
+    pub endpoint_id: Option<String>,
+}
+
+/// What `enqueue_event` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub event_id: String,
+    /// Deliveries the event has (created now, or by the first enqueue of this `event_id`).
+    pub deliveries: u64,
+    /// `false` when the `event_id` was already known and nothing was created.
+    pub created: bool,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub endpoint_id: Option<String>,
+    pub payload_error: Option<String>,
+    pub created_at: i64,
+}
+
+/// One event on its way to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    pub state: DeliveryState,
+    /// Attempts made, the running one included.
+    pub attempts: i32,
+    pub next_attempt_at: Option<i64>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One recorded HTTP attempt (or a lost one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// 1-based.
+    pub attempt: i32,
+    pub trigger: Trigger,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i32>,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+/// A delivery handed to a worker: everything needed to make the attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    /// Fences the completion write: only the holder of this token may record the result.
+    pub lease_token: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The number of this attempt, 1-based.
+    pub attempt: i32,
+    pub trigger: Trigger,
+    /// Automatic attempts made so far, this one included when it is automatic.
+    pub auto_attempts: i32,
+    /// A failure of this attempt is final (a resend of a finished delivery).
+    pub manual_only: bool,
+    pub payload: String,
+    pub endpoint: Endpoint,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Succeeded,
+    /// Back to pending, due after this many ms.
+    RetryIn(u64),
+    Failed,
+}
+
+/// The result of one attempt, to be recorded if the lease is still held.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub delivery_id: i64,
+    pub lease_token: String,
+    pub record: AttemptRecord,
+    pub next: Next,
+}
+
+/// Filters of the delivery log. Every `Some` narrows the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Created before (ms).
+    pub until: Option<i64>,
+}
+
+/// Backlog figures for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Deliveries pending or in flight.
+    pub unfinished: i64,
+    /// How long the oldest due pending delivery has waited past its due time, in ms.
+    pub oldest_due_age_ms: i64,
+}

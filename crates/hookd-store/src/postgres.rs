@@ -1,0 +1,176 @@
+//! The production store: PostgreSQL, shared by any number of hookd instances.
+//!
+//! Claims take due rows with `FOR UPDATE SKIP LOCKED` inside a single statement, so
+//! instances never wait on each other and no lock outlives the claim. A trigger on
+//! `hookd_outbox` sends `NOTIFY hookd` when a producer commits, and ingestion sends one when
+//! it creates deliveries, so every instance wakes at once; polling remains as a fallback.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use crate::common::{push_filter, store_impl};
+use crate::rows::{ClaimRow, OutboxRow};
+use crate::sql;
+use crate::{Result, WakeSource};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The NOTIFY channel.
+const CHANNEL: &str = "hookd";
+/// Connections per instance: the dispatcher, the recorder, the ingester and the API share them.
+const MAX_CONNECTIONS: u32 = 16;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
+    fn sql(statement: &'static str) -> Cow<'static, str> {
+        Cow::Borrowed(statement)
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+struct PgWake(PgListener);
+
+#[async_trait]
+impl WakeSource for PgWake {
+    async fn wait(&mut self) -> Result<()> {
+        // PgListener reconnects (and re-LISTENs) by itself on the next call after an error.
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
+store_impl!(PgStore, Postgres, {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(Some(Box::new(PgWake(listener))))
+    }
+
+    async fn ingest_outbox(&self, max_rows: u32, limits: &crate::IngestLimits) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        // SKIP LOCKED: several instances ingest disjoint rows side by side.
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(max_rows as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let targets = Self::targets(&mut tx).await?;
+        for row in &rows {
+            Self::store_event(
+                &mut tx,
+                &targets,
+                row.event_id.as_deref(),
+                &row.event_type,
+                &row.payload,
+                row.endpoint_id.as_deref(),
+                limits,
+            )
+            .await?;
+        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, 'deliveries')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<crate::Claimed>> {
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "WITH due AS ( \
+                 SELECT id FROM hookd_deliveries \
+                 WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms() \
+                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                 UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
+                     lease_expires_at = hookd_now_ms() + $2, attempts = d.attempts + 1, \
+                     auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
+                     updated_at = hookd_now_ms() \
+                 FROM due WHERE d.id = due.id \
+                 RETURNING d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
+                     d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
+             ) \
+             SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
+                 c.next_trigger, c.auto_attempts, c.manual_only, e.payload \
+             FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
+             ORDER BY c.next_attempt_at",
+        )
+        .bind(crate::token())
+        .bind(lease_ms as i64)
+        .bind(max as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_endpoints(rows).await
+    }
+
+    async fn rescue_expired(&self) -> Result<u64> {
+        let rescued = sqlx::query(
+            "WITH expired AS ( \
+                 SELECT id, attempts, next_trigger, updated_at FROM hookd_deliveries \
+                 WHERE state = 'in_flight' AND lease_expires_at < hookd_now_ms() \
+                 FOR UPDATE SKIP LOCKED \
+             ), returned AS ( \
+                 UPDATE hookd_deliveries d SET state = 'pending', lease_token = NULL, \
+                     lease_expires_at = NULL, next_attempt_at = hookd_now_ms(), \
+                     last_status_code = NULL, last_error = $1, \
+                     next_trigger = CASE WHEN d.resend_requested THEN 'manual' ELSE d.next_trigger END, \
+                     resend_requested = FALSE, updated_at = hookd_now_ms() \
+                 FROM expired WHERE d.id = expired.id \
+             ) \
+             INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
+                 outcome, error) \
+             SELECT id, attempts, next_trigger, updated_at, hookd_now_ms() - updated_at, 'lost', $1 \
+             FROM expired",
+        )
+        .bind(sql::LOST_ERROR)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(rescued)
+    }
+});

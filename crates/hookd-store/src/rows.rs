@@ -1,0 +1,236 @@
+//! Rows as both databases return them, and their conversion into the model.
+//!
+//! The derives are generic over the database, so SQLite and PostgreSQL share them; column
+//! types are chosen so that both decode into the same Rust types (BIGINT/INTEGER -> i64,
+//! INTEGER -> i32, BOOLEAN -> bool).
+
+use std::collections::BTreeMap;
+
+use crate::model::*;
+use crate::StoreError;
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+}
+
+fn json<T: serde::de::DeserializeOwned>(column: &str, value: &str) -> Result<T, StoreError> {
+    serde_json::from_str(value).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// `SELECT` list for [`EndpointRow`].
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, bearer_token, \
+    signature_scheme, secret, retry_schedule, timeout_ms, headers, enabled, disabled_reason, \
+    disabled_at, deleted_at, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EndpointRow {
+    id: String,
+    url: String,
+    description: Option<String>,
+    event_types: String,
+    bearer_token: Option<String>,
+    signature_scheme: String,
+    secret: String,
+    retry_schedule: Option<String>,
+    timeout_ms: Option<i64>,
+    headers: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    disabled_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = StoreError;
+    fn try_from(r: EndpointRow) -> Result<Self, StoreError> {
+        Ok(Endpoint {
+            event_types: json("event_types", &r.event_types)?,
+            signature_scheme: parse(&r.signature_scheme)?,
+            retry_schedule_ms: r
+                .retry_schedule
+                .as_deref()
+                .map(|s| json("retry_schedule", s))
+                .transpose()?,
+            timeout_ms: r.timeout_ms.map(|t| t.max(0) as u64),
+            headers: json::<BTreeMap<String, String>>("headers", &r.headers)?,
+            id: r.id,
+            url: r.url,
+            description: r.description,
+            bearer_token: r.bearer_token,
+            secret: r.secret,
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            disabled_at: r.disabled_at,
+            deleted: r.deleted_at.is_some(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// The endpoint's JSON-encoded columns, in bind order: event_types, retry_schedule, headers.
+pub(crate) fn endpoint_json(e: &Endpoint) -> (String, Option<String>, String) {
+    (
+        serde_json::to_string(&e.event_types).expect("strings serialize"),
+        e.retry_schedule_ms
+            .as_ref()
+            .map(|s| serde_json::to_string(s).expect("numbers serialize")),
+        serde_json::to_string(&e.headers).expect("strings serialize"),
+    )
+}
+
+pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, event_type, state, \
+    attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    id: i64,
+    event_id: String,
+    endpoint_id: String,
+    event_type: String,
+    state: String,
+    attempts: i32,
+    next_attempt_at: Option<i64>,
+    last_status_code: Option<i32>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+    fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
+        Ok(Delivery {
+            state: parse(&r.state)?,
+            id: r.id,
+            event_id: r.event_id,
+            endpoint_id: r.endpoint_id,
+            event_type: r.event_type,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            last_status_code: r.last_status_code,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    attempt: i32,
+    trigger: String,
+    started_at: i64,
+    duration_ms: i64,
+    status_code: Option<i32>,
+    outcome: String,
+    error: Option<String>,
+    response_body: Option<String>,
+}
+
+impl TryFrom<AttemptRow> for AttemptRecord {
+    type Error = StoreError;
+    fn try_from(r: AttemptRow) -> Result<Self, StoreError> {
+        Ok(AttemptRecord {
+            attempt: r.attempt,
+            trigger: parse(&r.trigger)?,
+            started_at: r.started_at,
+            duration_ms: r.duration_ms,
+            status_code: r.status_code,
+            outcome: parse(&r.outcome)?,
+            error: r.error,
+            response_body: r.response_body,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    event_id: String,
+    event_type: String,
+    payload: String,
+    endpoint_id: Option<String>,
+    payload_error: Option<String>,
+    created_at: i64,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Self {
+        Event {
+            event_id: r.event_id,
+            event_type: r.event_type,
+            payload: r.payload,
+            endpoint_id: r.endpoint_id,
+            payload_error: r.payload_error,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A freshly claimed delivery with its event's payload; the endpoint is joined in Rust.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimRow {
+    pub id: i64,
+    pub lease_token: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: String,
+    pub attempts: i32,
+    pub next_trigger: String,
+    pub auto_attempts: i32,
+    pub manual_only: bool,
+    pub payload: String,
+}
+
+impl ClaimRow {
+    pub fn into_claimed(self, endpoint: Endpoint) -> Result<Claimed, StoreError> {
+        Ok(Claimed {
+            trigger: parse(&self.next_trigger)?,
+            delivery_id: self.id,
+            lease_token: self.lease_token,
+            event_id: self.event_id,
+            event_type: self.event_type,
+            attempt: self.attempts,
+            auto_attempts: self.auto_attempts,
+            manual_only: self.manual_only,
+            payload: self.payload,
+            endpoint,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OutboxRow {
+    pub seq: i64,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub payload: String,
+    pub endpoint_id: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TargetRow {
+    id: String,
+    event_types: String,
+    enabled: bool,
+}
+
+impl TryFrom<TargetRow> for crate::matching::Target {
+    type Error = StoreError;
+    fn try_from(r: TargetRow) -> Result<Self, StoreError> {
+        Ok(crate::matching::Target {
+            event_types: json("event_types", &r.event_types)?,
+            id: r.id,
+            enabled: r.enabled,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! SQL that both databases run unchanged, apart from `hookd_now_ms()`: a function in
+//! PostgreSQL, spelled out as an expression for SQLite (see [`sqlite_dialect`]).
+//!
+//! Parameters are `$N`, which both drivers bind by number.
+
+use std::borrow::Cow;
+
+/// SQLite's equivalent of PostgreSQL's `hookd_now_ms()`: ms since the epoch, from julianday
+/// (which, unlike `unixepoch('subsec')`, every SQLite a producer may use understands).
+pub(crate) const SQLITE_NOW: &str =
+    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// The SQLite text of a shared statement.
+pub(crate) fn sqlite_dialect(sql: &'static str) -> Cow<'static, str> {
+    if sql.contains("hookd_now_ms()") {
+        Cow::Owned(sql.replace("hookd_now_ms()", SQLITE_NOW))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+pub(crate) const NOW: &str = "SELECT hookd_now_ms()";
+
+pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO hookd_endpoints (id, url, description, \
+    event_types, bearer_token, signature_scheme, secret, retry_schedule, timeout_ms, headers, \
+    enabled, disabled_reason, disabled_at, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, hookd_now_ms(), hookd_now_ms())";
+
+pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, description = $3, \
+    event_types = $4, bearer_token = $5, signature_scheme = $6, secret = $7, retry_schedule = $8, \
+    timeout_ms = $9, headers = $10, enabled = $11, disabled_reason = $12, disabled_at = $13, \
+    updated_at = hookd_now_ms() WHERE id = $1 AND deleted_at IS NULL";
+
+/// Disabling an endpoint parks its automatic pending deliveries (manual ones still go).
+pub(crate) const PARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
+    SET next_attempt_at = NULL, updated_at = hookd_now_ms() \
+    WHERE endpoint_id = $1 AND state = 'pending' AND next_trigger = 'auto' AND next_attempt_at IS NOT NULL";
+
+/// Enabling an endpoint makes its parked deliveries due at once.
+pub(crate) const UNPARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
+    SET next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at IS NULL";
+
+pub(crate) const DELETE_ENDPOINT: &str = "UPDATE hookd_endpoints \
+    SET deleted_at = hookd_now_ms(), enabled = FALSE, updated_at = hookd_now_ms() \
+    WHERE id = $1 AND deleted_at IS NULL";
+
+pub(crate) const FAIL_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
+    SET state = 'failed', next_attempt_at = NULL, last_error = 'endpoint deleted', \
+    finished_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE endpoint_id = $1 AND state = 'pending'";
+
+pub(crate) const TARGETS: &str =
+    "SELECT id, event_types, enabled FROM hookd_endpoints WHERE deleted_at IS NULL";
+
+/// `$1` event_id ... ; `ON CONFLICT DO NOTHING` makes a repeated event_id a no-op.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO hookd_events \
+    (event_id, event_type, payload, endpoint_id, payload_error, created_at) \
+    VALUES ($1, $2, $3, $4, $5, hookd_now_ms()) ON CONFLICT (event_id) DO NOTHING";
+
+/// `$3`: 'pending' or 'failed'; `$4`: parked (pending with no due time); `$5`: last_error.
+pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO hookd_deliveries \
+    (event_id, endpoint_id, event_type, state, next_attempt_at, last_error, created_at, updated_at, finished_at) \
+    VALUES ($1, $2, $6, $3, CASE WHEN $3 = 'pending' AND NOT $4 THEN hookd_now_ms() END, $5, \
+    hookd_now_ms(), hookd_now_ms(), CASE WHEN $3 = 'failed' THEN hookd_now_ms() END)";
+
+pub(crate) const COUNT_EVENT_DELIVERIES: &str =
+    "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";
+
+pub(crate) const EVENT: &str = "SELECT event_id, event_type, payload, endpoint_id, payload_error, \
+    created_at FROM hookd_events WHERE event_id = $1";
+
+/// Records one attempt's result if the lease is still held. A resend asked for while the
+/// attempt ran turns the delivery straight back into a due manual attempt.
+/// `$3` next state ('succeeded' | 'pending' | 'failed'), `$4` retry delay ms.
+pub(crate) const COMPLETE: &str = "UPDATE hookd_deliveries SET \
+    state = CASE WHEN resend_requested THEN 'pending' ELSE $3 END, \
+    next_attempt_at = CASE WHEN resend_requested THEN hookd_now_ms() \
+        WHEN $3 = 'pending' THEN hookd_now_ms() + $4 END, \
+    next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE 'auto' END, \
+    manual_only = CASE WHEN resend_requested THEN $3 <> 'pending' ELSE FALSE END, \
+    finished_at = CASE WHEN resend_requested OR $3 = 'pending' THEN NULL ELSE hookd_now_ms() END, \
+    resend_requested = FALSE, lease_token = NULL, lease_expires_at = NULL, \
+    last_status_code = $5, last_error = $6, updated_at = hookd_now_ms() \
+    WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'";
+
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, \
+    started_at, duration_ms, status_code, outcome, error, response_body) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Undoes a claim whose attempt never ran. `$3`: 'pending' or 'failed'; `$4`: due now
+/// (else parked); `$5`: last_error when failing.
+pub(crate) const RELEASE: &str = "UPDATE hookd_deliveries SET \
+    state = $3, \
+    attempts = attempts - 1, \
+    auto_attempts = auto_attempts - CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
+    next_attempt_at = CASE WHEN $3 = 'pending' AND $4 THEN hookd_now_ms() END, \
+    next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE next_trigger END, \
+    resend_requested = FALSE, lease_token = NULL, lease_expires_at = NULL, \
+    last_error = COALESCE($5, last_error), \
+    finished_at = CASE WHEN $3 = 'failed' THEN hookd_now_ms() END, updated_at = hookd_now_ms() \
+    WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'";
+
+pub(crate) const LOST_ERROR: &str =
+    "lease expired before the result was recorded (the worker stopped or lost the database)";
+
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) - hookd_now_ms() \
+    FROM hookd_deliveries WHERE state = 'pending' AND next_attempt_at IS NOT NULL";
+
+pub(crate) const DELIVERY: &str = "SELECT id, event_id, endpoint_id, event_type, state, attempts, \
+    next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at \
+    FROM hookd_deliveries WHERE id = $1";
+
+pub(crate) const ATTEMPTS: &str = "SELECT attempt, trigger, started_at, duration_ms, status_code, \
+    outcome, error, response_body FROM hookd_attempts WHERE delivery_id = $1 ORDER BY attempt, id";
+
+/// The SET clause of a resend; followed by a WHERE clause. In flight: flag it for the
+/// completion write. Finished: one manual attempt whose failure is final. Pending: due now,
+/// manual, its automatic schedule kept.
+pub(crate) const RESEND_SET: &str = "UPDATE hookd_deliveries SET \
+    resend_requested = (state = 'in_flight'), \
+    manual_only = CASE WHEN state IN ('succeeded', 'failed') THEN TRUE \
+        WHEN state = 'pending' THEN manual_only ELSE FALSE END, \
+    next_trigger = CASE WHEN state = 'in_flight' THEN next_trigger ELSE 'manual' END, \
+    next_attempt_at = CASE WHEN state = 'in_flight' THEN next_attempt_at ELSE hookd_now_ms() END, \
+    finished_at = CASE WHEN state = 'in_flight' THEN finished_at END, \
+    state = CASE WHEN state = 'in_flight' THEN 'in_flight' ELSE 'pending' END, \
+    updated_at = hookd_now_ms() ";
+
+pub(crate) const BACKLOG: &str = "SELECT \
+    (SELECT COUNT(*) FROM hookd_deliveries WHERE state IN ('pending', 'in_flight')), \
+    (SELECT hookd_now_ms() - MIN(next_attempt_at) FROM hookd_deliveries \
+        WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms())";

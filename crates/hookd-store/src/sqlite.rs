@@ -1,0 +1,194 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! All writes go through one connection (SQLite has one writer at a time anyway; queueing
+//! them in the pool is cheaper than retrying `SQLITE_BUSY`), each write transaction starts
+//! with `BEGIN IMMEDIATE` so it never has to upgrade a read lock, and a busy timeout rides
+//! out a producer's write transaction. Reads use their own small pool and never block on
+//! the writer (WAL). Other processes' outbox inserts are seen by polling.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::common::{push_filter, store_impl};
+use crate::rows::{ClaimRow, OutboxRow};
+use crate::sql;
+use crate::{Result, WakeSource};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read connections; WAL lets them all read while the writer writes.
+const READERS: u32 = 4;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) `sqlite://REL/PATH` or `sqlite:///ABS/PATH`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives any process crash; only an OS crash can lose the
+            // last commits, and then WAL's ordering loses outbox rows and their ingestion
+            // together, never one without the other.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT * 3)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(BUSY_TIMEOUT * 3)
+            .connect_with(options)
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
+    fn sql(statement: &'static str) -> Cow<'static, str> {
+        sql::sqlite_dialect(statement)
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+store_impl!(SqliteStore, Sqlite, {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
+        Ok(None)
+    }
+
+    async fn ingest_outbox(&self, max_rows: u32, limits: &crate::IngestLimits) -> Result<u64> {
+        // Cheap check on a reader first: polling an empty outbox must not take the write lock.
+        let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM hookd_outbox LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(max_rows as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let targets = Self::targets(&mut tx).await?;
+        for row in &rows {
+            Self::store_event(
+                &mut tx,
+                &targets,
+                row.event_id.as_deref(),
+                &row.event_type,
+                &row.payload,
+                row.endpoint_id.as_deref(),
+                limits,
+            )
+            .await?;
+        }
+        let last = rows.last().map(|r| r.seq).unwrap_or_default();
+        sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<crate::Claimed>> {
+        let token = crate::token();
+        let claimed = sqlx::query(&Self::sql(
+            "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
+             lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
+             auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
+             updated_at = hookd_now_ms() \
+             WHERE id IN (SELECT id FROM hookd_deliveries WHERE state = 'pending' \
+                 AND next_attempt_at <= hookd_now_ms() ORDER BY next_attempt_at LIMIT $3)",
+        ))
+        .bind(&token)
+        .bind(lease_ms as i64)
+        .bind(max as i64)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "SELECT d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
+             d.next_trigger, d.auto_attempts, d.manual_only, e.payload \
+             FROM hookd_deliveries d JOIN hookd_events e ON e.event_id = d.event_id \
+             WHERE d.lease_token = $1 ORDER BY d.next_attempt_at",
+        )
+        .bind(&token)
+        .fetch_all(&self.writer)
+        .await?;
+        self.with_endpoints(rows).await
+    }
+
+    async fn rescue_expired(&self) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let now: i64 = sqlx::query_scalar(&Self::sql(sql::NOW))
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
+             outcome, error) SELECT id, attempts, next_trigger, updated_at, $1 - updated_at, \
+             'lost', $2 FROM hookd_deliveries WHERE state = 'in_flight' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .bind(sql::LOST_ERROR)
+        .execute(&mut *tx)
+        .await?;
+        let rescued = sqlx::query(
+            "UPDATE hookd_deliveries SET state = 'pending', lease_token = NULL, \
+             lease_expires_at = NULL, next_attempt_at = $1, last_status_code = NULL, \
+             last_error = $2, \
+             next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE next_trigger END, \
+             resend_requested = FALSE, updated_at = $1 \
+             WHERE state = 'in_flight' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .bind(sql::LOST_ERROR)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(rescued)
+    }
+});

@@ -1,0 +1,36 @@
+//! Test support for hookd, shared by every crate's tests:
+//!
+//! - [`TestDb`]: a fresh database per test: a SQLite file in a temporary directory, or a
+//!   new PostgreSQL database (dropped afterwards) on the server named by
+//!   `HOOKD_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`). PostgreSQL
+//!   tests fail, never skip, when the server cannot be reached.
+//! - [`Receiver`]: a real HTTP server on 127.0.0.1 that records every request and answers
+//!   as a script says: a status, a delay (to hang past a timeout), a body.
+//! - [`wait_until`]: waits for a condition with a deadline instead of sleeping and hoping.
+
+mod db;
+mod receiver;
+
+pub use db::{Backend, TestDb};
+pub use receiver::{Received, Receiver, Reply};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 10 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
