@@ -1,0 +1,32 @@
+//! hookd: a reliable outbound webhook dispatcher.
+//!
+//! Services hand hookd events (a row in `hookd_outbox`, or `POST /v1/events`); hookd
+//! delivers each as a signed HTTP POST to every endpoint that wants it, retries failures on
+//! a schedule kept in the database, lets an operator resend by hand, and exports
+//! Prometheus metrics. The parts:
+//!
+//! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
+//! - [`config`]: layered settings: defaults < TOML < `HOOKD_*` < flags.
+//! - [`ingest`]: the outbox poller and the PostgreSQL LISTEN that wakes it.
+//! - [`dispatch`]: the worker pool: claim with a lease, POST, record fenced by the lease.
+//! - [`api`]: the admin REST API, `/metrics`, `/healthz`, `/readyz`.
+//! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges.
+//! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and logs.
+//!
+//! State lives in the database ([`hookd_store`]); a process can be killed at any moment.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod ingest;
+pub mod maintenance;
+pub mod metrics;
+pub mod retry;
+pub mod signing;
+pub mod ssrf;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

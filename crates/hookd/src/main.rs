@@ -1,1 +1,145 @@
-fn main() {}
+//! The `hookd` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use hookd::{telemetry, Application, Config};
+
+/// A reliable outbound webhook dispatcher.
+#[derive(Parser)]
+#[command(name = "hookd", version, about, long_about = None)]
+struct Cli {
+    /// A TOML file of settings (see docs/configuration.md).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, then run the dispatcher, the admin API, /metrics and health checks.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Args)]
+struct DatabaseArgs {
+    /// sqlite://REL/PATH, sqlite:///ABS/PATH or postgres://... [env: HOOKD_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address of the admin API, /metrics and health checks [env: HOOKD_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on /v1 [env: HOOKD_ADMIN_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// Delays before each retry, e.g. 1m,5m,10m; empty for none [env: HOOKD_RETRY_SCHEDULE]
+    #[arg(long, value_name = "LIST")]
+    retry_schedule: Option<String>,
+    /// Whole-request timeout of one attempt, e.g. 10s [env: HOOKD_REQUEST_TIMEOUT]
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
+    /// Allow loopback/private/link-local destinations [env: HOOKD_ALLOW_PRIVATE_TARGETS]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_private_targets: Option<String>,
+    /// Attempts in flight at once [env: HOOKD_CONCURRENCY]
+    #[arg(long, value_name = "N")]
+    concurrency: Option<String>,
+    /// Outbox and due-queue poll interval, e.g. 100ms [env: HOOKD_POLL_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    poll_interval: Option<String>,
+    /// text or json [env: HOOKD_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("database_url", self.database.database_url),
+            ("listen", self.listen),
+            ("admin_token", self.admin_token),
+            ("retry_schedule", self.retry_schedule),
+            ("request_timeout", self.request_timeout),
+            ("allow_private_targets", self.allow_private_targets),
+            ("concurrency", self.concurrency),
+            ("poll_interval", self.poll_interval),
+            ("log_format", self.log_format),
+        ]
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (flags, serve) = match cli.command {
+        Command::Serve(args) => (args.flags(), true),
+        Command::Migrate(args) => (vec![("database_url", args.database_url)], false),
+    };
+    let config = match Config::load(cli.config.as_deref(), flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format, &config.log_level);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        if serve {
+            serve_until_signal(config).await
+        } else {
+            migrate(config).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hookd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = hookd::app::connect(&config.database_url).await?;
+    store.migrate().await?;
+    tracing::info!(database = store.backend(), "migrations applied");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received");
+    shutdown.cancel();
+}

@@ -1,0 +1,224 @@
+//! `/v1/deliveries`: the delivery log, each delivery's attempts, and resends.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use hookd_store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryState};
+
+use super::error::ApiError;
+use super::events::raw_payload;
+use super::time::{parse_instant, rfc3339, rfc3339_opt};
+use super::{AppState, Page, PageQuery};
+
+#[derive(Serialize)]
+pub struct DeliveryView {
+    id: i64,
+    event_id: String,
+    endpoint_id: String,
+    event_type: String,
+    state: &'static str,
+    attempts: i32,
+    next_attempt_at: Option<String>,
+    last_status_code: Option<i32>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        DeliveryView {
+            id: d.id,
+            state: d.state.as_str(),
+            next_attempt_at: rfc3339_opt(d.next_attempt_at),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+            finished_at: rfc3339_opt(d.finished_at),
+            event_id: d.event_id,
+            endpoint_id: d.endpoint_id,
+            event_type: d.event_type,
+            attempts: d.attempts,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    attempt: i32,
+    trigger: &'static str,
+    started_at: String,
+    duration_ms: i64,
+    status_code: Option<i32>,
+    outcome: &'static str,
+    error: Option<String>,
+    response_body: Option<String>,
+}
+
+impl From<AttemptRecord> for AttemptView {
+    fn from(a: AttemptRecord) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            trigger: a.trigger.as_str(),
+            started_at: rfc3339(a.started_at),
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            outcome: a.outcome.as_str(),
+            error: a.error,
+            response_body: a.response_body,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    /// The event's payload, as sent.
+    payload: Option<Box<RawValue>>,
+    attempt_log: Vec<AttemptView>,
+}
+
+/// Filters shared by the log and bulk resend.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilterFields {
+    state: Option<String>,
+    endpoint_id: Option<String>,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl FilterFields {
+    fn into_filter(self, now_ms: i64) -> Result<DeliveryFilter, ApiError> {
+        let state = self
+            .state
+            .map(|s| {
+                s.parse::<DeliveryState>().map_err(|_| {
+                    ApiError::invalid(format!(
+                        "state must be pending, in_flight, succeeded or failed, not {s:?}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let instant = |field: &str, v: Option<String>| {
+            v.map(|t| parse_instant(&t, now_ms).map_err(|e| ApiError::invalid(format!("{field}: {e}"))))
+                .transpose()
+        };
+        Ok(DeliveryFilter {
+            state,
+            endpoint_id: self.endpoint_id,
+            event_id: self.event_id,
+            event_type: self.event_type,
+            since: instant("since", self.since)?,
+            until: instant("until", self.until)?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    state: Option<String>,
+    endpoint_id: Option<String>,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<DeliveryView>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.page.limit()?;
+    let before = q
+        .page
+        .cursor
+        .as_deref()
+        .map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a cursor from next_cursor"))))
+        .transpose()?;
+    let fields = FilterFields {
+        state: q.state,
+        endpoint_id: q.endpoint_id,
+        event_id: q.event_id,
+        event_type: q.event_type,
+        since: q.since,
+        until: q.until,
+    };
+    let filter = fields.into_filter(chrono::Utc::now().timestamp_millis())?;
+    let rows = state.store.deliveries(&filter, before, limit).await?;
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|d| d.id.to_string()))
+        .flatten();
+    Ok(Json(Page {
+        data: rows.into_iter().map(DeliveryView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Delivery ids are numbers; anything else names no delivery.
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("delivery", id))
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeliveryDetail>, ApiError> {
+    let n = parse_id(&id)?;
+    let delivery = state.store.delivery(n).await?.ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let attempts = state.store.attempts(n).await?;
+    let payload = state.store.event(&delivery.event_id).await?.map(|e| raw_payload(e.payload));
+    Ok(Json(DeliveryDetail {
+        delivery: delivery.into(),
+        payload,
+        attempt_log: attempts.into_iter().map(AttemptView::from).collect(),
+    }))
+}
+
+/// One manual attempt now, whatever the state.
+pub async fn resend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
+    let n = parse_id(&id)?;
+    if !state.store.resend(n).await? {
+        return Err(ApiError::not_found("delivery", &id));
+    }
+    state.metrics.manual_resends.inc();
+    state.dispatch_wake.notify_one();
+    let delivery = state.store.delivery(n).await?.ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    tracing::info!(delivery_id = n, "manual resend requested");
+    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+}
+
+#[derive(Serialize)]
+pub struct Matched {
+    matched: u64,
+}
+
+/// Resends every delivery matching the filter. The request is written to the database
+/// before the answer, so it survives a restart.
+pub async fn bulk_resend(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Matched>), ApiError> {
+    let fields: FilterFields = if body.iter().all(u8::is_ascii_whitespace) {
+        FilterFields::default()
+    } else {
+        super::json::parse(&body)?
+    };
+    let filter = fields.into_filter(chrono::Utc::now().timestamp_millis())?;
+    let matched = state.store.resend_matching(&filter).await?;
+    state.metrics.manual_resends.inc_by(matched);
+    state.dispatch_wake.notify_one();
+    tracing::info!(matched, "bulk resend requested");
+    Ok((StatusCode::ACCEPTED, Json(Matched { matched })))
+}

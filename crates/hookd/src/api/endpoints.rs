@@ -1,0 +1,322 @@
+//! `/v1/endpoints`: register, read, change and delete receivers.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use hookd_store::{matching, Endpoint, SignatureScheme};
+
+use super::error::ApiError;
+use super::json::{nullable, Body};
+use super::time::{rfc3339, rfc3339_opt};
+use super::{Page, PageQuery, AppState};
+use crate::{retry, signing, ssrf};
+
+/// The most an endpoint may ask for: attempts must end well inside their lease.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_RETRIES: usize = 50;
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Headers hookd sets itself; an endpoint cannot override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEndpoint {
+    url: String,
+    description: Option<String>,
+    event_types: Option<Vec<String>>,
+    bearer_token: Option<String>,
+    signature_scheme: Option<String>,
+    secret: Option<String>,
+    retry_schedule: Option<Vec<String>>,
+    timeout: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    event_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    bearer_token: Option<Option<String>>,
+    signature_scheme: Option<String>,
+    secret: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    retry_schedule: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    timeout: Option<Option<String>>,
+    headers: Option<BTreeMap<String, String>>,
+    enabled: Option<bool>,
+}
+
+/// An endpoint as the API shows it. Lists leave out `secret` and `bearer_token`.
+#[derive(Serialize)]
+pub struct EndpointView {
+    id: String,
+    url: String,
+    description: Option<String>,
+    event_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bearer_token: Option<String>,
+    has_bearer_token: bool,
+    signature_scheme: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    /// `null` = the global schedule.
+    retry_schedule: Option<Vec<String>>,
+    /// `null` = the global timeout.
+    timeout: Option<String>,
+    headers: BTreeMap<String, String>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    disabled_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl EndpointView {
+    pub fn new(e: Endpoint, with_secrets: bool) -> EndpointView {
+        EndpointView {
+            has_bearer_token: e.bearer_token.is_some(),
+            bearer_token: e.bearer_token.filter(|_| with_secrets),
+            secret: Some(e.secret).filter(|_| with_secrets),
+            signature_scheme: e.signature_scheme.as_str(),
+            retry_schedule: e.retry_schedule_ms.map(|s| {
+                s.into_iter().map(|ms| retry::format_duration(Duration::from_millis(ms))).collect()
+            }),
+            timeout: e.timeout_ms.map(|ms| retry::format_duration(Duration::from_millis(ms))),
+            disabled_at: rfc3339_opt(e.disabled_at),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+            id: e.id,
+            url: e.url,
+            description: e.description,
+            event_types: e.event_types,
+            headers: e.headers,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Body(req): Body<NewEndpoint>,
+) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
+    let scheme = parse_scheme(req.signature_scheme.as_deref())?;
+    let enabled = req.enabled.unwrap_or(true);
+    let endpoint = Endpoint {
+        id: hookd_store::new_id("ep"),
+        url: req.url,
+        description: req.description,
+        event_types: req.event_types.unwrap_or_else(|| vec!["*".to_string()]),
+        bearer_token: req.bearer_token,
+        signature_scheme: scheme,
+        secret: req.secret.unwrap_or_else(signing::generate_secret),
+        retry_schedule_ms: req.retry_schedule.as_deref().map(parse_schedule).transpose()?,
+        timeout_ms: req.timeout.as_deref().map(parse_timeout).transpose()?,
+        headers: req.headers.unwrap_or_default(),
+        enabled,
+        disabled_reason: None,
+        disabled_at: None,
+        deleted: false,
+        created_at: 0,
+        updated_at: 0,
+    };
+    validate(&endpoint, state.allow_private).await?;
+    let stored = state.store.insert_endpoint(&endpoint).await?;
+    tracing::info!(endpoint_id = %stored.id, "endpoint registered");
+    Ok((StatusCode::CREATED, Json(EndpointView::new(stored, true))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<EndpointView>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit()?;
+    let endpoints = state.store.endpoints(q.cursor.as_deref(), limit).await?;
+    let next_cursor = (endpoints.len() == limit as usize)
+        .then(|| endpoints.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(Json(Page {
+        data: endpoints.into_iter().map(|e| EndpointView::new(e, false)).collect(),
+        next_cursor,
+    }))
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<EndpointView>, ApiError> {
+    let endpoint = state.store.endpoint(&id).await?.ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    Ok(Json(EndpointView::new(endpoint, true)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(patch): Body<EndpointPatch>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let mut e = state.store.endpoint(&id).await?.ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    if let Some(url) = patch.url {
+        e.url = url;
+    }
+    if let Some(description) = patch.description {
+        e.description = description;
+    }
+    if let Some(types) = patch.event_types {
+        e.event_types = types;
+    }
+    if let Some(token) = patch.bearer_token {
+        e.bearer_token = token;
+    }
+    if let Some(scheme) = patch.signature_scheme {
+        e.signature_scheme = parse_scheme(Some(&scheme))?;
+    }
+    if let Some(secret) = patch.secret {
+        e.secret = secret;
+    }
+    if let Some(schedule) = patch.retry_schedule {
+        e.retry_schedule_ms = schedule.as_deref().map(parse_schedule).transpose()?;
+    }
+    if let Some(timeout) = patch.timeout {
+        e.timeout_ms = timeout.as_deref().map(parse_timeout).transpose()?;
+    }
+    if let Some(headers) = patch.headers {
+        e.headers = headers;
+    }
+    if let Some(enabled) = patch.enabled {
+        if enabled && !e.enabled {
+            e.disabled_reason = None;
+            e.disabled_at = None;
+        } else if !enabled && e.enabled {
+            e.disabled_reason = Some("disabled by an operator".into());
+            e.disabled_at = Some(chrono::Utc::now().timestamp_millis());
+        }
+        e.enabled = enabled;
+    }
+    validate(&e, state.allow_private).await?;
+    let updated = state.store.update_endpoint(&e).await?.ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    if updated.enabled {
+        state.dispatch_wake.notify_one(); // parked deliveries may be due now
+    }
+    Ok(Json(EndpointView::new(updated, true)))
+}
+
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if state.store.delete_endpoint(&id).await? {
+        tracing::info!(endpoint_id = %id, "endpoint deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("endpoint", &id))
+    }
+}
+
+fn parse_scheme(text: Option<&str>) -> Result<SignatureScheme, ApiError> {
+    match text {
+        None => Ok(SignatureScheme::Standard),
+        Some(s) => s.parse().map_err(|_| {
+            ApiError::invalid(format!("signature_scheme must be standard, toss or none, not {s:?}"))
+        }),
+    }
+}
+
+fn parse_schedule(items: &[String]) -> Result<Vec<u64>, ApiError> {
+    if items.len() > MAX_RETRIES {
+        return Err(ApiError::invalid(format!("retry_schedule has more than {MAX_RETRIES} entries")));
+    }
+    items
+        .iter()
+        .map(|item| {
+            let d = retry::parse_duration(item).map_err(|e| ApiError::invalid(format!("retry_schedule: {e}")))?;
+            if d > MAX_RETRY_DELAY {
+                return Err(ApiError::invalid(format!("retry_schedule: {item:?} is longer than 7 days")));
+            }
+            Ok(d.as_millis() as u64)
+        })
+        .collect()
+}
+
+fn parse_timeout(text: &str) -> Result<u64, ApiError> {
+    let d = retry::parse_duration(text).map_err(|e| ApiError::invalid(format!("timeout: {e}")))?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(ApiError::invalid(format!("timeout must be more than 0 and at most {}", retry::format_duration(MAX_TIMEOUT))));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+/// Every rule an endpoint must satisfy, for create and update alike.
+async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
+    let url = ssrf::check_url(&e.url, allow_private).map_err(ApiError::Invalid)?;
+    if e.event_types.is_empty() {
+        return Err(ApiError::invalid("event_types must name at least one event type (or \"*\")"));
+    }
+    if let Some(bad) = e.event_types.iter().find(|p| !matching::valid_pattern(p)) {
+        return Err(ApiError::invalid(format!(
+            "event_types: {bad:?} is not an event type, \"*\", or a prefix such as \"payment.*\""
+        )));
+    }
+    signing::validate_secret(e.signature_scheme, &e.secret)
+        .map_err(|m| ApiError::invalid(format!("secret: {m}")))?;
+    if let Some(token) = &e.bearer_token {
+        if token.is_empty() || token.len() > 4096 || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ApiError::invalid("bearer_token must be 1 to 4096 visible ASCII characters"));
+        }
+    }
+    if let Some(d) = &e.description {
+        if d.len() > 1024 {
+            return Err(ApiError::invalid("description is longer than 1024 bytes"));
+        }
+    }
+    for (name, value) in &e.headers {
+        let lower = name.to_ascii_lowercase();
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(value).is_err()
+        {
+            return Err(ApiError::invalid(format!("headers: {name:?} is not a valid header")));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") || lower.starts_with("tosspayments-") {
+            return Err(ApiError::invalid(format!("headers: {name} is set by hookd itself")));
+        }
+    }
+    if !allow_private {
+        resolves_publicly(&url).await?;
+    }
+    Ok(())
+}
+
+/// A registered name that resolves only to non-public addresses is refused now, with a
+/// clear message, rather than failing every attempt later. A name that does not resolve
+/// yet is accepted: the send-time guard still checks whatever it resolves to then.
+async fn resolves_publicly(url: &url::Url) -> Result<(), ApiError> {
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return Ok(()); // literals were checked by check_url
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    let lookup = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host, port))).await;
+    let Ok(Ok(addrs)) = lookup else {
+        return Ok(());
+    };
+    let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+    if !addrs.is_empty() && addrs.iter().all(|ip| !ssrf::is_public(*ip)) {
+        return Err(ApiError::invalid(format!(
+            "url: {host} resolves to non-public addresses only; set HOOKD_ALLOW_PRIVATE_TARGETS=true to allow it"
+        )));
+    }
+    Ok(())
+}

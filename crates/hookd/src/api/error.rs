@@ -1,0 +1,69 @@
+//! API errors and their HTTP form: `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use hookd_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// 401: missing or wrong admin token.
+    #[error("missing or wrong admin token: send Authorization: Bearer <HOOKD_ADMIN_TOKEN>")]
+    Unauthorized,
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: the body is over the size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 422: well-formed, but a field is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// 500/503: the database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::Invalid(message.into())
+    }
+
+    pub fn not_found(what: &str, id: &str) -> ApiError {
+        ApiError::NotFound(format!("no {what} with id {id:?}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            ApiError::Store(e) if e.is_transient() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        };
+        let message = match &self {
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "API request failed in the database");
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "the database is unavailable; try again".to_string()
+                } else {
+                    "internal error; see hookd's log".to_string()
+                }
+            }
+            other => other.to_string(),
+        };
+        let body = json!({ "error": { "code": code, "message": message } });
+        (status, Json(body)).into_response()
+    }
+}

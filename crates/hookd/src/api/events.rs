@@ -1,0 +1,123 @@
+//! `/v1/events`: hand hookd an event over HTTP (the outbox table is the other way in).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use hookd_store::NewEvent;
+
+use super::deliveries::DeliveryView;
+use super::error::ApiError;
+use super::json::Body;
+use super::time::rfc3339;
+use super::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    event_type: String,
+    /// Kept byte for byte: the body receivers get is exactly what was sent here.
+    payload: Box<RawValue>,
+    event_id: Option<String>,
+    endpoint_id: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Accepted {
+    event_id: String,
+    deliveries: u64,
+}
+
+/// Checks an event type or id: 1 to 200 visible ASCII characters (an event id is sent as
+/// the `webhook-id` header).
+pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 200 || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to 200 visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `202` with the deliveries created; `200` with the first answer for a known `event_id`.
+pub async fn create(
+    State(state): State<AppState>,
+    Body(req): Body<EventRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    check_name("event_type", &req.event_type)?;
+    if let Some(id) = &req.event_id {
+        check_name("event_id", id)?;
+    }
+    let payload = req.payload.get();
+    if payload.len() > state.limits.max_payload_bytes {
+        return Err(ApiError::TooLarge(format!(
+            "payload is {} bytes, over the limit of {}",
+            payload.len(),
+            state.limits.max_payload_bytes
+        )));
+    }
+    if let Some(endpoint_id) = &req.endpoint_id {
+        if state.store.endpoint(endpoint_id).await?.is_none() {
+            return Err(ApiError::not_found("endpoint", endpoint_id));
+        }
+    }
+    let event = NewEvent {
+        event_id: req.event_id,
+        event_type: req.event_type,
+        payload: payload.to_string(),
+        endpoint_id: req.endpoint_id,
+    };
+    let enqueued = state.store.enqueue_event(&event, &state.limits).await?;
+    let status = if enqueued.created {
+        state.dispatch_wake.notify_one();
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Accepted {
+            event_id: enqueued.event_id,
+            deliveries: enqueued.deliveries,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct EventView {
+    event_id: String,
+    event_type: String,
+    payload: Box<RawValue>,
+    endpoint_id: Option<String>,
+    payload_error: Option<String>,
+    created_at: String,
+    deliveries: Vec<DeliveryView>,
+}
+
+/// The payload as JSON when it is JSON, else as a JSON string.
+pub fn raw_payload(payload: String) -> Box<RawValue> {
+    RawValue::from_string(payload.clone()).unwrap_or_else(|_| {
+        RawValue::from_string(serde_json::to_string(&payload).expect("strings serialize"))
+            .expect("a JSON string is JSON")
+    })
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<EventView>, ApiError> {
+    let event = state.store.event(&id).await?.ok_or_else(|| ApiError::not_found("event", &id))?;
+    let filter = hookd_store::DeliveryFilter {
+        event_id: Some(id),
+        ..Default::default()
+    };
+    let deliveries = state.store.deliveries(&filter, None, 1000).await?;
+    Ok(Json(EventView {
+        event_id: event.event_id,
+        event_type: event.event_type,
+        payload: raw_payload(event.payload),
+        endpoint_id: event.endpoint_id,
+        payload_error: event.payload_error,
+        created_at: rfc3339(event.created_at),
+        deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
+    }))
+}

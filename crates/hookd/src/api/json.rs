@@ -1,0 +1,47 @@
+//! Request bodies: JSON that is not JSON is a 400, JSON of the wrong shape a 422, a body
+//! over the limit a 413, always in the API's error format. The content type is not
+//! required: `curl -d` users forget it.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use super::error::ApiError;
+
+/// A JSON body, parsed.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge("request body is over the size limit".into())
+            } else {
+                ApiError::MalformedJson(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        parse(&bytes).map(Body)
+    }
+}
+
+/// Parses a JSON body, classifying the error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::MalformedJson(format!("request body is not valid JSON: {e}")),
+    })
+}
+
+/// For PATCH fields where `null` (clear) differs from absent (keep): use with
+/// `#[serde(default, deserialize_with = "nullable")]` on an `Option<Option<T>>`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}

@@ -1,0 +1,178 @@
+//! The daemon assembled: `Application::build(config)` connects, migrates and binds;
+//! `run_until_stopped(shutdown)` runs everything until the token is cancelled.
+//!
+//! Tests build it with port 0 and read `.port()`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use hookd_store::{IngestLimits, Store};
+
+use crate::api::{self, AppState, Health};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::ingest::{self, Ingester};
+use crate::maintenance;
+use crate::metrics::Metrics;
+
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+}
+
+impl Application {
+    /// Connects to the database, applies migrations and binds the listen address.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        if config.admin_token.is_none() && !config.listen.ip().is_loopback() {
+            bail!(
+                "refusing to serve the admin API on {} without HOOKD_ADMIN_TOKEN: set a token or listen on 127.0.0.1",
+                config.listen
+            );
+        }
+        let store = connect(&config.database_url).await?;
+        store.migrate().await.context("cannot apply database migrations")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Application {
+            config,
+            listener,
+            store,
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address().port()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Runs the dispatcher, the outbox ingester, the maintenance jobs and the HTTP server
+    /// until `shutdown` is cancelled; then stops claiming, lets attempts in flight finish
+    /// (up to `shutdown_timeout`), records them, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { config, listener, store, metrics } = self;
+        let dispatch_wake = Arc::new(Notify::new());
+        let outbox_wake = Arc::new(Notify::new());
+        let health = Arc::new(Health::default());
+        let limits = IngestLimits {
+            max_payload_bytes: config.max_payload_bytes,
+        };
+
+        let mut scheduler = maintenance::start(
+            store.clone(),
+            metrics.clone(),
+            config.rescue_interval,
+            config.gauge_interval,
+            dispatch_wake.clone(),
+        )
+        .await
+        .context("cannot start the maintenance jobs")?;
+
+        let dispatcher = Dispatcher::new(&config, store.clone(), metrics.clone(), dispatch_wake.clone());
+        let dispatching = tokio::spawn(dispatcher.run(shutdown.clone()));
+        health.dispatching.store(true, Ordering::Relaxed);
+        let ingesting = tokio::spawn(
+            Ingester {
+                store: store.clone(),
+                limits,
+                poll_interval: config.poll_interval,
+                metrics: metrics.clone(),
+                outbox_wake: outbox_wake.clone(),
+                dispatch_wake: dispatch_wake.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+        let relaying = tokio::spawn(ingest::relay_wakeups(
+            store.clone(),
+            vec![outbox_wake, dispatch_wake.clone()],
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+
+        let state = AppState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            dispatch_wake,
+            admin_token: config.admin_token.as_deref().map(Arc::from),
+            allow_private: config.allow_private_targets,
+            limits,
+            health: health.clone(),
+        };
+        // The API stays up while the dispatcher drains, answering /readyz with 503.
+        let stop_serving = CancellationToken::new();
+        let serving = {
+            let stop = stop_serving.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, api::router(state))
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        };
+        tracing::info!(
+            listen = %config.listen,
+            database = store.backend(),
+            concurrency = config.concurrency,
+            "hookd is serving"
+        );
+
+        shutdown.cancelled().await;
+        health.draining.store(true, Ordering::Relaxed);
+        tracing::info!("shutting down: claiming nothing new");
+        let _ = ingesting.await;
+        let _ = relaying.await;
+        dispatching.await.context("the dispatcher panicked")?;
+        health.dispatching.store(false, Ordering::Relaxed);
+        let _ = scheduler.shutdown().await;
+        stop_serving.cancel();
+        serving.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
+        tracing::info!("hookd stopped");
+        Ok(())
+    }
+}
+
+/// Opens the database, waiting out a database that is still starting (up to ~30 s).
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    use backon::Retryable;
+    (|| hookd_store::connect(url))
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(200))
+                .with_max_delay(std::time::Duration::from_secs(5))
+                .with_max_times(8),
+        )
+        .when(|e| e.is_transient())
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the database yet"))
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(url)))
+}
+
+/// A database URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

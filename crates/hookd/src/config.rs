@@ -1,0 +1,381 @@
+//! Configuration, layered: built-in defaults < TOML file < `HOOKD_*` environment < flags.
+//!
+//! Every setting has one name, used as the TOML key and, upper-cased behind `HOOKD_`, as
+//! the environment variable. Values are read as text by every layer (a TOML number or array
+//! is turned into text first), so each setting is parsed and checked in one place.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::retry;
+
+/// Every setting with its default (`None`: unset unless given).
+pub const SETTINGS: &[(&str, Option<&str>)] = &[
+    ("database_url", Some("sqlite://hookd.db")),
+    ("listen", Some("127.0.0.1:8080")),
+    ("admin_token", None),
+    ("retry_schedule", Some(retry::DEFAULT_SCHEDULE)),
+    ("request_timeout", Some("10s")),
+    ("allow_private_targets", Some("false")),
+    ("concurrency", Some("128")),
+    ("claim_batch", Some("128")),
+    ("poll_interval", Some("100ms")),
+    ("lease_duration", Some("90s")),
+    ("rescue_interval", Some("5s")),
+    ("shutdown_timeout", Some("15s")),
+    ("max_payload_bytes", Some("262144")),
+    ("max_response_bytes", Some("4096")),
+    ("gauge_interval", Some("5s")),
+    ("log_format", Some("text")),
+    ("log_level", Some("info")),
+];
+
+/// The daemon's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `sqlite://REL/PATH`, `sqlite:///ABS/PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Admin API, `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    /// When set, every `/v1` call needs `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// Delay before each retry; N entries = N retries = N+1 attempts.
+    pub retry_schedule: Vec<Duration>,
+    /// Whole-request timeout of one attempt, unless the endpoint sets its own.
+    pub request_timeout: Duration,
+    /// Allow loopback/private/link-local destinations (tests and local development).
+    pub allow_private_targets: bool,
+    /// Attempts in flight at once, across all endpoints.
+    pub concurrency: usize,
+    /// Deliveries claimed per database round trip.
+    pub claim_batch: u32,
+    /// How often the outbox and the due queue are polled when nothing wakes the dispatcher.
+    pub poll_interval: Duration,
+    /// How long a claim is valid; an attempt is cut short 5 s before its lease ends, and a
+    /// lease that expires (the process died) is returned to pending by the rescuer.
+    pub lease_duration: Duration,
+    /// How often expired leases are looked for.
+    pub rescue_interval: Duration,
+    /// How long shutdown waits for attempts in flight before releasing them.
+    pub shutdown_timeout: Duration,
+    /// A larger event payload is not sent: its deliveries end `failed`.
+    pub max_payload_bytes: usize,
+    /// How much of a response body is kept in the attempt log.
+    pub max_response_bytes: usize,
+    /// How often the backlog gauges are refreshed from the database.
+    pub gauge_interval: Duration,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `hookd=debug`.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration error, naming the setting and where its value came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// A value and the layer it came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Given {
+    value: String,
+    from: String,
+}
+
+/// Settings given as text, by name, each remembering its source.
+#[derive(Debug, Default, Clone)]
+pub struct Layers(BTreeMap<String, Given>);
+
+impl Layers {
+    /// Starts from the built-in defaults.
+    pub fn defaults() -> Layers {
+        let mut layers = Layers::default();
+        for (name, default) in SETTINGS {
+            if let Some(value) = default {
+                layers.set(name, value, "default");
+            }
+        }
+        layers
+    }
+
+    fn set(&mut self, name: &str, value: &str, from: &str) {
+        self.0.insert(
+            name.to_string(),
+            Given {
+                value: value.to_string(),
+                from: from.to_string(),
+            },
+        );
+    }
+
+    fn known(name: &str) -> bool {
+        SETTINGS.iter().any(|(n, _)| *n == name)
+    }
+
+    /// Lays a TOML file over the current values. Unknown keys are an error.
+    pub fn toml_file(mut self, path: &Path) -> Result<Layers, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let from = format!("config file {}", path.display());
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("{from} is not valid TOML: {e}")))?;
+        for (key, value) in table {
+            if !Self::known(&key) {
+                return Err(ConfigError(format!("{from}: unknown setting {key:?}")));
+            }
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| match v {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        other => Err(ConfigError(format!(
+                            "{from}: {key} must list strings, found {other}"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                other => {
+                    return Err(ConfigError(format!(
+                        "{from}: {key} has an unsupported value {other}"
+                    )))
+                }
+            };
+            self.set(&key, &text, &from);
+        }
+        Ok(self)
+    }
+
+    /// Lays `HOOKD_<NAME>` variables over the current values. A variable that is set but
+    /// empty counts as given (`HOOKD_RETRY_SCHEDULE=` means no retries).
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Layers {
+        for (var, value) in vars {
+            let Some(name) = var.strip_prefix("HOOKD_") else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            if Self::known(&name) {
+                self.set(&name, &value, &format!("environment variable {var}"));
+            }
+        }
+        self
+    }
+
+    /// Lays command-line flags over the current values.
+    pub fn flags<'a>(mut self, flags: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Layers {
+        for (name, value) in flags {
+            if let Some(value) = value {
+                self.set(name, &value, &format!("flag --{}", name.replace('_', "-")));
+            }
+        }
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&Given> {
+        self.0.get(name)
+    }
+
+    fn parse<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        let given = self
+            .get(name)
+            .ok_or_else(|| ConfigError(format!("{name} is required")))?;
+        parse(given.value.trim()).map_err(|e| ConfigError(format!("{name} (from {}): {e}", given.from)))
+    }
+
+    /// Checks every value and builds the configuration.
+    pub fn build(&self) -> Result<Config, ConfigError> {
+        let duration = |name: &str| self.parse(name, retry::parse_duration);
+        let positive = |name: &str| -> Result<Duration, ConfigError> {
+            self.parse(name, |s| {
+                let d = retry::parse_duration(s)?;
+                if d.is_zero() {
+                    Err("must be more than zero".into())
+                } else {
+                    Ok(d)
+                }
+            })
+        };
+        let number = |name: &str, min: u64, max: u64| -> Result<u64, ConfigError> {
+            self.parse(name, |s| {
+                let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+                if (min..=max).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(format!("must be between {min} and {max}"))
+                }
+            })
+        };
+        let config = Config {
+            database_url: self.parse("database_url", |s| {
+                if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!("{s:?} is neither sqlite://PATH nor postgres://..."))
+                }
+            })?,
+            listen: self.parse("listen", |s| {
+                s.parse().map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
+            })?,
+            admin_token: match self.get("admin_token") {
+                Some(g) if !g.value.is_empty() => Some(g.value.clone()),
+                _ => None,
+            },
+            retry_schedule: self.parse("retry_schedule", retry::parse_schedule)?,
+            request_timeout: positive("request_timeout")?,
+            allow_private_targets: self.parse("allow_private_targets", parse_bool)?,
+            concurrency: number("concurrency", 1, 10_000)? as usize,
+            claim_batch: number("claim_batch", 1, 10_000)? as u32,
+            poll_interval: positive("poll_interval")?,
+            lease_duration: positive("lease_duration")?,
+            rescue_interval: positive("rescue_interval")?,
+            shutdown_timeout: duration("shutdown_timeout")?,
+            max_payload_bytes: number("max_payload_bytes", 1, 64 * 1024 * 1024)? as usize,
+            max_response_bytes: number("max_response_bytes", 0, 1024 * 1024)? as usize,
+            gauge_interval: positive("gauge_interval")?,
+            log_format: self.parse("log_format", |s| match s {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!("{s:?} is neither text nor json")),
+            })?,
+            log_level: self.parse("log_level", |s| Ok(s.to_string()))?,
+        };
+        if config.lease_duration <= config.request_timeout {
+            return Err(ConfigError(format!(
+                "lease_duration ({}) must be longer than request_timeout ({})",
+                retry::format_duration(config.lease_duration),
+                retry::format_duration(config.request_timeout)
+            )));
+        }
+        Ok(config)
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("{s:?} is neither true nor false")),
+    }
+}
+
+impl Config {
+    /// Defaults < `file` < the process environment < `flags`.
+    pub fn load<'a>(
+        file: Option<&Path>,
+        flags: impl IntoIterator<Item = (&'a str, Option<String>)>,
+    ) -> Result<Config, ConfigError> {
+        let mut layers = Layers::defaults();
+        if let Some(path) = file {
+            layers = layers.toml_file(path)?;
+        }
+        layers.env(std::env::vars()).flags(flags).build()
+    }
+
+    /// The built-in defaults, for tests and embedding.
+    pub fn defaults() -> Config {
+        Layers::defaults().build().expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults();
+        assert_eq!(c.database_url, "sqlite://hookd.db");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_token, None);
+        assert_eq!(c.retry_schedule.len(), 7);
+        assert_eq!(c.retry_schedule[6], Duration::from_secs(4 * 3600));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert!(!c.allow_private_targets);
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookd.toml");
+        std::fs::write(
+            &file,
+            "request_timeout = \"3s\"\nretry_schedule = [\"1s\", \"2s\"]\nconcurrency = 7\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let layers = Layers::defaults().toml_file(&file).unwrap();
+        let c = layers.build().unwrap();
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.retry_schedule, [Duration::from_secs(1), Duration::from_secs(2)]);
+        assert_eq!(c.concurrency, 7);
+
+        let layers = layers.env(env(&[
+            ("HOOKD_REQUEST_TIMEOUT", "250ms"),
+            ("HOOKD_LISTEN", "127.0.0.1:2"),
+            ("OTHER_LISTEN", "ignored"),
+        ]));
+        let c = layers.build().unwrap();
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.concurrency, 7, "the file still applies where env is silent");
+
+        let c = layers
+            .flags([("listen", Some("127.0.0.1:3".to_string())), ("admin_token", None)])
+            .build()
+            .unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn empty_retry_schedule_means_no_retries() {
+        let c = Layers::defaults().env(env(&[("HOOKD_RETRY_SCHEDULE", "")])).build().unwrap();
+        assert!(c.retry_schedule.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_its_source() {
+        let err = Layers::defaults()
+            .env(env(&[("HOOKD_REQUEST_TIMEOUT", "soon")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("request_timeout") && err.contains("HOOKD_REQUEST_TIMEOUT"), "{err}");
+
+        let bad = [
+            ("HOOKD_DATABASE_URL", "mysql://x"),
+            ("HOOKD_LISTEN", "eighty"),
+            ("HOOKD_ALLOW_PRIVATE_TARGETS", "maybe"),
+            ("HOOKD_CONCURRENCY", "0"),
+            ("HOOKD_RETRY_SCHEDULE", "1m,x"),
+            ("HOOKD_LOG_FORMAT", "xml"),
+            ("HOOKD_LEASE_DURATION", "5s"),
+        ];
+        for (var, value) in bad {
+            assert!(
+                Layers::defaults().env(env(&[(var, value)])).build().is_err(),
+                "{var}={value} must be refused"
+            );
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookd.toml");
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        let err = Layers::defaults().toml_file(&file).unwrap_err().to_string();
+        assert!(err.contains("unknown setting"), "{err}");
+    }
+}

@@ -1,0 +1,240 @@
+//! One HTTP attempt: build the signed request, send it under a whole-request timeout, and
+//! classify what happened. Nothing here touches the database.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::{SecondsFormat, Utc};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use url::Url;
+
+use hookd_store::{Claimed, Outcome};
+
+use crate::{signing, ssrf};
+
+/// `hookd/<version>`, sent as `user-agent`.
+pub const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt did.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// The first `max_response_bytes` of the answer, as text.
+    pub response_body: Option<String>,
+    /// When the request started, ms since the epoch (this machine's clock).
+    pub started_at_ms: i64,
+    pub duration: Duration,
+}
+
+/// Sends attempts through one shared keep-alive client.
+pub struct Sender {
+    client: reqwest::Client,
+    allow_private: bool,
+    max_response_bytes: usize,
+}
+
+impl Sender {
+    pub fn new(allow_private: bool, max_response_bytes: usize, pool_per_host: usize) -> Sender {
+        let mut builder = reqwest::Client::builder()
+            // A redirect is a failed attempt: following it would send the payload (and the
+            // bearer token) somewhere the endpoint's owner did not register.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
+            .pool_max_idle_per_host(pool_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .https_only(false);
+        if !allow_private {
+            builder = builder.dns_resolver(ssrf::resolver());
+        }
+        Sender {
+            client: builder.build().expect("the HTTP client's settings are valid"),
+            allow_private,
+            max_response_bytes,
+        }
+    }
+
+    /// Makes one attempt of `claimed`, giving up after `timeout`.
+    pub async fn send(&self, claimed: &Claimed, timeout: Duration) -> AttemptResult {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let started_at_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let mut result = AttemptResult {
+            outcome: Outcome::NetworkError,
+            status: None,
+            error: None,
+            response_body: None,
+            started_at_ms,
+            duration: Duration::ZERO,
+        };
+        let (outcome, status, error, body) = self.exchange(claimed, timeout, started, now).await;
+        result.outcome = outcome;
+        result.status = status;
+        result.error = error;
+        result.response_body = body;
+        result.duration = started.elapsed();
+        result
+    }
+
+    async fn exchange(
+        &self,
+        claimed: &Claimed,
+        timeout: Duration,
+        started: Instant,
+        now: SystemTime,
+    ) -> (Outcome, Option<u16>, Option<String>, Option<String>) {
+        let request = match self.build(claimed, now) {
+            Ok(r) => r,
+            Err((outcome, message)) => return (outcome, None, Some(message), None),
+        };
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
+            Err(_) => return (Outcome::Timeout, None, Some(timed_out(timeout)), None),
+            Ok(Err(e)) => {
+                let (outcome, message) = classify(&e, timeout);
+                return (outcome, None, Some(message), None);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let location = response.headers().get(LOCATION).map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+        // The status decides the outcome; the body is kept for the log, as far as it arrives
+        // within the same deadline.
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout_at(deadline, read_prefix(&mut response, &mut body, self.max_response_bytes)).await;
+        let body = (!body.is_empty()).then(|| truncate_utf8(&body, self.max_response_bytes));
+        let code = Some(status.as_u16());
+        if status.is_success() {
+            (Outcome::Success, code, None, body)
+        } else if status.is_redirection() {
+            let to = location.map(|l| format!(" to {l}")).unwrap_or_default();
+            (Outcome::HttpError, code, Some(format!("HTTP {status}: redirect{to} not followed")), body)
+        } else {
+            (Outcome::HttpError, code, Some(format!("HTTP {status}")), body)
+        }
+    }
+
+    fn build(&self, c: &Claimed, now: SystemTime) -> Result<reqwest::RequestBuilder, (Outcome, String)> {
+        let url = Url::parse(&c.endpoint.url)
+            .map_err(|e| (Outcome::NetworkError, format!("endpoint URL is not valid: {e}")))?;
+        if !self.allow_private {
+            if let Some(ip) = ssrf::literal_ip(&url) {
+                if !ssrf::is_public(ip) {
+                    let blocked = ssrf::Blocked {
+                        host: ip.to_string(),
+                        addrs: ip.to_string(),
+                    };
+                    return Err((Outcome::Blocked, blocked.to_string()));
+                }
+            }
+        }
+        let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+        let rfc3339 = chrono::DateTime::<Utc>::from(now).to_rfc3339_opts(SecondsFormat::Millis, true);
+        let signature = signing::headers(
+            c.endpoint.signature_scheme,
+            &c.endpoint.secret,
+            &c.event_id,
+            c.payload.as_bytes(),
+            unix,
+            &rfc3339,
+        )
+        .map_err(|e| (Outcome::NetworkError, format!("cannot sign the request: {e}")))?;
+
+        let mut request = self.client.post(url);
+        // Static headers first, so that the protocol's own headers always win.
+        for (name, value) in &c.endpoint.headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+                request = request.header(n, v);
+            }
+        }
+        request = request
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &c.event_id);
+        if let Some(token) = &c.endpoint.bearer_token {
+            let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| (Outcome::NetworkError, "bearer_token is not a valid header value".to_string()))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        for (name, value) in signature {
+            request = request.header(name, value);
+        }
+        Ok(request.body(c.payload.clone()))
+    }
+}
+
+async fn read_prefix(response: &mut reqwest::Response, into: &mut Vec<u8>, max: usize) {
+    while into.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => into.extend_from_slice(&chunk[..chunk.len().min(max - into.len())]),
+            _ => return,
+        }
+    }
+}
+
+/// The first `max` bytes as text, cut at a character boundary.
+fn truncate_utf8(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!("no answer within {}", crate::retry::format_duration(timeout))
+}
+
+/// Outcome and message of a request that got no answer. The message names the cause but
+/// never the URL (it may carry a token in its query string).
+fn classify(error: &reqwest::Error, timeout: Duration) -> (Outcome, String) {
+    if ssrf::is_blocked(error) {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if let Some(b) = e.downcast_ref::<ssrf::Blocked>() {
+                return (Outcome::Blocked, b.to_string());
+            }
+            source = e.source();
+        }
+    }
+    if error.is_timeout() {
+        return (Outcome::Timeout, timed_out(timeout));
+    }
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = e.source();
+    }
+    let kind = if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "response failed"
+    } else {
+        "request failed"
+    };
+    if causes.is_empty() {
+        (Outcome::NetworkError, kind.to_string())
+    } else {
+        (Outcome::NetworkError, format!("{kind}: {}", causes.join(": ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_text_whole() {
+        assert_eq!(truncate_utf8(b"hello", 10), "hello");
+        assert_eq!(truncate_utf8(b"hello", 3), "hel");
+        assert_eq!(truncate_utf8("héllo".as_bytes(), 2), "h");
+        assert_eq!(truncate_utf8("héllo".as_bytes(), 3), "hé");
+        assert_eq!(truncate_utf8(b"", 3), "");
+    }
+}

@@ -1,0 +1,265 @@
+//! The worker pool: claim due deliveries in batches, make each attempt in its own task, and
+//! hand the results to the recorder.
+//!
+//! No transaction is open during an HTTP call: a claim leases rows and commits, the attempt
+//! runs, and the recorder writes the result only if the lease is still held. At most
+//! `concurrency` attempts run at once: a semaphore permit travels with each task, and a
+//! claim never asks for more rows than there are free permits.
+
+mod attempt;
+mod recorder;
+
+pub use attempt::{AttemptResult, Sender, USER_AGENT};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use hookd_store::{Claimed, Completion, AttemptRecord, Lease, Release, Store, Trigger};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::retry;
+
+/// Backoff for transient database faults: 50 ms doubling to 5 s, with jitter, forever.
+pub(crate) fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// An attempt ends this long before its lease, so that its result is written while the
+/// lease still holds.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Everything the dispatcher and its tasks share.
+struct Shared {
+    store: Arc<dyn Store>,
+    sender: Sender,
+    metrics: Metrics,
+    retry_schedule: Vec<Duration>,
+    request_timeout: Duration,
+    lease: Duration,
+}
+
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    concurrency: usize,
+    claim_batch: u32,
+    poll_interval: Duration,
+    shutdown_timeout: Duration,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// `wake` is notified whenever new work may be due (ingestion, a resend, a NOTIFY).
+    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Metrics, wake: Arc<Notify>) -> Dispatcher {
+        metrics.concurrency_limit.set(config.concurrency as i64);
+        Dispatcher {
+            shared: Arc::new(Shared {
+                store,
+                sender: Sender::new(config.allow_private_targets, config.max_response_bytes, config.concurrency),
+                metrics,
+                retry_schedule: config.retry_schedule.clone(),
+                request_timeout: config.request_timeout,
+                lease: config.lease_duration,
+            }),
+            concurrency: config.concurrency,
+            claim_batch: config.claim_batch,
+            poll_interval: config.poll_interval,
+            shutdown_timeout: config.shutdown_timeout,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown`; then claims nothing new, gives attempts in flight up to
+    /// `shutdown_timeout` to finish, releases the rest, and records every result.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let (results, rx) = mpsc::channel(self.concurrency.max(recorder::MAX_BATCH));
+        let recorder = tokio::spawn(recorder::run(self.shared.store.clone(), rx, self.shared.metrics.clone()));
+        let tasks = TaskTracker::new();
+        let cut_short = CancellationToken::new();
+        let mut delays = backoff().build();
+        self.shared.metrics.up.set(1);
+
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let free = 1 + permits.available_permits();
+            let want = (free as u32).min(self.claim_batch);
+            match self.shared.store.claim(want, self.shared.lease.as_millis() as u64).await {
+                Ok(claimed) if claimed.is_empty() => {
+                    drop(first);
+                    delays = backoff().build();
+                    self.idle(&shutdown).await;
+                }
+                Ok(claimed) => {
+                    delays = backoff().build();
+                    self.shared.metrics.claim_batch.observe(claimed.len() as f64);
+                    let mut first = Some(first);
+                    for c in claimed {
+                        // Only this loop takes permits, so the ones counted free are still free.
+                        let permit = first.take().unwrap_or_else(|| {
+                            permits.clone().try_acquire_owned().expect("claimed no more than the free permits")
+                        });
+                        let shared = self.shared.clone();
+                        let results = results.clone();
+                        let cut_short = cut_short.clone();
+                        tasks.spawn(async move { shared.deliver(c, permit, results, cut_short).await });
+                    }
+                }
+                Err(e) => {
+                    drop(first);
+                    self.shared.metrics.store_error("claim");
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+
+        tasks.close();
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, timeout = ?self.shutdown_timeout, "waiting for attempts in flight");
+        }
+        if tokio::time::timeout(self.shutdown_timeout, tasks.wait()).await.is_err() {
+            tracing::warn!(in_flight = tasks.len(), "shutdown timeout: releasing attempts still in flight");
+            cut_short.cancel();
+            tasks.wait().await;
+        }
+        drop(results);
+        let _ = recorder.await;
+        self.shared.metrics.up.set(0);
+    }
+
+    /// Waits until the next delivery is due, a wake-up, the poll interval, or shutdown.
+    async fn idle(&self, shutdown: &CancellationToken) {
+        let wait = match self.shared.store.next_due_in_ms().await {
+            Ok(Some(ms)) => Duration::from_millis(ms.max(1) as u64).min(self.poll_interval),
+            Ok(None) => self.poll_interval,
+            Err(e) => {
+                self.shared.metrics.store_error("next_due");
+                tracing::warn!(error = %e, "cannot read the next due time");
+                self.poll_interval
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.wake.notified() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
+impl Shared {
+    /// One claimed delivery, from lease to recorded result.
+    async fn deliver(
+        &self,
+        c: Claimed,
+        _permit: OwnedSemaphorePermit,
+        results: mpsc::Sender<Completion>,
+        cut_short: CancellationToken,
+    ) {
+        if c.endpoint.deleted {
+            return self.release(&c, Release::Fail("endpoint deleted".into())).await;
+        }
+        if !c.endpoint.enabled && c.trigger == Trigger::Auto {
+            return self.release(&c, Release::Park).await;
+        }
+        let timeout = c
+            .endpoint
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.request_timeout)
+            .min(self.lease.saturating_sub(LEASE_MARGIN).max(self.lease / 2));
+        let span = tracing::info_span!(
+            "attempt",
+            event_id = %c.event_id,
+            delivery_id = c.delivery_id,
+            endpoint_id = %c.endpoint.id,
+            attempt = c.attempt,
+            trigger = c.trigger.as_str(),
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        self.metrics.in_flight.inc();
+        let result = tokio::select! {
+            r = self.sender.send(&c, timeout).instrument(span.clone()) => Some(r),
+            _ = cut_short.cancelled() => None,
+        };
+        self.metrics.in_flight.dec();
+        let Some(result) = result else {
+            return self.release(&c, Release::Now).await;
+        };
+
+        let outcome = result.outcome;
+        self.metrics.attempts.with_label_values(&[outcome.as_str()]).inc();
+        self.metrics.attempt_duration.observe(result.duration.as_secs_f64());
+        let schedule = match &c.endpoint.retry_schedule_ms {
+            Some(ms) => ms.iter().map(|m| Duration::from_millis(*m)).collect(),
+            None => self.retry_schedule.clone(),
+        };
+        let next = retry::next_state(&c, outcome, &schedule);
+        span.record("outcome", outcome.as_str());
+        span.record("duration_ms", result.duration.as_millis() as u64);
+        if let Some(status) = result.status {
+            span.record("status", status);
+        }
+        span.in_scope(|| match outcome {
+            hookd_store::Outcome::Success => tracing::debug!(?next, "delivered"),
+            _ => tracing::info!(?next, error = result.error.as_deref().unwrap_or(""), "attempt failed"),
+        });
+
+        let completion = Completion {
+            delivery_id: c.delivery_id,
+            lease_token: c.lease_token,
+            record: AttemptRecord {
+                attempt: c.attempt,
+                trigger: c.trigger,
+                started_at: result.started_at_ms,
+                duration_ms: result.duration.as_millis() as i64,
+                status_code: result.status.map(i32::from),
+                outcome,
+                error: result.error,
+                response_body: result.response_body,
+            },
+            next,
+        };
+        // Fails only when the recorder is gone (shutdown after a crash of it): the lease
+        // then expires and the delivery is sent again.
+        let _ = results.send(completion).await;
+    }
+
+    async fn release(&self, c: &Claimed, how: Release) {
+        let lease = [Lease {
+            delivery_id: c.delivery_id,
+            token: c.lease_token.clone(),
+        }];
+        let released = (|| self.store.release(&lease, how.clone()))
+            .retry(backoff().with_max_times(5))
+            .when(|e| e.is_transient())
+            .await;
+        if let Err(e) = released {
+            self.metrics.store_error("release");
+            tracing::warn!(error = %e, delivery_id = c.delivery_id, "cannot release a delivery; its lease will expire");
+        }
+    }
+}
+
+use backon::Retryable;

@@ -1,0 +1,161 @@
+//! Prometheus metrics. Every label is bounded: outcomes, states and operations, never an
+//! event id, endpoint id or URL.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use hookd_store::{Next, Outcome};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `hookd_attempts_total{outcome}`.
+    pub attempts: IntCounterVec,
+    /// `hookd_attempt_duration_seconds`.
+    pub attempt_duration: Histogram,
+    /// `hookd_deliveries_pending`: pending or in flight.
+    pub pending: IntGauge,
+    /// `hookd_oldest_pending_age_seconds`: how long the oldest due delivery has waited.
+    pub oldest_pending_age: Gauge,
+    /// `hookd_deliveries_finished_total{state}`.
+    pub finished: IntCounterVec,
+    pub retries_scheduled: IntCounter,
+    pub manual_resends: IntCounter,
+    pub in_flight: IntGauge,
+    pub concurrency_limit: IntGauge,
+    pub claim_batch: Histogram,
+    pub outbox_ingested: IntCounter,
+    pub lease_rescues: IntCounter,
+    pub stale_completions: IntCounter,
+    /// `hookd_store_errors_total{operation}`.
+    pub store_errors: IntCounterVec,
+    pub up: IntGauge,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).unwrap());
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), &[label]).unwrap())
+        };
+        let m = Metrics {
+            attempts: counter_vec(
+                "hookd_attempts_total",
+                "HTTP attempts made, by outcome (success, http_error, timeout, network_error, blocked).",
+                "outcome",
+            ),
+            attempt_duration: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hookd_attempt_duration_seconds",
+                        "Duration of HTTP attempts, from sending to the answer (or the timeout).",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                        30.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            pending: register(
+                &r,
+                IntGauge::new(
+                    "hookd_deliveries_pending",
+                    "Deliveries not finished: due, scheduled for a retry, or in flight.",
+                )
+                .unwrap(),
+            ),
+            oldest_pending_age: register(
+                &r,
+                Gauge::new(
+                    "hookd_oldest_pending_age_seconds",
+                    "How long the oldest due, unfinished delivery has been waiting to be sent.",
+                )
+                .unwrap(),
+            ),
+            finished: counter_vec(
+                "hookd_deliveries_finished_total",
+                "Deliveries that reached a final state, by state (succeeded, failed).",
+                "state",
+            ),
+            retries_scheduled: counter("hookd_retries_scheduled_total", "Failed attempts scheduled for an automatic retry."),
+            manual_resends: counter("hookd_manual_resends_total", "Deliveries resent by an operator."),
+            in_flight: register(&r, IntGauge::new("hookd_in_flight_attempts", "HTTP attempts running now.").unwrap()),
+            concurrency_limit: register(
+                &r,
+                IntGauge::new("hookd_concurrency_limit", "The most HTTP attempts that may run at once.").unwrap(),
+            ),
+            claim_batch: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("hookd_claim_batch_size", "Deliveries leased per claim that found work.")
+                        .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+                )
+                .unwrap(),
+            ),
+            outbox_ingested: counter("hookd_outbox_ingested_total", "Rows taken from hookd_outbox."),
+            lease_rescues: counter(
+                "hookd_lease_rescues_total",
+                "Deliveries returned to pending because their lease expired (a worker died).",
+            ),
+            stale_completions: counter(
+                "hookd_stale_completions_total",
+                "Attempt results not recorded because the lease had been lost.",
+            ),
+            store_errors: counter_vec(
+                "hookd_store_errors_total",
+                "Database operations that failed, by operation.",
+                "operation",
+            ),
+            up: register(&r, IntGauge::new("hookd_up", "1 while the dispatcher runs.").unwrap()),
+            registry: r,
+        };
+        // Zero every labelled series up front so dashboards and alerts see them at once.
+        for o in Outcome::ALL.iter().filter(|o| **o != Outcome::Lost) {
+            m.attempts.with_label_values(&[o.as_str()]);
+        }
+        for s in ["succeeded", "failed"] {
+            m.finished.with_label_values(&[s]);
+        }
+        m
+    }
+
+    /// Counts what one recorded attempt did.
+    pub fn recorded(&self, next: Next) {
+        match next {
+            Next::Succeeded => self.finished.with_label_values(&["succeeded"]).inc(),
+            Next::Failed => self.finished.with_label_values(&["failed"]).inc(),
+            Next::RetryIn(_) => self.retries_scheduled.inc(),
+        }
+    }
+
+    pub fn store_error(&self, operation: &str) {
+        self.store_errors.with_label_values(&[operation]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,125 @@
+//! When a failed delivery is tried again. Pure: the schedule is data, the clock is the
+//! database's.
+
+use std::time::Duration;
+
+use hookd_store::{Claimed, Next, Outcome};
+
+/// The default ladder: 1m, 5m, 10m, 30m, 1h, 2h, 4h: 7 retries, 8 attempts in all, the last
+/// about 7h46m after the first.
+pub const DEFAULT_SCHEDULE: &str = "1m,5m,10m,30m,1h,2h,4h";
+
+/// Parses `"1m,5m,10m"` (an empty or blank string is an empty schedule: no retry).
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',').map(parse_duration).collect()
+}
+
+/// Parses one duration such as `10s`, `1m`, `2h`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?}: {e} (write it like 250ms, 10s, 1m, 2h)"))
+}
+
+/// Formats a duration the way it is written in configuration: `1m`, `1s 500ms`.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The delay before the next automatic attempt after a failure, or `None` when the delivery
+/// has failed for good.
+///
+/// `auto_attempts` counts the automatic attempts made so far, the failed one included when
+/// it was automatic: after the first attempt fails, the first entry of the schedule applies.
+/// A manual attempt never advances the schedule; a manual attempt on a finished delivery
+/// (`manual_only`) is a one-off whose failure is final.
+pub fn delay_after_failure(
+    schedule: &[Duration],
+    auto_attempts: u32,
+    manual_only: bool,
+) -> Option<Duration> {
+    if manual_only {
+        return None;
+    }
+    let step = auto_attempts.max(1) as usize;
+    schedule.get(step - 1).copied()
+}
+
+/// Where a claimed delivery goes after an attempt with this outcome.
+pub fn next_state(claimed: &Claimed, outcome: Outcome, schedule: &[Duration]) -> Next {
+    if outcome == Outcome::Success {
+        return Next::Succeeded;
+    }
+    match delay_after_failure(schedule, claimed.auto_attempts.max(0) as u32, claimed.manual_only) {
+        Some(delay) => Next::RetryIn(delay.as_millis() as u64),
+        None => Next::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Vec<Duration> {
+        parse_schedule(text).unwrap()
+    }
+
+    #[test]
+    fn parses_schedules() {
+        assert_eq!(
+            s(DEFAULT_SCHEDULE),
+            [60, 300, 600, 1800, 3600, 7200, 14400].map(Duration::from_secs)
+        );
+        assert_eq!(s(""), Vec::<Duration>::new());
+        assert_eq!(s("  "), Vec::<Duration>::new());
+        assert_eq!(s("250ms, 1s"), [Duration::from_millis(250), Duration::from_secs(1)]);
+        assert!(parse_schedule("1m,,5m").is_err());
+        assert!(parse_schedule("soon").unwrap_err().contains("invalid duration"));
+        assert!(parse_schedule("5").is_err(), "a unit is required");
+    }
+
+    #[test]
+    fn formats_as_written() {
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+        assert_eq!(parse_duration(&format_duration(Duration::from_millis(1500))).unwrap().as_millis(), 1500);
+    }
+
+    #[test]
+    fn ladder_table() {
+        let ladder = s(DEFAULT_SCHEDULE);
+        // (automatic attempts made, manual_only) -> delay
+        let cases: &[(u32, bool, Option<u64>)] = &[
+            (0, false, Some(60)),
+            (1, false, Some(60)),
+            (2, false, Some(300)),
+            (3, false, Some(600)),
+            (4, false, Some(1800)),
+            (5, false, Some(3600)),
+            (6, false, Some(7200)),
+            (7, false, Some(14400)),
+            (8, false, None),
+            (9, false, None),
+            (1, true, None),
+        ];
+        for &(attempts, manual_only, want) in cases {
+            assert_eq!(
+                delay_after_failure(&ladder, attempts, manual_only),
+                want.map(Duration::from_secs),
+                "after {attempts} automatic attempts, manual_only={manual_only}"
+            );
+        }
+        // Eight attempts in all: the first plus seven retries.
+        let attempts = (1..).take_while(|&n| delay_after_failure(&ladder, n, false).is_some()).count() + 1;
+        assert_eq!(attempts, 8);
+    }
+
+    #[test]
+    fn empty_schedule_never_retries() {
+        assert_eq!(delay_after_failure(&[], 1, false), None);
+        assert_eq!(delay_after_failure(&[], 0, false), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! The SSRF guard: hookd sends requests to URLs that its users' customers type in, so it
+//! must not let them reach the machine it runs on or the network behind it.
+//!
+//! The address rules are pure ([`is_public`]). They are applied at registration (a clear
+//! 422) and again at send time, after DNS resolution, by [`GuardedResolver`], so a name
+//! that resolves differently later (DNS rebinding) is still caught.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use url::{Host, Url};
+
+/// Whether a destination address is on the public internet.
+///
+/// Not public: unspecified, loopback, private (RFC 1918), link-local (cloud metadata at
+/// 169.254.169.254 included), CGNAT (100.64/10), multicast, broadcast, reserved,
+/// documentation and benchmarking ranges, IPv6 unique-local and site-local, and any IPv6
+/// form that embeds one of those IPv4 addresses (mapped, compatible, NAT64, 6to4).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || a == 0
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || (a == 100 && (64..128).contains(&b)) // CGNAT
+        || ip.is_multicast()
+        || a >= 240 // reserved, broadcast
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || ip.is_documentation()
+        || (a == 198 && (b == 18 || b == 19))) // benchmarking
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let seg = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        return is_public_v4(embedded_v4(&seg[6..8]));
+    }
+    // 6to4 (2002::/16) carries one in bits 16..48.
+    if seg[0] == 0x2002 {
+        return is_public_v4(embedded_v4(&seg[1..3]));
+    }
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || seg[0..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible (deprecated) and the rest of ::/96
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (seg[0] & 0xff00) == 0xff00 // multicast
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+        || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0])) // discard
+}
+
+fn embedded_v4(segments: &[u16]) -> Ipv4Addr {
+    let [hi, lo] = [segments[0], segments[1]];
+    Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+}
+
+/// Checks an endpoint URL at registration: http(s), a host, no credentials, and no
+/// non-public address literal or `localhost` unless private targets are allowed.
+pub fn check_url(text: &str, allow_private: bool) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("url is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("url must be http or https, not {}", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url must not carry credentials; use bearer_token".into());
+    }
+    if url.fragment().is_some() {
+        return Err("url must not have a #fragment".into());
+    }
+    let host = url.host().ok_or("url must have a host")?;
+    if !allow_private {
+        let blocked = match &host {
+            Host::Ipv4(ip) => !is_public(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => !is_public(IpAddr::V6(*ip)),
+            Host::Domain(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+        };
+        if blocked {
+            return Err(format!(
+                "url points to a non-public address ({host}); set HOOKD_ALLOW_PRIVATE_TARGETS=true to allow it"
+            ));
+        }
+    }
+    Ok(url)
+}
+
+/// The address literal a URL names, if it names one (such URLs skip DNS).
+pub fn literal_ip(url: &Url) -> Option<IpAddr> {
+    match url.host()? {
+        Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        Host::Domain(_) => None,
+    }
+}
+
+/// A destination refused by the guard. Found in a request error's source chain, it makes
+/// the attempt's outcome `blocked`.
+#[derive(Debug, thiserror::Error)]
+#[error("destination {host} is not a public address ({addrs}); set HOOKD_ALLOW_PRIVATE_TARGETS=true to allow it")]
+pub struct Blocked {
+    pub host: String,
+    pub addrs: String,
+}
+
+/// Whether an error (or any error it wraps) is a [`Blocked`].
+pub fn is_blocked(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<Blocked>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Resolves with the system resolver, then drops every non-public address; a name left
+/// with none fails with [`Blocked`]. Installed in the HTTP client unless private targets
+/// are allowed.
+#[derive(Debug, Default)]
+pub struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .collect();
+            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let addrs = all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
+                return Err(Box::new(Blocked { host, addrs }) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The resolver for the HTTP client.
+pub fn resolver() -> Arc<GuardedResolver> {
+    Arc::new(GuardedResolver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_table() {
+        let cases = [
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("93.184.216.34", true),
+            ("0.0.0.0", false),
+            ("0.1.2.3", false),
+            ("127.0.0.1", false),
+            ("127.255.255.254", false),
+            ("10.0.0.1", false),
+            ("172.16.0.1", false),
+            ("172.31.255.255", false),
+            ("172.32.0.1", true),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("100.127.255.255", false),
+            ("100.128.0.1", true),
+            ("224.0.0.1", false),
+            ("239.255.255.250", false),
+            ("240.0.0.1", false),
+            ("255.255.255.255", false),
+            ("192.0.0.8", false),
+            ("192.0.2.1", false),
+            ("198.18.0.1", false),
+            ("203.0.113.9", false),
+            ("::", false),
+            ("::1", false),
+            ("::ffff:127.0.0.1", false),
+            ("::ffff:169.254.169.254", false),
+            ("::ffff:8.8.8.8", true),
+            ("::127.0.0.1", false),
+            ("64:ff9b::a00:1", false),
+            ("64:ff9b::808:808", true),
+            ("2002:7f00:1::", false),
+            ("2002:808:808::", true),
+            ("fc00::1", false),
+            ("fd12:3456::1", false),
+            ("fe80::1", false),
+            ("fec0::1", false),
+            ("ff02::1", false),
+            ("2001:db8::1", false),
+            ("100::1", false),
+            ("2606:4700:4700::1111", true),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(is_public(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn url_table() {
+        let cases: &[(&str, bool, bool)] = &[
+            ("https://example.com/hook", false, true),
+            ("http://example.com:8080/a?b=c", false, true),
+            ("ftp://example.com/", false, false),
+            ("not a url", false, false),
+            ("https://user:pw@example.com/", false, false),
+            ("https://example.com/#frag", false, false),
+            ("http://127.0.0.1:9000/hook", false, false),
+            ("http://127.0.0.1:9000/hook", true, true),
+            ("http://localhost/hook", false, false),
+            ("http://LOCALHOST./hook", false, false),
+            ("http://api.localhost/hook", false, false),
+            ("http://localhost/hook", true, true),
+            ("http://169.254.169.254/latest/meta-data", false, false),
+            ("http://[::1]/", false, false),
+            ("http://[::ffff:10.0.0.1]/", false, false),
+            ("http://0x7f000001/", false, false),
+            ("http://2130706433/", false, false),
+            ("http://8.8.8.8/", false, true),
+        ];
+        for (url, allow, ok) in cases {
+            assert_eq!(check_url(url, *allow).is_ok(), *ok, "{url} allow_private={allow}");
+        }
+    }
+
+    #[tokio::test]
+    async fn resolver_refuses_names_of_private_addresses() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = match GuardedResolver.resolve(name).await {
+            Ok(_) => panic!("localhost must be refused"),
+            Err(e) => e,
+        };
+        assert!(is_blocked(err.as_ref()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn client_requests_to_private_names_are_blocked() {
+        let client = reqwest::Client::builder().dns_resolver(resolver()).build().unwrap();
+        let err = client.get("http://localhost:9/").send().await.unwrap_err();
+        assert!(is_blocked(&err), "{err:?}");
+    }
+}
