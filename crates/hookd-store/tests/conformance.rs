@@ -7,20 +7,7 @@ use std::time::Duration;
 use hookd_store::*;
 use hookd_testkit::{wait_until, Backend, TestDb};
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(hookd_testkit::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(hookd_testkit::Backend::Postgres).await })*
-        }
-    };
-}
-
-conformance!(
+hookd_testkit::each_backend!(
     endpoints_round_trip,
     fan_out_targets_and_dedupes,
     outbox_rows_are_ingested_once,

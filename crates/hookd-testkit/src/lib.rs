@@ -34,3 +34,19 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per case,
+/// calling `case(Backend)`: one suite, run unchanged against both databases.
+#[macro_export]
+macro_rules! each_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::Backend::Postgres).await })*
+        }
+    };
+}
