@@ -421,7 +421,8 @@ macro_rules! push_filter {
             $q.push(" AND state = ").push_bind(state.as_str());
         }
         if let Some(endpoint_id) = &f.endpoint_id {
-            $q.push(" AND endpoint_id = ").push_bind(endpoint_id.clone());
+            $q.push(" AND endpoint_id = ")
+                .push_bind(endpoint_id.clone());
         }
         if let Some(event_id) = &f.event_id {
             $q.push(" AND event_id = ").push_bind(event_id.clone());

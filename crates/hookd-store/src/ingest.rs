@@ -44,11 +44,17 @@ mod tests {
 
     #[test]
     fn payload_errors() {
-        let limits = IngestLimits { max_payload_bytes: 16 };
+        let limits = IngestLimits {
+            max_payload_bytes: 16,
+        };
         assert_eq!(payload_error(r#"{"a":1}"#, &limits), None);
         assert_eq!(payload_error("[1, 2]", &limits), None);
-        assert!(payload_error("{not json", &limits).unwrap().contains("not valid JSON"));
-        assert!(payload_error("", &limits).unwrap().contains("not valid JSON"));
+        assert!(payload_error("{not json", &limits)
+            .unwrap()
+            .contains("not valid JSON"));
+        assert!(payload_error("", &limits)
+            .unwrap()
+            .contains("not valid JSON"));
         assert!(payload_error(r#"{"a":"0123456789abcdef"}"#, &limits)
             .unwrap()
             .contains("over the limit"));

@@ -108,7 +108,13 @@ mod tests {
 
     #[test]
     fn valid_patterns() {
-        for ok in ["*", "purchase", "payment.*", "PAYMENT_STATUS_CHANGED", "a.b.c"] {
+        for ok in [
+            "*",
+            "purchase",
+            "payment.*",
+            "PAYMENT_STATUS_CHANGED",
+            "a.b.c",
+        ] {
             assert!(valid_pattern(ok), "{ok}");
         }
         for bad in ["", "pay*", "*.x", "a b", ".*", "a.**", "x\n"] {
@@ -119,18 +125,43 @@ mod tests {
     #[test]
     fn plan_fans_out_and_targets() {
         let targets = vec![
-            Target { id: "a".into(), event_types: pats(&["*"]), enabled: true },
-            Target { id: "b".into(), event_types: pats(&["refund"]), enabled: true },
-            Target { id: "c".into(), event_types: pats(&["*"]), enabled: false },
+            Target {
+                id: "a".into(),
+                event_types: pats(&["*"]),
+                enabled: true,
+            },
+            Target {
+                id: "b".into(),
+                event_types: pats(&["refund"]),
+                enabled: true,
+            },
+            Target {
+                id: "c".into(),
+                event_types: pats(&["*"]),
+                enabled: false,
+            },
         ];
-        let ids = |p: Vec<Planned>| p.into_iter().map(|p| (p.endpoint_id, p.parked)).collect::<Vec<_>>();
-        assert_eq!(ids(plan("purchase", None, &targets)), vec![("a".into(), false)]);
+        let ids = |p: Vec<Planned>| {
+            p.into_iter()
+                .map(|p| (p.endpoint_id, p.parked))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(plan("purchase", None, &targets)),
+            vec![("a".into(), false)]
+        );
         assert_eq!(
             ids(plan("refund", None, &targets)),
             vec![("a".into(), false), ("b".into(), false)]
         );
-        assert_eq!(ids(plan("purchase", Some("b"), &targets)), vec![("b".into(), false)]);
-        assert_eq!(ids(plan("purchase", Some("c"), &targets)), vec![("c".into(), true)]);
+        assert_eq!(
+            ids(plan("purchase", Some("b"), &targets)),
+            vec![("b".into(), false)]
+        );
+        assert_eq!(
+            ids(plan("purchase", Some("c"), &targets)),
+            vec![("c".into(), true)]
+        );
         assert!(plan("purchase", Some("zz"), &targets).is_empty());
     }
 }

@@ -20,7 +20,8 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 4] = [Self::Pending, Self::InFlight, Self::Succeeded, Self::Failed];
+    pub const ALL: [DeliveryState; 4] =
+        [Self::Pending, Self::InFlight, Self::Succeeded, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,7 +128,10 @@ macro_rules! impl_str_enum {
                 $variants
                     .into_iter()
                     .find(|v| v.as_str() == s)
-                    .ok_or_else(|| ParseEnumError { kind: $kind, value: s.to_string() })
+                    .ok_or_else(|| ParseEnumError {
+                        kind: $kind,
+                        value: s.to_string(),
+                    })
             }
         }
         impl fmt::Display for $ty {
@@ -143,7 +147,11 @@ impl_str_enum!(Trigger, "trigger", [Trigger::Auto, Trigger::Manual]);
 impl_str_enum!(
     SignatureScheme,
     "signature scheme",
-    [SignatureScheme::Standard, SignatureScheme::Toss, SignatureScheme::None]
+    [
+        SignatureScheme::Standard,
+        SignatureScheme::Toss,
+        SignatureScheme::None
+    ]
 );
 impl_str_enum!(Outcome, "outcome", Outcome::ALL);
 

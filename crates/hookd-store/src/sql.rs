@@ -7,8 +7,7 @@ use std::borrow::Cow;
 
 /// SQLite's equivalent of PostgreSQL's `hookd_now_ms()`: ms since the epoch, from julianday
 /// (which, unlike `unixepoch('subsec')`, every SQLite a producer may use understands).
-pub(crate) const SQLITE_NOW: &str =
-    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 /// The SQLite text of a shared statement.
 pub(crate) fn sqlite_dialect(sql: &'static str) -> Cow<'static, str> {
@@ -84,7 +83,8 @@ pub(crate) const COMPLETE: &str = "UPDATE hookd_deliveries SET \
     last_status_code = $5, last_error = $6, updated_at = hookd_now_ms() \
     WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'";
 
-pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, \
+pub(crate) const INSERT_ATTEMPT: &str =
+    "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, \
     started_at, duration_ms, status_code, outcome, error, response_body) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 

@@ -105,16 +105,33 @@ async fn endpoints_round_trip(backend: Backend) {
     ep.bearer_token = Some("tok".into());
     ep.headers.insert("x-team".into(), "billing".into());
     let stored = store.insert_endpoint(&ep).await.unwrap();
-    assert!(stored.created_at > 1_600_000_000_000, "database clock in ms");
-    assert_eq!(Endpoint { created_at: 0, updated_at: 0, ..stored.clone() }, ep);
+    assert!(
+        stored.created_at > 1_600_000_000_000,
+        "database clock in ms"
+    );
+    assert_eq!(
+        Endpoint {
+            created_at: 0,
+            updated_at: 0,
+            ..stored.clone()
+        },
+        ep
+    );
     assert_eq!(store.endpoint("ep_a").await.unwrap().unwrap(), stored);
     assert!(store.endpoint("nope").await.unwrap().is_none());
 
-    store.insert_endpoint(&endpoint("ep_b", &["*"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_b", &["*"]))
+        .await
+        .unwrap();
     let page1 = store.endpoints(None, 1).await.unwrap();
     let page2 = store.endpoints(Some(&page1[0].id), 10).await.unwrap();
     assert_eq!(
-        [page1, page2].concat().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [page1, page2]
+            .concat()
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
         ["ep_a", "ep_b"]
     );
 
@@ -124,7 +141,11 @@ async fn endpoints_round_trip(backend: Backend) {
     let updated = store.update_endpoint(&changed).await.unwrap().unwrap();
     assert_eq!(updated.url, "https://example.com/new");
     assert_eq!(updated.retry_schedule_ms, Some(vec![]));
-    assert!(store.update_endpoint(&endpoint("ghost", &["*"])).await.unwrap().is_none());
+    assert!(store
+        .update_endpoint(&endpoint("ghost", &["*"]))
+        .await
+        .unwrap()
+        .is_none());
 
     assert!(store.delete_endpoint("ep_a").await.unwrap());
     assert!(!store.delete_endpoint("ep_a").await.unwrap());
@@ -134,30 +155,78 @@ async fn endpoints_round_trip(backend: Backend) {
 
 async fn fan_out_targets_and_dedupes(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_all", &["*"])).await.unwrap();
-    store.insert_endpoint(&endpoint("ep_buy", &["purchase"])).await.unwrap();
-    store.insert_endpoint(&endpoint("ep_pay", &["payment.*"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_all", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_buy", &["purchase"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_pay", &["payment.*"]))
+        .await
+        .unwrap();
 
-    let first = store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
-    assert_eq!(first, Enqueued { event_id: "e1".into(), deliveries: 2, created: true });
-    let again = store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
-    assert_eq!(again, Enqueued { created: false, ..first });
+    let first = store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        Enqueued {
+            event_id: "e1".into(),
+            deliveries: 2,
+            created: true
+        }
+    );
+    let again = store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Enqueued {
+            created: false,
+            ..first
+        }
+    );
 
-    let pay = store.enqueue_event(&event(None, "payment.done"), &limits()).await.unwrap();
+    let pay = store
+        .enqueue_event(&event(None, "payment.done"), &limits())
+        .await
+        .unwrap();
     assert!(pay.event_id.starts_with("evt_"));
     assert_eq!(pay.deliveries, 2);
 
     let mut targeted = event(Some("e3"), "purchase");
     targeted.endpoint_id = Some("ep_pay".into());
-    assert_eq!(store.enqueue_event(&targeted, &limits()).await.unwrap().deliveries, 1);
+    assert_eq!(
+        store
+            .enqueue_event(&targeted, &limits())
+            .await
+            .unwrap()
+            .deliveries,
+        1
+    );
     let d = store
-        .deliveries(&DeliveryFilter { event_id: Some("e3".into()), ..Default::default() }, None, 10)
+        .deliveries(
+            &DeliveryFilter {
+                event_id: Some("e3".into()),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(d[0].endpoint_id, "ep_pay");
     assert_eq!(d[0].state, DeliveryState::Pending);
 
-    let none = store.enqueue_event(&event(Some("e4"), "refund"), &limits()).await.unwrap();
+    let none = store
+        .enqueue_event(&event(Some("e4"), "refund"), &limits())
+        .await
+        .unwrap();
     assert_eq!(none.deliveries, 1, "only the * endpoint");
     let stored = store.event("e1").await.unwrap().unwrap();
     assert_eq!(stored.payload, r#"{"orderId":"o-1","amount":9900}"#);
@@ -165,8 +234,14 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
 
 async fn outbox_rows_are_ingested_once(backend: Backend) {
     let (db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.insert_endpoint(&endpoint("ep_2", &["refund"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_2", &["refund"]))
+        .await
+        .unwrap();
     db.exec(
         "INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{\"orderId\":\"o-1\",\"amount\":9900}');
          INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('dup', 'refund', '{\"n\":1}');
@@ -184,17 +259,26 @@ async fn outbox_rows_are_ingested_once(backend: Backend) {
         consumed += n;
     }
     assert_eq!(consumed, 4);
-    let all = store.deliveries(&DeliveryFilter::default(), None, 100).await.unwrap();
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 100)
+        .await
+        .unwrap();
     let per_endpoint = |ep: &str| all.iter().filter(|d| d.endpoint_id == ep).count();
     assert_eq!(per_endpoint("ep_1"), 2, "purchase + dup once");
     assert_eq!(per_endpoint("ep_2"), 2, "dup once + targeted");
-    assert_eq!(store.event("dup").await.unwrap().unwrap().payload, r#"{"n":1}"#);
+    assert_eq!(
+        store.event("dup").await.unwrap().unwrap().payload,
+        r#"{"n":1}"#
+    );
     assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 0);
 }
 
 async fn bad_payloads_fail_with_a_reason(backend: Backend) {
     let (db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
     db.exec("INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('bad', 'purchase', '{oops');")
         .await;
     assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 1);
@@ -208,40 +292,75 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
         ..event(Some("big"), "purchase")
     };
     store
-        .enqueue_event(&big, &IngestLimits { max_payload_bytes: 64 })
+        .enqueue_event(
+            &big,
+            &IngestLimits {
+                max_payload_bytes: 64,
+            },
+        )
         .await
         .unwrap();
     let d = store
-        .deliveries(&DeliveryFilter { event_id: Some("big".into()), ..Default::default() }, None, 1)
+        .deliveries(
+            &DeliveryFilter {
+                event_id: Some("big".into()),
+                ..Default::default()
+            },
+            None,
+            1,
+        )
         .await
         .unwrap();
     assert_eq!(d[0].state, DeliveryState::Failed);
-    assert!(d[0].last_error.as_deref().unwrap().contains("over the limit"));
+    assert!(d[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("over the limit"));
 }
 
 async fn claim_leases_and_completion_is_fenced(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
 
     let claimed = store.claim(10, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let c = &claimed[0];
-    assert_eq!((c.attempt, c.trigger, c.auto_attempts), (1, Trigger::Auto, 1));
+    assert_eq!(
+        (c.attempt, c.trigger, c.auto_attempts),
+        (1, Trigger::Auto, 1)
+    );
     assert_eq!(c.payload, r#"{"orderId":"o-1","amount":9900}"#);
     assert_eq!(c.endpoint.id, "ep_1");
     assert_eq!(one_delivery(&store).await.state, DeliveryState::InFlight);
-    assert!(store.claim(10, 60_000).await.unwrap().is_empty(), "leased rows are not claimable");
+    assert!(
+        store.claim(10, 60_000).await.unwrap().is_empty(),
+        "leased rows are not claimable"
+    );
 
     let mut stale = succeeded(c);
     stale.lease_token = "not-the-lease".into();
     assert_eq!(store.complete(&[stale]).await.unwrap(), vec![false]);
     assert_eq!(store.complete(&[succeeded(c)]).await.unwrap(), vec![true]);
-    assert_eq!(store.complete(&[succeeded(c)]).await.unwrap(), vec![false], "only once");
+    assert_eq!(
+        store.complete(&[succeeded(c)]).await.unwrap(),
+        vec![false],
+        "only once"
+    );
 
     let d = one_delivery(&store).await;
     assert_eq!(d.state, DeliveryState::Succeeded);
-    assert_eq!((d.attempts, d.last_status_code, d.next_attempt_at), (1, Some(200), None));
+    assert_eq!(
+        (d.attempts, d.last_status_code, d.next_attempt_at),
+        (1, Some(200), None)
+    );
     assert!(d.finished_at.is_some());
     let log = store.attempts(d.id).await.unwrap();
     assert_eq!(log.len(), 1);
@@ -251,13 +370,24 @@ async fn claim_leases_and_completion_is_fenced(backend: Backend) {
 
 async fn retry_reschedules_and_final_failure(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
 
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     let before = store.now_ms().await.unwrap();
     store
-        .complete(&[completion(&c, Outcome::HttpError, Some(500), Next::RetryIn(60_000))])
+        .complete(&[completion(
+            &c,
+            Outcome::HttpError,
+            Some(500),
+            Next::RetryIn(60_000),
+        )])
         .await
         .unwrap();
     let d = one_delivery(&store).await;
@@ -265,8 +395,14 @@ async fn retry_reschedules_and_final_failure(backend: Backend) {
     assert_eq!(d.last_status_code, Some(500));
     assert_eq!(d.last_error.as_deref(), Some("http_error"));
     let due = d.next_attempt_at.unwrap();
-    assert!(due >= before + 60_000 && due < before + 70_000, "{due} vs {before}");
-    assert!(store.claim(10, 60_000).await.unwrap().is_empty(), "not due yet");
+    assert!(
+        due >= before + 60_000 && due < before + 70_000,
+        "{due} vs {before}"
+    );
+    assert!(
+        store.claim(10, 60_000).await.unwrap().is_empty(),
+        "not due yet"
+    );
     let wait = store.next_due_in_ms().await.unwrap().unwrap();
     assert!(wait > 50_000 && wait <= 60_000, "{wait}");
 
@@ -275,7 +411,10 @@ async fn retry_reschedules_and_final_failure(backend: Backend) {
         store.resend(d.id).await.unwrap(); // due now, manual
         store.claim(1, 60_000).await.unwrap().remove(0)
     };
-    assert_eq!((c.attempt, c.trigger, c.auto_attempts), (2, Trigger::Manual, 1));
+    assert_eq!(
+        (c.attempt, c.trigger, c.auto_attempts),
+        (2, Trigger::Manual, 1)
+    );
     store
         .complete(&[completion(&c, Outcome::Timeout, None, Next::RetryIn(20))])
         .await
@@ -285,15 +424,24 @@ async fn retry_reschedules_and_final_failure(backend: Backend) {
         async move { store.claim(1, 60_000).await.unwrap().pop() }
     })
     .await;
-    assert_eq!((c.attempt, c.trigger, c.auto_attempts), (3, Trigger::Auto, 2));
+    assert_eq!(
+        (c.attempt, c.trigger, c.auto_attempts),
+        (3, Trigger::Auto, 2)
+    );
     store
         .complete(&[completion(&c, Outcome::NetworkError, None, Next::Failed)])
         .await
         .unwrap();
     let d = one_delivery(&store).await;
-    assert_eq!((d.state, d.attempts, d.next_attempt_at), (DeliveryState::Failed, 3, None));
+    assert_eq!(
+        (d.state, d.attempts, d.next_attempt_at),
+        (DeliveryState::Failed, 3, None)
+    );
     let log = store.attempts(d.id).await.unwrap();
-    let summary: Vec<_> = log.iter().map(|a| (a.attempt, a.trigger, a.outcome)).collect();
+    let summary: Vec<_> = log
+        .iter()
+        .map(|a| (a.attempt, a.trigger, a.outcome))
+        .collect();
     assert_eq!(
         summary,
         [
@@ -306,8 +454,14 @@ async fn retry_reschedules_and_final_failure(backend: Backend) {
 
 async fn expired_leases_are_rescued(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
     let lost = store.claim(1, 1).await.unwrap().remove(0);
     wait_until(Duration::from_secs(5), "the lease to be rescued", || {
         let store = store.clone();
@@ -321,32 +475,59 @@ async fn expired_leases_are_rescued(backend: Backend) {
 
     let fresh = store.claim(1, 60_000).await.unwrap().remove(0);
     assert_eq!(fresh.attempt, 2);
-    assert_eq!(store.complete(&[succeeded(&lost)]).await.unwrap(), vec![false], "stale worker");
-    assert_eq!(store.complete(&[succeeded(&fresh)]).await.unwrap(), vec![true]);
+    assert_eq!(
+        store.complete(&[succeeded(&lost)]).await.unwrap(),
+        vec![false],
+        "stale worker"
+    );
+    assert_eq!(
+        store.complete(&[succeeded(&fresh)]).await.unwrap(),
+        vec![true]
+    );
     assert_eq!(store.rescue_expired().await.unwrap(), 0);
 }
 
 async fn release_undoes_the_claim(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
-    let lease = |c: &Claimed| Lease { delivery_id: c.delivery_id, token: c.lease_token.clone() };
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    let lease = |c: &Claimed| Lease {
+        delivery_id: c.delivery_id,
+        token: c.lease_token.clone(),
+    };
 
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     assert_eq!(store.release(&[lease(&c)], Release::Now).await.unwrap(), 1);
     let d = one_delivery(&store).await;
     assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 0));
-    assert_eq!(store.release(&[lease(&c)], Release::Now).await.unwrap(), 0, "fenced");
+    assert_eq!(
+        store.release(&[lease(&c)], Release::Now).await.unwrap(),
+        0,
+        "fenced"
+    );
 
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
-    assert_eq!((c.attempt, c.auto_attempts), (1, 1), "the release undid the count");
+    assert_eq!(
+        (c.attempt, c.auto_attempts),
+        (1, 1),
+        "the release undid the count"
+    );
     store.release(&[lease(&c)], Release::Park).await.unwrap();
     assert_eq!(one_delivery(&store).await.next_attempt_at, None);
     assert!(store.claim(1, 60_000).await.unwrap().is_empty(), "parked");
 
     store.resend(d.id).await.unwrap();
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
-    store.release(&[lease(&c)], Release::Fail("endpoint deleted".into())).await.unwrap();
+    store
+        .release(&[lease(&c)], Release::Fail("endpoint deleted".into()))
+        .await
+        .unwrap();
     let d = one_delivery(&store).await;
     assert_eq!((d.state, d.attempts), (DeliveryState::Failed, 0));
     assert_eq!(d.last_error.as_deref(), Some("endpoint deleted"));
@@ -354,8 +535,14 @@ async fn release_undoes_the_claim(backend: Backend) {
 
 async fn resend_in_every_state(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
     assert!(!store.resend(999_999).await.unwrap());
 
     // Succeeded -> one manual attempt whose failure is final.
@@ -366,7 +553,10 @@ async fn resend_in_every_state(backend: Backend) {
     let d = one_delivery(&store).await;
     assert_eq!((d.state, d.finished_at), (DeliveryState::Pending, None));
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
-    assert_eq!((c.attempt, c.trigger, c.manual_only), (2, Trigger::Manual, true));
+    assert_eq!(
+        (c.attempt, c.trigger, c.manual_only),
+        (2, Trigger::Manual, true)
+    );
 
     // In flight -> the running attempt finishes, then a manual one is due at once.
     assert!(store.resend(id).await.unwrap());
@@ -376,15 +566,28 @@ async fn resend_in_every_state(backend: Backend) {
         .await
         .unwrap();
     let d = one_delivery(&store).await;
-    assert_eq!(d.state, DeliveryState::Pending, "the requested resend is due");
+    assert_eq!(
+        d.state,
+        DeliveryState::Pending,
+        "the requested resend is due"
+    );
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
-    assert_eq!((c.attempt, c.trigger, c.manual_only), (3, Trigger::Manual, true));
-    store.complete(&[completion(&c, Outcome::HttpError, Some(500), Next::Failed)]).await.unwrap();
+    assert_eq!(
+        (c.attempt, c.trigger, c.manual_only),
+        (3, Trigger::Manual, true)
+    );
+    store
+        .complete(&[completion(&c, Outcome::HttpError, Some(500), Next::Failed)])
+        .await
+        .unwrap();
     assert_eq!(one_delivery(&store).await.state, DeliveryState::Failed);
 
     // Failed -> bulk resend by filter.
     let n = store
-        .resend_matching(&DeliveryFilter { state: Some(DeliveryState::Failed), ..Default::default() })
+        .resend_matching(&DeliveryFilter {
+            state: Some(DeliveryState::Failed),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(n, 1);
@@ -395,17 +598,44 @@ async fn resend_in_every_state(backend: Backend) {
 
 async fn disable_parks_and_enable_resumes(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let ep = store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
-    let off = Endpoint { enabled: false, disabled_reason: Some("operator".into()), ..ep.clone() };
+    let ep = store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    let off = Endpoint {
+        enabled: false,
+        disabled_reason: Some("operator".into()),
+        ..ep.clone()
+    };
     store.update_endpoint(&off).await.unwrap().unwrap();
     assert_eq!(one_delivery(&store).await.next_attempt_at, None);
     assert!(store.claim(10, 60_000).await.unwrap().is_empty());
 
     // Fan-out skips a disabled endpoint; targeting it creates a parked delivery.
-    assert_eq!(store.enqueue_event(&event(Some("e2"), "x"), &limits()).await.unwrap().deliveries, 0);
-    let targeted = NewEvent { endpoint_id: Some("ep_1".into()), ..event(Some("e3"), "x") };
-    assert_eq!(store.enqueue_event(&targeted, &limits()).await.unwrap().deliveries, 1);
+    assert_eq!(
+        store
+            .enqueue_event(&event(Some("e2"), "x"), &limits())
+            .await
+            .unwrap()
+            .deliveries,
+        0
+    );
+    let targeted = NewEvent {
+        endpoint_id: Some("ep_1".into()),
+        ..event(Some("e3"), "x")
+    };
+    assert_eq!(
+        store
+            .enqueue_event(&targeted, &limits())
+            .await
+            .unwrap()
+            .deliveries,
+        1
+    );
     assert!(store.claim(10, 60_000).await.unwrap().is_empty());
 
     store.update_endpoint(&ep).await.unwrap().unwrap();
@@ -414,29 +644,54 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
 
 async fn delete_fails_pending(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.enqueue_event(&event(Some("e1"), "purchase"), &limits()).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
     assert!(store.delete_endpoint("ep_1").await.unwrap());
     let d = one_delivery(&store).await;
     assert_eq!(d.state, DeliveryState::Failed);
     assert_eq!(d.last_error.as_deref(), Some("endpoint deleted"));
     assert_eq!(store.attempts(d.id).await.unwrap().len(), 0);
-    assert_eq!(store.enqueue_event(&event(Some("e2"), "x"), &limits()).await.unwrap().deliveries, 0);
+    assert_eq!(
+        store
+            .enqueue_event(&event(Some("e2"), "x"), &limits())
+            .await
+            .unwrap()
+            .deliveries,
+        0
+    );
 }
 
 async fn log_filters_and_pages(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
-    store.insert_endpoint(&endpoint("ep_2", &["refund"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_2", &["refund"]))
+        .await
+        .unwrap();
     for i in 0..7 {
         let kind = if i % 2 == 0 { "purchase" } else { "refund" };
-        store.enqueue_event(&event(Some(&format!("e{i}")), kind), &limits()).await.unwrap();
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), kind), &limits())
+            .await
+            .unwrap();
     }
     // 7 to ep_1, 3 refunds to ep_2.
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.deliveries(&DeliveryFilter::default(), cursor, 3).await.unwrap();
+        let page = store
+            .deliveries(&DeliveryFilter::default(), cursor, 3)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -444,27 +699,78 @@ async fn log_filters_and_pages(backend: Backend) {
         seen.extend(page.into_iter().map(|d| d.id));
     }
     assert_eq!(seen.len(), 10);
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, no repeats: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats: {seen:?}"
+    );
 
     let count = |f: DeliveryFilter| {
         let store = store.clone();
         async move { store.deliveries(&f, None, 100).await.unwrap().len() }
     };
-    assert_eq!(count(DeliveryFilter { endpoint_id: Some("ep_2".into()), ..Default::default() }).await, 3);
-    assert_eq!(count(DeliveryFilter { event_type: Some("purchase".into()), ..Default::default() }).await, 4);
-    assert_eq!(count(DeliveryFilter { event_id: Some("e1".into()), ..Default::default() }).await, 2);
-    assert_eq!(count(DeliveryFilter { state: Some(DeliveryState::Failed), ..Default::default() }).await, 0);
+    assert_eq!(
+        count(DeliveryFilter {
+            endpoint_id: Some("ep_2".into()),
+            ..Default::default()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(DeliveryFilter {
+            event_type: Some("purchase".into()),
+            ..Default::default()
+        })
+        .await,
+        4
+    );
+    assert_eq!(
+        count(DeliveryFilter {
+            event_id: Some("e1".into()),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(DeliveryFilter {
+            state: Some(DeliveryState::Failed),
+            ..Default::default()
+        })
+        .await,
+        0
+    );
     let now = store.now_ms().await.unwrap();
-    assert_eq!(count(DeliveryFilter { until: Some(now + 1), ..Default::default() }).await, 10);
-    assert_eq!(count(DeliveryFilter { since: Some(now + 60_000), ..Default::default() }).await, 0);
+    assert_eq!(
+        count(DeliveryFilter {
+            until: Some(now + 1),
+            ..Default::default()
+        })
+        .await,
+        10
+    );
+    assert_eq!(
+        count(DeliveryFilter {
+            since: Some(now + 60_000),
+            ..Default::default()
+        })
+        .await,
+        0
+    );
 }
 
 async fn backlog_figures(backend: Backend) {
     let (_db, store) = open(backend).await;
     assert_eq!(store.backlog().await.unwrap(), Backlog::default());
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
     for i in 0..3 {
-        store.enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits()).await.unwrap();
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
+            .await
+            .unwrap();
     }
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     let b = wait_until(Duration::from_secs(5), "the oldest due delivery to age", || {
@@ -479,9 +785,15 @@ async fn backlog_figures(backend: Backend) {
 
 async fn concurrent_claims_never_overlap(backend: Backend) {
     let (db, store) = open(backend).await;
-    store.insert_endpoint(&endpoint("ep_1", &["*"])).await.unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
     for i in 0..200 {
-        store.enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits()).await.unwrap();
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
+            .await
+            .unwrap();
     }
     // Four claimers, each with its own connection pool, as four hookd processes would be.
     let mut tasks = Vec::new();

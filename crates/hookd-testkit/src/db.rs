@@ -61,11 +61,11 @@ impl TestDb {
     pub async fn postgres() -> TestDb {
         let admin = pg_admin_url();
         let name = format!("hookd_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL tests need a server at {admin} (set HOOKD_TEST_PG_URL): {e}"
-            )
-        });
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL tests need a server at {admin} (set HOOKD_TEST_PG_URL): {e}")
+            });
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
@@ -83,13 +83,23 @@ impl TestDb {
     pub async fn exec(&self, sql: &str) {
         match self.backend {
             Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
-                sqlx::raw_sql(sql).execute(&mut conn).await.expect("producer SQL");
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("producer SQL");
                 let _ = conn.close().await;
             }
             Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect");
-                sqlx::raw_sql(sql).execute(&mut conn).await.expect("producer SQL");
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("producer SQL");
                 let _ = conn.close().await;
             }
         }

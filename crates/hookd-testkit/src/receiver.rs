@@ -97,7 +97,9 @@ impl Receiver {
 
     /// A receiver that answers the `n`th request (0-based, across all paths) with
     /// `script(n, request)`.
-    pub async fn start(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
+    pub async fn start(
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");

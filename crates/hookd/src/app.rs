@@ -38,7 +38,10 @@ impl Application {
             );
         }
         let store = connect(&config.database_url).await?;
-        store.migrate().await.context("cannot apply database migrations")?;
+        store
+            .migrate()
+            .await
+            .context("cannot apply database migrations")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -51,7 +54,9 @@ impl Application {
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn port(&self) -> u16 {
@@ -70,7 +75,12 @@ impl Application {
     /// until `shutdown` is cancelled; then stops claiming, lets attempts in flight finish
     /// (up to `shutdown_timeout`), records them, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { config, listener, store, metrics } = self;
+        let Application {
+            config,
+            listener,
+            store,
+            metrics,
+        } = self;
         let dispatch_wake = Arc::new(Notify::new());
         let outbox_wake = Arc::new(Notify::new());
         let health = Arc::new(Health::default());
@@ -88,7 +98,12 @@ impl Application {
         .await
         .context("cannot start the maintenance jobs")?;
 
-        let dispatcher = Dispatcher::new(&config, store.clone(), metrics.clone(), dispatch_wake.clone());
+        let dispatcher = Dispatcher::new(
+            &config,
+            store.clone(),
+            metrics.clone(),
+            dispatch_wake.clone(),
+        );
         let dispatching = tokio::spawn(dispatcher.run(shutdown.clone()));
         health.dispatching.store(true, Ordering::Relaxed);
         let ingesting = tokio::spawn(
@@ -144,7 +159,10 @@ impl Application {
         health.dispatching.store(false, Ordering::Relaxed);
         let _ = scheduler.shutdown().await;
         stop_serving.cancel();
-        serving.await.context("the HTTP server panicked")?.context("the HTTP server failed")?;
+        serving
+            .await
+            .context("the HTTP server panicked")?
+            .context("the HTTP server failed")?;
         tracing::info!("hookd stopped");
         Ok(())
     }

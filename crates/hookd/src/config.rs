@@ -173,7 +173,10 @@ impl Layers {
     }
 
     /// Lays command-line flags over the current values.
-    pub fn flags<'a>(mut self, flags: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Layers {
+    pub fn flags<'a>(
+        mut self,
+        flags: impl IntoIterator<Item = (&'a str, Option<String>)>,
+    ) -> Layers {
         for (name, value) in flags {
             if let Some(value) = value {
                 self.set(name, &value, &format!("flag --{}", name.replace('_', "-")));
@@ -186,11 +189,16 @@ impl Layers {
         self.0.get(name)
     }
 
-    fn parse<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+    fn parse<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
         let given = self
             .get(name)
             .ok_or_else(|| ConfigError(format!("{name} is required")))?;
-        parse(given.value.trim()).map_err(|e| ConfigError(format!("{name} (from {}): {e}", given.from)))
+        parse(given.value.trim())
+            .map_err(|e| ConfigError(format!("{name} (from {}): {e}", given.from)))
     }
 
     /// Checks every value and builds the configuration.
@@ -208,7 +216,9 @@ impl Layers {
         };
         let number = |name: &str, min: u64, max: u64| -> Result<u64, ConfigError> {
             self.parse(name, |s| {
-                let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+                let n: u64 = s
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a whole number"))?;
                 if (min..=max).contains(&n) {
                     Ok(n)
                 } else {
@@ -218,14 +228,18 @@ impl Layers {
         };
         let config = Config {
             database_url: self.parse("database_url", |s| {
-                if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                if s.starts_with("sqlite:")
+                    || s.starts_with("postgres://")
+                    || s.starts_with("postgresql://")
+                {
                     Ok(s.to_string())
                 } else {
                     Err(format!("{s:?} is neither sqlite://PATH nor postgres://..."))
                 }
             })?,
             listen: self.parse("listen", |s| {
-                s.parse().map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
+                s.parse()
+                    .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
             })?,
             admin_token: match self.get("admin_token") {
                 Some(g) if !g.value.is_empty() => Some(g.value.clone()),
@@ -293,7 +307,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -320,7 +337,10 @@ mod tests {
         let layers = Layers::defaults().toml_file(&file).unwrap();
         let c = layers.build().unwrap();
         assert_eq!(c.request_timeout, Duration::from_secs(3));
-        assert_eq!(c.retry_schedule, [Duration::from_secs(1), Duration::from_secs(2)]);
+        assert_eq!(
+            c.retry_schedule,
+            [Duration::from_secs(1), Duration::from_secs(2)]
+        );
         assert_eq!(c.concurrency, 7);
 
         let layers = layers.env(env(&[
@@ -331,10 +351,16 @@ mod tests {
         let c = layers.build().unwrap();
         assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert_eq!(c.listen.port(), 2);
-        assert_eq!(c.concurrency, 7, "the file still applies where env is silent");
+        assert_eq!(
+            c.concurrency, 7,
+            "the file still applies where env is silent"
+        );
 
         let c = layers
-            .flags([("listen", Some("127.0.0.1:3".to_string())), ("admin_token", None)])
+            .flags([
+                ("listen", Some("127.0.0.1:3".to_string())),
+                ("admin_token", None),
+            ])
             .build()
             .unwrap();
         assert_eq!(c.listen.port(), 3);
@@ -343,7 +369,10 @@ mod tests {
 
     #[test]
     fn empty_retry_schedule_means_no_retries() {
-        let c = Layers::defaults().env(env(&[("HOOKD_RETRY_SCHEDULE", "")])).build().unwrap();
+        let c = Layers::defaults()
+            .env(env(&[("HOOKD_RETRY_SCHEDULE", "")]))
+            .build()
+            .unwrap();
         assert!(c.retry_schedule.is_empty());
     }
 
@@ -354,7 +383,10 @@ mod tests {
             .build()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("request_timeout") && err.contains("HOOKD_REQUEST_TIMEOUT"), "{err}");
+        assert!(
+            err.contains("request_timeout") && err.contains("HOOKD_REQUEST_TIMEOUT"),
+            "{err}"
+        );
 
         let bad = [
             ("HOOKD_DATABASE_URL", "mysql://x"),
@@ -367,7 +399,10 @@ mod tests {
         ];
         for (var, value) in bad {
             assert!(
-                Layers::defaults().env(env(&[(var, value)])).build().is_err(),
+                Layers::defaults()
+                    .env(env(&[(var, value)]))
+                    .build()
+                    .is_err(),
                 "{var}={value} must be refused"
             );
         }

@@ -47,7 +47,10 @@ pub async fn rescue(store: &dyn Store, metrics: &Metrics, wake: &Notify) {
         Ok(0) => {}
         Ok(n) => {
             metrics.lease_rescues.inc_by(n);
-            tracing::warn!(deliveries = n, "rescued deliveries whose lease expired; sending them again");
+            tracing::warn!(
+                deliveries = n,
+                "rescued deliveries whose lease expired; sending them again"
+            );
             wake.notify_one();
         }
         Err(e) => {
@@ -62,7 +65,9 @@ pub async fn refresh_gauges(store: &dyn Store, metrics: &Metrics) {
     match store.backlog().await {
         Ok(b) => {
             metrics.pending.set(b.unfinished);
-            metrics.oldest_pending_age.set(b.oldest_due_age_ms as f64 / 1000.0);
+            metrics
+                .oldest_pending_age
+                .set(b.oldest_due_age_ms as f64 / 1000.0);
         }
         Err(e) => {
             metrics.store_error("backlog");

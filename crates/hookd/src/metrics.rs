@@ -46,7 +46,10 @@ impl Metrics {
         let r = Registry::new();
         let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).unwrap());
         let counter_vec = |name: &str, help: &str, label: &str| {
-            register(&r, IntCounterVec::new(Opts::new(name, help), &[label]).unwrap())
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), &[label]).unwrap(),
+            )
         };
         let m = Metrics {
             attempts: counter_vec(

@@ -53,7 +53,11 @@ pub fn next_state(claimed: &Claimed, outcome: Outcome, schedule: &[Duration]) ->
     if outcome == Outcome::Success {
         return Next::Succeeded;
     }
-    match delay_after_failure(schedule, claimed.auto_attempts.max(0) as u32, claimed.manual_only) {
+    match delay_after_failure(
+        schedule,
+        claimed.auto_attempts.max(0) as u32,
+        claimed.manual_only,
+    ) {
         Some(delay) => Next::RetryIn(delay.as_millis() as u64),
         None => Next::Failed,
     }
@@ -75,9 +79,14 @@ mod tests {
         );
         assert_eq!(s(""), Vec::<Duration>::new());
         assert_eq!(s("  "), Vec::<Duration>::new());
-        assert_eq!(s("250ms, 1s"), [Duration::from_millis(250), Duration::from_secs(1)]);
+        assert_eq!(
+            s("250ms, 1s"),
+            [Duration::from_millis(250), Duration::from_secs(1)]
+        );
         assert!(parse_schedule("1m,,5m").is_err());
-        assert!(parse_schedule("soon").unwrap_err().contains("invalid duration"));
+        assert!(parse_schedule("soon")
+            .unwrap_err()
+            .contains("invalid duration"));
         assert!(parse_schedule("5").is_err(), "a unit is required");
     }
 
@@ -85,7 +94,12 @@ mod tests {
     fn formats_as_written() {
         assert_eq!(format_duration(Duration::from_secs(60)), "1m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
-        assert_eq!(parse_duration(&format_duration(Duration::from_millis(1500))).unwrap().as_millis(), 1500);
+        assert_eq!(
+            parse_duration(&format_duration(Duration::from_millis(1500)))
+                .unwrap()
+                .as_millis(),
+            1500
+        );
     }
 
     #[test]
@@ -113,7 +127,10 @@ mod tests {
             );
         }
         // Eight attempts in all: the first plus seven retries.
-        let attempts = (1..).take_while(|&n| delay_after_failure(&ladder, n, false).is_some()).count() + 1;
+        let attempts = (1..)
+            .take_while(|&n| delay_after_failure(&ladder, n, false).is_some())
+            .count()
+            + 1;
         assert_eq!(attempts, 8);
     }
 

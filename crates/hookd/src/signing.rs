@@ -53,7 +53,10 @@ pub fn sign_standard(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> S
 
 /// Hex signature for the Toss scheme.
 pub fn sign_toss(secret: &str, body: &[u8], transmission_time: &str) -> String {
-    hex::encode(hmac(secret.as_bytes(), &[body, b":", transmission_time.as_bytes()]))
+    hex::encode(hmac(
+        secret.as_bytes(),
+        &[body, b":", transmission_time.as_bytes()],
+    ))
 }
 
 /// Checks a secret given for a scheme.
@@ -62,7 +65,9 @@ pub fn validate_secret(scheme: SignatureScheme, secret: &str) -> Result<(), Stri
         SignatureScheme::Standard => standard_key(secret).map(|_| ()),
         SignatureScheme::Toss | SignatureScheme::None => {
             if secret.len() < MIN_KEY_BYTES {
-                Err(format!("a secret must be at least {MIN_KEY_BYTES} characters"))
+                Err(format!(
+                    "a secret must be at least {MIN_KEY_BYTES} characters"
+                ))
             } else if secret.len() > 1024 || secret.chars().any(char::is_control) {
                 Err("a secret must be printable and at most 1024 characters".into())
             } else {
@@ -95,12 +100,21 @@ pub fn headers(
             let key = standard_key(secret)?;
             vec![
                 ("webhook-timestamp", unix_seconds.to_string()),
-                ("webhook-signature", sign_standard(&key, msg_id, unix_seconds, body)),
+                (
+                    "webhook-signature",
+                    sign_standard(&key, msg_id, unix_seconds, body),
+                ),
             ]
         }
         SignatureScheme::Toss => vec![
-            ("tosspayments-webhook-transmission-time", rfc3339.to_string()),
-            ("tosspayments-webhook-signature", sign_toss(secret, body, rfc3339)),
+            (
+                "tosspayments-webhook-transmission-time",
+                rfc3339.to_string(),
+            ),
+            (
+                "tosspayments-webhook-signature",
+                sign_toss(secret, body, rfc3339),
+            ),
         ],
         SignatureScheme::None => Vec::new(),
     })
@@ -114,19 +128,20 @@ mod tests {
     #[test]
     fn standard_webhooks_vectors() {
         let key = standard_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let cases = [
-            (
-                "msg_p5jXN8AQM9LWM0D4loKWxJek",
-                1614265330,
-                r#"{"test": 2432232314}"#,
-                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-            ),
-        ];
+        let cases = [(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        )];
         for (id, ts, body, want) in cases {
             assert_eq!(sign_standard(&key, id, ts, body.as_bytes()), want);
         }
         // The prefix is optional; the key is the same.
-        assert_eq!(standard_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(), key);
+        assert_eq!(
+            standard_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            key
+        );
     }
 
     #[test]
@@ -144,7 +159,10 @@ mod tests {
             h,
             vec![
                 ("webhook-timestamp", "1614265330".to_string()),
-                ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_string()),
+                (
+                    "webhook-signature",
+                    "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_string()
+                ),
             ]
         );
     }
@@ -180,11 +198,19 @@ mod tests {
         assert!(generated.starts_with("whsec_"));
         assert_eq!(standard_key(&generated).unwrap().len(), 32);
         assert_ne!(generated, generate_secret());
-        for scheme in [SignatureScheme::Standard, SignatureScheme::Toss, SignatureScheme::None] {
+        for scheme in [
+            SignatureScheme::Standard,
+            SignatureScheme::Toss,
+            SignatureScheme::None,
+        ] {
             assert_eq!(validate_secret(scheme, &generated), Ok(()));
         }
         let table: &[(SignatureScheme, &str, bool)] = &[
-            (SignatureScheme::Standard, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", true),
+            (
+                SignatureScheme::Standard,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                true,
+            ),
             (SignatureScheme::Standard, "whsec_not base64!", false),
             (SignatureScheme::Standard, "whsec_c2hvcnQ=", false),
             (SignatureScheme::Toss, "a-plain-toss-secret", true),
@@ -192,7 +218,11 @@ mod tests {
             (SignatureScheme::Toss, "bad\nsecret-bad-secret", false),
         ];
         for (scheme, secret, ok) in table {
-            assert_eq!(validate_secret(*scheme, secret).is_ok(), *ok, "{scheme} {secret:?}");
+            assert_eq!(
+                validate_secret(*scheme, secret).is_ok(),
+                *ok,
+                "{scheme} {secret:?}"
+            );
         }
     }
 }

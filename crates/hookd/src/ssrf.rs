@@ -139,13 +139,18 @@ impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
-            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                all.iter().copied().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
-                let addrs = all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
-                return Err(Box::new(Blocked { host, addrs }) as Box<dyn std::error::Error + Send + Sync>);
+                let addrs = all
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(
+                    Box::new(Blocked { host, addrs }) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -235,7 +240,11 @@ mod tests {
             ("http://8.8.8.8/", false, true),
         ];
         for (url, allow, ok) in cases {
-            assert_eq!(check_url(url, *allow).is_ok(), *ok, "{url} allow_private={allow}");
+            assert_eq!(
+                check_url(url, *allow).is_ok(),
+                *ok,
+                "{url} allow_private={allow}"
+            );
         }
     }
 
@@ -252,7 +261,10 @@ mod tests {
 
     #[tokio::test]
     async fn client_requests_to_private_names_are_blocked() {
-        let client = reqwest::Client::builder().dns_resolver(resolver()).build().unwrap();
+        let client = reqwest::Client::builder()
+            .dns_resolver(resolver())
+            .build()
+            .unwrap();
         let err = client.get("http://localhost:9/").send().await.unwrap_err();
         assert!(is_blocked(&err), "{err:?}");
     }

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use hookd_testkit::{wait_until, Backend, Receiver, Received, Reply, TestDb};
+use hookd_testkit::{wait_until, Backend, Received, Receiver, Reply, TestDb};
 use support::*;
 
 hookd_testkit::each_backend!(
@@ -40,24 +40,44 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
 fn verify_standard(r: &Received) {
     let id = r.header("webhook-id").expect("webhook-id");
     let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((now - ts.parse::<i64>().unwrap()).abs() < 300, "timestamp {ts} is the time of sending");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - ts.parse::<i64>().unwrap()).abs() < 300,
+        "timestamp {ts} is the time of sending"
+    );
     let key = BASE64.decode(SECRET.trim_start_matches("whsec_")).unwrap();
     let expected = format!(
         "v1,{}",
-        BASE64.encode(hmac_sha256(&key, format!("{id}.{ts}.{}", r.body_str()).as_bytes()))
+        BASE64.encode(hmac_sha256(
+            &key,
+            format!("{id}.{ts}.{}", r.body_str()).as_bytes()
+        ))
     );
     let given = r.header("webhook-signature").expect("webhook-signature");
-    assert!(given.split(' ').any(|s| s == expected), "{given} != {expected}");
+    assert!(
+        given.split(' ').any(|s| s == expected),
+        "{given} != {expected}"
+    );
 }
 
 /// Verifies a Toss request as seed 003's receiver does.
 fn verify_toss(r: &Received) {
-    let time = r.header("tosspayments-webhook-transmission-time").expect("transmission time");
+    let time = r
+        .header("tosspayments-webhook-transmission-time")
+        .expect("transmission time");
     chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339");
     assert!(time.ends_with('Z'), "UTC: {time}");
-    let expected = hex::encode(hmac_sha256(TOSS_SECRET.as_bytes(), format!("{}:{time}", r.body_str()).as_bytes()));
-    assert_eq!(r.header("tosspayments-webhook-signature"), Some(expected.as_str()));
+    let expected = hex::encode(hmac_sha256(
+        TOSS_SECRET.as_bytes(),
+        format!("{}:{time}", r.body_str()).as_bytes(),
+    ));
+    assert_eq!(
+        r.header("tosspayments-webhook-signature"),
+        Some(expected.as_str())
+    );
     assert!(r.header("webhook-signature").is_none());
 }
 
@@ -70,8 +90,10 @@ async fn outbox_rows_arrive_once_signed(backend: Backend) {
     let ep_standard = app
         .endpoint(json!({ "url": standard.url(), "secret": SECRET, "bearer_token": "tok-123" }))
         .await;
-    app.endpoint(json!({ "url": toss.url(), "signature_scheme": "toss", "secret": TOSS_SECRET })).await;
-    app.endpoint(json!({ "url": plain.url(), "signature_scheme": "none" })).await;
+    app.endpoint(json!({ "url": toss.url(), "signature_scheme": "toss", "secret": TOSS_SECRET }))
+        .await;
+    app.endpoint(json!({ "url": plain.url(), "signature_scheme": "none" }))
+        .await;
     assert_eq!(ep_standard["secret"], SECRET);
 
     // 200 rows in one producer transaction, inserted with the contract's plain SQL.
@@ -85,28 +107,50 @@ async fn outbox_rows_arrive_once_signed(backend: Backend) {
     sql.push_str("COMMIT;");
     db.exec(&sql).await;
 
-    for (receiver, verify) in [(&standard, verify_standard as fn(&Received)), (&toss, verify_toss), (&plain, |_: &Received| {})] {
+    for (receiver, verify) in [
+        (&standard, verify_standard as fn(&Received)),
+        (&toss, verify_toss),
+        (&plain, |_: &Received| {}),
+    ] {
         let got = receiver.wait_for(200, WAIT).await;
         let mut by_id: HashMap<String, &Received> = HashMap::new();
         for r in &got {
-            assert!(by_id.insert(r.header("webhook-id").unwrap().to_string(), r).is_none(), "delivered twice");
+            assert!(
+                by_id
+                    .insert(r.header("webhook-id").unwrap().to_string(), r)
+                    .is_none(),
+                "delivered twice"
+            );
             verify(r);
             assert_eq!(r.header("content-type"), Some("application/json"));
             assert!(r.header("user-agent").unwrap().starts_with("hookd/"));
         }
         let mut bodies: Vec<String> = got.iter().map(|r| r.body_str().to_string()).collect();
         bodies.sort();
-        let mut want: Vec<String> = (0..200).map(|i| format!("{{\"orderId\":\"o-{i}\",\"amount\":{}}}", 9900 + i)).collect();
+        let mut want: Vec<String> = (0..200)
+            .map(|i| format!("{{\"orderId\":\"o-{i}\",\"amount\":{}}}", 9900 + i))
+            .collect();
         want.sort();
         assert_eq!(bodies, want, "bodies are the payloads, byte for byte");
     }
-    assert!(standard.received().iter().all(|r| r.header("authorization") == Some("Bearer tok-123")));
-    assert!(toss.received().iter().all(|r| r.header("authorization").is_none()));
-    assert!(plain.received().iter().all(|r| r.header("webhook-signature").is_none()
-        && r.header("tosspayments-webhook-signature").is_none()));
+    assert!(standard
+        .received()
+        .iter()
+        .all(|r| r.header("authorization") == Some("Bearer tok-123")));
+    assert!(toss
+        .received()
+        .iter()
+        .all(|r| r.header("authorization").is_none()));
+    assert!(plain
+        .received()
+        .iter()
+        .all(|r| r.header("webhook-signature").is_none()
+            && r.header("tosspayments-webhook-signature").is_none()));
 
     let all = app.wait_all_finished(600).await;
-    assert!(all.iter().all(|d| d["state"] == "succeeded" && d["attempts"] == 1));
+    assert!(all
+        .iter()
+        .all(|d| d["state"] == "succeeded" && d["attempts"] == 1));
     // Nothing more arrives after everything succeeded.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(standard.count() + toss.count() + plain.count(), 600);
@@ -116,16 +160,38 @@ async fn outbox_rows_arrive_once_signed(backend: Backend) {
 async fn fan_out_targeting_and_dedupe(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
-    let (all, buys, pays) = (Receiver::ok().await, Receiver::ok().await, Receiver::ok().await);
-    app.endpoint(json!({ "url": all.url(), "event_types": ["*"] })).await;
-    let buys_ep = app.endpoint(json!({ "url": buys.url(), "event_types": ["purchase", "refund"] })).await;
-    app.endpoint(json!({ "url": pays.url(), "event_types": ["payment.*"] })).await;
+    let (all, buys, pays) = (
+        Receiver::ok().await,
+        Receiver::ok().await,
+        Receiver::ok().await,
+    );
+    app.endpoint(json!({ "url": all.url(), "event_types": ["*"] }))
+        .await;
+    let buys_ep = app
+        .endpoint(json!({ "url": buys.url(), "event_types": ["purchase", "refund"] }))
+        .await;
+    app.endpoint(json!({ "url": pays.url(), "event_types": ["payment.*"] }))
+        .await;
 
-    let first = app.event(json!({ "event_type": "purchase", "event_id": "evt-1", "payload": {"n": 1} })).await;
+    let first = app
+        .event(json!({ "event_type": "purchase", "event_id": "evt-1", "payload": {"n": 1} }))
+        .await;
     assert_eq!(first, json!({ "event_id": "evt-1", "deliveries": 2 }));
-    let (status, again) = app.post("/v1/events", json!({ "event_type": "purchase", "event_id": "evt-1", "payload": {"n": 2} })).await;
-    assert_eq!((status, again), (StatusCode::OK, first), "a repeated event_id creates nothing");
-    app.event(json!({ "event_type": "payment.succeeded", "event_id": "evt-2", "payload": {"n": 3} })).await;
+    let (status, again) = app
+        .post(
+            "/v1/events",
+            json!({ "event_type": "purchase", "event_id": "evt-1", "payload": {"n": 2} }),
+        )
+        .await;
+    assert_eq!(
+        (status, again),
+        (StatusCode::OK, first),
+        "a repeated event_id creates nothing"
+    );
+    app.event(
+        json!({ "event_type": "payment.succeeded", "event_id": "evt-2", "payload": {"n": 3} }),
+    )
+    .await;
     let targeted = app
         .event(json!({ "event_type": "payment.refunded", "event_id": "evt-3", "payload": {}, "endpoint_id": buys_ep["id"] }))
         .await;
@@ -139,7 +205,11 @@ async fn fan_out_targeting_and_dedupe(backend: Backend) {
     .await;
 
     let ids = |r: &Receiver| {
-        let mut v: Vec<String> = r.received().iter().map(|x| x.header("webhook-id").unwrap().to_string()).collect();
+        let mut v: Vec<String> = r
+            .received()
+            .iter()
+            .map(|x| x.header("webhook-id").unwrap().to_string())
+            .collect();
         v.sort();
         v
     };
@@ -147,16 +217,32 @@ async fn fan_out_targeting_and_dedupe(backend: Backend) {
     assert_eq!(ids(&all), ["evt-1", "evt-2", "evt-4"]);
     assert_eq!(ids(&buys), ["evt-1", "evt-3", "evt-4"]);
     assert_eq!(ids(&pays), ["evt-2"]);
-    assert_eq!(buys.received().iter().find(|r| r.header("webhook-id") == Some("evt-4")).unwrap().body_str(), "{\"n\":4}");
+    assert_eq!(
+        buys.received()
+            .iter()
+            .find(|r| r.header("webhook-id") == Some("evt-4"))
+            .unwrap()
+            .body_str(),
+        "{\"n\":4}"
+    );
     app.stop().await;
 }
 
 async fn retries_follow_the_schedule(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
-    let receiver = Receiver::start(|n, _| if n < 2 { Reply::status(500) } else { Reply::ok() }).await;
-    app.endpoint(json!({ "url": receiver.url(), "retry_schedule": ["150ms", "300ms", "1h"] })).await;
-    app.event(json!({ "event_type": "purchase", "event_id": "e-retry", "payload": {"a": 1} })).await;
+    let receiver = Receiver::start(|n, _| {
+        if n < 2 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    app.endpoint(json!({ "url": receiver.url(), "retry_schedule": ["150ms", "300ms", "1h"] }))
+        .await;
+    app.event(json!({ "event_type": "purchase", "event_id": "e-retry", "payload": {"a": 1} }))
+        .await;
 
     let got = receiver.wait_for(3, WAIT).await;
     let d = app.deliveries("event_id=e-retry").await.remove(0);
@@ -166,29 +252,52 @@ async fn retries_follow_the_schedule(backend: Backend) {
     let log = d["attempt_log"].as_array().unwrap();
     let summary: Vec<(i64, &str, &str, Option<i64>)> = log
         .iter()
-        .map(|a| (a["attempt"].as_i64().unwrap(), a["trigger"].as_str().unwrap(), a["outcome"].as_str().unwrap(), a["status_code"].as_i64()))
+        .map(|a| {
+            (
+                a["attempt"].as_i64().unwrap(),
+                a["trigger"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+                a["status_code"].as_i64(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
-        [(1, "auto", "http_error", Some(500)), (2, "auto", "http_error", Some(500)), (3, "auto", "success", Some(200))]
+        [
+            (1, "auto", "http_error", Some(500)),
+            (2, "auto", "http_error", Some(500)),
+            (3, "auto", "success", Some(200))
+        ]
     );
     assert_eq!(log[0]["error"], "HTTP 500 Internal Server Error");
     assert!(log[0]["started_at"].as_str().unwrap().ends_with('Z'));
     // Spaced by at least the schedule, counted from the end of the failed attempt.
-    assert!(got[1].at - got[0].at >= Duration::from_millis(150), "{:?}", got[1].at - got[0].at);
-    assert!(got[2].at - got[1].at >= Duration::from_millis(300), "{:?}", got[2].at - got[1].at);
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(150),
+        "{:?}",
+        got[1].at - got[0].at
+    );
+    assert!(
+        got[2].at - got[1].at >= Duration::from_millis(300),
+        "{:?}",
+        got[2].at - got[1].at
+    );
     // Every attempt carries the same webhook-id and a fresh signature.
-    assert!(got.iter().all(|r| r.header("webhook-id") == Some("e-retry")));
+    assert!(got
+        .iter()
+        .all(|r| r.header("webhook-id") == Some("e-retry")));
     app.stop().await;
 }
 
 async fn always_failing_ends_failed_then_manual_resend(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
-    let receiver = Receiver::start(|_, _| Reply::status(503).with_body("down for maintenance")).await;
+    let receiver =
+        Receiver::start(|_, _| Reply::status(503).with_body("down for maintenance")).await;
     // No retry_schedule on the endpoint: the global one (50ms, 100ms) applies.
     app.endpoint(json!({ "url": receiver.url() })).await;
-    app.event(json!({ "event_type": "refund", "event_id": "e-fail", "payload": {} })).await;
+    app.event(json!({ "event_type": "refund", "event_id": "e-fail", "payload": {} }))
+        .await;
 
     let d = app.deliveries("event_id=e-fail").await.remove(0);
     let d = app.wait_for_state(id(&d), "failed").await;
@@ -198,17 +307,31 @@ async fn always_failing_ends_failed_then_manual_resend(backend: Backend) {
     assert_eq!(receiver.count(), 3);
 
     receiver.set_script(|_, _| Reply::ok());
-    let (status, resent) = app.post(&format!("/v1/deliveries/{}/resend", id(&d)), json!({})).await;
+    let (status, resent) = app
+        .post(&format!("/v1/deliveries/{}/resend", id(&d)), json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{resent}");
     let d = app.wait_for_state(id(&d), "succeeded").await;
     assert_eq!(d["attempts"], 4);
     let last = &d["attempt_log"][3];
-    assert_eq!((last["attempt"].as_i64(), last["trigger"].as_str(), last["outcome"].as_str()), (Some(4), Some("manual"), Some("success")));
+    assert_eq!(
+        (
+            last["attempt"].as_i64(),
+            last["trigger"].as_str(),
+            last["outcome"].as_str()
+        ),
+        (Some(4), Some("manual"), Some("success"))
+    );
     let got = receiver.wait_for(4, WAIT).await;
-    assert_eq!(got[3].header("webhook-id"), Some("e-fail"), "the same id on a resend");
+    assert_eq!(
+        got[3].header("webhook-id"),
+        Some("e-fail"),
+        "the same id on a resend"
+    );
 
     // A resend of a succeeded delivery is one more attempt, and then nothing.
-    app.post(&format!("/v1/deliveries/{}/resend", id(&d)), json!({})).await;
+    app.post(&format!("/v1/deliveries/{}/resend", id(&d)), json!({}))
+        .await;
     let d = wait_until(WAIT, "the fifth attempt", || async {
         let (_, d) = app.get(&format!("/v1/deliveries/{}", id(&d))).await;
         (d["attempts"] == 5 && d["state"] == "succeeded").then_some(d)
@@ -222,8 +345,10 @@ async fn hanging_receiver_is_a_timeout(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
     let receiver = Receiver::start(|_, _| Reply::hang(Duration::from_secs(5))).await;
-    app.endpoint(json!({ "url": receiver.url(), "timeout": "300ms", "retry_schedule": [] })).await;
-    app.event(json!({ "event_type": "x", "event_id": "e-hang", "payload": {} })).await;
+    app.endpoint(json!({ "url": receiver.url(), "timeout": "300ms", "retry_schedule": [] }))
+        .await;
+    app.event(json!({ "event_type": "x", "event_id": "e-hang", "payload": {} }))
+        .await;
     let d = app.deliveries("event_id=e-hang").await.remove(0);
     let d = app.wait_for_state(id(&d), "failed").await;
     let attempt = &d["attempt_log"][0];
@@ -231,7 +356,14 @@ async fn hanging_receiver_is_a_timeout(backend: Backend) {
     assert_eq!(attempt["status_code"], Value::Null);
     let ms = attempt["duration_ms"].as_i64().unwrap();
     assert!((300..2000).contains(&ms), "cut at the timeout: {ms} ms");
-    assert!(d["last_error"].as_str().unwrap().contains("no answer within 300ms"), "{}", d["last_error"]);
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 300ms"),
+        "{}",
+        d["last_error"]
+    );
     app.stop().await;
 }
 
@@ -240,17 +372,30 @@ async fn empty_schedule_means_manual_resend_only(backend: Backend) {
     let mut config = test_config(&db);
     config.retry_schedule = Vec::new(); // HOOKD_RETRY_SCHEDULE= (nachocode's policy)
     let app = TestApp::spawn_with(config).await;
-    let receiver = Receiver::start(|n, _| if n == 0 { Reply::status(500) } else { Reply::ok() }).await;
+    let receiver = Receiver::start(|n, _| {
+        if n == 0 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
     app.endpoint(json!({ "url": receiver.url() })).await;
-    app.event(json!({ "event_type": "purchase", "event_id": "e-once", "payload": {} })).await;
+    app.event(json!({ "event_type": "purchase", "event_id": "e-once", "payload": {} }))
+        .await;
     let d = app.deliveries("event_id=e-once").await.remove(0);
     let d = app.wait_for_state(id(&d), "failed").await;
     assert_eq!(d["attempts"], 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 1, "no automatic retry");
 
-    let (status, body) = app.post("/v1/deliveries/resend", json!({ "state": "failed" })).await;
-    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({ "matched": 1 })));
+    let (status, body) = app
+        .post("/v1/deliveries/resend", json!({ "state": "failed" }))
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::ACCEPTED, json!({ "matched": 1 }))
+    );
     let d = app.wait_for_state(id(&d), "succeeded").await;
     assert_eq!(d["attempt_log"][1]["trigger"], "manual");
     app.stop().await;
@@ -282,8 +427,16 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
         updated_at: 0,
     };
     ep = store.insert_endpoint(&ep).await.unwrap();
-    let event = hookd_store::NewEvent { event_id: Some("e-lost".into()), event_type: "x".into(), payload: "{}".into(), endpoint_id: None };
-    store.enqueue_event(&event, &Default::default()).await.unwrap();
+    let event = hookd_store::NewEvent {
+        event_id: Some("e-lost".into()),
+        event_type: "x".into(),
+        payload: "{}".into(),
+        endpoint_id: None,
+    };
+    store
+        .enqueue_event(&event, &Default::default())
+        .await
+        .unwrap();
     let dead = store.claim(1, 300).await.unwrap().remove(0);
     assert_eq!(dead.endpoint, ep);
 
@@ -291,7 +444,10 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
     let d = app.wait_for_state(dead.delivery_id, "succeeded").await;
     let log = d["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 2);
-    assert_eq!((log[0]["outcome"].as_str(), log[1]["outcome"].as_str()), (Some("lost"), Some("success")));
+    assert_eq!(
+        (log[0]["outcome"].as_str(), log[1]["outcome"].as_str()),
+        (Some("lost"), Some("success"))
+    );
     assert_eq!(receiver.count(), 1);
     assert_eq!(app.metrics.lease_rescues.get(), 1);
 
@@ -312,7 +468,9 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
         next: hookd_store::Next::Failed,
     };
     assert_eq!(store.complete(&[stale]).await.unwrap(), vec![false]);
-    let (_, d) = app.get(&format!("/v1/deliveries/{}", dead.delivery_id)).await;
+    let (_, d) = app
+        .get(&format!("/v1/deliveries/{}", dead.delivery_id))
+        .await;
     assert_eq!(d["state"], "succeeded");
     app.stop().await;
 }
@@ -330,7 +488,13 @@ async fn bad_payload_rows_fail_and_the_daemon_goes_on(backend: Backend) {
     let all = app.wait_all_finished(2).await;
     let bad = all.iter().find(|d| d["event_id"] == "e-bad").unwrap();
     assert_eq!(bad["state"], "failed");
-    assert!(bad["last_error"].as_str().unwrap().contains("payload is not valid JSON"), "{bad}");
+    assert!(
+        bad["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("payload is not valid JSON"),
+        "{bad}"
+    );
     assert_eq!(bad["attempts"], 0);
     let good = all.iter().find(|d| d["event_id"] == "e-good").unwrap();
     assert_eq!(good["state"], "succeeded");

@@ -109,8 +109,10 @@ impl FilterFields {
             })
             .transpose()?;
         let instant = |field: &str, v: Option<String>| {
-            v.map(|t| parse_instant(&t, now_ms).map_err(|e| ApiError::invalid(format!("{field}: {e}"))))
-                .transpose()
+            v.map(|t| {
+                parse_instant(&t, now_ms).map_err(|e| ApiError::invalid(format!("{field}: {e}")))
+            })
+            .transpose()
         };
         Ok(DeliveryFilter {
             state,
@@ -145,7 +147,11 @@ pub async fn list(
         .page
         .cursor
         .as_deref()
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a cursor from next_cursor"))))
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                ApiError::invalid(format!("cursor {c:?} is not a cursor from next_cursor"))
+            })
+        })
         .transpose()?;
     let fields = FilterFields {
         state: q.state,
@@ -171,11 +177,22 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("delivery", id))
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeliveryDetail>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
     let n = parse_id(&id)?;
-    let delivery = state.store.delivery(n).await?.ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let delivery = state
+        .store
+        .delivery(n)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     let attempts = state.store.attempts(n).await?;
-    let payload = state.store.event(&delivery.event_id).await?.map(|e| raw_payload(e.payload));
+    let payload = state
+        .store
+        .event(&delivery.event_id)
+        .await?
+        .map(|e| raw_payload(e.payload));
     Ok(Json(DeliveryDetail {
         delivery: delivery.into(),
         payload,
@@ -194,7 +211,11 @@ pub async fn resend(
     }
     state.metrics.manual_resends.inc();
     state.dispatch_wake.notify_one();
-    let delivery = state.store.delivery(n).await?.ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let delivery = state
+        .store
+        .delivery(n)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     tracing::info!(delivery_id = n, "manual resend requested");
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }

@@ -14,7 +14,7 @@ use hookd_store::{matching, Endpoint, SignatureScheme};
 use super::error::ApiError;
 use super::json::{nullable, Body};
 use super::time::{rfc3339, rfc3339_opt};
-use super::{Page, PageQuery, AppState};
+use super::{AppState, Page, PageQuery};
 use crate::{retry, signing, ssrf};
 
 /// The most an endpoint may ask for: attempts must end well inside their lease.
@@ -99,9 +99,13 @@ impl EndpointView {
             secret: Some(e.secret).filter(|_| with_secrets),
             signature_scheme: e.signature_scheme.as_str(),
             retry_schedule: e.retry_schedule_ms.map(|s| {
-                s.into_iter().map(|ms| retry::format_duration(Duration::from_millis(ms))).collect()
+                s.into_iter()
+                    .map(|ms| retry::format_duration(Duration::from_millis(ms)))
+                    .collect()
             }),
-            timeout: e.timeout_ms.map(|ms| retry::format_duration(Duration::from_millis(ms))),
+            timeout: e
+                .timeout_ms
+                .map(|ms| retry::format_duration(Duration::from_millis(ms))),
             disabled_at: rfc3339_opt(e.disabled_at),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
@@ -130,7 +134,11 @@ pub async fn create(
         bearer_token: req.bearer_token,
         signature_scheme: scheme,
         secret: req.secret.unwrap_or_else(signing::generate_secret),
-        retry_schedule_ms: req.retry_schedule.as_deref().map(parse_schedule).transpose()?,
+        retry_schedule_ms: req
+            .retry_schedule
+            .as_deref()
+            .map(parse_schedule)
+            .transpose()?,
         timeout_ms: req.timeout.as_deref().map(parse_timeout).transpose()?,
         headers: req.headers.unwrap_or_default(),
         enabled,
@@ -157,13 +165,23 @@ pub async fn list(
         .then(|| endpoints.last().map(|e| e.id.clone()))
         .flatten();
     Ok(Json(Page {
-        data: endpoints.into_iter().map(|e| EndpointView::new(e, false)).collect(),
+        data: endpoints
+            .into_iter()
+            .map(|e| EndpointView::new(e, false))
+            .collect(),
         next_cursor,
     }))
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = state.store.endpoint(&id).await?.ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let endpoint = state
+        .store
+        .endpoint(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
     Ok(Json(EndpointView::new(endpoint, true)))
 }
 
@@ -172,7 +190,11 @@ pub async fn update(
     Path(id): Path<String>,
     Body(patch): Body<EndpointPatch>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let mut e = state.store.endpoint(&id).await?.ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    let mut e = state
+        .store
+        .endpoint(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
     if let Some(url) = patch.url {
         e.url = url;
     }
@@ -211,14 +233,21 @@ pub async fn update(
         e.enabled = enabled;
     }
     validate(&e, state.allow_private).await?;
-    let updated = state.store.update_endpoint(&e).await?.ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    let updated = state
+        .store
+        .update_endpoint(&e)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
     if updated.enabled {
         state.dispatch_wake.notify_one(); // parked deliveries may be due now
     }
     Ok(Json(EndpointView::new(updated, true)))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     if state.store.delete_endpoint(&id).await? {
         tracing::info!(endpoint_id = %id, "endpoint deleted");
         Ok(StatusCode::NO_CONTENT)
@@ -231,21 +260,28 @@ fn parse_scheme(text: Option<&str>) -> Result<SignatureScheme, ApiError> {
     match text {
         None => Ok(SignatureScheme::Standard),
         Some(s) => s.parse().map_err(|_| {
-            ApiError::invalid(format!("signature_scheme must be standard, toss or none, not {s:?}"))
+            ApiError::invalid(format!(
+                "signature_scheme must be standard, toss or none, not {s:?}"
+            ))
         }),
     }
 }
 
 fn parse_schedule(items: &[String]) -> Result<Vec<u64>, ApiError> {
     if items.len() > MAX_RETRIES {
-        return Err(ApiError::invalid(format!("retry_schedule has more than {MAX_RETRIES} entries")));
+        return Err(ApiError::invalid(format!(
+            "retry_schedule has more than {MAX_RETRIES} entries"
+        )));
     }
     items
         .iter()
         .map(|item| {
-            let d = retry::parse_duration(item).map_err(|e| ApiError::invalid(format!("retry_schedule: {e}")))?;
+            let d = retry::parse_duration(item)
+                .map_err(|e| ApiError::invalid(format!("retry_schedule: {e}")))?;
             if d > MAX_RETRY_DELAY {
-                return Err(ApiError::invalid(format!("retry_schedule: {item:?} is longer than 7 days")));
+                return Err(ApiError::invalid(format!(
+                    "retry_schedule: {item:?} is longer than 7 days"
+                )));
             }
             Ok(d.as_millis() as u64)
         })
@@ -255,7 +291,10 @@ fn parse_schedule(items: &[String]) -> Result<Vec<u64>, ApiError> {
 fn parse_timeout(text: &str) -> Result<u64, ApiError> {
     let d = retry::parse_duration(text).map_err(|e| ApiError::invalid(format!("timeout: {e}")))?;
     if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(ApiError::invalid(format!("timeout must be more than 0 and at most {}", retry::format_duration(MAX_TIMEOUT))));
+        return Err(ApiError::invalid(format!(
+            "timeout must be more than 0 and at most {}",
+            retry::format_duration(MAX_TIMEOUT)
+        )));
     }
     Ok(d.as_millis() as u64)
 }
@@ -264,7 +303,9 @@ fn parse_timeout(text: &str) -> Result<u64, ApiError> {
 async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
     let url = ssrf::check_url(&e.url, allow_private).map_err(ApiError::Invalid)?;
     if e.event_types.is_empty() {
-        return Err(ApiError::invalid("event_types must name at least one event type (or \"*\")"));
+        return Err(ApiError::invalid(
+            "event_types must name at least one event type (or \"*\")",
+        ));
     }
     if let Some(bad) = e.event_types.iter().find(|p| !matching::valid_pattern(p)) {
         return Err(ApiError::invalid(format!(
@@ -275,7 +316,9 @@ async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
         .map_err(|m| ApiError::invalid(format!("secret: {m}")))?;
     if let Some(token) = &e.bearer_token {
         if token.is_empty() || token.len() > 4096 || !token.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ApiError::invalid("bearer_token must be 1 to 4096 visible ASCII characters"));
+            return Err(ApiError::invalid(
+                "bearer_token must be 1 to 4096 visible ASCII characters",
+            ));
         }
     }
     if let Some(d) = &e.description {
@@ -288,10 +331,17 @@ async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
             || reqwest::header::HeaderValue::from_str(value).is_err()
         {
-            return Err(ApiError::invalid(format!("headers: {name:?} is not a valid header")));
+            return Err(ApiError::invalid(format!(
+                "headers: {name:?} is not a valid header"
+            )));
         }
-        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") || lower.starts_with("tosspayments-") {
-            return Err(ApiError::invalid(format!("headers: {name} is set by hookd itself")));
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("webhook-")
+            || lower.starts_with("tosspayments-")
+        {
+            return Err(ApiError::invalid(format!(
+                "headers: {name} is set by hookd itself"
+            )));
         }
     }
     if !allow_private {
@@ -308,7 +358,11 @@ async fn resolves_publicly(url: &url::Url) -> Result<(), ApiError> {
         return Ok(()); // literals were checked by check_url
     };
     let port = url.port_or_known_default().unwrap_or(443);
-    let lookup = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host, port))).await;
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await;
     let Ok(Ok(addrs)) = lookup else {
         return Ok(());
     };

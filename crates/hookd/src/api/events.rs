@@ -104,8 +104,15 @@ pub fn raw_payload(payload: String) -> Box<RawValue> {
     })
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<EventView>, ApiError> {
-    let event = state.store.event(&id).await?.ok_or_else(|| ApiError::not_found("event", &id))?;
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EventView>, ApiError> {
+    let event = state
+        .store
+        .event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event", &id))?;
     let filter = hookd_store::DeliveryFilter {
         event_id: Some(id),
         ..Default::default()

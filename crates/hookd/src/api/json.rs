@@ -28,12 +28,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
-/// Parses a JSON body, classifying the error.
+/// Parses a JSON body: not JSON at all is a 400, JSON of the wrong shape a 422.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::MalformedJson(format!("request body is not valid JSON: {e}")),
-    })
+    // Syntax first: a typed parse can stop at an unknown field before it reaches the
+    // syntax error, and the answer must not depend on the order of the fields.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 /// For PATCH fields where `null` (clear) differs from absent (keep): use with

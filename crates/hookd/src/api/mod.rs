@@ -75,7 +75,10 @@ impl PageQuery {
             None => Ok(Self::DEFAULT),
             Some(text) => match text.parse::<u32>() {
                 Ok(n) if (1..=Self::MAX).contains(&n) => Ok(n),
-                _ => Err(ApiError::invalid(format!("limit must be 1 to {}, not {text:?}", Self::MAX))),
+                _ => Err(ApiError::invalid(format!(
+                    "limit must be 1 to {}, not {text:?}",
+                    Self::MAX
+                ))),
             },
         }
     }
@@ -87,7 +90,9 @@ pub fn router(state: AppState) -> Router {
         .route("/endpoints", get(endpoints::list).post(endpoints::create))
         .route(
             "/endpoints/{id}",
-            get(endpoints::show).patch(endpoints::update).delete(endpoints::delete),
+            get(endpoints::show)
+                .patch(endpoints::update)
+                .delete(endpoints::delete),
         )
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))

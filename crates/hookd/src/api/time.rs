@@ -34,8 +34,14 @@ mod tests {
     fn instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_614_265_330_123), "2021-02-25T15:02:10.123Z");
-        assert_eq!(parse_instant("2021-02-25T15:02:10.123Z", 0), Ok(1_614_265_330_123));
-        assert_eq!(parse_instant("2021-02-25T16:02:10.123+01:00", 0), Ok(1_614_265_330_123));
+        assert_eq!(
+            parse_instant("2021-02-25T15:02:10.123Z", 0),
+            Ok(1_614_265_330_123)
+        );
+        assert_eq!(
+            parse_instant("2021-02-25T16:02:10.123+01:00", 0),
+            Ok(1_614_265_330_123)
+        );
         assert_eq!(parse_instant("1h", 10_000_000), Ok(10_000_000 - 3_600_000));
         assert!(parse_instant("yesterday", 0).is_err());
     }

@@ -49,7 +49,9 @@ impl Sender {
             builder = builder.dns_resolver(ssrf::resolver());
         }
         Sender {
-            client: builder.build().expect("the HTTP client's settings are valid"),
+            client: builder
+                .build()
+                .expect("the HTTP client's settings are valid"),
             allow_private,
             max_response_bytes,
         }
@@ -59,7 +61,10 @@ impl Sender {
     pub async fn send(&self, claimed: &Claimed, timeout: Duration) -> AttemptResult {
         let started = Instant::now();
         let now = SystemTime::now();
-        let started_at_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let started_at_ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
         let mut result = AttemptResult {
             outcome: Outcome::NetworkError,
             status: None,
@@ -98,26 +103,51 @@ impl Sender {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
-        let location = response.headers().get(LOCATION).map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
         // The status decides the outcome; the body is kept for the log, as far as it arrives
         // within the same deadline.
         let mut body = Vec::new();
-        let _ = tokio::time::timeout_at(deadline, read_prefix(&mut response, &mut body, self.max_response_bytes)).await;
+        let _ = tokio::time::timeout_at(
+            deadline,
+            read_prefix(&mut response, &mut body, self.max_response_bytes),
+        )
+        .await;
         let body = (!body.is_empty()).then(|| truncate_utf8(&body, self.max_response_bytes));
         let code = Some(status.as_u16());
         if status.is_success() {
             (Outcome::Success, code, None, body)
         } else if status.is_redirection() {
             let to = location.map(|l| format!(" to {l}")).unwrap_or_default();
-            (Outcome::HttpError, code, Some(format!("HTTP {status}: redirect{to} not followed")), body)
+            (
+                Outcome::HttpError,
+                code,
+                Some(format!("HTTP {status}: redirect{to} not followed")),
+                body,
+            )
         } else {
-            (Outcome::HttpError, code, Some(format!("HTTP {status}")), body)
+            (
+                Outcome::HttpError,
+                code,
+                Some(format!("HTTP {status}")),
+                body,
+            )
         }
     }
 
-    fn build(&self, c: &Claimed, now: SystemTime) -> Result<reqwest::RequestBuilder, (Outcome, String)> {
-        let url = Url::parse(&c.endpoint.url)
-            .map_err(|e| (Outcome::NetworkError, format!("endpoint URL is not valid: {e}")))?;
+    fn build(
+        &self,
+        c: &Claimed,
+        now: SystemTime,
+    ) -> Result<reqwest::RequestBuilder, (Outcome, String)> {
+        let url = Url::parse(&c.endpoint.url).map_err(|e| {
+            (
+                Outcome::NetworkError,
+                format!("endpoint URL is not valid: {e}"),
+            )
+        })?;
         if !self.allow_private {
             if let Some(ip) = ssrf::literal_ip(&url) {
                 if !ssrf::is_public(ip) {
@@ -130,7 +160,8 @@ impl Sender {
             }
         }
         let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-        let rfc3339 = chrono::DateTime::<Utc>::from(now).to_rfc3339_opts(SecondsFormat::Millis, true);
+        let rfc3339 =
+            chrono::DateTime::<Utc>::from(now).to_rfc3339_opts(SecondsFormat::Millis, true);
         let signature = signing::headers(
             c.endpoint.signature_scheme,
             &c.endpoint.secret,
@@ -139,12 +170,20 @@ impl Sender {
             unix,
             &rfc3339,
         )
-        .map_err(|e| (Outcome::NetworkError, format!("cannot sign the request: {e}")))?;
+        .map_err(|e| {
+            (
+                Outcome::NetworkError,
+                format!("cannot sign the request: {e}"),
+            )
+        })?;
 
         let mut request = self.client.post(url);
         // Static headers first, so that the protocol's own headers always win.
         for (name, value) in &c.endpoint.headers {
-            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
                 request = request.header(n, v);
             }
         }
@@ -152,8 +191,12 @@ impl Sender {
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", &c.event_id);
         if let Some(token) = &c.endpoint.bearer_token {
-            let mut value = HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| (Outcome::NetworkError, "bearer_token is not a valid header value".to_string()))?;
+            let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                (
+                    Outcome::NetworkError,
+                    "bearer_token is not a valid header value".to_string(),
+                )
+            })?;
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
@@ -184,7 +227,10 @@ fn truncate_utf8(bytes: &[u8], max: usize) -> String {
 }
 
 fn timed_out(timeout: Duration) -> String {
-    format!("no answer within {}", crate::retry::format_duration(timeout))
+    format!(
+        "no answer within {}",
+        crate::retry::format_duration(timeout)
+    )
 }
 
 /// Outcome and message of a request that got no answer. The message names the cause but
@@ -221,7 +267,10 @@ fn classify(error: &reqwest::Error, timeout: Duration) -> (Outcome, String) {
     if causes.is_empty() {
         (Outcome::NetworkError, kind.to_string())
     } else {
-        (Outcome::NetworkError, format!("{kind}: {}", causes.join(": ")))
+        (
+            Outcome::NetworkError,
+            format!("{kind}: {}", causes.join(": ")),
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use hookd_store::{Claimed, Completion, AttemptRecord, Lease, Release, Store, Trigger};
+use hookd_store::{AttemptRecord, Claimed, Completion, Lease, Release, Store, Trigger};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -60,12 +60,21 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// `wake` is notified whenever new work may be due (ingestion, a resend, a NOTIFY).
-    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Metrics, wake: Arc<Notify>) -> Dispatcher {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+    ) -> Dispatcher {
         metrics.concurrency_limit.set(config.concurrency as i64);
         Dispatcher {
             shared: Arc::new(Shared {
                 store,
-                sender: Sender::new(config.allow_private_targets, config.max_response_bytes, config.concurrency),
+                sender: Sender::new(
+                    config.allow_private_targets,
+                    config.max_response_bytes,
+                    config.concurrency,
+                ),
                 metrics,
                 retry_schedule: config.retry_schedule.clone(),
                 request_timeout: config.request_timeout,
@@ -84,7 +93,11 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let (results, rx) = mpsc::channel(self.concurrency.max(recorder::MAX_BATCH));
-        let recorder = tokio::spawn(recorder::run(self.shared.store.clone(), rx, self.shared.metrics.clone()));
+        let recorder = tokio::spawn(recorder::run(
+            self.shared.store.clone(),
+            rx,
+            self.shared.metrics.clone(),
+        ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();
         let mut delays = backoff().build();
@@ -98,7 +111,12 @@ impl Dispatcher {
             };
             let free = 1 + permits.available_permits();
             let want = (free as u32).min(self.claim_batch);
-            match self.shared.store.claim(want, self.shared.lease.as_millis() as u64).await {
+            match self
+                .shared
+                .store
+                .claim(want, self.shared.lease.as_millis() as u64)
+                .await
+            {
                 Ok(claimed) if claimed.is_empty() => {
                     drop(first);
                     delays = backoff().build();
@@ -106,17 +124,25 @@ impl Dispatcher {
                 }
                 Ok(claimed) => {
                     delays = backoff().build();
-                    self.shared.metrics.claim_batch.observe(claimed.len() as f64);
+                    self.shared
+                        .metrics
+                        .claim_batch
+                        .observe(claimed.len() as f64);
                     let mut first = Some(first);
                     for c in claimed {
                         // Only this loop takes permits, so the ones counted free are still free.
                         let permit = first.take().unwrap_or_else(|| {
-                            permits.clone().try_acquire_owned().expect("claimed no more than the free permits")
+                            permits
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("claimed no more than the free permits")
                         });
                         let shared = self.shared.clone();
                         let results = results.clone();
                         let cut_short = cut_short.clone();
-                        tasks.spawn(async move { shared.deliver(c, permit, results, cut_short).await });
+                        tasks.spawn(
+                            async move { shared.deliver(c, permit, results, cut_short).await },
+                        );
                     }
                 }
                 Err(e) => {
@@ -137,8 +163,14 @@ impl Dispatcher {
         if in_flight > 0 {
             tracing::info!(in_flight, timeout = ?self.shutdown_timeout, "waiting for attempts in flight");
         }
-        if tokio::time::timeout(self.shutdown_timeout, tasks.wait()).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "shutdown timeout: releasing attempts still in flight");
+        if tokio::time::timeout(self.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "shutdown timeout: releasing attempts still in flight"
+            );
             cut_short.cancel();
             tasks.wait().await;
         }
@@ -176,7 +208,9 @@ impl Shared {
         cut_short: CancellationToken,
     ) {
         if c.endpoint.deleted {
-            return self.release(&c, Release::Fail("endpoint deleted".into())).await;
+            return self
+                .release(&c, Release::Fail("endpoint deleted".into()))
+                .await;
         }
         if !c.endpoint.enabled && c.trigger == Trigger::Auto {
             return self.release(&c, Release::Park).await;
@@ -209,8 +243,13 @@ impl Shared {
         };
 
         let outcome = result.outcome;
-        self.metrics.attempts.with_label_values(&[outcome.as_str()]).inc();
-        self.metrics.attempt_duration.observe(result.duration.as_secs_f64());
+        self.metrics
+            .attempts
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        self.metrics
+            .attempt_duration
+            .observe(result.duration.as_secs_f64());
         let schedule = match &c.endpoint.retry_schedule_ms {
             Some(ms) => ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             None => self.retry_schedule.clone(),
@@ -223,7 +262,11 @@ impl Shared {
         }
         span.in_scope(|| match outcome {
             hookd_store::Outcome::Success => tracing::debug!(?next, "delivered"),
-            _ => tracing::info!(?next, error = result.error.as_deref().unwrap_or(""), "attempt failed"),
+            _ => tracing::info!(
+                ?next,
+                error = result.error.as_deref().unwrap_or(""),
+                "attempt failed"
+            ),
         });
 
         let completion = Completion {

@@ -73,15 +73,26 @@ impl TestApp {
             .expect("clean shutdown");
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
-            req = req.header("content-type", "application/json").body(body.to_string());
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         let resp = req.send().await.expect("API reachable");
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -102,33 +113,49 @@ impl TestApp {
 
     pub async fn event(&self, body: Value) -> Value {
         let (status, accepted) = self.post("/v1/events", body).await;
-        assert!(status == StatusCode::ACCEPTED || status == StatusCode::OK, "{status} {accepted}");
+        assert!(
+            status == StatusCode::ACCEPTED || status == StatusCode::OK,
+            "{status} {accepted}"
+        );
         accepted
     }
 
     /// The deliveries matching a query string such as `event_id=e1`.
     pub async fn deliveries(&self, query: &str) -> Vec<Value> {
-        let (status, page) = self.get(&format!("/v1/deliveries?limit=1000&{query}")).await;
+        let (status, page) = self
+            .get(&format!("/v1/deliveries?limit=1000&{query}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["data"].as_array().unwrap().clone()
     }
 
     /// Waits until delivery `id` is in `state`, and returns it with its attempt log.
     pub async fn wait_for_state(&self, id: i64, state: &str) -> Value {
-        wait_until(WAIT, &format!("delivery {id} to be {state}"), || async move {
-            let (_, d) = self.get(&format!("/v1/deliveries/{id}")).await;
-            (d["state"] == state).then_some(d)
-        })
+        wait_until(
+            WAIT,
+            &format!("delivery {id} to be {state}"),
+            || async move {
+                let (_, d) = self.get(&format!("/v1/deliveries/{id}")).await;
+                (d["state"] == state).then_some(d)
+            },
+        )
         .await
     }
 
     /// Waits until every delivery is finished; returns them.
     pub async fn wait_all_finished(&self, expected: usize) -> Vec<Value> {
-        wait_until(WAIT, &format!("{expected} finished deliveries"), || async move {
-            let all = self.deliveries("").await;
-            let done = all.iter().filter(|d| d["state"] == "succeeded" || d["state"] == "failed").count();
-            (all.len() == expected && done == expected).then_some(all)
-        })
+        wait_until(
+            WAIT,
+            &format!("{expected} finished deliveries"),
+            || async move {
+                let all = self.deliveries("").await;
+                let done = all
+                    .iter()
+                    .filter(|d| d["state"] == "succeeded" || d["state"] == "failed")
+                    .count();
+                (all.len() == expected && done == expected).then_some(all)
+            },
+        )
         .await
     }
 }

@@ -1,0 +1,187 @@
+//! The `hookd` binary as an operator runs it: flags, environment, signals, exit codes.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
+
+const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+    ] {
+        let out = Command::new(HOOKD).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: hookd"), "{text}");
+    }
+    let out = Command::new(HOOKD)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--database-url",
+        "--listen",
+        "--admin-token",
+        "--retry-schedule",
+        "--request-timeout",
+        "--allow-private-targets",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema() {
+    let db = TestDb::sqlite();
+    let out = Command::new(HOOKD)
+        .args(["migrate", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from sqlite_master where name='hookd_outbox'\").fetchone()[0])"])
+        .arg(db.sqlite_path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_the_reason() {
+    let out = Command::new(HOOKD)
+        .args(["serve"])
+        .env("HOOKD_REQUEST_TIMEOUT", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOOKD_REQUEST_TIMEOUT"), "{err}");
+}
+
+#[test]
+fn refuses_a_public_listen_address_without_a_token() {
+    let db = TestDb::sqlite();
+    let out = Command::new(HOOKD)
+        .args(["serve", "--listen", "0.0.0.0:0", "--database-url", &db.url])
+        .env_remove("HOOKD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOOKD_ADMIN_TOKEN"));
+}
+
+/// Starts `hookd serve` on SQLite, delivers an outbox row, then SIGTERM while an attempt is
+/// in flight: the attempt finishes, its result is recorded, and the exit code is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_delivers_and_stops_gracefully_on_sigterm() {
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookd.toml");
+    std::fs::write(
+        &config,
+        "retry_schedule = []\nrequest_timeout = \"5s\"\npoll_interval = \"50ms\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(HOOKD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKD_DATABASE_URL", &db.url)
+        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(20), "hookd to be ready", || {
+        let http = http.clone();
+        let url = format!("{base}/readyz");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+
+    let receiver = Receiver::start(|n, _| {
+        if n == 0 {
+            Reply::ok()
+        } else {
+            Reply::hang(Duration::from_millis(1500))
+        }
+    })
+    .await;
+    let ep: Value = http
+        .post(format!("{base}/v1/endpoints"))
+        .json(&json!({ "url": receiver.url() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ep["id"].is_string(), "{ep}");
+    db.exec("INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{\"orderId\":\"o-1\",\"amount\":9900}');").await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+
+    // Second event: the receiver takes 1.5 s; stop hookd while it waits.
+    db.exec("INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('slow', 'purchase', '{}');").await;
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "graceful exit");
+
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    let slow = store
+        .deliveries(
+            &hookd_store::DeliveryFilter {
+                event_id: Some("slow".into()),
+                ..Default::default()
+            },
+            None,
+            1,
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        slow.state,
+        hookd_store::DeliveryState::Succeeded,
+        "the in-flight attempt finished and was recorded"
+    );
+    assert_eq!(store.attempts(slow.id).await.unwrap().len(), 1);
+}
