@@ -166,8 +166,12 @@ pub trait Store: Send + Sync + 'static {
     /// `resend` for every delivery matching `filter`, in one durable statement.
     async fn resend_matching(&self, filter: &DeliveryFilter) -> Result<u64>;
 
-    // --- gauges ------------------------------------------------------------------------
+    // --- gauges and retention ------------------------------------------------------------
     async fn backlog(&self) -> Result<Backlog>;
+    /// Deletes up to `batch` finished deliveries (and their attempts) that finished before
+    /// `before_ms`, and up to `batch` events older than that with no delivery left. One
+    /// short transaction; call again while it returns `batch`.
+    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<Purged>;
 }
 
 /// Opens the store a database URL names: `sqlite://...` or `postgres://...`.

@@ -304,3 +304,16 @@ pub struct Backlog {
     /// How long the oldest due pending delivery has waited past its due time, in ms.
     pub oldest_due_age_ms: i64,
 }
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub deliveries: u64,
+    pub events: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.deliveries + self.events
+    }
+}

@@ -148,6 +148,34 @@ store_impl!(PgStore, Postgres, {
         self.with_endpoints(rows).await
     }
 
+    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<crate::Purged> {
+        let mut tx = self.begin_write().await?;
+        // One statement: both deletes see the same doomed rows, and rows a resend is
+        // reopening right now are skipped, not waited for.
+        let deliveries = sqlx::query(
+            "WITH doomed AS ( \
+                 SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
+                 AND finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+             ), attempts AS ( \
+                 DELETE FROM hookd_attempts WHERE delivery_id IN (SELECT id FROM doomed) \
+             ) \
+             DELETE FROM hookd_deliveries WHERE id IN (SELECT id FROM doomed)",
+        )
+        .bind(before_ms)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let events = sqlx::query(sql::PURGE_EVENTS)
+            .bind(before_ms)
+            .bind(batch as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(crate::Purged { deliveries, events })
+    }
+
     async fn rescue_expired(&self) -> Result<u64> {
         let rescued = sqlx::query(
             "WITH expired AS ( \

@@ -131,3 +131,10 @@ pub(crate) const BACKLOG: &str = "SELECT \
     (SELECT COUNT(*) FROM hookd_deliveries WHERE state IN ('pending', 'in_flight')), \
     (SELECT hookd_now_ms() - MIN(next_attempt_at) FROM hookd_deliveries \
         WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms())";
+
+/// Events older than `$1` whose deliveries are all gone. Deleting one ends its `event_id`'s
+/// dedupe window: the retention period is also the idempotency window.
+pub(crate) const PURGE_EVENTS: &str = "DELETE FROM hookd_events WHERE event_id IN ( \
+    SELECT e.event_id FROM hookd_events e WHERE e.created_at < $1 \
+    AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.event_id = e.event_id) \
+    ORDER BY e.created_at LIMIT $2)";

@@ -161,6 +161,36 @@ store_impl!(SqliteStore, Sqlite, {
         self.with_endpoints(rows).await
     }
 
+    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<crate::Purged> {
+        // One writer: the doomed set cannot change between the two deletes.
+        let mut tx = self.begin_write().await?;
+        let doomed = "SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
+                      AND finished_at < $1 ORDER BY finished_at LIMIT $2";
+        sqlx::query(&format!(
+            "DELETE FROM hookd_attempts WHERE delivery_id IN ({doomed})"
+        ))
+        .bind(before_ms)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?;
+        let deliveries = sqlx::query(&format!(
+            "DELETE FROM hookd_deliveries WHERE id IN ({doomed})"
+        ))
+        .bind(before_ms)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let events = sqlx::query(sql::PURGE_EVENTS)
+            .bind(before_ms)
+            .bind(batch as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(crate::Purged { deliveries, events })
+    }
+
     async fn rescue_expired(&self) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let now: i64 = sqlx::query_scalar(&Self::sql(sql::NOW))

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::ingest::{self, Ingester};
 use crate::maintenance;
+use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
 
 pub struct Application {
@@ -37,7 +38,8 @@ impl Application {
                 config.listen
             );
         }
-        let store = connect(&config.database_url).await?;
+        let metrics = Metrics::new();
+        let store = MeteredStore::wrap(connect(&config.database_url).await?, metrics.clone());
         store
             .migrate()
             .await
@@ -49,7 +51,7 @@ impl Application {
             config,
             listener,
             store,
-            metrics: Metrics::new(),
+            metrics,
         })
     }
 
@@ -88,11 +90,17 @@ impl Application {
             max_payload_bytes: config.max_payload_bytes,
         };
 
+        let schedule = maintenance::Schedule {
+            rescue_cron: config.rescue_schedule.clone(),
+            gauge_cron: config.gauge_schedule.clone(),
+            retention_cron: config.retention_schedule.clone(),
+            retention_period: config.retention_period,
+            retention_batch: config.retention_batch,
+        };
         let mut scheduler = maintenance::start(
             store.clone(),
             metrics.clone(),
-            config.rescue_interval,
-            config.gauge_interval,
+            schedule,
             dispatch_wake.clone(),
         )
         .await

@@ -23,11 +23,14 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("claim_batch", Some("128")),
     ("poll_interval", Some("100ms")),
     ("lease_duration", Some("90s")),
-    ("rescue_interval", Some("5s")),
+    ("rescue_schedule", Some("*/5 * * * * *")),
     ("shutdown_timeout", Some("15s")),
     ("max_payload_bytes", Some("262144")),
     ("max_response_bytes", Some("4096")),
-    ("gauge_interval", Some("5s")),
+    ("gauge_schedule", Some("*/5 * * * * *")),
+    ("retention_period", Some("30days")),
+    ("retention_schedule", Some("0 */5 * * * *")),
+    ("retention_batch", Some("1000")),
     ("log_format", Some("text")),
     ("log_level", Some("info")),
 ];
@@ -56,16 +59,24 @@ pub struct Config {
     /// How long a claim is valid; an attempt is cut short 5 s before its lease ends, and a
     /// lease that expires (the process died) is returned to pending by the rescuer.
     pub lease_duration: Duration,
-    /// How often expired leases are looked for.
-    pub rescue_interval: Duration,
+    /// When expired leases are looked for: a cron expression with seconds
+    /// (`*/5 * * * * *`: every 5 seconds).
+    pub rescue_schedule: String,
     /// How long shutdown waits for attempts in flight before releasing them.
     pub shutdown_timeout: Duration,
     /// A larger event payload is not sent: its deliveries end `failed`.
     pub max_payload_bytes: usize,
     /// How much of a response body is kept in the attempt log.
     pub max_response_bytes: usize,
-    /// How often the backlog gauges are refreshed from the database.
-    pub gauge_interval: Duration,
+    /// When the backlog gauges are refreshed from the database (cron, with seconds).
+    pub gauge_schedule: String,
+    /// Finished deliveries (with their attempts) and events older than this are deleted.
+    /// It is also how long an `event_id` is remembered for dedupe.
+    pub retention_period: Duration,
+    /// When retention runs: a cron expression with seconds (`0 */5 * * * *`).
+    pub retention_schedule: String,
+    /// Rows deleted per retention transaction.
+    pub retention_batch: u32,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `hookd=debug`.
@@ -252,11 +263,14 @@ impl Layers {
             claim_batch: number("claim_batch", 1, 10_000)? as u32,
             poll_interval: positive("poll_interval")?,
             lease_duration: positive("lease_duration")?,
-            rescue_interval: positive("rescue_interval")?,
+            rescue_schedule: self.parse("rescue_schedule", check_cron)?,
             shutdown_timeout: duration("shutdown_timeout")?,
             max_payload_bytes: number("max_payload_bytes", 1, 64 * 1024 * 1024)? as usize,
             max_response_bytes: number("max_response_bytes", 0, 1024 * 1024)? as usize,
-            gauge_interval: positive("gauge_interval")?,
+            gauge_schedule: self.parse("gauge_schedule", check_cron)?,
+            retention_period: duration("retention_period")?,
+            retention_schedule: self.parse("retention_schedule", check_cron)?,
+            retention_batch: number("retention_batch", 1, 100_000)? as u32,
             log_format: self.parse("log_format", |s| match s {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
@@ -273,6 +287,15 @@ impl Layers {
         }
         Ok(config)
     }
+}
+
+/// A cron expression with a seconds field, checked at start rather than at its first run.
+fn check_cron(s: &str) -> Result<String, String> {
+    tokio_cron_scheduler::Job::new_async(s, |_, _| Box::pin(async {}))
+        .map(|_| s.to_string())
+        .map_err(|_| {
+            format!("{s:?} is not a cron expression with seconds, such as \"0 */5 * * * *\"")
+        })
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -396,6 +419,8 @@ mod tests {
             ("HOOKD_RETRY_SCHEDULE", "1m,x"),
             ("HOOKD_LOG_FORMAT", "xml"),
             ("HOOKD_LEASE_DURATION", "5s"),
+            ("HOOKD_RETENTION_SCHEDULE", "every day"),
+            ("HOOKD_RETENTION_PERIOD", "a month"),
         ];
         for (var, value) in bad {
             assert!(

@@ -47,7 +47,6 @@ impl Ingester {
                     self.poll_interval
                 }
                 Err(e) => {
-                    self.metrics.store_error("ingest");
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot read the outbox");
                     delay
@@ -76,7 +75,6 @@ pub async fn relay_wakeups(
             Ok(Some(source)) => break source,
             Ok(None) => return,
             Err(e) => {
-                metrics.store_error("listen");
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot LISTEN; polling meanwhile");
                 tokio::select! {
@@ -94,7 +92,7 @@ pub async fn relay_wakeups(
                     wakes.iter().for_each(|w| w.notify_one());
                 }
                 Err(e) => {
-                    metrics.store_error("listen");
+                    metrics.store_error("listen_wait");
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, retry_in = ?delay, "LISTEN connection lost; polling meanwhile");
                     // Whatever was notified while the connection was down is found by polling.

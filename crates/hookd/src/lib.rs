@@ -12,7 +12,8 @@
 //! - [`api`]: the admin REST API, `/metrics`, `/healthz`, `/readyz`.
 //! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges.
 //! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
-//! - [`metrics`], [`telemetry`]: Prometheus metrics and logs.
+//! - [`metrics`], [`metered`], [`telemetry`]: Prometheus metrics (every database call
+//!   timed and its errors counted), and logs.
 //!
 //! State lives in the database ([`hookd_store`]); a process can be killed at any moment.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod dispatch;
 pub mod ingest;
 pub mod maintenance;
+pub mod metered;
 pub mod metrics;
 pub mod retry;
 pub mod signing;

@@ -1,4 +1,5 @@
-//! Periodic jobs on tokio-cron-scheduler: the lease rescuer and the backlog gauges.
+//! Periodic jobs on tokio-cron-scheduler, each on a cron expression from the configuration:
+//! the lease rescuer, the backlog gauges, and retention. (Its resolution is one second.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,30 +11,60 @@ use hookd_store::Store;
 
 use crate::metrics::Metrics;
 
+/// What the jobs do and when.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Cron expressions with seconds (`*/5 * * * * *`: every 5 seconds).
+    pub rescue_cron: String,
+    pub gauge_cron: String,
+    pub retention_cron: String,
+    /// Finished deliveries older than this are deleted.
+    pub retention_period: Duration,
+    /// Rows per retention transaction.
+    pub retention_batch: u32,
+}
+
 /// Starts the jobs; shut the returned scheduler down to stop them.
 pub async fn start(
     store: Arc<dyn Store>,
     metrics: Metrics,
-    rescue_interval: Duration,
-    gauge_interval: Duration,
+    schedule: Schedule,
     dispatch_wake: Arc<Notify>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
 
     let (s, m) = (store.clone(), metrics.clone());
     scheduler
-        .add(Job::new_repeated_async(rescue_interval, move |_, _| {
-            let (store, metrics, wake) = (s.clone(), m.clone(), dispatch_wake.clone());
-            Box::pin(async move { rescue(&*store, &metrics, &wake).await })
-        })?)
+        .add(Job::new_async(
+            schedule.rescue_cron.as_str(),
+            move |_, _| {
+                let (store, metrics, wake) = (s.clone(), m.clone(), dispatch_wake.clone());
+                Box::pin(async move { rescue(&*store, &metrics, &wake).await })
+            },
+        )?)
         .await?;
 
     let (s, m) = (store.clone(), metrics.clone());
     scheduler
-        .add(Job::new_repeated_async(gauge_interval, move |_, _| {
-            let (store, metrics) = (s.clone(), m.clone());
-            Box::pin(async move { refresh_gauges(&*store, &metrics).await })
-        })?)
+        .add(Job::new_async(
+            schedule.gauge_cron.as_str(),
+            move |_, _| {
+                let (store, metrics) = (s.clone(), m.clone());
+                Box::pin(async move { refresh_gauges(&*store, &metrics).await })
+            },
+        )?)
+        .await?;
+
+    let (s, m) = (store.clone(), metrics.clone());
+    let (period, batch) = (schedule.retention_period, schedule.retention_batch);
+    scheduler
+        .add(Job::new_async(
+            schedule.retention_cron.as_str(),
+            move |_, _| {
+                let (store, metrics) = (s.clone(), m.clone());
+                Box::pin(async move { purge(&*store, &metrics, period, batch).await })
+            },
+        )?)
         .await?;
 
     refresh_gauges(&*store, &metrics).await;
@@ -53,10 +84,7 @@ pub async fn rescue(store: &dyn Store, metrics: &Metrics, wake: &Notify) {
             );
             wake.notify_one();
         }
-        Err(e) => {
-            metrics.store_error("rescue");
-            tracing::warn!(error = %e, "cannot rescue expired leases");
-        }
+        Err(e) => tracing::warn!(error = %e, "cannot rescue expired leases"),
     }
 }
 
@@ -69,9 +97,50 @@ pub async fn refresh_gauges(store: &dyn Store, metrics: &Metrics) {
                 .oldest_pending_age
                 .set(b.oldest_due_age_ms as f64 / 1000.0);
         }
+        Err(e) => tracing::warn!(error = %e, "cannot read the backlog"),
+    }
+}
+
+/// Deletes finished deliveries older than `period`, and events left without deliveries, in
+/// short transactions of `batch` rows with a pause between them, so that dispatching never
+/// waits long behind it.
+pub async fn purge(store: &dyn Store, metrics: &Metrics, period: Duration, batch: u32) {
+    let cutoff = match store.now_ms().await {
+        Ok(now) => now - period.as_millis() as i64,
         Err(e) => {
-            metrics.store_error("backlog");
-            tracing::warn!(error = %e, "cannot read the backlog");
+            return tracing::warn!(error = %e, "retention skipped: cannot read the database clock")
         }
+    };
+    let mut total = hookd_store::Purged::default();
+    loop {
+        match store.purge_finished(cutoff, batch).await {
+            Ok(p) => {
+                metrics
+                    .retention_deleted
+                    .with_label_values(&["deliveries"])
+                    .inc_by(p.deliveries);
+                metrics
+                    .retention_deleted
+                    .with_label_values(&["events"])
+                    .inc_by(p.events);
+                total.deliveries += p.deliveries;
+                total.events += p.events;
+                if p.deliveries < batch as u64 && p.events < batch as u64 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention stopped early; it resumes at its next run");
+                break;
+            }
+        }
+    }
+    if total.total() > 0 {
+        tracing::info!(
+            deliveries = total.deliveries,
+            events = total.events,
+            "retention deleted old rows"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! event id, endpoint id or URL.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use hookd_store::{Next, Outcome};
@@ -31,6 +31,12 @@ pub struct Metrics {
     pub stale_completions: IntCounter,
     /// `hookd_store_errors_total{operation}`.
     pub store_errors: IntCounterVec,
+    /// `hookd_store_query_duration_seconds{operation}`.
+    pub store_query_duration: HistogramVec,
+    /// `hookd_endpoint_disables_total{reason}`.
+    pub endpoint_disables: IntCounterVec,
+    /// `hookd_retention_deleted_total{table}`.
+    pub retention_deleted: IntCounterVec,
     pub up: IntGauge,
 }
 
@@ -121,6 +127,28 @@ impl Metrics {
                 "Database operations that failed, by operation.",
                 "operation",
             ),
+            store_query_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "hookd_store_query_duration_seconds",
+                        "Duration of database operations, by operation (one operation may be several statements in one transaction).",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                    &["operation"],
+                )
+                .unwrap(),
+            ),
+            endpoint_disables: counter_vec(
+                "hookd_endpoint_disables_total",
+                "Endpoints disabled, by reason (operator, gone, failing).",
+                "reason",
+            ),
+            retention_deleted: counter_vec(
+                "hookd_retention_deleted_total",
+                "Rows deleted by retention, by table (deliveries, events).",
+                "table",
+            ),
             up: register(&r, IntGauge::new("hookd_up", "1 while the dispatcher runs.").unwrap()),
             registry: r,
         };
@@ -130,6 +158,12 @@ impl Metrics {
         }
         for s in ["succeeded", "failed"] {
             m.finished.with_label_values(&[s]);
+        }
+        for r in ["operator", "gone", "failing"] {
+            m.endpoint_disables.with_label_values(&[r]);
+        }
+        for t in ["deliveries", "events"] {
+            m.retention_deleted.with_label_values(&[t]);
         }
         m
     }

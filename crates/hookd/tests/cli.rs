@@ -185,3 +185,131 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
     );
     assert_eq!(store.attempts(slow.id).await.unwrap().len(), 1);
 }
+
+/// Runs a traced workload (RUST_LOG=trace, JSON logs) with every kind of secret in play,
+/// then searches every log line for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log() {
+    const ADMIN: &str = "admin-token-8c1f0e7d";
+    const BEARER: &str = "bearer-token-5e2a9b44";
+    const STANDARD_KEY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const TOSS: &str = "toss-secret-0f3c2a1b9d";
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("hookd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(HOOKD)
+        .args(["serve"])
+        .env("HOOKD_DATABASE_URL", &db.url)
+        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
+        .env("HOOKD_ADMIN_TOKEN", ADMIN)
+        .env("HOOKD_RETRY_SCHEDULE", "100ms")
+        .env("HOOKD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(20), "hookd to be ready", || {
+        let (http, url) = (http.clone(), format!("{base}/readyz"));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+    // Each delivery fails once, then succeeds: retries are logged too.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let receiver = Receiver::start(move |_, r| {
+        let key = (
+            r.header("webhook-id").unwrap_or("").to_string(),
+            r.header("webhook-signature").is_some(),
+        );
+        if seen.lock().unwrap().insert(key) {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    for body in [
+        json!({ "url": receiver.url(), "bearer_token": BEARER, "secret": format!("whsec_{STANDARD_KEY}") }),
+        json!({ "url": receiver.url(), "signature_scheme": "toss", "secret": TOSS }),
+    ] {
+        let resp = http
+            .post(format!("{base}/v1/endpoints"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    let resp = http
+        .get(format!("{base}/v1/endpoints"))
+        .header("authorization", "Bearer wrong-token-guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    for i in 0..3 {
+        let resp = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "event_type": "purchase", "payload": { "i": i } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    // 3 events x 2 endpoints, each failing once then succeeding.
+    let got = receiver.wait_for(12, Duration::from_secs(20)).await;
+    let mut signatures: Vec<String> = Vec::new();
+    for r in &got {
+        for h in ["webhook-signature", "tosspayments-webhook-signature"] {
+            if let Some(sig) = r.header(h) {
+                signatures.push(sig.trim_start_matches("v1,").to_string());
+            }
+        }
+    }
+    assert_eq!(signatures.len(), 12);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.lines().count() > 50,
+        "a traced run logs a lot: {} lines",
+        text.lines().count()
+    );
+    assert!(text.contains("attempt"), "attempt spans are logged");
+    let mut secrets = vec![
+        ADMIN.to_string(),
+        BEARER.to_string(),
+        STANDARD_KEY.to_string(),
+        TOSS.to_string(),
+    ];
+    secrets.extend(signatures);
+    for (n, line) in text.lines().enumerate() {
+        for secret in &secrets {
+            assert!(
+                !line.contains(secret.as_str()),
+                "log line {n} contains a secret ({secret}):\n{line}"
+            );
+        }
+    }
+}

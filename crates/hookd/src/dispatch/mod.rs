@@ -147,7 +147,6 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     drop(first);
-                    self.shared.metrics.store_error("claim");
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
                     tokio::select! {
@@ -185,7 +184,6 @@ impl Dispatcher {
             Ok(Some(ms)) => Duration::from_millis(ms.max(1) as u64).min(self.poll_interval),
             Ok(None) => self.poll_interval,
             Err(e) => {
-                self.shared.metrics.store_error("next_due");
                 tracing::warn!(error = %e, "cannot read the next due time");
                 self.poll_interval
             }
@@ -299,7 +297,6 @@ impl Shared {
             .when(|e| e.is_transient())
             .await;
         if let Err(e) = released {
-            self.metrics.store_error("release");
             tracing::warn!(error = %e, delivery_id = c.delivery_id, "cannot release a delivery; its lease will expire");
         }
     }

@@ -25,7 +25,6 @@ pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Completion>, metr
             .retry(super::backoff())
             .when(|e| e.is_transient())
             .notify(|e, delay| {
-                metrics.store_error("complete");
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot record attempt results yet");
             })
             .await;
@@ -44,7 +43,6 @@ pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Completion>, metr
                 }
             }
             Err(e) => {
-                metrics.store_error("complete");
                 tracing::error!(
                     error = %e,
                     results = batch.len(),

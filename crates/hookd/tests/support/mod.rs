@@ -25,8 +25,8 @@ pub fn test_config(db: &TestDb) -> Config {
     c.request_timeout = Duration::from_secs(2);
     c.poll_interval = Duration::from_millis(20);
     c.lease_duration = Duration::from_secs(10);
-    c.rescue_interval = Duration::from_millis(200);
-    c.gauge_interval = Duration::from_millis(200);
+    c.rescue_schedule = "* * * * * *".into(); // every second: the scheduler's resolution
+    c.gauge_schedule = "* * * * * *".into();
     c.shutdown_timeout = Duration::from_secs(5);
     c
 }

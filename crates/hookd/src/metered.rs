@@ -1,0 +1,127 @@
+//! A [`Store`] that measures every call: `hookd_store_query_duration_seconds{operation}`
+//! and `hookd_store_errors_total{operation}`, labelled with the method name. The daemon
+//! wraps its store in one, so no caller has to remember to count.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use hookd_store::*;
+
+use crate::metrics::Metrics;
+
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Metrics,
+}
+
+impl MeteredStore {
+    pub fn wrap(inner: Arc<dyn Store>, metrics: Metrics) -> Arc<dyn Store> {
+        Arc::new(MeteredStore { inner, metrics })
+    }
+
+    fn observe<T>(&self, operation: &str, started: Instant, result: &Result<T>) {
+        self.metrics
+            .store_query_duration
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.store_error(operation);
+        }
+    }
+}
+
+/// `metered!(self, name(args...))` calls the inner store's `name` and observes it.
+macro_rules! metered {
+    ($self:ident, $op:ident($($arg:expr),*)) => {{
+        let started = Instant::now();
+        let result = $self.inner.$op($($arg),*).await;
+        $self.observe(stringify!($op), started, &result);
+        result
+    }};
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> Result<()> {
+        metered!(self, migrate())
+    }
+    async fn check_ready(&self) -> Result<()> {
+        metered!(self, check_ready())
+    }
+    async fn now_ms(&self) -> Result<i64> {
+        metered!(self, now_ms())
+    }
+    async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
+        metered!(self, wake_source())
+    }
+    async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint> {
+        metered!(self, insert_endpoint(endpoint))
+    }
+    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        metered!(self, endpoint(id))
+    }
+    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
+        metered!(self, endpoints(after, limit))
+    }
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>> {
+        metered!(self, update_endpoint(endpoint))
+    }
+    async fn delete_endpoint(&self, id: &str) -> Result<bool> {
+        metered!(self, delete_endpoint(id))
+    }
+    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
+        metered!(self, enqueue_event(event, limits))
+    }
+    async fn ingest_outbox(&self, max_rows: u32, limits: &IngestLimits) -> Result<u64> {
+        metered!(self, ingest_outbox(max_rows, limits))
+    }
+    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+        metered!(self, event(event_id))
+    }
+    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<Claimed>> {
+        metered!(self, claim(max, lease_ms))
+    }
+    async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
+        metered!(self, complete(batch))
+    }
+    async fn release(&self, leases: &[Lease], how: Release) -> Result<u64> {
+        metered!(self, release(leases, how))
+    }
+    async fn rescue_expired(&self) -> Result<u64> {
+        metered!(self, rescue_expired())
+    }
+    async fn next_due_in_ms(&self) -> Result<Option<i64>> {
+        metered!(self, next_due_in_ms())
+    }
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        metered!(self, deliveries(filter, before_id, limit))
+    }
+    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+        metered!(self, delivery(id))
+    }
+    async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        metered!(self, attempts(delivery_id))
+    }
+    async fn resend(&self, id: i64) -> Result<bool> {
+        metered!(self, resend(id))
+    }
+    async fn resend_matching(&self, filter: &DeliveryFilter) -> Result<u64> {
+        metered!(self, resend_matching(filter))
+    }
+    async fn backlog(&self) -> Result<Backlog> {
+        metered!(self, backlog())
+    }
+    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<Purged> {
+        metered!(self, purge_finished(before_ms, batch))
+    }
+}

@@ -1,0 +1,163 @@
+//! What an on-call engineer relies on: exact counters after a known workload, gauges that
+//! follow the backlog, and retention that keeps the tables small while deliveries flow.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use hookd_testkit::{wait_until, Backend, Receiver, Reply, TestDb};
+use support::*;
+
+hookd_testkit::each_backend!(
+    a_known_workload_is_counted_exactly,
+    gauges_follow_the_backlog,
+    retention_purges_while_deliveries_flow,
+);
+
+async fn scrape(app: &TestApp) -> String {
+    app.http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one series in a scrape, such as `hookd_attempts_total{outcome="success"}`.
+fn value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in\n{scrape}"))
+        .parse()
+        .unwrap()
+}
+
+async fn a_known_workload_is_counted_exactly(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let ok = Receiver::ok().await;
+    let broken = Receiver::start(|_, _| Reply::status(500)).await;
+    let slow = Receiver::start(|_, _| Reply::hang(Duration::from_secs(3))).await;
+    app.endpoint(json!({ "url": ok.url(), "event_types": ["ok"] }))
+        .await;
+    app.endpoint(json!({ "url": broken.url(), "event_types": ["broken"], "retry_schedule": [] }))
+        .await;
+    app.endpoint(json!({ "url": slow.url(), "event_types": ["slow"], "retry_schedule": [], "timeout": "200ms" })).await;
+    for (kind, n) in [("ok", 5), ("broken", 3), ("slow", 2)] {
+        for _ in 0..n {
+            app.event(json!({ "event_type": kind, "payload": {} }))
+                .await;
+        }
+    }
+    app.wait_all_finished(10).await;
+    let text = scrape(&app).await;
+    let count = |s: &str| value(&text, s);
+    assert_eq!(count("hookd_attempts_total{outcome=\"success\"}"), 5.0);
+    assert_eq!(count("hookd_attempts_total{outcome=\"http_error\"}"), 3.0);
+    assert_eq!(count("hookd_attempts_total{outcome=\"timeout\"}"), 2.0);
+    assert_eq!(
+        count("hookd_attempts_total{outcome=\"network_error\"}"),
+        0.0
+    );
+    assert_eq!(count("hookd_attempts_total{outcome=\"blocked\"}"), 0.0);
+    assert_eq!(count("hookd_attempt_duration_seconds_count"), 10.0);
+    assert_eq!(
+        count("hookd_deliveries_finished_total{state=\"succeeded\"}"),
+        5.0
+    );
+    assert_eq!(
+        count("hookd_deliveries_finished_total{state=\"failed\"}"),
+        5.0
+    );
+    assert_eq!(count("hookd_retries_scheduled_total"), 0.0);
+    assert!(count("hookd_store_query_duration_seconds_count{operation=\"claim\"}") > 0.0);
+    assert_eq!(count("hookd_concurrency_limit"), 128.0);
+    assert_eq!(count("hookd_up"), 1.0);
+    app.stop().await;
+}
+
+async fn gauges_follow_the_backlog(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = test_config(&db);
+    config.concurrency = 1; // one at a time, 500 ms each: a backlog that drains in ~5 s
+    let app = TestApp::spawn_with(config).await;
+    let receiver = Receiver::start(|_, _| Reply::hang(Duration::from_millis(500))).await;
+    app.endpoint(json!({ "url": receiver.url() })).await;
+    assert_eq!(app.metrics.pending.get(), 0);
+    for _ in 0..10 {
+        app.event(json!({ "event_type": "x", "payload": {} })).await;
+    }
+    let peak = wait_until(WAIT, "the pending gauge to see the backlog", || async {
+        let p = app.metrics.pending.get();
+        (p >= 6).then_some(p)
+    })
+    .await;
+    assert!(peak <= 10);
+    wait_until(WAIT, "the oldest-pending age to grow", || async {
+        (app.metrics.oldest_pending_age.get() > 0.0).then_some(())
+    })
+    .await;
+    wait_until(WAIT, "the gauges to drain to zero", || async {
+        (app.metrics.pending.get() == 0 && app.metrics.oldest_pending_age.get() == 0.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count(), 10);
+    app.stop().await;
+}
+
+async fn retention_purges_while_deliveries_flow(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = test_config(&db);
+    config.retention_schedule = "* * * * * *".into(); // every second
+    config.retention_period = Duration::ZERO;
+    config.retention_batch = 7; // several batches per run
+    let app = TestApp::spawn_with(config).await;
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url() })).await;
+    for i in 0..40 {
+        app.event(
+            json!({ "event_type": "x", "event_id": format!("e-{i}"), "payload": { "i": i } }),
+        )
+        .await;
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(400)).await; // keep events flowing across runs
+        }
+    }
+    receiver.wait_for(40, WAIT).await;
+    wait_until(
+        WAIT,
+        "retention to delete every finished delivery",
+        || async {
+            let deleted = app
+                .metrics
+                .retention_deleted
+                .with_label_values(&["deliveries"])
+                .get();
+            (deleted == 40 && app.deliveries("").await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let mut ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        40,
+        "every event delivered once, none lost to retention"
+    );
+    assert_eq!(receiver.count(), 40);
+    app.stop().await;
+}
