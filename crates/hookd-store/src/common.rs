@@ -380,7 +380,7 @@ macro_rules! store_impl {
                 limits: &$crate::IngestLimits,
             ) -> $crate::Result<(String, bool)> {
                 let event_id = $crate::ingest::event_id(event_id);
-                let payload_error = $crate::ingest::payload_error(payload, limits);
+                let payload_error = $crate::ingest::undeliverable(&event_id, payload, limits);
                 let inserted = sqlx::query(&Self::sql($crate::sql::INSERT_EVENT))
                     .bind(&event_id)
                     .bind(event_type)
@@ -396,7 +396,13 @@ macro_rules! store_impl {
                 }
                 let insert = Self::sql($crate::sql::INSERT_DELIVERY);
                 let state = if payload_error.is_some() { "failed" } else { "pending" };
-                for planned in $crate::matching::plan(event_type, endpoint_id, targets) {
+                let planned = $crate::matching::plan(event_type, endpoint_id, targets);
+                if planned.is_empty() {
+                    if let Some(missing) = endpoint_id {
+                        tracing::warn!(event_id = %event_id, endpoint_id = missing, "event names an endpoint that does not exist; nothing to deliver");
+                    }
+                }
+                for planned in planned {
                     sqlx::query(&insert)
                         .bind(&event_id)
                         .bind(&planned.endpoint_id)

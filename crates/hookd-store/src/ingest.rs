@@ -15,6 +15,21 @@ impl Default for IngestLimits {
     }
 }
 
+/// Why an event can never be delivered, or `None` when it can.
+pub(crate) fn undeliverable(
+    event_id: &str,
+    payload: &str,
+    limits: &IngestLimits,
+) -> Option<String> {
+    if event_id.len() > 200 || !event_id.chars().all(|c| c.is_ascii_graphic()) {
+        return Some(
+            "event_id must be 1 to 200 visible ASCII characters (it is sent as the webhook-id header)"
+                .to_string(),
+        );
+    }
+    payload_error(payload, limits)
+}
+
 /// Why a payload can never be delivered, or `None` when it can.
 pub(crate) fn payload_error(payload: &str, limits: &IngestLimits) -> Option<String> {
     if payload.len() > limits.max_payload_bytes {
@@ -58,6 +73,26 @@ mod tests {
         assert!(payload_error(r#"{"a":"0123456789abcdef"}"#, &limits)
             .unwrap()
             .contains("over the limit"));
+    }
+
+    #[test]
+    fn undeliverable_event_ids() {
+        let limits = IngestLimits::default();
+        assert_eq!(undeliverable("order-1:paid", "{}", &limits), None);
+        for bad in [
+            "has space",
+            "tab\there",
+            "line\nbreak",
+            "한글",
+            &"x".repeat(201),
+        ] {
+            assert!(
+                undeliverable(bad, "{}", &limits)
+                    .unwrap()
+                    .contains("webhook-id"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

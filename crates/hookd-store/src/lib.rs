@@ -53,6 +53,15 @@ impl StoreError {
     /// or a connection broke), as opposed to a bug or bad data.
     pub fn is_transient(&self) -> bool {
         match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // Primary result code in the low byte: SQLITE_BUSY (5), SQLITE_LOCKED (6).
+                    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                } else {
+                    transient_sqlstate(&code)
+                }
+            }
             StoreError::Database(e) => matches!(
                 e,
                 sqlx::Error::Io(_)
@@ -61,11 +70,20 @@ impl StoreError {
                     | sqlx::Error::Protocol(_)
                     | sqlx::Error::Tls(_)
                     | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Database(_)
             ),
             _ => false,
         }
     }
+}
+
+/// PostgreSQL error classes worth retrying: connection (08), serialization and deadlock
+/// (40), insufficient resources (53), operator intervention such as an administrator's
+/// termination or a restart (57), system errors (58). A constraint violation or a syntax
+/// error is not.
+fn transient_sqlstate(code: &str) -> bool {
+    ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// How `release` hands back a claimed delivery whose attempt was never made.

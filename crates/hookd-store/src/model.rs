@@ -262,6 +262,9 @@ pub struct Claimed {
     /// A failure of this attempt is final (a resend of a finished delivery).
     pub manual_only: bool,
     pub payload: String,
+    /// Why the event can never be sent (not JSON, too large, a bad id): such a delivery is
+    /// failed without an attempt, even when resent by hand.
+    pub payload_error: Option<String>,
     pub endpoint: Endpoint,
 }
 

@@ -136,7 +136,7 @@ store_impl!(PgStore, Postgres, {
                      d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
              ) \
              SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
-                 c.next_trigger, c.auto_attempts, c.manual_only, e.payload \
+                 c.next_trigger, c.auto_attempts, c.manual_only, e.payload, e.payload_error \
              FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
              ORDER BY c.next_attempt_at",
         )

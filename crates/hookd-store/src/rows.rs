@@ -189,6 +189,7 @@ pub(crate) struct ClaimRow {
     pub auto_attempts: i32,
     pub manual_only: bool,
     pub payload: String,
+    pub payload_error: Option<String>,
 }
 
 impl ClaimRow {
@@ -203,6 +204,7 @@ impl ClaimRow {
             auto_attempts: self.auto_attempts,
             manual_only: self.manual_only,
             payload: self.payload,
+            payload_error: self.payload_error,
             endpoint,
         })
     }

@@ -151,7 +151,7 @@ store_impl!(SqliteStore, Sqlite, {
         }
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "SELECT d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
-             d.next_trigger, d.auto_attempts, d.manual_only, e.payload \
+             d.next_trigger, d.auto_attempts, d.manual_only, e.payload, e.payload_error \
              FROM hookd_deliveries d JOIN hookd_events e ON e.event_id = d.event_id \
              WHERE d.lease_token = $1 ORDER BY d.next_attempt_at",
         )

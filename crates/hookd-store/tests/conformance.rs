@@ -280,13 +280,34 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
         .insert_endpoint(&endpoint("ep_1", &["*"]))
         .await
         .unwrap();
-    db.exec("INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('bad', 'purchase', '{oops');")
-        .await;
-    assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 1);
-    let d = one_delivery(&store).await;
+    db.exec(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('bad', 'purchase', '{oops');
+         INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('bad id', 'purchase', '{}');",
+    )
+    .await;
+    assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 2);
+    let by_event = |id: &str| {
+        let store = store.clone();
+        let id = id.to_string();
+        async move {
+            let f = DeliveryFilter {
+                event_id: Some(id),
+                ..Default::default()
+            };
+            store.deliveries(&f, None, 1).await.unwrap().remove(0)
+        }
+    };
+    let d = by_event("bad").await;
     assert_eq!(d.state, DeliveryState::Failed);
     assert!(d.last_error.unwrap().contains("not valid JSON"));
+    let d = by_event("bad id").await;
+    assert_eq!(d.state, DeliveryState::Failed);
+    assert!(d.last_error.unwrap().contains("webhook-id"));
     assert!(store.claim(10, 60_000).await.unwrap().is_empty());
+    // A resend makes it claimable, and the claim says why it can never be sent.
+    store.resend(d.id).await.unwrap();
+    let c = store.claim(10, 60_000).await.unwrap().remove(0);
+    assert!(c.payload_error.unwrap().contains("webhook-id"));
 
     let big = NewEvent {
         payload: format!("{{\"x\":\"{}\"}}", "a".repeat(100)),
@@ -523,8 +544,13 @@ async fn release_undoes_the_claim(backend: Backend) {
     assert_eq!(one_delivery(&store).await.next_attempt_at, None);
     assert!(store.claim(1, 60_000).await.unwrap().is_empty(), "parked");
 
+    // A resend asked for while the claim is being parked still goes, at once.
     store.resend(d.id).await.unwrap();
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
+    store.resend(d.id).await.unwrap();
+    store.release(&[lease(&c)], Release::Park).await.unwrap();
+    let c = store.claim(1, 60_000).await.unwrap().remove(0);
+    assert_eq!(c.trigger, Trigger::Manual);
     store
         .release(&[lease(&c)], Release::Fail("endpoint deleted".into()))
         .await

@@ -60,6 +60,11 @@ async fn unknown_ids_are_404() {
             "{path}"
         );
     }
+    let (status, body) = app.call(reqwest::Method::DELETE, "/v1/events", None).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
     let (status, _) = app.post("/v1/deliveries/999999/resend", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app

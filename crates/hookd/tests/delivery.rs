@@ -501,5 +501,22 @@ async fn bad_payload_rows_fail_and_the_daemon_goes_on(backend: Backend) {
     assert_eq!(receiver.count(), 1);
     let (_, detail) = app.get(&format!("/v1/deliveries/{}", id(bad))).await;
     assert_eq!(detail["payload"], "not json at all", "shown as text");
+
+    // A resend by hand cannot send it either: it fails again, with the reason, unsent.
+    let (status, _) = app
+        .post(&format!("/v1/deliveries/{}/resend", id(bad)), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let again = wait_until(WAIT, "the resent bad delivery to fail again", || async {
+        let (_, d) = app.get(&format!("/v1/deliveries/{}", id(bad))).await;
+        (d["state"] == "failed" && d["finished_at"] != bad["finished_at"]).then_some(d)
+    })
+    .await;
+    assert_eq!(again["attempts"], 0);
+    assert!(again["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("payload is not valid JSON"));
+    assert_eq!(receiver.count(), 1, "nothing was sent");
     app.stop().await;
 }

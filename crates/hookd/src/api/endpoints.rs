@@ -229,6 +229,11 @@ pub async fn update(
         } else if !enabled && e.enabled {
             e.disabled_reason = Some("disabled by an operator".into());
             e.disabled_at = Some(chrono::Utc::now().timestamp_millis());
+            state
+                .metrics
+                .endpoint_disables
+                .with_label_values(&["operator"])
+                .inc();
         }
         e.enabled = enabled;
     }

@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 401: missing or wrong admin token.
     #[error("missing or wrong admin token: send Authorization: Bearer <HOOKD_ADMIN_TOKEN>")]
     Unauthorized,
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
@@ -45,6 +48,7 @@ impl IntoResponse for ApiError {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Store(e) if e.is_transient() => {

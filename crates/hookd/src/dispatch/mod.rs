@@ -205,6 +205,9 @@ impl Shared {
         results: mpsc::Sender<Completion>,
         cut_short: CancellationToken,
     ) {
+        if let Some(reason) = &c.payload_error {
+            return self.release(&c, Release::Fail(reason.clone())).await;
+        }
         if c.endpoint.deleted {
             return self
                 .release(&c, Release::Fail("endpoint deleted".into()))
