@@ -49,6 +49,9 @@ macro_rules! store_impl {
                     .bind(e.enabled)
                     .bind(&e.disabled_reason)
                     .bind(e.disabled_at)
+                    .bind(&e.previous_secret)
+                    .bind(e.previous_secret_expires_at)
+                    .bind(e.ordered)
                     .execute(self.writer())
                     .await?;
                 self.endpoint_any(self.writer(), &e.id)
@@ -92,6 +95,9 @@ macro_rules! store_impl {
                     .bind(e.enabled)
                     .bind(&e.disabled_reason)
                     .bind(e.disabled_at)
+                    .bind(&e.previous_secret)
+                    .bind(e.previous_secret_expires_at)
+                    .bind(e.ordered)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -124,6 +130,139 @@ macro_rules! store_impl {
                     .await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn disable_endpoint(&self, id: &str, reason: &str) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let disabled = sqlx::query(&Self::sql($crate::sql::DISABLE_ENDPOINT))
+                    .bind(id)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if disabled {
+                    sqlx::query(&Self::sql($crate::sql::PARK_ENDPOINT_DELIVERIES)).bind(id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(disabled)
+            }
+
+            async fn record_endpoint_health(
+                &self,
+                outcomes: &[(String, bool)],
+                disable_after_ms: Option<i64>,
+                reason: &str,
+            ) -> $crate::Result<Vec<String>> {
+                let mut disabled = Vec::new();
+                if outcomes.is_empty() {
+                    return Ok(disabled);
+                }
+                let mut tx = self.begin_write().await?;
+                for (id, succeeded) in outcomes {
+                    if *succeeded {
+                        sqlx::query(&Self::sql($crate::sql::ENDPOINT_SUCCEEDED)).bind(id).execute(&mut *tx).await?;
+                        continue;
+                    }
+                    sqlx::query(&Self::sql($crate::sql::ENDPOINT_FAILED)).bind(id).execute(&mut *tx).await?;
+                    let Some(after) = disable_after_ms else { continue };
+                    let now_disabled = sqlx::query(&Self::sql($crate::sql::DISABLE_IF_FAILING))
+                        .bind(id)
+                        .bind(reason)
+                        .bind(after)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                    if now_disabled {
+                        sqlx::query(&Self::sql($crate::sql::PARK_ENDPOINT_DELIVERIES)).bind(id).execute(&mut *tx).await?;
+                        disabled.push(id.clone());
+                    }
+                }
+                tx.commit().await?;
+                Ok(disabled)
+            }
+
+            async fn create_resend_job(&self, filter: &$crate::DeliveryFilter) -> $crate::Result<$crate::ResendJob> {
+                let id = $crate::new_id("rsj");
+                let mut tx = self.begin_write().await?;
+                // The job covers what exists now: ids up to the current highest.
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM hookd_deliveries WHERE TRUE",
+                );
+                push_filter!(q, filter);
+                let (matched, max_id): (i64, i64) = q.build_query_as().fetch_one(&mut *tx).await?;
+                sqlx::query(&Self::sql($crate::sql::INSERT_RESEND_JOB))
+                    .bind(&id)
+                    .bind(filter.state.map(|s| s.as_str()))
+                    .bind(&filter.endpoint_id)
+                    .bind(&filter.event_id)
+                    .bind(&filter.event_type)
+                    .bind(filter.since)
+                    .bind(filter.until)
+                    .bind(max_id)
+                    .bind(matched)
+                    .execute(&mut *tx)
+                    .await?;
+                let job = Self::load_resend_job(&mut tx, &id).await?;
+                tx.commit().await?;
+                job.ok_or_else(|| $crate::StoreError::Corrupt("inserted resend job vanished".into()))
+            }
+
+            async fn resend_job(&self, id: &str) -> $crate::Result<Option<$crate::ResendJob>> {
+                sqlx::query_as::<_, $crate::rows::ResendJobRow>(&Self::sql($crate::sql::RESEND_JOB))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .map($crate::ResendJob::try_from)
+                    .transpose()
+            }
+
+            async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let job: Option<$crate::rows::ResendJobRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM hookd_resend_jobs WHERE state = 'running' ORDER BY created_at LIMIT 1{}",
+                    $crate::rows::RESEND_JOB_COLUMNS,
+                    Self::SKIP_LOCKED
+                ))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = job else { return Ok(0) };
+                let due: i64 = sqlx::query_scalar(&Self::sql($crate::sql::DUE_MANUAL))
+                    .bind(max_due as i64)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if due >= max_due as i64 {
+                    return Ok(0); // the dispatcher is behind: wait rather than pile up
+                }
+                let (id, cursor) = (row.id.clone(), row.cursor);
+                let job = $crate::ResendJob::try_from(row)?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM hookd_deliveries WHERE id <= ");
+                q.push_bind(cursor);
+                push_filter!(q, &job.filter);
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(batch as i64);
+                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                if !ids.is_empty() {
+                    let mut resend = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
+                    resend.push("WHERE id IN (");
+                    let mut list = resend.separated(", ");
+                    for id in &ids {
+                        list.push_bind(*id);
+                    }
+                    resend.push(")");
+                    resend.build().execute(&mut *tx).await?;
+                }
+                let finished = ids.len() < batch as usize;
+                let next_cursor = ids.last().map(|last| last - 1).unwrap_or(cursor);
+                sqlx::query(&Self::sql($crate::sql::ADVANCE_RESEND_JOB))
+                    .bind(&id)
+                    .bind(next_cursor)
+                    .bind(ids.len() as i64)
+                    .bind(finished)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
             }
 
             async fn enqueue_event(
@@ -187,6 +326,12 @@ macro_rules! store_impl {
                         .await?
                         .rows_affected()
                         == 1;
+                    if updated && c.ordered {
+                        sqlx::query(&Self::sql($crate::sql::PROMOTE_NEXT))
+                            .bind(c.delivery_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if updated {
                         sqlx::query(&insert)
                             .bind(c.delivery_id)
@@ -217,7 +362,7 @@ macro_rules! store_impl {
                 let mut tx = self.begin_write().await?;
                 let mut released = 0;
                 for lease in leases {
-                    released += sqlx::query(&sql)
+                    let n = sqlx::query(&sql)
                         .bind(lease.delivery_id)
                         .bind(&lease.token)
                         .bind(state)
@@ -226,6 +371,14 @@ macro_rules! store_impl {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
+                    if n == 1 && error.is_some() {
+                        // A failed head of an ordered endpoint lets the next one go.
+                        sqlx::query(&Self::sql($crate::sql::PROMOTE_NEXT))
+                            .bind(lease.delivery_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    released += n;
                 }
                 tx.commit().await?;
                 Ok(released)
@@ -285,12 +438,7 @@ macro_rules! store_impl {
                 Ok(q.build().execute(self.writer()).await?.rows_affected() == 1)
             }
 
-            async fn resend_matching(&self, filter: &$crate::DeliveryFilter) -> $crate::Result<u64> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
-                q.push("WHERE TRUE");
-                push_filter!(q, filter);
-                Ok(q.build().execute(self.writer()).await?.rows_affected())
-            }
+
 
             async fn backlog(&self) -> $crate::Result<$crate::Backlog> {
                 let (unfinished, oldest): (i64, Option<i64>) =
@@ -318,6 +466,18 @@ macro_rules! store_impl {
                     .fetch_optional(executor)
                     .await?
                     .map($crate::Endpoint::try_from)
+                    .transpose()
+            }
+
+            async fn load_resend_job(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::ResendJob>> {
+                sqlx::query_as::<_, $crate::rows::ResendJobRow>(&Self::sql($crate::sql::RESEND_JOB))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map($crate::ResendJob::try_from)
                     .transpose()
             }
 
@@ -403,6 +563,16 @@ macro_rules! store_impl {
                     }
                 }
                 for planned in planned {
+                    let held = planned.ordered && state == "pending" && {
+                        if let Some(lock) = Self::LOCK_ENDPOINT {
+                            // Serialises ingestion per ordered endpoint across instances.
+                            sqlx::query(lock).bind(&planned.endpoint_id).execute(&mut **tx).await?;
+                        }
+                        sqlx::query_scalar::<_, bool>(&Self::sql($crate::sql::HAS_UNFINISHED))
+                            .bind(&planned.endpoint_id)
+                            .fetch_one(&mut **tx)
+                            .await?
+                    };
                     sqlx::query(&insert)
                         .bind(&event_id)
                         .bind(&planned.endpoint_id)
@@ -410,6 +580,7 @@ macro_rules! store_impl {
                         .bind(planned.parked)
                         .bind(&payload_error)
                         .bind(event_type)
+                        .bind(held)
                         .execute(&mut **tx)
                         .await?;
                 }

@@ -141,6 +141,18 @@ pub trait Store: Send + Sync + 'static {
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>>;
     /// Deletes an endpoint (its history stays readable) and fails its pending deliveries.
     async fn delete_endpoint(&self, id: &str) -> Result<bool>;
+    /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
+    /// when it was already disabled (or does not exist).
+    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool>;
+    /// Notes, per endpoint, whether a batch of attempts had a success; an endpoint failing
+    /// with no success for `disable_after_ms` or more is disabled with `reason`. Returns the
+    /// endpoints disabled now.
+    async fn record_endpoint_health(
+        &self,
+        outcomes: &[(String, bool)],
+        disable_after_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<Vec<String>>;
 
     // --- events ----------------------------------------------------------------------
     /// Stores an event and its deliveries in one transaction. A known `event_id` creates
@@ -181,8 +193,14 @@ pub trait Store: Send + Sync + 'static {
     /// Asks for one manual attempt now, whatever the state (after the running one, when in
     /// flight). `false` when there is no such delivery.
     async fn resend(&self, id: i64) -> Result<bool>;
-    /// `resend` for every delivery matching `filter`, in one durable statement.
-    async fn resend_matching(&self, filter: &DeliveryFilter) -> Result<u64>;
+    /// Records a bulk resend of everything matching `filter` now, to be worked through by
+    /// `step_resend_jobs`.
+    async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob>;
+    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>>;
+    /// Resends the next `batch` deliveries of the oldest running job, in one transaction that
+    /// also moves its cursor, unless `max_due` manual resends are already waiting to be
+    /// sent. Returns how many were resent.
+    async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64>;
 
     // --- gauges and retention ------------------------------------------------------------
     async fn backlog(&self) -> Result<Backlog>;

@@ -39,6 +39,7 @@ pub struct Target {
     pub id: String,
     pub event_types: Vec<String>,
     pub enabled: bool,
+    pub ordered: bool,
 }
 
 /// A delivery to create: the endpoint, and whether it starts parked (endpoint disabled).
@@ -46,6 +47,8 @@ pub struct Target {
 pub struct Planned {
     pub endpoint_id: String,
     pub parked: bool,
+    /// The endpoint delivers in order: the delivery may have to wait for earlier ones.
+    pub ordered: bool,
 }
 
 /// The deliveries for one event.
@@ -60,6 +63,7 @@ pub fn plan(event_type: &str, endpoint_id: Option<&str>, targets: &[Target]) -> 
             .map(|t| Planned {
                 endpoint_id: t.id.clone(),
                 parked: !t.enabled,
+                ordered: t.ordered,
             })
             .collect(),
         None => targets
@@ -68,6 +72,7 @@ pub fn plan(event_type: &str, endpoint_id: Option<&str>, targets: &[Target]) -> 
             .map(|t| Planned {
                 endpoint_id: t.id.clone(),
                 parked: false,
+                ordered: t.ordered,
             })
             .collect(),
     }
@@ -129,16 +134,19 @@ mod tests {
                 id: "a".into(),
                 event_types: pats(&["*"]),
                 enabled: true,
+                ordered: false,
             },
             Target {
                 id: "b".into(),
                 event_types: pats(&["refund"]),
                 enabled: true,
+                ordered: false,
             },
             Target {
                 id: "c".into(),
                 event_types: pats(&["*"]),
                 enabled: false,
+                ordered: false,
             },
         ];
         let ids = |p: Vec<Planned>| {

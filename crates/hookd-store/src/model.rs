@@ -156,7 +156,7 @@ impl_str_enum!(
 impl_str_enum!(Outcome, "outcome", Outcome::ALL);
 
 /// A registered receiver of webhooks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
     pub id: String,
     pub url: String,
@@ -166,6 +166,11 @@ pub struct Endpoint {
     pub bearer_token: Option<String>,
     pub signature_scheme: SignatureScheme,
     pub secret: String,
+    /// After a rotation, the old secret also signs (`standard`) until this expires.
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    /// Deliver strictly in insertion order, one at a time.
+    pub ordered: bool,
     /// Delays before each retry, in ms. `None` = the global schedule; empty = no automatic retry.
     pub retry_schedule_ms: Option<Vec<u64>>,
     /// Whole-request timeout in ms. `None` = the global timeout.
@@ -175,6 +180,10 @@ pub struct Endpoint {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<i64>,
+    /// The last successful attempt (kept up to date within a minute).
+    pub last_success_at: Option<i64>,
+    /// Failing without a success since then; `None` while healthy.
+    pub failing_since: Option<i64>,
     /// Deleted endpoints are kept so that their deliveries' history stays readable.
     pub deleted: bool,
     pub created_at: i64,
@@ -268,6 +277,22 @@ pub struct Claimed {
     pub endpoint: Endpoint,
 }
 
+/// A durable bulk resend, worked through in batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResendJob {
+    pub id: String,
+    /// `running` or `done`.
+    pub done: bool,
+    pub filter: DeliveryFilter,
+    /// Deliveries that matched when the job was created.
+    pub matched: i64,
+    /// Deliveries resent so far.
+    pub resent: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
 /// Where a delivery goes after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -282,6 +307,9 @@ pub enum Next {
 pub struct Completion {
     pub delivery_id: i64,
     pub lease_token: String,
+    pub endpoint_id: String,
+    /// The endpoint is ordered: a final result lets the next held delivery go.
+    pub ordered: bool,
     pub record: AttemptRecord,
     pub next: Next,
 }

@@ -38,6 +38,10 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    const LOCK_ENDPOINT: Option<&'static str> =
+        Some("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE");
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }

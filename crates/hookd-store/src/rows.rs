@@ -24,8 +24,9 @@ fn json<T: serde::de::DeserializeOwned>(column: &str, value: &str) -> Result<T, 
 
 /// `SELECT` list for [`EndpointRow`].
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, bearer_token, \
-    signature_scheme, secret, retry_schedule, timeout_ms, headers, enabled, disabled_reason, \
-    disabled_at, deleted_at, created_at, updated_at";
+    signature_scheme, secret, previous_secret, previous_secret_expires_at, ordered, \
+    retry_schedule, timeout_ms, headers, enabled, disabled_reason, disabled_at, \
+    last_success_at, failing_since, deleted_at, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EndpointRow {
@@ -36,12 +37,17 @@ pub(crate) struct EndpointRow {
     bearer_token: Option<String>,
     signature_scheme: String,
     secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    ordered: bool,
     retry_schedule: Option<String>,
     timeout_ms: Option<i64>,
     headers: String,
     enabled: bool,
     disabled_reason: Option<String>,
     disabled_at: Option<i64>,
+    last_success_at: Option<i64>,
+    failing_since: Option<i64>,
     pub deleted_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
@@ -65,9 +71,14 @@ impl TryFrom<EndpointRow> for Endpoint {
             description: r.description,
             bearer_token: r.bearer_token,
             secret: r.secret,
+            previous_secret: r.previous_secret,
+            previous_secret_expires_at: r.previous_secret_expires_at,
+            ordered: r.ordered,
             enabled: r.enabled,
             disabled_reason: r.disabled_reason,
             disabled_at: r.disabled_at,
+            last_success_at: r.last_success_at,
+            failing_since: r.failing_since,
             deleted: r.deleted_at.is_some(),
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -224,6 +235,7 @@ pub(crate) struct TargetRow {
     id: String,
     event_types: String,
     enabled: bool,
+    ordered: bool,
 }
 
 impl TryFrom<TargetRow> for crate::matching::Target {
@@ -233,6 +245,51 @@ impl TryFrom<TargetRow> for crate::matching::Target {
             event_types: json("event_types", &r.event_types)?,
             id: r.id,
             enabled: r.enabled,
+            ordered: r.ordered,
+        })
+    }
+}
+
+pub(crate) const RESEND_JOB_COLUMNS: &str = "id, state, f_state, f_endpoint_id, f_event_id, \
+    f_event_type, f_since, f_until, cursor, matched, resent, created_at, updated_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ResendJobRow {
+    pub id: String,
+    state: String,
+    f_state: Option<String>,
+    f_endpoint_id: Option<String>,
+    f_event_id: Option<String>,
+    f_event_type: Option<String>,
+    f_since: Option<i64>,
+    f_until: Option<i64>,
+    pub cursor: i64,
+    matched: i64,
+    resent: i64,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<ResendJobRow> for ResendJob {
+    type Error = StoreError;
+    fn try_from(r: ResendJobRow) -> Result<Self, StoreError> {
+        Ok(ResendJob {
+            done: r.state == "done",
+            filter: DeliveryFilter {
+                state: r.f_state.as_deref().map(parse).transpose()?,
+                endpoint_id: r.f_endpoint_id,
+                event_id: r.f_event_id,
+                event_type: r.f_event_type,
+                since: r.f_since,
+                until: r.f_until,
+            },
+            id: r.id,
+            matched: r.matched,
+            resent: r.resent,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            finished_at: r.finished_at,
         })
     }
 }

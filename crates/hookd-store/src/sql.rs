@@ -22,13 +22,37 @@ pub(crate) const NOW: &str = "SELECT hookd_now_ms()";
 
 pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO hookd_endpoints (id, url, description, \
     event_types, bearer_token, signature_scheme, secret, retry_schedule, timeout_ms, headers, \
-    enabled, disabled_reason, disabled_at, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, hookd_now_ms(), hookd_now_ms())";
+    enabled, disabled_reason, disabled_at, previous_secret, previous_secret_expires_at, ordered, \
+    created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+    hookd_now_ms(), hookd_now_ms())";
 
 pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, description = $3, \
     event_types = $4, bearer_token = $5, signature_scheme = $6, secret = $7, retry_schedule = $8, \
     timeout_ms = $9, headers = $10, enabled = $11, disabled_reason = $12, disabled_at = $13, \
+    previous_secret = $14, previous_secret_expires_at = $15, ordered = $16, \
+    failing_since = CASE WHEN $11 THEN NULL ELSE failing_since END, \
     updated_at = hookd_now_ms() WHERE id = $1 AND deleted_at IS NULL";
+
+/// Disables a live endpoint for a reason (410 Gone, failing too long); `false` if it was
+/// already disabled.
+pub(crate) const DISABLE_ENDPOINT: &str = "UPDATE hookd_endpoints SET enabled = FALSE, \
+    disabled_reason = $2, disabled_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE id = $1 AND enabled AND deleted_at IS NULL";
+
+/// A success (written at most once a minute per endpoint while healthy).
+pub(crate) const ENDPOINT_SUCCEEDED: &str = "UPDATE hookd_endpoints \
+    SET last_success_at = hookd_now_ms(), failing_since = NULL WHERE id = $1 \
+    AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < hookd_now_ms() - 60000)";
+
+/// A failure starts the failing period if none is running.
+pub(crate) const ENDPOINT_FAILED: &str = "UPDATE hookd_endpoints \
+    SET failing_since = hookd_now_ms() WHERE id = $1 AND failing_since IS NULL";
+
+/// Disables an endpoint failing for `$3` ms or more.
+pub(crate) const DISABLE_IF_FAILING: &str = "UPDATE hookd_endpoints SET enabled = FALSE, \
+    disabled_reason = $2, disabled_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE id = $1 AND enabled AND deleted_at IS NULL AND failing_since <= hookd_now_ms() - $3";
 
 /// Disabling an endpoint parks its automatic pending deliveries (manual ones still go).
 pub(crate) const PARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
@@ -38,7 +62,7 @@ pub(crate) const PARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
 /// Enabling an endpoint makes its parked deliveries due at once.
 pub(crate) const UNPARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
     SET next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
-    WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at IS NULL";
+    WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at IS NULL AND NOT held";
 
 pub(crate) const DELETE_ENDPOINT: &str = "UPDATE hookd_endpoints \
     SET deleted_at = hookd_now_ms(), enabled = FALSE, updated_at = hookd_now_ms() \
@@ -50,18 +74,35 @@ pub(crate) const FAIL_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
     WHERE endpoint_id = $1 AND state = 'pending'";
 
 pub(crate) const TARGETS: &str =
-    "SELECT id, event_types, enabled FROM hookd_endpoints WHERE deleted_at IS NULL";
+    "SELECT id, event_types, enabled, ordered FROM hookd_endpoints WHERE deleted_at IS NULL";
+
+/// Whether an endpoint has a delivery still to finish (an ordered one's next must wait).
+pub(crate) const HAS_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM hookd_deliveries \
+    WHERE endpoint_id = $1 AND state IN ('pending', 'in_flight'))";
+
+/// After delivery `$1` of an ordered endpoint finished, the oldest held one goes, unless
+/// another is already on its way (a manual resend jumped the queue).
+pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
+    SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
+        AND h.endpoint_id = (SELECT d.endpoint_id FROM hookd_deliveries d \
+            WHERE d.id = $1 AND d.state IN ('succeeded', 'failed'))) \
+    AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o \
+        WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
+        AND o.state IN ('pending', 'in_flight') AND NOT o.held)";
 
 /// `$1` event_id ... ; `ON CONFLICT DO NOTHING` makes a repeated event_id a no-op.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO hookd_events \
     (event_id, event_type, payload, endpoint_id, payload_error, created_at) \
     VALUES ($1, $2, $3, $4, $5, hookd_now_ms()) ON CONFLICT (event_id) DO NOTHING";
 
-/// `$3`: 'pending' or 'failed'; `$4`: parked (pending with no due time); `$5`: last_error.
+/// `$3`: 'pending' or 'failed'; `$4`: parked (pending with no due time); `$5`: last_error;
+/// `$7`: held behind an earlier delivery of an ordered endpoint.
 pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO hookd_deliveries \
-    (event_id, endpoint_id, event_type, state, next_attempt_at, last_error, created_at, updated_at, finished_at) \
-    VALUES ($1, $2, $6, $3, CASE WHEN $3 = 'pending' AND NOT $4 THEN hookd_now_ms() END, $5, \
-    hookd_now_ms(), hookd_now_ms(), CASE WHEN $3 = 'failed' THEN hookd_now_ms() END)";
+    (event_id, endpoint_id, event_type, state, next_attempt_at, last_error, held, created_at, \
+    updated_at, finished_at) \
+    VALUES ($1, $2, $6, $3, CASE WHEN $3 = 'pending' AND NOT $4 AND NOT $7 THEN hookd_now_ms() END, \
+    $5, $7, hookd_now_ms(), hookd_now_ms(), CASE WHEN $3 = 'failed' THEN hookd_now_ms() END)";
 
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =
     "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";
@@ -118,7 +159,7 @@ pub(crate) const ATTEMPTS: &str = "SELECT attempt, trigger, started_at, duration
 /// completion write. Finished: one manual attempt whose failure is final. Pending: due now,
 /// manual, its automatic schedule kept.
 pub(crate) const RESEND_SET: &str = "UPDATE hookd_deliveries SET \
-    resend_requested = (state = 'in_flight'), \
+    resend_requested = (state = 'in_flight'), held = FALSE, \
     manual_only = CASE WHEN state IN ('succeeded', 'failed') THEN TRUE \
         WHEN state = 'pending' THEN manual_only ELSE FALSE END, \
     next_trigger = CASE WHEN state = 'in_flight' THEN next_trigger ELSE 'manual' END, \
@@ -138,3 +179,23 @@ pub(crate) const PURGE_EVENTS: &str = "DELETE FROM hookd_events WHERE event_id I
     SELECT e.event_id FROM hookd_events e WHERE e.created_at < $1 \
     AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.event_id = e.event_id) \
     ORDER BY e.created_at LIMIT $2)";
+
+pub(crate) const RESEND_JOB: &str = "SELECT id, state, f_state, f_endpoint_id, f_event_id, \
+    f_event_type, f_since, f_until, cursor, matched, resent, created_at, updated_at, finished_at \
+    FROM hookd_resend_jobs WHERE id = $1";
+
+pub(crate) const INSERT_RESEND_JOB: &str = "INSERT INTO hookd_resend_jobs (id, state, f_state, \
+    f_endpoint_id, f_event_id, f_event_type, f_since, f_until, cursor, matched, resent, \
+    created_at, updated_at, finished_at) VALUES ($1, CASE WHEN $9 = 0 THEN 'done' ELSE 'running' END, \
+    $2, $3, $4, $5, $6, $7, $8, $9, 0, hookd_now_ms(), hookd_now_ms(), \
+    CASE WHEN $9 = 0 THEN hookd_now_ms() END)";
+
+/// Manual resends due now, counted up to `$1`: the job waits while the dispatcher is behind.
+pub(crate) const DUE_MANUAL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM hookd_deliveries \
+    WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms() AND next_trigger = 'manual' \
+    LIMIT $1) due";
+
+/// `$2` new cursor, `$3` resent in this step, `$4` finished.
+pub(crate) const ADVANCE_RESEND_JOB: &str = "UPDATE hookd_resend_jobs SET cursor = $2, \
+    resent = resent + $3, state = CASE WHEN $4 THEN 'done' ELSE state END, \
+    finished_at = CASE WHEN $4 THEN hookd_now_ms() END, updated_at = hookd_now_ms() WHERE id = $1";

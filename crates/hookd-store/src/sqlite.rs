@@ -59,6 +59,10 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    /// One writer: nothing to lock or skip.
+    const LOCK_ENDPOINT: Option<&'static str> = None;
+    const SKIP_LOCKED: &'static str = "";
+
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }

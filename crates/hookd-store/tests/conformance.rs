@@ -1,6 +1,6 @@
 //! The store conformance suite: every case runs unchanged against SQLite and PostgreSQL.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ hookd_testkit::each_backend!(
     backlog_figures,
     concurrent_claims_never_overlap,
     retention_purges_only_old_finished,
+    resend_jobs_work_in_batches_and_resume,
+    ordered_endpoints_hold_the_next_delivery,
+    endpoint_health_disables_the_failing,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -37,20 +40,10 @@ fn endpoint(id: &str, types: &[&str]) -> Endpoint {
     Endpoint {
         id: id.to_string(),
         url: format!("http://127.0.0.1:9/{id}"),
-        description: None,
         event_types: types.iter().map(|s| s.to_string()).collect(),
-        bearer_token: None,
-        signature_scheme: SignatureScheme::Standard,
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        retry_schedule_ms: None,
-        timeout_ms: None,
-        headers: BTreeMap::new(),
         enabled: true,
-        disabled_reason: None,
-        disabled_at: None,
-        deleted: false,
-        created_at: 0,
-        updated_at: 0,
+        ..Endpoint::default()
     }
 }
 
@@ -71,6 +64,8 @@ fn completion(c: &Claimed, outcome: Outcome, status: Option<i32>, next: Next) ->
     Completion {
         delivery_id: c.delivery_id,
         lease_token: c.lease_token.clone(),
+        endpoint_id: c.endpoint.id.clone(),
+        ordered: c.endpoint.ordered,
         record: AttemptRecord {
             attempt: c.attempt,
             trigger: c.trigger,
@@ -609,15 +604,16 @@ async fn resend_in_every_state(backend: Backend) {
         .unwrap();
     assert_eq!(one_delivery(&store).await.state, DeliveryState::Failed);
 
-    // Failed -> bulk resend by filter.
-    let n = store
-        .resend_matching(&DeliveryFilter {
+    // Failed -> bulk resend by filter, as a job.
+    let job = store
+        .create_resend_job(&DeliveryFilter {
             state: Some(DeliveryState::Failed),
             ..Default::default()
         })
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!((job.matched, job.resent, job.done), (1, 0, false));
+    assert_eq!(store.step_resend_jobs(10, 100).await.unwrap(), 1);
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     assert_eq!((c.attempt, c.trigger), (4, Trigger::Manual));
     assert_eq!(store.attempts(id).await.unwrap().len(), 3);
@@ -922,4 +918,235 @@ async fn retention_purges_only_old_finished(backend: Backend) {
     );
     assert!(store.event(&claimed[0].event_id).await.unwrap().is_none());
     assert!(store.event(&claimed[1].event_id).await.unwrap().is_some());
+}
+
+async fn resend_jobs_work_in_batches_and_resume(backend: Backend) {
+    let (db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    for i in 0..7 {
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim(7, 60_000).await.unwrap();
+    let done: Vec<Completion> = claimed
+        .iter()
+        .map(|c| completion(c, Outcome::HttpError, Some(500), Next::Failed))
+        .collect();
+    store.complete(&done).await.unwrap();
+    let failed = DeliveryFilter {
+        state: Some(DeliveryState::Failed),
+        ..Default::default()
+    };
+    let job = store.create_resend_job(&failed).await.unwrap();
+    assert_eq!((job.matched, job.done), (7, false));
+    // A delivery that fails after the job was created is not part of it.
+    store
+        .enqueue_event(&event(Some("late"), "x"), &limits())
+        .await
+        .unwrap();
+
+    assert_eq!(store.step_resend_jobs(3, 100).await.unwrap(), 3);
+    // Throttled while 3 manual resends are due and at most 3 may wait.
+    assert_eq!(store.step_resend_jobs(3, 3).await.unwrap(), 0);
+    let due: Vec<Claimed> = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(due.len(), 4, "3 resent + the late one");
+    assert_eq!(
+        due.iter().filter(|c| c.trigger == Trigger::Manual).count(),
+        3
+    );
+
+    // A second store (a restarted process) continues the same job.
+    let restarted = connect(&db.url).await.unwrap();
+    assert_eq!(restarted.step_resend_jobs(3, 100).await.unwrap(), 3);
+    assert_eq!(restarted.step_resend_jobs(3, 100).await.unwrap(), 1);
+    assert_eq!(
+        restarted.step_resend_jobs(3, 100).await.unwrap(),
+        0,
+        "nothing left"
+    );
+    let job = restarted.resend_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((job.matched, job.resent, job.done), (7, 7, true));
+    assert!(job.finished_at.is_some());
+    assert_eq!(job.filter, failed);
+    let manual = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(manual.len(), 4);
+    assert!(manual
+        .iter()
+        .all(|c| c.trigger == Trigger::Manual && c.event_id != "late"));
+    // Every delivery was resent exactly once by the job.
+    let mut ids: Vec<i64> = due
+        .iter()
+        .chain(&manual)
+        .filter(|c| c.trigger == Trigger::Manual)
+        .map(|c| c.delivery_id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7);
+    assert!(store.resend_job("rsj_nope").await.unwrap().is_none());
+    let empty = store
+        .create_resend_job(&DeliveryFilter {
+            event_id: Some("none".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((empty.matched, empty.done), (0, true));
+}
+
+async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&Endpoint {
+            ordered: true,
+            ..endpoint("ep_o", &["*"])
+        })
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_u", &["*"]))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
+            .await
+            .unwrap();
+    }
+    let first = store.claim(10, 60_000).await.unwrap();
+    let ordered: Vec<&Claimed> = first.iter().filter(|c| c.endpoint.id == "ep_o").collect();
+    assert_eq!(first.len(), 4, "3 unordered + the ordered head");
+    assert_eq!(ordered.len(), 1);
+    assert_eq!(ordered[0].event_id, "e0");
+    // The head fails and is retried: the next still waits.
+    store
+        .complete(&[completion(
+            ordered[0],
+            Outcome::HttpError,
+            Some(500),
+            Next::RetryIn(0),
+        )])
+        .await
+        .unwrap();
+    let again = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|c| c.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e0"]
+    );
+    store.complete(&[succeeded(&again[0])]).await.unwrap();
+    let next = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(),
+        ["e1"]
+    );
+    // A final failure lets the next go too.
+    store
+        .complete(&[completion(
+            &next[0],
+            Outcome::HttpError,
+            Some(500),
+            Next::Failed,
+        )])
+        .await
+        .unwrap();
+    let last = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        last.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(),
+        ["e2"]
+    );
+    store.complete(&[succeeded(&last[0])]).await.unwrap();
+    // A new event for an idle ordered endpoint goes at once.
+    store
+        .enqueue_event(&event(Some("e3"), "x"), &limits())
+        .await
+        .unwrap();
+    assert_eq!(store.claim(10, 60_000).await.unwrap().len(), 2);
+}
+
+async fn endpoint_health_disables_the_failing(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_2", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "x"), &limits())
+        .await
+        .unwrap();
+    let fail = |id: &str| vec![(id.to_string(), false)];
+    assert!(store
+        .record_endpoint_health(&fail("ep_1"), Some(60_000), "failing")
+        .await
+        .unwrap()
+        .is_empty());
+    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    assert!(ep.failing_since.is_some() && ep.enabled);
+    // A success ends the failing period.
+    store
+        .record_endpoint_health(&[("ep_1".into(), true)], Some(60_000), "failing")
+        .await
+        .unwrap();
+    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    assert!(ep.failing_since.is_none() && ep.last_success_at.is_some());
+    // Failing for longer than the threshold (0 ms here) disables it and parks its deliveries.
+    store
+        .record_endpoint_health(&fail("ep_1"), Some(60_000), "failing")
+        .await
+        .unwrap();
+    let disabled = store
+        .record_endpoint_health(&fail("ep_1"), Some(0), "failing for 0s")
+        .await
+        .unwrap();
+    assert_eq!(disabled, ["ep_1"]);
+    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    assert_eq!(
+        (ep.enabled, ep.disabled_reason.as_deref()),
+        (false, Some("failing for 0s"))
+    );
+    let claimed = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.endpoint.id.as_str())
+            .collect::<Vec<_>>(),
+        ["ep_2"]
+    );
+    assert!(
+        store
+            .record_endpoint_health(&fail("ep_1"), Some(0), "again")
+            .await
+            .unwrap()
+            .is_empty(),
+        "only once"
+    );
+    // disable_endpoint (410 Gone) parks too, once.
+    assert!(store.disable_endpoint("ep_2", "gone").await.unwrap());
+    assert!(!store.disable_endpoint("ep_2", "gone").await.unwrap());
+    assert!(!store.disable_endpoint("nope", "gone").await.unwrap());
+    // Enabling resumes the parked delivery, and clears the failing period.
+    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let back = store
+        .update_endpoint(&Endpoint {
+            enabled: true,
+            disabled_reason: None,
+            disabled_at: None,
+            ..ep
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(back.failing_since.is_none());
+    assert_eq!(store.claim(10, 60_000).await.unwrap().len(), 1);
 }

@@ -21,6 +21,7 @@ use crate::ingest::{self, Ingester};
 use crate::maintenance;
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
+use crate::resend_jobs::ResendJobs;
 
 pub struct Application {
     config: Config,
@@ -125,6 +126,18 @@ impl Application {
             }
             .run(shutdown.clone()),
         );
+        let jobs_wake = Arc::new(Notify::new());
+        let resending = tokio::spawn(
+            ResendJobs {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                max_due: config.claim_batch.saturating_mul(4).max(1000),
+                poll_interval: config.poll_interval,
+                wake: jobs_wake.clone(),
+                dispatch_wake: dispatch_wake.clone(),
+            }
+            .run(shutdown.clone()),
+        );
         let relaying = tokio::spawn(ingest::relay_wakeups(
             store.clone(),
             vec![outbox_wake, dispatch_wake.clone()],
@@ -136,6 +149,7 @@ impl Application {
             store: store.clone(),
             metrics: metrics.clone(),
             dispatch_wake,
+            jobs_wake,
             admin_token: config.admin_token.as_deref().map(Arc::from),
             allow_private: config.allow_private_targets,
             limits,
@@ -163,6 +177,7 @@ impl Application {
         tracing::info!("shutting down: claiming nothing new");
         let _ = ingesting.await;
         let _ = relaying.await;
+        let _ = resending.await;
         dispatching.await.context("the dispatcher panicked")?;
         health.dispatching.store(false, Ordering::Relaxed);
         let _ = scheduler.shutdown().await;

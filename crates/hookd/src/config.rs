@@ -28,6 +28,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("max_payload_bytes", Some("262144")),
     ("max_response_bytes", Some("4096")),
     ("gauge_schedule", Some("*/5 * * * * *")),
+    ("disable_after", Some("5days")),
     ("retention_period", Some("30days")),
     ("retention_schedule", Some("0 */5 * * * *")),
     ("retention_batch", Some("1000")),
@@ -70,6 +71,8 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// When the backlog gauges are refreshed from the database (cron, with seconds).
     pub gauge_schedule: String,
+    /// An endpoint failing with no success for this long is disabled (`0s`: never).
+    pub disable_after: Duration,
     /// Finished deliveries (with their attempts) and events older than this are deleted.
     /// It is also how long an `event_id` is remembered for dedupe.
     pub retention_period: Duration,
@@ -268,6 +271,7 @@ impl Layers {
             max_payload_bytes: number("max_payload_bytes", 1, 64 * 1024 * 1024)? as usize,
             max_response_bytes: number("max_response_bytes", 0, 1024 * 1024)? as usize,
             gauge_schedule: self.parse("gauge_schedule", check_cron)?,
+            disable_after: duration("disable_after")?,
             retention_period: duration("retention_period")?,
             retention_schedule: self.parse("retention_schedule", check_cron)?,
             retention_batch: number("retention_batch", 1, 100_000)? as u32,

@@ -10,7 +10,8 @@
 //! - [`ingest`]: the outbox poller and the PostgreSQL LISTEN that wakes it.
 //! - [`dispatch`]: the worker pool: claim with a lease, POST, record fenced by the lease.
 //! - [`api`]: the admin REST API, `/metrics`, `/healthz`, `/readyz`.
-//! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges.
+//! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges, retention.
+//! - [`resend_jobs`]: durable bulk resends, worked through in batches.
 //! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
 //! - [`metrics`], [`metered`], [`telemetry`]: Prometheus metrics (every database call
 //!   timed and its errors counted), and logs.
@@ -25,6 +26,7 @@ pub mod ingest;
 pub mod maintenance;
 pub mod metered;
 pub mod metrics;
+pub mod resend_jobs;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;

@@ -74,6 +74,29 @@ impl Store for MeteredStore {
     async fn delete_endpoint(&self, id: &str) -> Result<bool> {
         metered!(self, delete_endpoint(id))
     }
+    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+        metered!(self, disable_endpoint(id, reason))
+    }
+    async fn record_endpoint_health(
+        &self,
+        outcomes: &[(String, bool)],
+        disable_after_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<Vec<String>> {
+        metered!(
+            self,
+            record_endpoint_health(outcomes, disable_after_ms, reason)
+        )
+    }
+    async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob> {
+        metered!(self, create_resend_job(filter))
+    }
+    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
+        metered!(self, resend_job(id))
+    }
+    async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64> {
+        metered!(self, step_resend_jobs(batch, max_due))
+    }
     async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
         metered!(self, enqueue_event(event, limits))
     }
@@ -115,9 +138,7 @@ impl Store for MeteredStore {
     async fn resend(&self, id: i64) -> Result<bool> {
         metered!(self, resend(id))
     }
-    async fn resend_matching(&self, filter: &DeliveryFilter) -> Result<u64> {
-        metered!(self, resend_matching(filter))
-    }
+
     async fn backlog(&self) -> Result<Backlog> {
         metered!(self, backlog())
     }

@@ -63,6 +63,34 @@ pub fn next_state(claimed: &Claimed, outcome: Outcome, schedule: &[Duration]) ->
     }
 }
 
+/// The most a receiver's `Retry-After` may push a retry back.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A retry is never sooner than the receiver asked for with `Retry-After` (on 429 or 503),
+/// up to [`MAX_RETRY_AFTER`]; a final failure stays final.
+pub fn honour_retry_after(next: Next, retry_after: Option<Duration>) -> Next {
+    match (next, retry_after) {
+        (Next::RetryIn(ms), Some(asked)) => {
+            Next::RetryIn(ms.max(asked.min(MAX_RETRY_AFTER).as_millis() as u64))
+        }
+        (next, _) => next,
+    }
+}
+
+/// Parses `Retry-After`: delay seconds, or an HTTP date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +160,47 @@ mod tests {
             .count()
             + 1;
         assert_eq!(attempts, 8);
+    }
+
+    #[test]
+    fn retry_after_table() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 08:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "past dates: now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        let cases: &[(Next, Option<u64>, Next)] = &[
+            (Next::RetryIn(60_000), Some(120), Next::RetryIn(120_000)),
+            (Next::RetryIn(60_000), Some(5), Next::RetryIn(60_000)),
+            (
+                Next::RetryIn(60_000),
+                Some(86_400),
+                Next::RetryIn(3_600_000),
+            ),
+            (Next::RetryIn(60_000), None, Next::RetryIn(60_000)),
+            (Next::Failed, Some(120), Next::Failed),
+            (Next::Succeeded, Some(120), Next::Succeeded),
+        ];
+        for &(next, asked, want) in cases {
+            assert_eq!(
+                honour_retry_after(next, asked.map(Duration::from_secs)),
+                want,
+                "{next:?} {asked:?}"
+            );
+        }
     }
 
     #[test]

@@ -86,24 +86,28 @@ pub fn generate_secret() -> String {
 
 /// The signature headers for one attempt.
 ///
+/// `secrets` is the current secret, then any still in a rotation's grace period. Standard
+/// Webhooks carries one signature per secret, space-separated, so a receiver holding
+/// either key verifies; Toss has room for one, so only the current secret signs.
 /// `unix_seconds` and `rfc3339` are the same instant: the time of sending.
 pub fn headers(
     scheme: SignatureScheme,
-    secret: &str,
+    secrets: &[&str],
     msg_id: &str,
     body: &[u8],
     unix_seconds: i64,
     rfc3339: &str,
 ) -> Result<Vec<(&'static str, String)>, String> {
+    let current = secrets.first().ok_or("no secret to sign with")?;
     Ok(match scheme {
         SignatureScheme::Standard => {
-            let key = standard_key(secret)?;
+            let signatures = secrets
+                .iter()
+                .map(|s| Ok(sign_standard(&standard_key(s)?, msg_id, unix_seconds, body)))
+                .collect::<Result<Vec<_>, String>>()?;
             vec![
                 ("webhook-timestamp", unix_seconds.to_string()),
-                (
-                    "webhook-signature",
-                    sign_standard(&key, msg_id, unix_seconds, body),
-                ),
+                ("webhook-signature", signatures.join(" ")),
             ]
         }
         SignatureScheme::Toss => vec![
@@ -113,7 +117,7 @@ pub fn headers(
             ),
             (
                 "tosspayments-webhook-signature",
-                sign_toss(secret, body, rfc3339),
+                sign_toss(current, body, rfc3339),
             ),
         ],
         SignatureScheme::None => Vec::new(),
@@ -148,7 +152,7 @@ mod tests {
     fn standard_headers_use_the_timestamp_given() {
         let h = headers(
             SignatureScheme::Standard,
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             br#"{"test": 2432232314}"#,
             1614265330,
@@ -165,6 +169,41 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn rotation_signs_with_both_secrets() {
+        let (new, old) = (generate_secret(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let h = headers(
+            SignatureScheme::Standard,
+            &[&new, old],
+            "msg_1",
+            b"{}",
+            1614265330,
+            "",
+        )
+        .unwrap();
+        let sigs: Vec<&str> = h[1].1.split(' ').collect();
+        assert_eq!(sigs.len(), 2);
+        assert_eq!(
+            sigs[0],
+            sign_standard(&standard_key(&new).unwrap(), "msg_1", 1614265330, b"{}")
+        );
+        assert_eq!(
+            sigs[1],
+            sign_standard(&standard_key(old).unwrap(), "msg_1", 1614265330, b"{}")
+        );
+        let toss = headers(
+            SignatureScheme::Toss,
+            &["new-toss-secret-123", "old-toss-secret-456"],
+            "m",
+            b"{}",
+            0,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(toss[1].1, sign_toss("new-toss-secret-123", b"{}", "t"));
+        assert!(headers(SignatureScheme::Standard, &[], "m", b"{}", 0, "").is_err());
     }
 
     /// As seed 003's receiver computes it: createHmac('sha256', secret).update(`${body}:${time}`).digest('hex').

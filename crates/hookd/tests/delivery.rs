@@ -393,9 +393,15 @@ async fn empty_schedule_means_manual_resend_only(backend: Backend) {
         .post("/v1/deliveries/resend", json!({ "state": "failed" }))
         .await;
     assert_eq!(
-        (status, body),
-        (StatusCode::ACCEPTED, json!({ "matched": 1 }))
+        (status, &body["matched"]),
+        (StatusCode::ACCEPTED, &json!(1))
     );
+    let job = body["job_id"].as_str().unwrap();
+    wait_until(WAIT, "the resend job to finish", || async {
+        let (_, j) = app.get(&format!("/v1/resend-jobs/{job}")).await;
+        (j["state"] == "done").then_some(j)
+    })
+    .await;
     let d = app.wait_for_state(id(&d), "succeeded").await;
     assert_eq!(d["attempt_log"][1]["trigger"], "manual");
     app.stop().await;
@@ -411,20 +417,10 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
     let mut ep = hookd_store::Endpoint {
         id: "ep_lost".into(),
         url: receiver.url(),
-        description: None,
         event_types: vec!["*".into()],
-        bearer_token: None,
-        signature_scheme: hookd_store::SignatureScheme::Standard,
         secret: SECRET.into(),
-        retry_schedule_ms: None,
-        timeout_ms: None,
-        headers: Default::default(),
         enabled: true,
-        disabled_reason: None,
-        disabled_at: None,
-        deleted: false,
-        created_at: 0,
-        updated_at: 0,
+        ..Default::default()
     };
     ep = store.insert_endpoint(&ep).await.unwrap();
     let event = hookd_store::NewEvent {
@@ -455,6 +451,8 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
     let stale = hookd_store::Completion {
         delivery_id: dead.delivery_id,
         lease_token: dead.lease_token.clone(),
+        endpoint_id: dead.endpoint.id.clone(),
+        ordered: false,
         record: hookd_store::AttemptRecord {
             attempt: dead.attempt,
             trigger: dead.trigger,

@@ -220,26 +220,86 @@ pub async fn resend(
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }
 
-#[derive(Serialize)]
-pub struct Matched {
-    matched: u64,
-}
-
-/// Resends every delivery matching the filter. The request is written to the database
-/// before the answer, so it survives a restart.
+/// Starts a durable bulk resend of every delivery matching the filter now: `202` with
+/// `{"matched": N, "job_id": ...}`. The job is in the database before the answer, so it
+/// survives a restart; follow it at `GET /v1/resend-jobs/{id}`.
 pub async fn bulk_resend(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Matched>), ApiError> {
+) -> Result<(StatusCode, Json<JobStarted>), ApiError> {
     let fields: FilterFields = if body.iter().all(u8::is_ascii_whitespace) {
         FilterFields::default()
     } else {
         super::json::parse(&body)?
     };
     let filter = fields.into_filter(chrono::Utc::now().timestamp_millis())?;
-    let matched = state.store.resend_matching(&filter).await?;
-    state.metrics.manual_resends.inc_by(matched);
-    state.dispatch_wake.notify_one();
-    tracing::info!(matched, "bulk resend requested");
-    Ok((StatusCode::ACCEPTED, Json(Matched { matched })))
+    let job = state.store.create_resend_job(&filter).await?;
+    state.jobs_wake.notify_one();
+    tracing::info!(job_id = %job.id, matched = job.matched, "bulk resend started");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(JobStarted {
+            matched: job.matched,
+            job_id: job.id,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct JobStarted {
+    matched: i64,
+    job_id: String,
+}
+
+#[derive(Serialize)]
+pub struct ResendJobView {
+    id: String,
+    /// `running` or `done`.
+    state: &'static str,
+    matched: i64,
+    resent: i64,
+    filter: FilterView,
+    created_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct FilterView {
+    state: Option<&'static str>,
+    endpoint_id: Option<String>,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /v1/resend-jobs/{id}`: a bulk resend's progress.
+pub async fn resend_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ResendJobView>, ApiError> {
+    let job = state
+        .store
+        .resend_job(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("resend job", &id))?;
+    let f = job.filter;
+    Ok(Json(ResendJobView {
+        id: job.id,
+        state: if job.done { "done" } else { "running" },
+        matched: job.matched,
+        resent: job.resent,
+        filter: FilterView {
+            state: f.state.map(|s| s.as_str()),
+            endpoint_id: f.endpoint_id,
+            event_id: f.event_id,
+            event_type: f.event_type,
+            since: rfc3339_opt(f.since),
+            until: rfc3339_opt(f.until),
+        },
+        created_at: rfc3339(job.created_at),
+        updated_at: rfc3339(job.updated_at),
+        finished_at: rfc3339_opt(job.finished_at),
+    }))
 }

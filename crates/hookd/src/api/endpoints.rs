@@ -45,6 +45,7 @@ pub struct NewEndpoint {
     timeout: Option<String>,
     headers: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
+    ordered: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +65,7 @@ pub struct EndpointPatch {
     timeout: Option<Option<String>>,
     headers: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
+    ordered: Option<bool>,
 }
 
 /// An endpoint as the API shows it. Lists leave out `secret` and `bearer_token`.
@@ -87,6 +89,13 @@ pub struct EndpointView {
     enabled: bool,
     disabled_reason: Option<String>,
     disabled_at: Option<String>,
+    /// Deliver strictly in insertion order, one at a time.
+    ordered: bool,
+    /// While a rotated-out secret still signs beside the current one.
+    previous_secret_expires_at: Option<String>,
+    last_success_at: Option<String>,
+    /// Failing with no success since then; `null` while healthy.
+    failing_since: Option<String>,
     created_at: String,
     updated_at: String,
 }
@@ -107,6 +116,13 @@ impl EndpointView {
                 .timeout_ms
                 .map(|ms| retry::format_duration(Duration::from_millis(ms))),
             disabled_at: rfc3339_opt(e.disabled_at),
+            ordered: e.ordered,
+            previous_secret_expires_at: rfc3339_opt(
+                e.previous_secret_expires_at
+                    .filter(|_| e.previous_secret.is_some()),
+            ),
+            last_success_at: rfc3339_opt(e.last_success_at),
+            failing_since: rfc3339_opt(e.failing_since),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             id: e.id,
@@ -142,11 +158,8 @@ pub async fn create(
         timeout_ms: req.timeout.as_deref().map(parse_timeout).transpose()?,
         headers: req.headers.unwrap_or_default(),
         enabled,
-        disabled_reason: None,
-        disabled_at: None,
-        deleted: false,
-        created_at: 0,
-        updated_at: 0,
+        ordered: req.ordered.unwrap_or(false),
+        ..Endpoint::default()
     };
     validate(&endpoint, state.allow_private).await?;
     let stored = state.store.insert_endpoint(&endpoint).await?;
@@ -222,6 +235,9 @@ pub async fn update(
     if let Some(headers) = patch.headers {
         e.headers = headers;
     }
+    if let Some(ordered) = patch.ordered {
+        e.ordered = ordered;
+    }
     if let Some(enabled) = patch.enabled {
         if enabled && !e.enabled {
             e.disabled_reason = None;
@@ -259,6 +275,78 @@ pub async fn delete(
     } else {
         Err(ApiError::not_found("endpoint", &id))
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// The new secret; generated when absent.
+    secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one (default 24h, at most 30
+    /// days; `0s` retires it at once).
+    grace: Option<String>,
+}
+
+/// The longest a rotated-out secret may keep signing.
+const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// `POST /v1/endpoints/{id}/rotate-secret`: a new secret now; with `standard`, the old one
+/// keeps signing beside it for the grace period, so receivers switch keys without losing an
+/// event. `409` while an earlier rotation's grace period runs.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<EndpointView>, ApiError> {
+    let rotation: Rotation = if body.iter().all(u8::is_ascii_whitespace) {
+        Rotation::default()
+    } else {
+        super::json::parse(&body)?
+    };
+    let grace = match rotation.grace.as_deref() {
+        None => DEFAULT_GRACE,
+        Some(text) => {
+            retry::parse_duration(text).map_err(|e| ApiError::invalid(format!("grace: {e}")))?
+        }
+    };
+    if grace > MAX_GRACE {
+        return Err(ApiError::invalid("grace must be at most 30 days"));
+    }
+    let mut e = state
+        .store
+        .endpoint(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if e.previous_secret.is_some()
+        && e.previous_secret_expires_at
+            .is_some_and(|until| until > now)
+    {
+        return Err(ApiError::Conflict(
+            "a rotation is in progress: its previous secret is still in its grace period".into(),
+        ));
+    }
+    let new_secret = rotation.secret.unwrap_or_else(signing::generate_secret);
+    if new_secret == e.secret {
+        return Err(ApiError::invalid(
+            "secret: the new secret is the current one",
+        ));
+    }
+    let old = std::mem::replace(&mut e.secret, new_secret);
+    (e.previous_secret, e.previous_secret_expires_at) = if grace.is_zero() {
+        (None, None)
+    } else {
+        (Some(old), Some(now + grace.as_millis() as i64))
+    };
+    validate(&e, state.allow_private).await?;
+    let rotated = state
+        .store
+        .update_endpoint(&e)
+        .await?
+        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    tracing::info!(endpoint_id = %id, grace = %retry::format_duration(grace), "endpoint secret rotated");
+    Ok(Json(EndpointView::new(rotated, true)))
 }
 
 fn parse_scheme(text: Option<&str>) -> Result<SignatureScheme, ApiError> {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Notified when deliveries may be due (an event, a resend, an endpoint enabled).
     pub dispatch_wake: Arc<Notify>,
+    /// Notified when a bulk resend job is created.
+    pub jobs_wake: Arc<Notify>,
     pub admin_token: Option<Arc<str>>,
     pub allow_private: bool,
     pub limits: IngestLimits,
@@ -94,12 +96,17 @@ pub fn router(state: AppState) -> Router {
                 .patch(endpoints::update)
                 .delete(endpoints::delete),
         )
+        .route(
+            "/endpoints/{id}/rotate-secret",
+            post(endpoints::rotate_secret),
+        )
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/resend", post(deliveries::bulk_resend))
         .route("/deliveries/{id}", get(deliveries::show))
         .route("/deliveries/{id}/resend", post(deliveries::resend))
+        .route("/resend-jobs/{id}", get(deliveries::resend_job))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // Room for the largest payload plus the request's other fields.
     let body_limit = state.limits.max_payload_bytes + 64 * 1024;

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{SecondsFormat, Utc};
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use reqwest::header::{
+    HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use url::Url;
 
 use hookd_store::{Claimed, Outcome};
@@ -22,6 +24,8 @@ pub struct AttemptResult {
     pub error: Option<String>,
     /// The first `max_response_bytes` of the answer, as text.
     pub response_body: Option<String>,
+    /// The receiver's `Retry-After`, on a 429 or 503.
+    pub retry_after: Option<Duration>,
     /// When the request started, ms since the epoch (this machine's clock).
     pub started_at_ms: i64,
     pub duration: Duration,
@@ -70,10 +74,13 @@ impl Sender {
             status: None,
             error: None,
             response_body: None,
+            retry_after: None,
             started_at_ms,
             duration: Duration::ZERO,
         };
-        let (outcome, status, error, body) = self.exchange(claimed, timeout, started, now).await;
+        let (outcome, status, error, body, retry_after) =
+            self.exchange(claimed, timeout, started, now).await;
+        result.retry_after = retry_after;
         result.outcome = outcome;
         result.status = status;
         result.error = error;
@@ -88,21 +95,35 @@ impl Sender {
         timeout: Duration,
         started: Instant,
         now: SystemTime,
-    ) -> (Outcome, Option<u16>, Option<String>, Option<String>) {
+    ) -> (
+        Outcome,
+        Option<u16>,
+        Option<String>,
+        Option<String>,
+        Option<Duration>,
+    ) {
         let request = match self.build(claimed, now) {
             Ok(r) => r,
-            Err((outcome, message)) => return (outcome, None, Some(message), None),
+            Err((outcome, message)) => return (outcome, None, Some(message), None, None),
         };
         let deadline = tokio::time::Instant::from_std(started + timeout);
         let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
-            Err(_) => return (Outcome::Timeout, None, Some(timed_out(timeout)), None),
+            Err(_) => return (Outcome::Timeout, None, Some(timed_out(timeout)), None, None),
             Ok(Err(e)) => {
                 let (outcome, message) = classify(&e, timeout);
-                return (outcome, None, Some(message), None);
+                return (outcome, None, Some(message), None, None);
             }
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        let retry_after = match status.as_u16() {
+            429 | 503 => response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::retry::parse_retry_after(v, Utc::now())),
+            _ => None,
+        };
         let location = response
             .headers()
             .get(LOCATION)
@@ -118,7 +139,7 @@ impl Sender {
         let body = (!body.is_empty()).then(|| truncate_utf8(&body, self.max_response_bytes));
         let code = Some(status.as_u16());
         if status.is_success() {
-            (Outcome::Success, code, None, body)
+            (Outcome::Success, code, None, body, None)
         } else if status.is_redirection() {
             let to = location.map(|l| format!(" to {l}")).unwrap_or_default();
             (
@@ -126,6 +147,7 @@ impl Sender {
                 code,
                 Some(format!("HTTP {status}: redirect{to} not followed")),
                 body,
+                None,
             )
         } else {
             (
@@ -133,6 +155,7 @@ impl Sender {
                 code,
                 Some(format!("HTTP {status}")),
                 body,
+                retry_after,
             )
         }
     }
@@ -162,9 +185,22 @@ impl Sender {
         let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
         let rfc3339 =
             chrono::DateTime::<Utc>::from(now).to_rfc3339_opts(SecondsFormat::Millis, true);
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let mut secrets = vec![c.endpoint.secret.as_str()];
+        if let (Some(previous), Some(until)) = (
+            &c.endpoint.previous_secret,
+            c.endpoint.previous_secret_expires_at,
+        ) {
+            if now_ms < until {
+                secrets.push(previous);
+            }
+        }
         let signature = signing::headers(
             c.endpoint.signature_scheme,
-            &c.endpoint.secret,
+            &secrets,
             &c.event_id,
             c.payload.as_bytes(),
             unix,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use hookd_store::{AttemptRecord, Claimed, Completion, Lease, Release, Store, Trigger};
+use hookd_store::{AttemptRecord, Claimed, Completion, Lease, Next, Release, Store, Trigger};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -55,6 +55,7 @@ pub struct Dispatcher {
     claim_batch: u32,
     poll_interval: Duration,
     shutdown_timeout: Duration,
+    disable_after: Duration,
     wake: Arc<Notify>,
 }
 
@@ -84,6 +85,7 @@ impl Dispatcher {
             claim_batch: config.claim_batch,
             poll_interval: config.poll_interval,
             shutdown_timeout: config.shutdown_timeout,
+            disable_after: config.disable_after,
             wake,
         }
     }
@@ -97,6 +99,7 @@ impl Dispatcher {
             self.shared.store.clone(),
             rx,
             self.shared.metrics.clone(),
+            self.disable_after,
         ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();
@@ -255,7 +258,16 @@ impl Shared {
             Some(ms) => ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             None => self.retry_schedule.clone(),
         };
-        let next = retry::next_state(&c, outcome, &schedule);
+        let mut next = retry::honour_retry_after(
+            retry::next_state(&c, outcome, &schedule),
+            result.retry_after,
+        );
+        if result.status == Some(410) {
+            // Standard Webhooks: 410 Gone means "stop sending". Disable the endpoint at once;
+            // this delivery is over, and its siblings wait parked until it is re-enabled.
+            next = Next::Failed;
+            self.disable_gone(&c.endpoint.id).await;
+        }
         span.record("outcome", outcome.as_str());
         span.record("duration_ms", result.duration.as_millis() as u64);
         if let Some(status) = result.status {
@@ -273,6 +285,8 @@ impl Shared {
         let completion = Completion {
             delivery_id: c.delivery_id,
             lease_token: c.lease_token,
+            endpoint_id: c.endpoint.id.clone(),
+            ordered: c.endpoint.ordered,
             record: AttemptRecord {
                 attempt: c.attempt,
                 trigger: c.trigger,
@@ -288,6 +302,23 @@ impl Shared {
         // Fails only when the recorder is gone (shutdown after a crash of it): the lease
         // then expires and the delivery is sent again.
         let _ = results.send(completion).await;
+    }
+
+    async fn disable_gone(&self, endpoint_id: &str) {
+        let reason = "gone: the endpoint answered 410 Gone";
+        match self.store.disable_endpoint(endpoint_id, reason).await {
+            Ok(true) => {
+                self.metrics
+                    .endpoint_disables
+                    .with_label_values(&["gone"])
+                    .inc();
+                tracing::warn!(endpoint_id, "endpoint disabled: it answered 410 Gone");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint_id, "cannot disable an endpoint that answered 410")
+            }
+        }
     }
 
     async fn release(&self, c: &Claimed, how: Release) {

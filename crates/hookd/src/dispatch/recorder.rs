@@ -1,12 +1,14 @@
 //! Writes attempt results in batches: one transaction records everything that finished
 //! since the last one, so a busy dispatcher makes one write per batch, not per delivery.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use backon::Retryable;
 use tokio::sync::mpsc;
 
-use hookd_store::{Completion, Store};
+use hookd_store::{Completion, Outcome, Store};
 
 use crate::metrics::Metrics;
 
@@ -18,7 +20,12 @@ pub const MAX_BATCH: usize = 512;
 /// A transient database error is retried with backoff for as long as it lasts; meanwhile
 /// the channel fills and the workers wait, so nothing new is claimed. If the results cannot
 /// be written at all, the leases expire and the deliveries are sent again: at least once.
-pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Completion>, metrics: Metrics) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Completion>,
+    metrics: Metrics,
+    disable_after: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let written = (|| store.complete(&batch))
@@ -30,6 +37,7 @@ pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Completion>, metr
             .await;
         match written {
             Ok(recorded) => {
+                record_health(&*store, &metrics, &batch, &recorded, disable_after).await;
                 for (c, ok) in batch.iter().zip(recorded) {
                     if ok {
                         metrics.recorded(c.next);
@@ -51,5 +59,45 @@ pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Completion>, metr
             }
         }
         batch.clear();
+    }
+}
+
+/// Keeps each endpoint's health up to date (one write per endpoint per batch at most), and
+/// disables endpoints that have failed without a single success for `disable_after`.
+async fn record_health(
+    store: &dyn Store,
+    metrics: &Metrics,
+    batch: &[Completion],
+    recorded: &[bool],
+    disable_after: Duration,
+) {
+    let mut any_success: BTreeMap<&str, bool> = BTreeMap::new();
+    for (c, _) in batch.iter().zip(recorded).filter(|(_, ok)| **ok) {
+        *any_success.entry(c.endpoint_id.as_str()).or_default() |=
+            c.record.outcome == Outcome::Success;
+    }
+    let outcomes: Vec<(String, bool)> = any_success
+        .into_iter()
+        .map(|(id, ok)| (id.to_string(), ok))
+        .collect();
+    let threshold = (!disable_after.is_zero()).then(|| disable_after.as_millis() as i64);
+    let reason = format!(
+        "failing: no successful delivery for {}",
+        crate::retry::format_duration(disable_after)
+    );
+    match store
+        .record_endpoint_health(&outcomes, threshold, &reason)
+        .await
+    {
+        Ok(disabled) => {
+            for id in disabled {
+                metrics
+                    .endpoint_disables
+                    .with_label_values(&["failing"])
+                    .inc();
+                tracing::warn!(endpoint_id = %id, "{reason}: endpoint disabled");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot record endpoint health"),
     }
 }
