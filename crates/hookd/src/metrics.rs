@@ -165,6 +165,11 @@ impl Metrics {
         for t in ["deliveries", "events"] {
             m.retention_deleted.with_label_values(&[t]);
         }
+        // The hot operations' error series exist from the start, so `increase()` sees the
+        // first error.
+        for op in ["claim", "complete", "ingest_outbox", "release", "rescue_expired", "backlog"] {
+            m.store_errors.with_label_values(&[op]);
+        }
         m
     }
 

@@ -9,6 +9,27 @@ use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
 
 const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
 
+/// Kills the child on drop, so a failing test leaves no daemon behind.
+struct Running(Option<std::process::Child>);
+
+impl Running {
+    /// SIGTERM, then the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,7 +125,7 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
         "retry_schedule = []\nrequest_timeout = \"5s\"\npoll_interval = \"50ms\"\n",
     )
     .unwrap();
-    let mut child = Command::new(HOOKD)
+    let child = Command::new(HOOKD)
         .args(["serve", "--config"])
         .arg(&config)
         .env("HOOKD_DATABASE_URL", &db.url)
@@ -114,6 +135,7 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Running(Some(child));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_until(Duration::from_secs(20), "hookd to be ready", || {
@@ -154,15 +176,7 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
     // Second event: the receiver takes 1.5 s; stop hookd while it waits.
     db.exec("INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('slow', 'purchase', '{}');").await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = child.terminate().await;
     assert_eq!(exit.code(), Some(0), "graceful exit");
 
     let store = hookd_store::connect(&db.url).await.unwrap();
@@ -199,7 +213,7 @@ async fn secrets_never_reach_the_log() {
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("hookd.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(HOOKD)
+    let child = Command::new(HOOKD)
         .args(["serve"])
         .env("HOOKD_DATABASE_URL", &db.url)
         .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
@@ -212,6 +226,7 @@ async fn secrets_never_reach_the_log() {
         .stderr(log)
         .spawn()
         .unwrap();
+    let child = Running(Some(child));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     wait_until(Duration::from_secs(20), "hookd to be ready", || {
@@ -281,14 +296,7 @@ async fn secrets_never_reach_the_log() {
         }
     }
     assert_eq!(signatures.len(), 12);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(child.terminate().await.success());
 
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(
