@@ -20,9 +20,11 @@
 
 pub mod api;
 pub mod app;
+pub mod cli_client;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;
+pub mod listen;
 pub mod maintenance;
 pub mod metered;
 pub mod metrics;

@@ -25,6 +25,10 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Run a local webhook receiver for development: print, verify and answer requests.
+    Listen(hookd::listen::ListenArgs),
+    /// Send a sample event to one endpoint through the admin API and show the outcome.
+    SendTest(hookd::cli_client::SendTestArgs),
 }
 
 #[derive(Args)]
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
     let (flags, serve) = match cli.command {
         Command::Serve(args) => (args.flags(), true),
         Command::Migrate(args) => (vec![("database_url", args.database_url)], false),
+        Command::Listen(args) => return hookd::listen::main(args),
+        Command::SendTest(args) => return hookd::cli_client::main(args, cli.config.as_deref()),
     };
     let config = match Config::load(cli.config.as_deref(), flags) {
         Ok(c) => c,

@@ -6,37 +6,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
+use support::{free_port, Running};
+
+mod support;
 
 const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
-
-/// Kills the child on drop, so a failing test leaves no daemon behind.
-struct Running(Option<std::process::Child>);
-
-impl Running {
-    /// SIGTERM, then the exit status.
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.0.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn every_command_has_help() {

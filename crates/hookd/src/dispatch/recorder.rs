@@ -80,7 +80,7 @@ async fn record_health(
         .into_iter()
         .map(|(id, ok)| (id.to_string(), ok))
         .collect();
-    let threshold = (!disable_after.is_zero()).then(|| disable_after.as_millis() as i64);
+    let threshold = (!disable_after.is_zero()).then_some(disable_after.as_millis() as i64);
     let reason = format!(
         "failing: no successful delivery for {}",
         crate::retry::format_duration(disable_after)
