@@ -167,7 +167,14 @@ impl Metrics {
         }
         // The hot operations' error series exist from the start, so `increase()` sees the
         // first error.
-        for op in ["claim", "complete", "ingest_outbox", "release", "rescue_expired", "backlog"] {
+        for op in [
+            "claim",
+            "complete",
+            "ingest_outbox",
+            "release",
+            "rescue_expired",
+            "backlog",
+        ] {
             m.store_errors.with_label_values(&[op]);
         }
         m

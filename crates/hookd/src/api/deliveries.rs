@@ -8,12 +8,12 @@ use serde_json::value::RawValue;
 
 use hookd_store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryState};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::events::raw_payload;
 use super::time::{parse_instant, rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     id: i64,
     event_id: String,
@@ -48,7 +48,7 @@ impl From<Delivery> for DeliveryView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     attempt: i32,
     trigger: &'static str,
@@ -75,17 +75,18 @@ impl From<AttemptRecord> for AttemptView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeliveryDetail {
     #[serde(flatten)]
     delivery: DeliveryView,
     /// The event's payload, as sent.
+    #[schema(value_type = Option<Object>)]
     payload: Option<Box<RawValue>>,
     attempt_log: Vec<AttemptView>,
 }
 
 /// Filters shared by the log and bulk resend.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterFields {
     state: Option<String>,
@@ -137,6 +138,7 @@ pub struct ListQuery {
     until: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(("state" = Option<String>, Query, description = "pending, in_flight, succeeded or failed"), ("endpoint_id" = Option<String>, Query), ("event_id" = Option<String>, Query), ("event_type" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339, or a duration ago such as 1h"), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query)), security(("admin_token" = [])), responses((status = 200, description = "newest first", body = Page<DeliveryView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -177,6 +179,7 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("delivery", id))
 }
 
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = i64, Path)), security(("admin_token" = [])), responses((status = 200, body = DeliveryDetail), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -200,6 +203,7 @@ pub async fn show(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/deliveries/{id}/resend", tag = "deliveries", params(("id" = i64, Path)), security(("admin_token" = [])), responses((status = 202, description = "one manual attempt now, whatever the state", body = DeliveryView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 /// One manual attempt now, whatever the state.
 pub async fn resend(
     State(state): State<AppState>,
@@ -220,6 +224,7 @@ pub async fn resend(
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }
 
+#[utoipa::path(post, path = "/v1/deliveries/resend", tag = "deliveries", request_body(content = Option<FilterFields>), security(("admin_token" = [])), responses((status = 202, description = "a durable resend job started", body = JobStarted), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// Starts a durable bulk resend of every delivery matching the filter now: `202` with
 /// `{"matched": N, "job_id": ...}`. The job is in the database before the answer, so it
 /// survives a restart; follow it at `GET /v1/resend-jobs/{id}`.
@@ -245,13 +250,13 @@ pub async fn bulk_resend(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobStarted {
     matched: i64,
     job_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ResendJobView {
     id: String,
     /// `running` or `done`.
@@ -264,7 +269,7 @@ pub struct ResendJobView {
     finished_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FilterView {
     state: Option<&'static str>,
     endpoint_id: Option<String>,
@@ -274,6 +279,7 @@ pub struct FilterView {
     until: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/resend-jobs/{id}", tag = "deliveries", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 200, body = ResendJobView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 /// `GET /v1/resend-jobs/{id}`: a bulk resend's progress.
 pub async fn resend_job(
     State(state): State<AppState>,

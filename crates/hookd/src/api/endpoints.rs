@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use hookd_store::{matching, Endpoint, SignatureScheme};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::{nullable, Body};
 use super::time::{rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
@@ -32,7 +32,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "connection",
 ];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     url: String,
@@ -48,20 +48,24 @@ pub struct NewEndpoint {
     ordered: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     url: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     event_types: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     bearer_token: Option<Option<String>>,
     signature_scheme: Option<String>,
     secret: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
     retry_schedule: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     timeout: Option<Option<String>>,
     headers: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
@@ -69,7 +73,7 @@ pub struct EndpointPatch {
 }
 
 /// An endpoint as the API shows it. Lists leave out `secret` and `bearer_token`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     id: String,
     url: String,
@@ -136,6 +140,7 @@ impl EndpointView {
     }
 }
 
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = NewEndpoint, security(("admin_token" = [])), responses((status = 201, description = "the endpoint, with its secret", body = EndpointView), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Body(req): Body<NewEndpoint>,
@@ -167,6 +172,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(EndpointView::new(stored, true))))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), security(("admin_token" = [])), responses((status = 200, description = "endpoints, oldest first, without secrets", body = Page<EndpointView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
@@ -186,6 +192,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -198,6 +205,7 @@ pub async fn show(
     Ok(Json(EndpointView::new(endpoint, true)))
 }
 
+#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), request_body = EndpointPatch, security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -265,6 +273,7 @@ pub async fn update(
     Ok(Json(EndpointView::new(updated, true)))
 }
 
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 204, description = "deleted; its history stays readable"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -277,7 +286,7 @@ pub async fn delete(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     /// The new secret; generated when absent.
@@ -291,6 +300,7 @@ pub struct Rotation {
 const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+#[utoipa::path(post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", params(("id" = String, Path)), request_body(content = Option<Rotation>), security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "a rotation is in progress", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// `POST /v1/endpoints/{id}/rotate-secret`: a new secret now; with `standard`, the old one
 /// keeps signing beside it for the grace period, so receivers switch keys without losing an
 /// event. `409` while an earlier rotation's grace period runs.

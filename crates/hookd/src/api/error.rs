@@ -35,6 +35,20 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+/// `{"error": {"code": "...", "message": "..."}}`, the shape of every error.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// malformed_json, unauthorized, not_found, method_not_allowed, conflict,
+    /// payload_too_large, invalid_request, database_unavailable, internal_error.
+    code: String,
+    message: String,
+}
+
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::Invalid(message.into())

@@ -9,22 +9,23 @@ use serde_json::value::RawValue;
 use hookd_store::NewEvent;
 
 use super::deliveries::DeliveryView;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::json::Body;
 use super::time::rfc3339;
 use super::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventRequest {
     event_type: String,
     /// Kept byte for byte: the body receivers get is exactly what was sent here.
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
     event_id: Option<String>,
     endpoint_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     event_id: String,
     deliveries: u64,
@@ -41,6 +42,7 @@ pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest, security(("admin_token" = [])), responses((status = 202, description = "accepted; deliveries created", body = Accepted), (status = 200, description = "a known event_id: nothing created, the first answer", body = Accepted), (status = 404, description = "unknown endpoint_id", body = ErrorBody), (status = 413, description = "payload too large", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// `202` with the deliveries created; `200` with the first answer for a known `event_id`.
 pub async fn create(
     State(state): State<AppState>,
@@ -85,10 +87,11 @@ pub async fn create(
     ))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventView {
     event_id: String,
     event_type: String,
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
     endpoint_id: Option<String>,
     payload_error: Option<String>,
@@ -104,6 +107,7 @@ pub fn raw_payload(payload: String) -> Box<RawValue> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "the event_id")), security(("admin_token" = [])), responses((status = 200, body = EventView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,

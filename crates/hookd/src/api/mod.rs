@@ -4,12 +4,14 @@
 //! - `events`: accept events over HTTP.
 //! - `deliveries`: the delivery log with every attempt, and resends.
 //! - `error`, `json`, `time`: the error format, body parsing, and RFC 3339 times.
+//! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 
 mod deliveries;
 mod endpoints;
 pub mod error;
 mod events;
 mod json;
+pub mod openapi;
 mod time;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +22,16 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use hookd_store::{IngestLimits, Store};
 
@@ -55,7 +61,7 @@ pub struct Health {
 }
 
 /// A page of a list.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next page; `null` on the last one.
@@ -86,38 +92,46 @@ impl PageQuery {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface. The `/v1` routes and `/openapi.json` come from the same
+/// handler annotations, so the document cannot drift from the routes that exist.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/endpoints", get(endpoints::list).post(endpoints::create))
-        .route(
-            "/endpoints/{id}",
-            get(endpoints::show)
-                .patch(endpoints::update)
-                .delete(endpoints::delete),
-        )
-        .route(
-            "/endpoints/{id}/rotate-secret",
-            post(endpoints::rotate_secret),
-        )
-        .route("/events", post(events::create))
-        .route("/events/{id}", get(events::show))
-        .route("/deliveries", get(deliveries::list))
-        .route("/deliveries/resend", post(deliveries::bulk_resend))
-        .route("/deliveries/{id}", get(deliveries::show))
-        .route("/deliveries/{id}/resend", post(deliveries::resend))
-        .route("/resend-jobs/{id}", get(deliveries::resend_job))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let (v1, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(endpoints::list, endpoints::create))
+        .routes(routes!(
+            endpoints::show,
+            endpoints::update,
+            endpoints::delete
+        ))
+        .routes(routes!(endpoints::rotate_secret))
+        .routes(routes!(events::create))
+        .routes(routes!(events::show))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::bulk_resend))
+        .routes(routes!(deliveries::show))
+        .routes(routes!(deliveries::resend))
+        .routes(routes!(deliveries::resend_job))
+        .split_for_parts();
+    let (open, open_doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .split_for_parts();
+    doc.merge(open_doc);
+    let doc = Arc::new(doc);
+    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // Room for the largest payload plus the request's other fields.
     let body_limit = state.limits.max_payload_bytes + 64 * 1024;
     Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(v1)
+        .merge(open)
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -137,12 +151,15 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready: the database answers, migrations are applied, the dispatcher runs, and the
 /// process is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the reason")))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let not_ready = |reason: String| {
         (
@@ -162,6 +179,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     (StatusCode::OK, Json(json!({ "status": "ready" })))
 }
 
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
