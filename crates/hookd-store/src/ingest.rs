@@ -31,7 +31,13 @@ pub(crate) fn undeliverable(
 }
 
 /// Why a payload can never be delivered, or `None` when it can.
-pub(crate) fn payload_error(payload: &str, limits: &IngestLimits) -> Option<String> {
+pub fn payload_error(payload: &str, limits: &IngestLimits) -> Option<String> {
+    let depth = json_depth(payload);
+    if depth > MAX_DEPTH {
+        return Some(format!(
+            "payload is nested {depth} levels deep, over the limit of {MAX_DEPTH}"
+        ));
+    }
     if payload.len() > limits.max_payload_bytes {
         return Some(format!(
             "payload is {} bytes, over the limit of {} bytes",
@@ -43,6 +49,36 @@ pub(crate) fn payload_error(payload: &str, limits: &IngestLimits) -> Option<Stri
         Ok(_) => None,
         Err(e) => Some(format!("payload is not valid JSON: {e}")),
     }
+}
+
+/// Deeper JSON is refused: receivers' parsers (and many of ours) recurse.
+pub const MAX_DEPTH: usize = 128;
+
+/// How deeply arrays and objects nest in a JSON text, found without recursion (strings and
+/// their escapes are skipped).
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// The event id to store: the producer's, or a generated one when absent or blank.
@@ -93,6 +129,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn depth_table() {
+        for (text, depth) in [
+            ("1", 0),
+            ("{}", 1),
+            (r#"{"a":[1,{"b":[]}]}"#, 4),
+            (r#"{"a":"[[[[{{{{"}"#, 1),
+            (r#"{"a":"\\\"[[["}"#, 1),
+            ("[[[]]][]", 3),
+        ] {
+            assert_eq!(json_depth(text), depth, "{text}");
+        }
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        assert!(payload_error(&deep, &IngestLimits::default())
+            .unwrap()
+            .contains("nested 200 levels"));
+        let ok = format!("{}1{}", "[".repeat(128), "]".repeat(128));
+        assert_eq!(payload_error(&ok, &IngestLimits::default()), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod matching;
 pub mod model;
 
 mod common;
-mod ingest;
+pub mod ingest;
 mod postgres;
 mod rows;
 mod sql;
@@ -27,7 +27,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 
-pub use ingest::IngestLimits;
+pub use ingest::{json_depth, payload_error, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -151,7 +151,7 @@ impl Application {
             dispatch_wake,
             jobs_wake,
             admin_token: config.admin_token.as_deref().map(Arc::from),
-            allow_private: config.allow_private_targets,
+            targets: Arc::new(config.target_policy()),
             limits,
             health: health.clone(),
         };

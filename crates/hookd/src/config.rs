@@ -19,6 +19,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("retry_schedule", Some(retry::DEFAULT_SCHEDULE)),
     ("request_timeout", Some("10s")),
     ("allow_private_targets", Some("false")),
+    ("allow_targets", Some("")),
+    ("https_only", Some("false")),
     ("concurrency", Some("128")),
     ("claim_batch", Some("128")),
     ("poll_interval", Some("100ms")),
@@ -51,6 +53,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Allow loopback/private/link-local destinations (tests and local development).
     pub allow_private_targets: bool,
+    /// Private ranges allowed all the same, e.g. `10.20.0.0/16,fd00::/8`.
+    pub allow_targets: Vec<ipnet::IpNet>,
+    /// Refuse `http://` endpoint URLs.
+    pub https_only: bool,
     /// Attempts in flight at once, across all endpoints.
     pub concurrency: usize,
     /// Deliveries claimed per database round trip.
@@ -262,6 +268,8 @@ impl Layers {
             retry_schedule: self.parse("retry_schedule", retry::parse_schedule)?,
             request_timeout: positive("request_timeout")?,
             allow_private_targets: self.parse("allow_private_targets", parse_bool)?,
+            allow_targets: self.parse("allow_targets", crate::ssrf::parse_ranges)?,
+            https_only: self.parse("https_only", parse_bool)?,
             concurrency: number("concurrency", 1, 10_000)? as usize,
             claim_batch: number("claim_batch", 1, 10_000)? as u32,
             poll_interval: positive("poll_interval")?,
@@ -311,6 +319,15 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 impl Config {
+    /// Which destinations may be sent to.
+    pub fn target_policy(&self) -> crate::ssrf::TargetPolicy {
+        crate::ssrf::TargetPolicy {
+            allow_private: self.allow_private_targets,
+            allowed: self.allow_targets.clone(),
+            https_only: self.https_only,
+        }
+    }
+
     /// Defaults < `file` < the process environment < `flags`.
     pub fn load<'a>(
         file: Option<&Path>,

@@ -67,12 +67,48 @@ fn embedded_v4(segments: &[u16]) -> Ipv4Addr {
     Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
 }
 
-/// Checks an endpoint URL at registration: http(s), a host, no credentials, and no
-/// non-public address literal or `localhost` unless private targets are allowed.
-pub fn check_url(text: &str, allow_private: bool) -> Result<Url, String> {
+/// Which destinations hookd may send to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// Anything goes (tests and local development).
+    pub allow_private: bool,
+    /// Ranges allowed although not public (`HOOKD_ALLOW_TARGETS=10.20.0.0/16,fd00::/8`).
+    pub allowed: Vec<ipnet::IpNet>,
+    /// Refuse `http://` URLs.
+    pub https_only: bool,
+}
+
+impl TargetPolicy {
+    /// Whether an address may be sent to.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public(ip) || self.allowed.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Parses a comma-separated list of CIDR ranges (a bare address is a /32 or /128).
+pub fn parse_ranges(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{s:?} is not a CIDR range such as 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+/// Checks an endpoint URL at registration: http(s) (https only if the policy says so), a
+/// host, no credentials, and no address literal or `localhost` the policy refuses.
+pub fn check_url(text: &str, policy: &TargetPolicy) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("url is not a valid URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("url must be http or https, not {}", url.scheme()));
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.https_only => {
+            return Err("url must be https (HOOKD_HTTPS_ONLY is set)".into());
+        }
+        "http" => {}
+        other => return Err(format!("url must be http or https, not {other}")),
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("url must not carry credentials; use bearer_token".into());
@@ -81,20 +117,18 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<Url, String> {
         return Err("url must not have a #fragment".into());
     }
     let host = url.host().ok_or("url must have a host")?;
-    if !allow_private {
-        let blocked = match &host {
-            Host::Ipv4(ip) => !is_public(IpAddr::V4(*ip)),
-            Host::Ipv6(ip) => !is_public(IpAddr::V6(*ip)),
-            Host::Domain(name) => {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                name == "localhost" || name.ends_with(".localhost")
-            }
-        };
-        if blocked {
-            return Err(format!(
-                "url points to a non-public address ({host}); set HOOKD_ALLOW_PRIVATE_TARGETS=true to allow it"
-            ));
+    let blocked = match &host {
+        Host::Ipv4(ip) => !policy.permits(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => !policy.permits(IpAddr::V6(*ip)),
+        Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            !policy.allow_private && (name == "localhost" || name.ends_with(".localhost"))
         }
+    };
+    if blocked {
+        return Err(format!(
+            "url points to a non-public address ({host}); set HOOKD_ALLOW_PRIVATE_TARGETS=true or list it in HOOKD_ALLOW_TARGETS"
+        ));
     }
     Ok(url)
 }
@@ -111,7 +145,7 @@ pub fn literal_ip(url: &Url) -> Option<IpAddr> {
 /// A destination refused by the guard. Found in a request error's source chain, it makes
 /// the attempt's outcome `blocked`.
 #[derive(Debug, thiserror::Error)]
-#[error("destination {host} is not a public address ({addrs}); set HOOKD_ALLOW_PRIVATE_TARGETS=true to allow it")]
+#[error("destination {host} is not a public address ({addrs}); set HOOKD_ALLOW_PRIVATE_TARGETS=true or list it in HOOKD_ALLOW_TARGETS")]
 pub struct Blocked {
     pub host: String,
     pub addrs: String,
@@ -129,20 +163,26 @@ pub fn is_blocked(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Resolves with the system resolver, then drops every non-public address; a name left
-/// with none fails with [`Blocked`]. Installed in the HTTP client unless private targets
-/// are allowed.
+/// Resolves with the system resolver, then drops every address the policy refuses; a name
+/// left with none fails with [`Blocked`]. Installed in the HTTP client unless private
+/// targets are allowed.
 #[derive(Debug, Default)]
-pub struct GuardedResolver;
+pub struct GuardedResolver {
+    policy: Arc<TargetPolicy>,
+}
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> =
-                all.iter().copied().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
+            let permitted: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if permitted.is_empty() {
                 let addrs = all
                     .iter()
                     .map(|a| a.ip().to_string())
@@ -152,14 +192,14 @@ impl reqwest::dns::Resolve for GuardedResolver {
                     Box::new(Blocked { host, addrs }) as Box<dyn std::error::Error + Send + Sync>
                 );
             }
-            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+            Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
 
 /// The resolver for the HTTP client.
-pub fn resolver() -> Arc<GuardedResolver> {
-    Arc::new(GuardedResolver)
+pub fn resolver(policy: Arc<TargetPolicy>) -> Arc<GuardedResolver> {
+    Arc::new(GuardedResolver { policy })
 }
 
 #[cfg(test)]
@@ -240,19 +280,55 @@ mod tests {
             ("http://8.8.8.8/", false, true),
         ];
         for (url, allow, ok) in cases {
+            let policy = TargetPolicy {
+                allow_private: *allow,
+                ..Default::default()
+            };
             assert_eq!(
-                check_url(url, *allow).is_ok(),
+                check_url(url, &policy).is_ok(),
                 *ok,
                 "{url} allow_private={allow}"
             );
         }
     }
 
+    #[test]
+    fn allow_list_and_https_only() {
+        let policy = TargetPolicy {
+            allowed: parse_ranges("10.20.0.0/16, 192.168.1.7,fd00::/8").unwrap(),
+            ..Default::default()
+        };
+        for (ip, want) in [
+            ("10.20.3.4", true),
+            ("10.21.0.1", false),
+            ("192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("fd00::1", true),
+            ("127.0.0.1", false),
+            ("8.8.8.8", true),
+        ] {
+            assert_eq!(policy.permits(ip.parse().unwrap()), want, "{ip}");
+        }
+        assert!(check_url("http://10.20.0.9/hook", &policy).is_ok());
+        assert!(check_url("http://10.30.0.9/hook", &policy).is_err());
+        assert!(parse_ranges("10.0.0.0/33").is_err());
+        assert!(parse_ranges("nonsense").is_err());
+        assert_eq!(parse_ranges("").unwrap(), vec![]);
+        let strict = TargetPolicy {
+            https_only: true,
+            ..Default::default()
+        };
+        assert!(check_url("https://example.com/", &strict).is_ok());
+        assert!(check_url("http://example.com/", &strict)
+            .unwrap_err()
+            .contains("https"));
+    }
+
     #[tokio::test]
     async fn resolver_refuses_names_of_private_addresses() {
         use reqwest::dns::Resolve;
         let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        let err = match GuardedResolver.resolve(name).await {
+        let err = match GuardedResolver::default().resolve(name).await {
             Ok(_) => panic!("localhost must be refused"),
             Err(e) => e,
         };
@@ -262,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn client_requests_to_private_names_are_blocked() {
         let client = reqwest::Client::builder()
-            .dns_resolver(resolver())
+            .dns_resolver(resolver(Default::default()))
             .build()
             .unwrap();
         let err = client.get("http://localhost:9/").send().await.unwrap_err();

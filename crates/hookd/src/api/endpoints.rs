@@ -166,7 +166,7 @@ pub async fn create(
         ordered: req.ordered.unwrap_or(false),
         ..Endpoint::default()
     };
-    validate(&endpoint, state.allow_private).await?;
+    validate(&endpoint, &state.targets).await?;
     let stored = state.store.insert_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %stored.id, "endpoint registered");
     Ok((StatusCode::CREATED, Json(EndpointView::new(stored, true))))
@@ -261,7 +261,7 @@ pub async fn update(
         }
         e.enabled = enabled;
     }
-    validate(&e, state.allow_private).await?;
+    validate(&e, &state.targets).await?;
     let updated = state
         .store
         .update_endpoint(&e)
@@ -349,7 +349,7 @@ pub async fn rotate_secret(
     } else {
         (Some(old), Some(now + grace.as_millis() as i64))
     };
-    validate(&e, state.allow_private).await?;
+    validate(&e, &state.targets).await?;
     let rotated = state
         .store
         .update_endpoint(&e)
@@ -403,8 +403,8 @@ fn parse_timeout(text: &str) -> Result<u64, ApiError> {
 }
 
 /// Every rule an endpoint must satisfy, for create and update alike.
-async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
-    let url = ssrf::check_url(&e.url, allow_private).map_err(ApiError::Invalid)?;
+async fn validate(e: &Endpoint, targets: &ssrf::TargetPolicy) -> Result<(), ApiError> {
+    let url = ssrf::check_url(&e.url, targets).map_err(ApiError::Invalid)?;
     if e.event_types.is_empty() {
         return Err(ApiError::invalid(
             "event_types must name at least one event type (or \"*\")",
@@ -447,8 +447,8 @@ async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
             )));
         }
     }
-    if !allow_private {
-        resolves_publicly(&url).await?;
+    if !targets.allow_private {
+        resolves_publicly(&url, targets).await?;
     }
     Ok(())
 }
@@ -456,7 +456,7 @@ async fn validate(e: &Endpoint, allow_private: bool) -> Result<(), ApiError> {
 /// A registered name that resolves only to non-public addresses is refused now, with a
 /// clear message, rather than failing every attempt later. A name that does not resolve
 /// yet is accepted: the send-time guard still checks whatever it resolves to then.
-async fn resolves_publicly(url: &url::Url) -> Result<(), ApiError> {
+async fn resolves_publicly(url: &url::Url, targets: &ssrf::TargetPolicy) -> Result<(), ApiError> {
     let Some(url::Host::Domain(host)) = url.host() else {
         return Ok(()); // literals were checked by check_url
     };
@@ -470,7 +470,7 @@ async fn resolves_publicly(url: &url::Url) -> Result<(), ApiError> {
         return Ok(());
     };
     let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-    if !addrs.is_empty() && addrs.iter().all(|ip| !ssrf::is_public(*ip)) {
+    if !addrs.is_empty() && addrs.iter().all(|ip| !targets.permits(*ip)) {
         return Err(ApiError::invalid(format!(
             "url: {host} resolves to non-public addresses only; set HOOKD_ALLOW_PRIVATE_TARGETS=true to allow it"
         )));

@@ -60,6 +60,13 @@ pub async fn create(
             state.limits.max_payload_bytes
         )));
     }
+    let depth = hookd_store::json_depth(payload);
+    if depth > hookd_store::ingest::MAX_DEPTH {
+        return Err(ApiError::MalformedJson(format!(
+            "payload is nested {depth} levels deep, over the limit of {}",
+            hookd_store::ingest::MAX_DEPTH
+        )));
+    }
     if let Some(endpoint_id) = &req.endpoint_id {
         if state.store.endpoint(endpoint_id).await?.is_none() {
             return Err(ApiError::not_found("endpoint", endpoint_id));

@@ -48,7 +48,8 @@ pub struct AppState {
     /// Notified when a bulk resend job is created.
     pub jobs_wake: Arc<Notify>,
     pub admin_token: Option<Arc<str>>,
-    pub allow_private: bool,
+    /// Which endpoint URLs may be registered.
+    pub targets: Arc<crate::ssrf::TargetPolicy>,
     pub limits: IngestLimits,
     pub health: Arc<Health>,
 }
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .merge(open)
+        .merge(crate::dashboard::routes())
         .route(
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),

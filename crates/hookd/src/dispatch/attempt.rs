@@ -1,6 +1,7 @@
 //! One HTTP attempt: build the signed request, send it under a whole-request timeout, and
 //! classify what happened. Nothing here touches the database.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{SecondsFormat, Utc};
@@ -34,12 +35,17 @@ pub struct AttemptResult {
 /// Sends attempts through one shared keep-alive client.
 pub struct Sender {
     client: reqwest::Client,
-    allow_private: bool,
+    policy: Arc<ssrf::TargetPolicy>,
     max_response_bytes: usize,
 }
 
 impl Sender {
-    pub fn new(allow_private: bool, max_response_bytes: usize, pool_per_host: usize) -> Sender {
+    pub fn new(
+        policy: ssrf::TargetPolicy,
+        max_response_bytes: usize,
+        pool_per_host: usize,
+    ) -> Sender {
+        let policy = Arc::new(policy);
         let mut builder = reqwest::Client::builder()
             // A redirect is a failed attempt: following it would send the payload (and the
             // bearer token) somewhere the endpoint's owner did not register.
@@ -49,14 +55,14 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .https_only(false);
-        if !allow_private {
-            builder = builder.dns_resolver(ssrf::resolver());
+        if !policy.allow_private {
+            builder = builder.dns_resolver(ssrf::resolver(policy.clone()));
         }
         Sender {
             client: builder
                 .build()
                 .expect("the HTTP client's settings are valid"),
-            allow_private,
+            policy,
             max_response_bytes,
         }
     }
@@ -171,9 +177,15 @@ impl Sender {
                 format!("endpoint URL is not valid: {e}"),
             )
         })?;
-        if !self.allow_private {
+        if self.policy.https_only && url.scheme() != "https" {
+            return Err((
+                Outcome::Blocked,
+                "https only: the endpoint URL is http".to_string(),
+            ));
+        }
+        if !self.policy.allow_private {
             if let Some(ip) = ssrf::literal_ip(&url) {
-                if !ssrf::is_public(ip) {
+                if !self.policy.permits(ip) {
                     let blocked = ssrf::Blocked {
                         host: ip.to_string(),
                         addrs: ip.to_string(),

@@ -72,7 +72,7 @@ impl Dispatcher {
             shared: Arc::new(Shared {
                 store,
                 sender: Sender::new(
-                    config.allow_private_targets,
+                    config.target_policy(),
                     config.max_response_bytes,
                     config.concurrency,
                 ),
