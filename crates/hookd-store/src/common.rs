@@ -40,16 +40,16 @@ macro_rules! store_impl {
                     .bind(&e.url)
                     .bind(&e.description)
                     .bind(event_types)
-                    .bind(&e.bearer_token)
+                    .bind(e.bearer_token.as_deref().map(|t| $crate::seal(self.sealer(), t, &e.id)))
                     .bind(e.signature_scheme.as_str())
-                    .bind(&e.secret)
+                    .bind($crate::seal(self.sealer(), &e.secret, &e.id))
                     .bind(schedule)
                     .bind(e.timeout_ms.map(|t| t as i64))
                     .bind(headers)
                     .bind(e.enabled)
                     .bind(&e.disabled_reason)
                     .bind(e.disabled_at)
-                    .bind(&e.previous_secret)
+                    .bind(e.previous_secret.as_deref().map(|p| $crate::seal(self.sealer(), p, &e.id)))
                     .bind(e.previous_secret_expires_at)
                     .bind(e.ordered)
                     .execute(self.writer())
@@ -74,7 +74,7 @@ macro_rules! store_impl {
                     .fetch_all(self.reader())
                     .await?
                     .into_iter()
-                    .map($crate::Endpoint::try_from)
+                    .map(|row| self.open_endpoint($crate::Endpoint::try_from(row)?))
                     .collect()
             }
 
@@ -86,16 +86,16 @@ macro_rules! store_impl {
                     .bind(&e.url)
                     .bind(&e.description)
                     .bind(event_types)
-                    .bind(&e.bearer_token)
+                    .bind(e.bearer_token.as_deref().map(|t| $crate::seal(self.sealer(), t, &e.id)))
                     .bind(e.signature_scheme.as_str())
-                    .bind(&e.secret)
+                    .bind($crate::seal(self.sealer(), &e.secret, &e.id))
                     .bind(schedule)
                     .bind(e.timeout_ms.map(|t| t as i64))
                     .bind(headers)
                     .bind(e.enabled)
                     .bind(&e.disabled_reason)
                     .bind(e.disabled_at)
-                    .bind(&e.previous_secret)
+                    .bind(e.previous_secret.as_deref().map(|p| $crate::seal(self.sealer(), p, &e.id)))
                     .bind(e.previous_secret_expires_at)
                     .bind(e.ordered)
                     .execute(&mut *tx)
@@ -110,6 +110,13 @@ macro_rules! store_impl {
                     $crate::sql::PARK_ENDPOINT_DELIVERIES
                 };
                 sqlx::query(&Self::sql(follow)).bind(&e.id).execute(&mut *tx).await?;
+                if !e.ordered {
+                    sqlx::query(&Self::sql($crate::sql::UNHOLD_ENDPOINT_DELIVERIES))
+                        .bind(&e.id)
+                        .bind(e.enabled)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 self.endpoint_any(self.writer(), &e.id).await
             }
@@ -384,6 +391,13 @@ macro_rules! store_impl {
                 Ok(released)
             }
 
+            async fn promote_stranded(&self) -> $crate::Result<u64> {
+                Ok(sqlx::query(&Self::sql($crate::sql::PROMOTE_STRANDED))
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected())
+            }
+
             async fn next_due_in_ms(&self) -> $crate::Result<Option<i64>> {
                 Ok(sqlx::query_scalar(&Self::sql($crate::sql::NEXT_DUE))
                     .fetch_one(self.reader())
@@ -465,8 +479,17 @@ macro_rules! store_impl {
                     .bind(id)
                     .fetch_optional(executor)
                     .await?
-                    .map($crate::Endpoint::try_from)
+                    .map(|row| self.open_endpoint($crate::Endpoint::try_from(row)?))
                     .transpose()
+            }
+
+            /// Decrypts the secrets of an endpoint read from the database.
+            fn open_endpoint(&self, mut e: $crate::Endpoint) -> $crate::Result<$crate::Endpoint> {
+                let sealer = self.sealer();
+                e.secret = $crate::open(sealer, std::mem::take(&mut e.secret), &e.id)?;
+                e.previous_secret = e.previous_secret.take().map(|p| $crate::open(sealer, p, &e.id)).transpose()?;
+                e.bearer_token = e.bearer_token.take().map(|t| $crate::open(sealer, t, &e.id)).transpose()?;
+                Ok(e)
             }
 
             async fn load_resend_job(

@@ -176,6 +176,10 @@ pub trait Store: Send + Sync + 'static {
     /// Returns deliveries whose lease expired to pending (due now), logging the lost
     /// attempt. Returns how many.
     async fn rescue_expired(&self) -> Result<u64>;
+    /// Lets the oldest held delivery of each ordered endpoint go when nothing else of that
+    /// endpoint is on its way (the safety net behind the promotion on completion). Returns
+    /// how many.
+    async fn promote_stranded(&self) -> Result<u64>;
     /// Milliseconds until the earliest pending delivery is due (≤ 0: due now).
     async fn next_due_in_ms(&self) -> Result<Option<i64>>;
 
@@ -212,12 +216,59 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store a database URL names: `sqlite://...` or `postgres://...`.
 pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    connect_sealed(url, None).await
+}
+
+/// Like [`connect`], encrypting endpoint secrets and bearer tokens at rest with `sealer`.
+pub async fn connect_sealed(
+    url: &str,
+    sealer: Option<std::sync::Arc<dyn Sealer>>,
+) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect(url).await?.with_sealer(sealer),
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            PgStore::connect(url).await?.with_sealer(sealer),
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Encrypts secrets for storage. The store calls it for an endpoint's `secret`,
+/// `previous_secret` and `bearer_token`, with the endpoint's id as context so that a
+/// sealed value cannot be moved to another endpoint.
+pub trait Sealer: Send + Sync {
+    /// The stored form; it must start with [`SEALED_PREFIX`].
+    fn seal(&self, plaintext: &str, context: &str) -> String;
+    /// The plaintext of a value `seal` produced.
+    fn open(&self, sealed: &str, context: &str) -> std::result::Result<String, String>;
+}
+
+/// How sealed values start; anything else is stored plaintext (written before sealing was
+/// turned on) and is read as is, then sealed at the endpoint's next update.
+pub const SEALED_PREFIX: &str = "sealed:";
+
+pub(crate) fn seal(sealer: Option<&dyn Sealer>, value: &str, context: &str) -> String {
+    match sealer {
+        Some(s) => s.seal(value, context),
+        None => value.to_string(),
+    }
+}
+
+pub(crate) fn open(sealer: Option<&dyn Sealer>, value: String, context: &str) -> Result<String> {
+    if !value.starts_with(SEALED_PREFIX) {
+        return Ok(value);
+    }
+    match sealer {
+        Some(s) => s
+            .open(&value, context)
+            .map_err(|e| StoreError::Invalid(format!("cannot decrypt a secret of endpoint {context}: {e}"))),
+        None => Err(StoreError::Invalid(format!(
+            "the secrets of endpoint {context} are encrypted: set HOOKD_SECRET_KEY to the key they were written with"
+        ))),
     }
 }
 

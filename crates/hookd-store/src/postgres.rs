@@ -6,6 +6,7 @@
 //! it creates deliveries, so every instance wakes at once; polling remains as a fallback.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use sqlx::{Postgres, Transaction};
 use crate::common::{push_filter, store_impl};
 use crate::rows::{ClaimRow, OutboxRow};
 use crate::sql;
-use crate::{Result, WakeSource};
+use crate::{Result, Sealer, WakeSource};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -26,6 +27,7 @@ const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgStore {
     pool: PgPool,
+    sealer: Option<Arc<dyn Sealer>>,
 }
 
 impl PgStore {
@@ -35,7 +37,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, sealer: None })
     }
 
     const LOCK_ENDPOINT: Option<&'static str> =
@@ -48,6 +50,16 @@ impl PgStore {
 
     fn sql(statement: &'static str) -> Cow<'static, str> {
         Cow::Borrowed(statement)
+    }
+
+    fn sealer(&self) -> Option<&dyn Sealer> {
+        self.sealer.as_deref()
+    }
+
+    /// Encrypts endpoint secrets at rest with `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<Arc<dyn Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     fn reader(&self) -> &PgPool {

@@ -31,7 +31,7 @@ pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, d
     event_types = $4, bearer_token = $5, signature_scheme = $6, secret = $7, retry_schedule = $8, \
     timeout_ms = $9, headers = $10, enabled = $11, disabled_reason = $12, disabled_at = $13, \
     previous_secret = $14, previous_secret_expires_at = $15, ordered = $16, \
-    failing_since = CASE WHEN $11 THEN NULL ELSE failing_since END, \
+    failing_since = CASE WHEN $11 AND NOT enabled THEN NULL ELSE failing_since END, \
     updated_at = hookd_now_ms() WHERE id = $1 AND deleted_at IS NULL";
 
 /// Disables a live endpoint for a reason (410 Gone, failing too long); `false` if it was
@@ -58,6 +58,23 @@ pub(crate) const DISABLE_IF_FAILING: &str = "UPDATE hookd_endpoints SET enabled 
 pub(crate) const PARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
     SET next_attempt_at = NULL, updated_at = hookd_now_ms() \
     WHERE endpoint_id = $1 AND state = 'pending' AND next_trigger = 'auto' AND next_attempt_at IS NOT NULL";
+
+/// An endpoint that is no longer ordered lets every held delivery go (parked instead while
+/// the endpoint is disabled).
+pub(crate) const UNHOLD_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
+    SET held = FALSE, next_attempt_at = CASE WHEN $2 THEN hookd_now_ms() END, updated_at = hookd_now_ms() \
+    WHERE endpoint_id = $1 AND held AND state = 'pending'";
+
+/// The safety net behind `PROMOTE_NEXT`: the oldest held delivery of every endpoint with
+/// nothing else on its way goes. Catches an endpoint switched to ordered while a delivery
+/// was in flight, and on PostgreSQL an ingestion that held a delivery while the one before
+/// it finished concurrently. Reads only the (small) index of held rows.
+pub(crate) const PROMOTE_STRANDED: &str = "UPDATE hookd_deliveries \
+    SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE id IN (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
+        AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = h.endpoint_id \
+            AND o.state IN ('pending', 'in_flight') AND NOT o.held) \
+        GROUP BY h.endpoint_id)";
 
 /// Enabling an endpoint makes its parked deliveries due at once.
 pub(crate) const UNPARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -18,7 +19,7 @@ use sqlx::{Sqlite, Transaction};
 use crate::common::{push_filter, store_impl};
 use crate::rows::{ClaimRow, OutboxRow};
 use crate::sql;
-use crate::{Result, WakeSource};
+use crate::{Result, Sealer, WakeSource};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -30,6 +31,7 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    sealer: Option<Arc<dyn Sealer>>,
 }
 
 impl SqliteStore {
@@ -56,7 +58,11 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT * 3)
             .connect_with(options)
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            sealer: None,
+        })
     }
 
     /// One writer: nothing to lock or skip.
@@ -69,6 +75,16 @@ impl SqliteStore {
 
     fn sql(statement: &'static str) -> Cow<'static, str> {
         sql::sqlite_dialect(statement)
+    }
+
+    fn sealer(&self) -> Option<&dyn Sealer> {
+        self.sealer.as_deref()
+    }
+
+    /// Encrypts endpoint secrets at rest with `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<Arc<dyn Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     fn reader(&self) -> &SqlitePool {

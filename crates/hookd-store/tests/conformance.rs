@@ -1068,7 +1068,57 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
         .enqueue_event(&event(Some("e3"), "x"), &limits())
         .await
         .unwrap();
-    assert_eq!(store.claim(10, 60_000).await.unwrap().len(), 2);
+    let both = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(both.len(), 2);
+
+    // A completion that does not promote (the endpoint was unordered when the delivery was
+    // claimed) leaves the next one stranded: the safety net releases it.
+    store
+        .enqueue_event(&event(Some("e4"), "x"), &limits())
+        .await
+        .unwrap();
+    let head = both.iter().find(|c| c.endpoint.id == "ep_o").unwrap();
+    let mut unpromoted = succeeded(head);
+    unpromoted.ordered = false;
+    store.complete(&[unpromoted]).await.unwrap();
+    let stranded = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        stranded.iter().filter(|c| c.endpoint.id == "ep_o").count(),
+        0,
+        "held"
+    );
+    assert_eq!(store.promote_stranded().await.unwrap(), 1);
+    assert_eq!(store.promote_stranded().await.unwrap(), 0);
+    let e4 = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        e4.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(),
+        ["e4"]
+    );
+
+    // Turning ordering off lets every held delivery go.
+    for i in 5..8 {
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
+            .await
+            .unwrap();
+    }
+    let ep = store.endpoint("ep_o").await.unwrap().unwrap();
+    store
+        .update_endpoint(&Endpoint {
+            ordered: false,
+            ..ep
+        })
+        .await
+        .unwrap();
+    let released: Vec<String> = store
+        .claim(20, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.endpoint.id == "ep_o")
+        .map(|c| c.event_id)
+        .collect();
+    assert_eq!(released, ["e5", "e6", "e7"]);
 }
 
 async fn endpoint_health_disables_the_failing(backend: Backend) {
@@ -1093,6 +1143,16 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
         .is_empty());
     let ep = store.endpoint("ep_1").await.unwrap().unwrap();
     assert!(ep.failing_since.is_some() && ep.enabled);
+    // Editing an enabled endpoint does not restart its failing period.
+    let edited = store
+        .update_endpoint(&Endpoint {
+            description: Some("edited".into()),
+            ..ep.clone()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.failing_since, ep.failing_since);
     // A success ends the failing period.
     store
         .record_endpoint_health(&[("ep_1".into(), true)], Some(60_000), "failing")

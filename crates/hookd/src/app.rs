@@ -40,7 +40,10 @@ impl Application {
             );
         }
         let metrics = Metrics::new();
-        let store = MeteredStore::wrap(connect(&config.database_url).await?, metrics.clone());
+        let store = MeteredStore::wrap(
+            connect_sealed(&config.database_url, config.secret_key.as_deref()).await?,
+            metrics.clone(),
+        );
         store
             .migrate()
             .await
@@ -193,8 +196,20 @@ impl Application {
 
 /// Opens the database, waiting out a database that is still starting (up to ~30 s).
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    connect_sealed(url, None).await
+}
+
+/// Opens the database with endpoint secrets sealed by `secret_key` (base64, 32 bytes).
+pub async fn connect_sealed(url: &str, secret_key: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
     use backon::Retryable;
-    (|| hookd_store::connect(url))
+    let sealer = secret_key
+        .map(|k| {
+            crate::sealing::AesGcmSealer::from_base64(k)
+                .map(|s| Arc::new(s) as Arc<dyn hookd_store::Sealer>)
+        })
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    (|| hookd_store::connect_sealed(url, sealer.clone()))
         .retry(
             backon::ExponentialBuilder::default()
                 .with_min_delay(std::time::Duration::from_millis(200))

@@ -16,6 +16,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("database_url", Some("sqlite://hookd.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
+    ("secret_key", None),
     ("retry_schedule", Some(retry::DEFAULT_SCHEDULE)),
     ("request_timeout", Some("10s")),
     ("allow_private_targets", Some("false")),
@@ -47,6 +48,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// When set, every `/v1` call needs `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// Base64 of 32 bytes: encrypts endpoint secrets and bearer tokens at rest.
+    pub secret_key: Option<String>,
     /// Delay before each retry; N entries = N retries = N+1 attempts.
     pub retry_schedule: Vec<Duration>,
     /// Whole-request timeout of one attempt, unless the endpoint sets its own.
@@ -263,6 +266,14 @@ impl Layers {
             })?,
             admin_token: match self.get("admin_token") {
                 Some(g) if !g.value.is_empty() => Some(g.value.clone()),
+                _ => None,
+            },
+            secret_key: match self.get("secret_key") {
+                Some(g) if !g.value.is_empty() => {
+                    crate::sealing::AesGcmSealer::from_base64(&g.value)
+                        .map_err(|e| ConfigError(format!("secret_key (from {}): {e}", g.from)))?;
+                    Some(g.value.clone())
+                }
                 _ => None,
             },
             retry_schedule: self.parse("retry_schedule", retry::parse_schedule)?,

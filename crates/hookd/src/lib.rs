@@ -13,6 +13,7 @@
 //! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges, retention.
 //! - [`resend_jobs`]: durable bulk resends, worked through in batches.
 //! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
+//! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`).
 //! - [`metrics`], [`metered`], [`telemetry`]: Prometheus metrics (every database call
 //!   timed and its errors counted), and logs.
 //!
@@ -30,6 +31,7 @@ pub mod metered;
 pub mod metrics;
 pub mod resend_jobs;
 pub mod retry;
+pub mod sealing;
 pub mod signing;
 pub mod ssrf;
 pub mod telemetry;

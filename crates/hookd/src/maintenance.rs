@@ -72,8 +72,20 @@ pub async fn start(
     Ok(scheduler)
 }
 
-/// Returns deliveries whose lease expired to pending, and wakes the dispatcher for them.
+/// Returns deliveries whose lease expired to pending, lets stranded held deliveries of
+/// ordered endpoints go, and wakes the dispatcher for them.
 pub async fn rescue(store: &dyn Store, metrics: &Metrics, wake: &Notify) {
+    match store.promote_stranded().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(
+                deliveries = n,
+                "released held deliveries of ordered endpoints"
+            );
+            wake.notify_one();
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot release held deliveries"),
+    }
     match store.rescue_expired().await {
         Ok(0) => {}
         Ok(n) => {

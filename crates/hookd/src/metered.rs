@@ -118,6 +118,9 @@ impl Store for MeteredStore {
     async fn rescue_expired(&self) -> Result<u64> {
         metered!(self, rescue_expired())
     }
+    async fn promote_stranded(&self) -> Result<u64> {
+        metered!(self, promote_stranded())
+    }
     async fn next_due_in_ms(&self) -> Result<Option<i64>> {
         metered!(self, next_due_in_ms())
     }

@@ -166,3 +166,51 @@ async fn bodies_built_to_hurt_are_refused_cleanly() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_encrypted_at_rest() {
+    use sqlx::Connection;
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.secret_key = Some("q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=".into());
+    let app = TestApp::spawn_with(config).await;
+    let receiver = Receiver::ok().await;
+    let ep = app
+        .endpoint(json!({ "url": receiver.url(), "secret": signing_secret(), "bearer_token": "tok-at-rest-123" }))
+        .await;
+    assert_eq!(
+        ep["secret"],
+        signing_secret().as_str(),
+        "the API shows the plaintext"
+    );
+    app.event(json!({ "event_type": "x", "payload": {} })).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer tok-at-rest-123")
+    );
+
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let (secret, token): (String, String) =
+        sqlx::query_as("SELECT secret, bearer_token FROM hookd_endpoints")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    for stored in [&secret, &token] {
+        assert!(stored.starts_with("sealed:v1:"), "{stored}");
+        assert!(
+            !stored.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                && !stored.contains("tok-at-rest-123")
+        );
+    }
+    app.stop().await;
+
+    // Without the key the secrets cannot be read, and the error says why.
+    let keyless = hookd_store::connect(&db.url).await.unwrap();
+    let err = keyless
+        .endpoint(ep["id"].as_str().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HOOKD_SECRET_KEY"), "{err}");
+}

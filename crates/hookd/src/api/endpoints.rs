@@ -228,6 +228,12 @@ pub async fn update(
     if let Some(token) = patch.bearer_token {
         e.bearer_token = token;
     }
+    if patch.signature_scheme.is_some() || patch.secret.is_some() {
+        // A new scheme or a secret set by hand ends any rotation: the previous secret may
+        // not even be valid for the new scheme.
+        e.previous_secret = None;
+        e.previous_secret_expires_at = None;
+    }
     if let Some(scheme) = patch.signature_scheme {
         e.signature_scheme = parse_scheme(Some(&scheme))?;
     }
@@ -344,7 +350,9 @@ pub async fn rotate_secret(
         ));
     }
     let old = std::mem::replace(&mut e.secret, new_secret);
-    (e.previous_secret, e.previous_secret_expires_at) = if grace.is_zero() {
+    // Only Standard Webhooks can carry two signatures; other schemes switch at once.
+    let overlap = e.signature_scheme == SignatureScheme::Standard && !grace.is_zero();
+    (e.previous_secret, e.previous_secret_expires_at) = if !overlap {
         (None, None)
     } else {
         (Some(old), Some(now + grace.as_millis() as i64))

@@ -206,7 +206,10 @@ impl Sender {
             &c.endpoint.previous_secret,
             c.endpoint.previous_secret_expires_at,
         ) {
-            if now_ms < until {
+            // A previous secret the scheme cannot use is skipped rather than failing the send.
+            let usable = c.endpoint.signature_scheme != hookd_store::SignatureScheme::Standard
+                || signing::standard_key(previous).is_ok();
+            if now_ms < until && usable {
                 secrets.push(previous);
             }
         }
