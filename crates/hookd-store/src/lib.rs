@@ -86,6 +86,26 @@ fn transient_sqlstate(code: &str) -> bool {
         .any(|class| code.starts_with(class))
 }
 
+/// Which due deliveries a claim takes. First attempts and retries are claimed separately
+/// so that a storm of retries cannot starve new events (the dispatcher caps the retries in
+/// flight); each kind has its own partial index in due order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Never attempted yet.
+    FirstAttempts,
+    /// Attempted before: automatic retries and manual resends.
+    Retries,
+}
+
+impl Due {
+    pub(crate) fn condition(self) -> &'static str {
+        match self {
+            Due::FirstAttempts => "attempts = 0",
+            Due::Retries => "attempts > 0",
+        }
+    }
+}
+
 /// How `release` hands back a claimed delivery whose attempt was never made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release {
@@ -164,9 +184,27 @@ pub trait Store: Send + Sync + 'static {
     async fn event(&self, event_id: &str) -> Result<Option<Event>>;
 
     // --- dispatch --------------------------------------------------------------------
-    /// Leases up to `max` due deliveries for `lease_ms`, oldest due first, and counts the
-    /// attempt. Nothing stays locked after it returns.
-    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<Claimed>>;
+    /// Leases up to `max` due deliveries of one kind for `lease_ms`, oldest due first,
+    /// skipping the endpoints in `exclude_endpoints`, and counts the attempt. Nothing stays
+    /// locked after it returns.
+    async fn claim_due(
+        &self,
+        max: u32,
+        due: Due,
+        exclude_endpoints: &[String],
+        lease_ms: u64,
+    ) -> Result<Vec<Claimed>>;
+    /// Leases up to `max` due deliveries of any kind, first attempts first.
+    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<Claimed>> {
+        let mut claimed = self
+            .claim_due(max, Due::FirstAttempts, &[], lease_ms)
+            .await?;
+        let left = max - claimed.len() as u32;
+        if left > 0 {
+            claimed.extend(self.claim_due(left, Due::Retries, &[], lease_ms).await?);
+        }
+        Ok(claimed)
+    }
     /// Records attempt results in one transaction, each only if its lease is still held.
     /// Returns, per completion, whether it was recorded.
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>>;

@@ -136,11 +136,18 @@ store_impl!(PgStore, Postgres, {
         Ok(rows.len() as u64)
     }
 
-    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<crate::Claimed>> {
-        let rows: Vec<ClaimRow> = sqlx::query_as(
+    async fn claim_due(
+        &self,
+        max: u32,
+        due: crate::Due,
+        exclude_endpoints: &[String],
+        lease_ms: u64,
+    ) -> Result<Vec<crate::Claimed>> {
+        let sql = format!(
             "WITH due AS ( \
                  SELECT id FROM hookd_deliveries \
-                 WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms() \
+                 WHERE state = 'pending' AND {} AND next_attempt_at <= hookd_now_ms() \
+                 AND endpoint_id <> ALL($4) \
                  ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED \
              ), claimed AS ( \
                  UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
@@ -155,12 +162,15 @@ store_impl!(PgStore, Postgres, {
                  c.next_trigger, c.auto_attempts, c.manual_only, e.payload, e.payload_error \
              FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
              ORDER BY c.next_attempt_at",
-        )
-        .bind(crate::token())
-        .bind(lease_ms as i64)
-        .bind(max as i64)
-        .fetch_all(&self.pool)
-        .await?;
+            due.condition()
+        );
+        let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
+            .bind(crate::token())
+            .bind(lease_ms as i64)
+            .bind(max as i64)
+            .bind(exclude_endpoints)
+            .fetch_all(&self.pool)
+            .await?;
         self.with_endpoints(rows).await
     }
 

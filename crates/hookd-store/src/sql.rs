@@ -9,6 +9,11 @@ use std::borrow::Cow;
 /// (which, unlike `unixepoch('subsec')`, every SQLite a producer may use understands).
 pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
+/// The SQLite text of a statement built at run time.
+pub(crate) fn sqlite_dialect_owned(sql: &str) -> String {
+    sql.replace("hookd_now_ms()", SQLITE_NOW)
+}
+
 /// The SQLite text of a shared statement.
 pub(crate) fn sqlite_dialect(sql: &'static str) -> Cow<'static, str> {
     if sql.contains("hookd_now_ms()") {
@@ -162,8 +167,11 @@ pub(crate) const RELEASE: &str = "UPDATE hookd_deliveries SET \
 pub(crate) const LOST_ERROR: &str =
     "lease expired before the result was recorded (the worker stopped or lost the database)";
 
-pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) - hookd_now_ms() \
-    FROM hookd_deliveries WHERE state = 'pending' AND next_attempt_at IS NOT NULL";
+/// The earliest due time, from the first entry of each due index.
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) - hookd_now_ms() FROM ( \
+    SELECT MIN(next_attempt_at) AS due FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0 \
+    UNION ALL \
+    SELECT MIN(next_attempt_at) FROM hookd_deliveries WHERE state = 'pending' AND attempts > 0) firsts";
 
 pub(crate) const DELIVERY: &str = "SELECT id, event_id, endpoint_id, event_type, state, attempts, \
     next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at \
@@ -187,8 +195,12 @@ pub(crate) const RESEND_SET: &str = "UPDATE hookd_deliveries SET \
 
 pub(crate) const BACKLOG: &str = "SELECT \
     (SELECT COUNT(*) FROM hookd_deliveries WHERE state IN ('pending', 'in_flight')), \
-    (SELECT hookd_now_ms() - MIN(next_attempt_at) FROM hookd_deliveries \
-        WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms())";
+    (SELECT hookd_now_ms() - MIN(due) FROM ( \
+        SELECT MIN(next_attempt_at) AS due FROM hookd_deliveries \
+            WHERE state = 'pending' AND attempts = 0 AND next_attempt_at <= hookd_now_ms() \
+        UNION ALL \
+        SELECT MIN(next_attempt_at) FROM hookd_deliveries \
+            WHERE state = 'pending' AND attempts > 0 AND next_attempt_at <= hookd_now_ms()) firsts)";
 
 /// Events older than `$1` whose deliveries are all gone. Deleting one ends its `event_id`'s
 /// dedupe window: the retention period is also the idempotency window.
@@ -207,9 +219,14 @@ pub(crate) const INSERT_RESEND_JOB: &str = "INSERT INTO hookd_resend_jobs (id, s
     $2, $3, $4, $5, $6, $7, $8, $9, 0, hookd_now_ms(), hookd_now_ms(), \
     CASE WHEN $9 = 0 THEN hookd_now_ms() END)";
 
-/// Manual resends due now, counted up to `$1`: the job waits while the dispatcher is behind.
-pub(crate) const DUE_MANUAL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM hookd_deliveries \
-    WHERE state = 'pending' AND next_attempt_at <= hookd_now_ms() AND next_trigger = 'manual' \
+/// Manual resends due now, counted up to `$1` (through both due indexes): the job waits
+/// while the dispatcher is behind.
+pub(crate) const DUE_MANUAL: &str = "SELECT COUNT(*) FROM ( \
+    SELECT 1 FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0 \
+        AND next_attempt_at <= hookd_now_ms() AND next_trigger = 'manual' \
+    UNION ALL \
+    SELECT 1 FROM hookd_deliveries WHERE state = 'pending' AND attempts > 0 \
+        AND next_attempt_at <= hookd_now_ms() AND next_trigger = 'manual' \
     LIMIT $1) due";
 
 /// `$2` new cursor, `$3` resent in this step, `$4` finished.

@@ -150,22 +150,35 @@ store_impl!(SqliteStore, Sqlite, {
         Ok(rows.len() as u64)
     }
 
-    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<crate::Claimed>> {
+    async fn claim_due(
+        &self,
+        max: u32,
+        due: crate::Due,
+        exclude_endpoints: &[String],
+        lease_ms: u64,
+    ) -> Result<Vec<crate::Claimed>> {
         let token = crate::token();
-        let claimed = sqlx::query(&Self::sql(
+        // Each kind reads its own partial index of pending rows in due order.
+        let sql = format!(
             "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
              lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
              auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
              updated_at = hookd_now_ms() \
-             WHERE id IN (SELECT id FROM hookd_deliveries WHERE state = 'pending' \
-                 AND next_attempt_at <= hookd_now_ms() ORDER BY next_attempt_at LIMIT $3)",
-        ))
-        .bind(&token)
-        .bind(lease_ms as i64)
-        .bind(max as i64)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+             WHERE id IN (SELECT id FROM hookd_deliveries WHERE state = 'pending' AND {} \
+                 AND next_attempt_at <= hookd_now_ms() \
+                 AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
+                 ORDER BY next_attempt_at LIMIT $3)",
+            due.condition()
+        );
+        let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
+        let claimed = sqlx::query(&sql::sqlite_dialect_owned(&sql))
+            .bind(&token)
+            .bind(lease_ms as i64)
+            .bind(max as i64)
+            .bind(excluded)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         if claimed == 0 {
             return Ok(Vec::new());
         }

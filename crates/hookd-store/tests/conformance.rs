@@ -26,6 +26,7 @@ hookd_testkit::each_backend!(
     resend_jobs_work_in_batches_and_resume,
     ordered_endpoints_hold_the_next_delivery,
     endpoint_health_disables_the_failing,
+    claims_by_kind_and_skip_busy_endpoints,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -1209,4 +1210,67 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
         .unwrap();
     assert!(back.failing_since.is_none());
     assert_eq!(store.claim(10, 60_000).await.unwrap().len(), 1);
+}
+
+async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_a", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_b", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("old"), "x"), &limits())
+        .await
+        .unwrap();
+    // "old" fails once on both endpoints: two retries due now.
+    let first = store
+        .claim_due(10, Due::FirstAttempts, &[], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let retry_now: Vec<Completion> = first
+        .iter()
+        .map(|c| completion(c, Outcome::HttpError, Some(500), Next::RetryIn(0)))
+        .collect();
+    store.complete(&retry_now).await.unwrap();
+    store
+        .enqueue_event(&event(Some("new"), "x"), &limits())
+        .await
+        .unwrap();
+
+    let fresh = store
+        .claim_due(10, Due::FirstAttempts, &["ep_a".to_string()], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh
+            .iter()
+            .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("new", "ep_b")],
+        "first attempts only, ep_a skipped"
+    );
+    let retries = store
+        .claim_due(10, Due::Retries, &["ep_b".to_string()], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        retries
+            .iter()
+            .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str(), c.attempt))
+            .collect::<Vec<_>>(),
+        [("old", "ep_a", 2)]
+    );
+    // `claim` takes the rest, first attempts first.
+    let rest = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("new", "ep_a"), ("old", "ep_b")]
+    );
 }

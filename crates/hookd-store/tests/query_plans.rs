@@ -23,11 +23,18 @@ INSERT INTO hookd_events (event_id, event_type, payload, created_at) VALUES ('e'
 fn queries() -> Vec<(&'static str, String, &'static str)> {
     vec![
         (
-            "claim: due pending rows, oldest due first",
-            "SELECT id FROM hookd_deliveries WHERE state = 'pending' AND next_attempt_at <= 40000 \
-             ORDER BY next_attempt_at LIMIT 128"
+            "claim: due first attempts, oldest due first",
+            "SELECT id FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0 \
+             AND next_attempt_at <= 40000 ORDER BY next_attempt_at LIMIT 128"
                 .into(),
-            "hookd_deliveries_due",
+            "hookd_deliveries_due_first",
+        ),
+        (
+            "claim: due retries, oldest due first",
+            "SELECT id FROM hookd_deliveries WHERE state = 'pending' AND attempts > 0 \
+             AND next_attempt_at <= 40000 ORDER BY next_attempt_at LIMIT 128"
+                .into(),
+            "hookd_deliveries_due_retry",
         ),
         (
             "log: one endpoint's deliveries, a page after a cursor",
@@ -56,10 +63,10 @@ async fn plans(backend: Backend) -> Vec<(String, String)> {
             db.exec(&format!(
                 "{SEED}
                  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
-                 INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, created_at, updated_at)
+                 INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
                  SELECT 'e', CASE WHEN i % 200 = 1 THEN 'ep_a' ELSE 'ep_b' END, 'x',
                         CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 500 = 7 THEN 'failed' ELSE 'succeeded' END,
-                        CASE WHEN i % 100 = 0 THEN i END, i, i FROM n;
+                        CASE WHEN i % 100 = 0 THEN i END, CASE WHEN i % 200 = 0 THEN 2 ELSE 0 END, i, i FROM n;
                  ANALYZE;"
             ))
             .await;
@@ -79,10 +86,10 @@ async fn plans(backend: Backend) -> Vec<(String, String)> {
         Backend::Postgres => {
             db.exec(&format!(
                 "{SEED}
-                 INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, created_at, updated_at)
+                 INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
                  SELECT 'e', CASE WHEN i % 200 = 1 THEN 'ep_a' ELSE 'ep_b' END, 'x',
                         CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 500 = 7 THEN 'failed' ELSE 'succeeded' END,
-                        CASE WHEN i % 100 = 0 THEN i END, i, i FROM generate_series(1, {ROWS}) AS i;
+                        CASE WHEN i % 100 = 0 THEN i END, CASE WHEN i % 200 = 0 THEN 2 ELSE 0 END, i, i FROM generate_series(1, {ROWS}) AS i;
                  ANALYZE;"
             ))
             .await;

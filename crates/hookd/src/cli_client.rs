@@ -65,7 +65,7 @@ pub fn main(args: SendTestArgs, config_file: Option<&Path>) -> ExitCode {
 }
 
 /// `http://ADDR`, reaching an unspecified listen address (`0.0.0.0`) through loopback.
-fn base_url(listen: SocketAddr) -> String {
+pub(crate) fn base_url(listen: SocketAddr) -> String {
     let ip = match listen.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -223,7 +223,7 @@ async fn send_test(
 }
 
 /// `HTTP 200`, `HTTP 500 Internal Server Error`, or the error alone.
-fn describe(delivery: &Value) -> String {
+pub(crate) fn describe(delivery: &Value) -> String {
     let status = delivery["last_status_code"].as_i64();
     let error = delivery["last_error"].as_str();
     match (status, error) {

@@ -24,6 +24,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("https_only", Some("false")),
     ("concurrency", Some("128")),
     ("claim_batch", Some("128")),
+    ("endpoint_concurrency", Some("32")),
+    ("retry_concurrency", Some("0")),
     ("poll_interval", Some("100ms")),
     ("lease_duration", Some("90s")),
     ("rescue_schedule", Some("*/5 * * * * *")),
@@ -62,6 +64,12 @@ pub struct Config {
     pub https_only: bool,
     /// Attempts in flight at once, across all endpoints.
     pub concurrency: usize,
+    /// Attempts one endpoint may have in flight at once, so that one that hangs for the
+    /// whole timeout holds at most this much of the pool.
+    pub endpoint_concurrency: usize,
+    /// Retries that may be in flight at once; the rest of the pool stays free for first
+    /// attempts. `0`: three quarters of `concurrency`.
+    pub retry_concurrency: usize,
     /// Deliveries claimed per database round trip.
     pub claim_batch: u32,
     /// How often the outbox and the due queue are polled when nothing wakes the dispatcher.
@@ -283,6 +291,8 @@ impl Layers {
             https_only: self.parse("https_only", parse_bool)?,
             concurrency: number("concurrency", 1, 10_000)? as usize,
             claim_batch: number("claim_batch", 1, 10_000)? as u32,
+            endpoint_concurrency: number("endpoint_concurrency", 1, 10_000)? as usize,
+            retry_concurrency: number("retry_concurrency", 0, 10_000)? as usize,
             poll_interval: positive("poll_interval")?,
             lease_duration: positive("lease_duration")?,
             rescue_schedule: self.parse("rescue_schedule", check_cron)?,
@@ -330,6 +340,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 impl Config {
+    /// Retries allowed in flight: `retry_concurrency`, or three quarters of the pool.
+    pub fn retry_concurrency(&self) -> usize {
+        match self.retry_concurrency {
+            0 => (self.concurrency * 3 / 4).max(1),
+            n => n.min(self.concurrency),
+        }
+    }
+
     /// Which destinations may be sent to.
     pub fn target_policy(&self) -> crate::ssrf::TargetPolicy {
         crate::ssrf::TargetPolicy {

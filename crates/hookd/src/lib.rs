@@ -9,9 +9,11 @@
 //! - [`config`]: layered settings: defaults < TOML < `HOOKD_*` < flags.
 //! - [`ingest`]: the outbox poller and the PostgreSQL LISTEN that wakes it.
 //! - [`dispatch`]: the worker pool: claim with a lease, POST, record fenced by the lease.
-//! - [`api`]: the admin REST API, `/metrics`, `/healthz`, `/readyz`.
+//! - [`api`]: the admin REST API, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+//! - [`dashboard`]: the web dashboard at `/`, built on the API.
 //! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges, retention.
 //! - [`resend_jobs`]: durable bulk resends, worked through in batches.
+//! - [`cli`], [`cli_client`]: the commands that drive a running hookd through its admin API.
 //! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
 //! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`).
 //! - [`metrics`], [`metered`], [`telemetry`]: Prometheus metrics (every database call
@@ -21,8 +23,10 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod cli_client;
 pub mod config;
+pub mod dashboard;
 pub mod dispatch;
 pub mod ingest;
 pub mod listen;

@@ -29,6 +29,12 @@ enum Command {
     Listen(hookd::listen::ListenArgs),
     /// Send a sample event to one endpoint through the admin API and show the outcome.
     SendTest(hookd::cli_client::SendTestArgs),
+    /// List, register, show, disable, enable, rotate the secret of and delete endpoints.
+    Endpoints(hookd::cli::endpoints::EndpointsArgs),
+    /// The delivery log, and one delivery with its attempts.
+    Deliveries(hookd::cli::deliveries::DeliveriesArgs),
+    /// Resend one delivery, or every delivery matching a filter (a durable job, followed).
+    Resend(hookd::cli::resend::ResendArgs),
 }
 
 #[derive(Args)]
@@ -91,6 +97,13 @@ fn main() -> ExitCode {
         Command::Migrate(args) => (vec![("database_url", args.database_url)], false),
         Command::Listen(args) => return hookd::listen::main(args),
         Command::SendTest(args) => return hookd::cli_client::main(args, cli.config.as_deref()),
+        Command::Endpoints(args) => {
+            return hookd::cli::endpoints::main(args, cli.config.as_deref())
+        }
+        Command::Deliveries(args) => {
+            return hookd::cli::deliveries::main(args, cli.config.as_deref())
+        }
+        Command::Resend(args) => return hookd::cli::resend::main(args, cli.config.as_deref()),
     };
     let config = match Config::load(cli.config.as_deref(), flags) {
         Ok(c) => c,

@@ -106,8 +106,14 @@ impl Store for MeteredStore {
     async fn event(&self, event_id: &str) -> Result<Option<Event>> {
         metered!(self, event(event_id))
     }
-    async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<Claimed>> {
-        metered!(self, claim(max, lease_ms))
+    async fn claim_due(
+        &self,
+        max: u32,
+        due: Due,
+        exclude: &[String],
+        lease_ms: u64,
+    ) -> Result<Vec<Claimed>> {
+        metered!(self, claim_due(max, due, exclude, lease_ms))
     }
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
         metered!(self, complete(batch))

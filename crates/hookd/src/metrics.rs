@@ -168,7 +168,7 @@ impl Metrics {
         // The hot operations' error series exist from the start, so `increase()` sees the
         // first error.
         for op in [
-            "claim",
+            "claim_due",
             "complete",
             "ingest_outbox",
             "release",

@@ -7,6 +7,7 @@
 //! claim never asks for more rows than there are free permits.
 
 mod attempt;
+mod isolation;
 mod recorder;
 
 pub use attempt::{AttemptResult, Sender, USER_AGENT};
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use hookd_store::{AttemptRecord, Claimed, Completion, Lease, Next, Release, Store, Trigger};
+use hookd_store::{AttemptRecord, Claimed, Completion, Due, Lease, Next, Release, Store, Trigger};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -56,6 +57,10 @@ pub struct Dispatcher {
     poll_interval: Duration,
     shutdown_timeout: Duration,
     disable_after: Duration,
+    /// Attempts one endpoint may have in flight.
+    per_endpoint: usize,
+    /// Retries that may be in flight; the rest of the pool is kept for first attempts.
+    retry_concurrency: usize,
     wake: Arc<Notify>,
 }
 
@@ -86,6 +91,8 @@ impl Dispatcher {
             poll_interval: config.poll_interval,
             shutdown_timeout: config.shutdown_timeout,
             disable_after: config.disable_after,
+            per_endpoint: config.endpoint_concurrency,
+            retry_concurrency: config.retry_concurrency(),
             wake,
         }
     }
@@ -103,6 +110,7 @@ impl Dispatcher {
         ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();
+        let in_flight = isolation::InFlight::new(self.per_endpoint, self.retry_concurrency);
         let mut delays = backoff().build();
         self.shared.metrics.up.set(1);
 
@@ -114,12 +122,7 @@ impl Dispatcher {
             };
             let free = 1 + permits.available_permits();
             let want = (free as u32).min(self.claim_batch);
-            match self
-                .shared
-                .store
-                .claim(want, self.shared.lease.as_millis() as u64)
-                .await
-            {
+            match self.claim(want, &in_flight).await {
                 Ok(claimed) if claimed.is_empty() => {
                     drop(first);
                     delays = backoff().build();
@@ -132,7 +135,12 @@ impl Dispatcher {
                         .claim_batch
                         .observe(claimed.len() as f64);
                     let mut first = Some(first);
+                    let mut surplus = Vec::new();
                     for c in claimed {
+                        let Some(slot) = in_flight.admit(&c) else {
+                            surplus.push(c);
+                            continue;
+                        };
                         // Only this loop takes permits, so the ones counted free are still free.
                         let permit = first.take().unwrap_or_else(|| {
                             permits
@@ -143,9 +151,15 @@ impl Dispatcher {
                         let shared = self.shared.clone();
                         let results = results.clone();
                         let cut_short = cut_short.clone();
-                        tasks.spawn(
-                            async move { shared.deliver(c, permit, results, cut_short).await },
-                        );
+                        tasks.spawn(async move {
+                            shared.deliver(c, permit, results, cut_short).await;
+                            drop(slot);
+                        });
+                    }
+                    drop(first);
+                    if !surplus.is_empty() {
+                        // More for one endpoint than it may take: back to the queue, unsent.
+                        self.shared.release_all(&surplus).await;
                     }
                 }
                 Err(e) => {
@@ -179,6 +193,32 @@ impl Dispatcher {
         drop(results);
         let _ = recorder.await;
         self.shared.metrics.up.set(0);
+    }
+
+    /// Claims up to `want`: first attempts first, then retries within their share, both
+    /// skipping endpoints already at their cap.
+    async fn claim(
+        &self,
+        want: u32,
+        in_flight: &isolation::InFlight,
+    ) -> hookd_store::Result<Vec<Claimed>> {
+        let lease = self.shared.lease.as_millis() as u64;
+        let busy = in_flight.saturated_endpoints();
+        let mut claimed = self
+            .shared
+            .store
+            .claim_due(want, Due::FirstAttempts, &busy, lease)
+            .await?;
+        let room = (want as usize - claimed.len()).min(in_flight.retry_room()) as u32;
+        if room > 0 {
+            claimed.extend(
+                self.shared
+                    .store
+                    .claim_due(room, Due::Retries, &busy, lease)
+                    .await?,
+            );
+        }
+        Ok(claimed)
     }
 
     /// Waits until the next delivery is due, a wake-up, the poll interval, or shutdown.
@@ -318,6 +358,24 @@ impl Shared {
             Err(e) => {
                 tracing::warn!(error = %e, endpoint_id, "cannot disable an endpoint that answered 410")
             }
+        }
+    }
+
+    /// Hands claimed deliveries back unsent, due at once.
+    async fn release_all(&self, claimed: &[Claimed]) {
+        let leases: Vec<Lease> = claimed
+            .iter()
+            .map(|c| Lease {
+                delivery_id: c.delivery_id,
+                token: c.lease_token.clone(),
+            })
+            .collect();
+        let released = (|| self.store.release(&leases, Release::Now))
+            .retry(backoff().with_max_times(5))
+            .when(|e| e.is_transient())
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, deliveries = leases.len(), "cannot hand back deliveries; their leases will expire");
         }
     }
 

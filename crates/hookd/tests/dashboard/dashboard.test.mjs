@@ -1,0 +1,371 @@
+// End-to-end test of the hookd dashboard in headless Chromium (playwright-core, the
+// system's /usr/bin/chromium: no browser download). Run by scripts/check-dashboard, which
+// starts hookd and the switchable receiver (receiver.py) and seeds them:
+//
+//   endpoint "Orders & payments"  -> the receiver (answers 500 until switched to ok)
+//   endpoint "Invoice archive"    -> the receiver's /always-ok path
+//   endpoint "Legacy CRM"         -> disabled by an operator
+//   event ORDER_EVENT (order.paid) and BULK_COUNT events of BULK_EVENT_TYPE to "Orders",
+//   all failed (HOOKD_RETRY_SCHEDULE= : failures are final)
+//
+// Environment: HOOKD_URL, RECEIVER_URL, ORDER_EVENT, BULK_EVENT_TYPE, BULK_COUNT,
+// SCREENSHOT_DIR, PASS_NAME; ADMIN_TOKEN when hookd runs with HOOKD_ADMIN_TOKEN (the page
+// must ask for it); CHROMIUM (default /usr/bin/chromium).
+//
+// Exits non-zero on the first failure, after saving failure-PASS_NAME.png.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const env = (name, fallback) => {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined) throw new Error(`${name} is not set`);
+  return value;
+};
+const BASE = env('HOOKD_URL');
+const RECEIVER = env('RECEIVER_URL');
+const ORDER_EVENT = env('ORDER_EVENT');
+const BULK_EVENT_TYPE = env('BULK_EVENT_TYPE');
+const BULK_COUNT = Number(env('BULK_COUNT'));
+const SHOTS = env('SCREENSHOT_DIR');
+const PASS = env('PASS_NAME', 'open');
+const TOKEN = env('ADMIN_TOKEN', '');
+const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
+const TIMEOUT = 20_000;
+const TIME_ZONE = 'Asia/Seoul'; // not the machine's: times must follow the viewer's zone
+
+// --- helpers -------------------------------------------------------------------------
+
+async function api(path, init = {}) {
+  const headers = { ...(init.headers || {}) };
+  if (TOKEN) headers.authorization = `Bearer ${TOKEN}`;
+  const res = await fetch(BASE + path, { ...init, headers });
+  const body = await res.json();
+  assert.ok(res.ok, `${path}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+async function receiver(mode) {
+  const res = await fetch(`${RECEIVER}/_control/${mode}`, { method: 'POST' });
+  assert.equal(await res.text(), mode);
+}
+
+// The pages' screenshots come from the pass without a token (the other pass adds token-prompt).
+async function pageShot(name) {
+  if (!TOKEN) await shot(page, name);
+}
+
+let passed = 0;
+async function step(name, fn) {
+  const started = Date.now();
+  await fn();
+  passed++;
+  console.log(`ok ${passed} - [${PASS}] ${name} (${Date.now() - started} ms)`);
+}
+
+async function shot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`   screenshot: ${path}`);
+}
+
+// --- the browser ---------------------------------------------------------------------
+
+const profile = mkdtempSync(join(tmpdir(), 'hookd-dashboard-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+  viewport: { width: 1366, height: 768 }, // a laptop screen
+  locale: 'en-US',
+  timezoneId: TIME_ZONE,
+});
+context.setDefaultTimeout(TIMEOUT);
+const page = context.pages()[0] || (await context.newPage());
+
+const problems = [];
+const origin = new URL(BASE).origin;
+function watchProblems(p) {
+  p.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  p.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const url = msg.location().url || '';
+    // The browser logs every non-2xx fetch; the 401s of the token pass are expected.
+    if (TOKEN && /status of 401/.test(msg.text())) return;
+    if (url.endsWith('/favicon.ico')) return;
+    problems.push(`console error: ${msg.text()} (${url})`);
+  });
+  p.on('request', (req) => {
+    const url = req.url();
+    if (!url.startsWith(`${origin}/`)) problems.push(`request outside hookd: ${url}`);
+  });
+}
+watchProblems(page);
+
+const rowOf = (text) => page.locator('tbody tr').filter({ hasText: text });
+
+try {
+  // --- the page and its headers ------------------------------------------------------
+  await step('GET / serves the page with its policy, no token needed', async () => {
+    const res = await page.goto(`${BASE}/`);
+    assert.equal(res.status(), 200);
+    const headers = res.headers();
+    assert.match(headers['content-type'], /^text\/html/);
+    assert.equal(headers['content-security-policy'], "default-src 'self'");
+    for (const [path, type] of [['/dashboard/app.js', /^text\/javascript/], ['/dashboard/app.css', /^text\/css/]]) {
+      const asset = await fetch(BASE + path);
+      assert.equal(asset.status, 200, path);
+      assert.match(asset.headers.get('content-type'), type, path);
+      assert.equal(asset.headers.get('content-security-policy'), "default-src 'self'", path);
+    }
+  });
+
+  if (TOKEN) {
+    await step('asks for the admin token on a 401, once, and keeps it in sessionStorage', async () => {
+      const dialog = page.getByRole('dialog', { name: 'Admin token' });
+      await dialog.waitFor();
+      await shot(page, 'token-prompt');
+      await page.getByLabel('Token', { exact: true }).fill('not-the-token');
+      await page.getByRole('button', { name: 'Continue' }).click();
+      await dialog.getByText('That token was refused').waitFor();
+      await page.getByLabel('Token', { exact: true }).fill(TOKEN);
+      await page.keyboard.press('Enter');
+      await dialog.waitFor({ state: 'hidden' });
+      await rowOf('Orders & payments').waitFor();
+      const stored = await page.evaluate(() => ({
+        session: sessionStorage.getItem('hookd.adminToken'),
+        local: localStorage.length,
+        cookies: document.cookie,
+      }));
+      assert.deepEqual(stored, { session: TOKEN, local: 0, cookies: '' });
+      // A reload in the same tab keeps it: no second question.
+      await page.reload();
+      await rowOf('Orders & payments').waitFor();
+      assert.equal(await dialog.isVisible(), false);
+      assert.equal(await page.getByRole('button', { name: 'Forget admin token' }).isVisible(), true);
+    });
+  }
+
+  // --- endpoints and their health ----------------------------------------------------
+  await step('endpoints page: enabled/disabled and why, failing since, last success, rate, pending', async () => {
+    await page.getByRole('heading', { name: 'Endpoints', level: 1 }).waitFor();
+    const orders = rowOf('Orders & payments');
+    const archive = rowOf('Invoice archive');
+    const crm = rowOf('Legacy CRM');
+    await orders.getByText('0%').waitFor();
+    await archive.getByText('100%').waitFor();
+    await crm.getByText('no deliveries').or(crm.getByText('none finished')).waitFor();
+    await orders.getByText('enabled, failing').waitFor();
+    await orders.getByText(`0 of ${BULK_COUNT + 1} finished`).waitFor();
+    await archive.getByText('enabled, healthy').waitFor();
+    await crm.getByText('disabled', { exact: true }).waitFor();
+    await crm.getByText('disabled by an operator').waitFor();
+    // The parked delivery of the disabled endpoint counts as pending.
+    assert.equal((await crm.locator('td').nth(5).innerText()).trim(), '1');
+    assert.equal((await orders.locator('td').nth(5).innerText()).trim(), '0');
+    assert.equal((await orders.locator('td').nth(2).innerText()).trim(), 'never');
+    // Failing since: relative text, exact time in the viewer's time zone as the tooltip.
+    const failing = orders.locator('td').nth(3).locator('time');
+    assert.match(await failing.innerText(), /just now|seconds? ago|minutes? ago/);
+    const title = await failing.getAttribute('title');
+    const iso = await failing.getAttribute('datetime');
+    const expected = new Intl.DateTimeFormat('en-US', {
+      year: 'numeric', month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit', second: '2-digit',
+      timeZoneName: 'short', timeZone: TIME_ZONE,
+    }).format(new Date(iso));
+    assert.equal(title, expected);
+    assert.match(title, /GMT\+9/);
+    await pageShot('endpoints');
+  });
+
+  // --- the delivery log ---------------------------------------------------------------
+  let orderId;
+  await step('delivery log: filter by state, the failed delivery is listed', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Deliveries' }).click();
+    await page.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    await page.getByLabel('State').selectOption('failed');
+    await page.getByRole('button', { name: 'Apply filter' }).click();
+    await page.waitForFunction(() => location.hash === '#/deliveries?state=failed');
+    const row = rowOf(ORDER_EVENT);
+    await row.waitFor();
+    assert.equal(await row.getAttribute('data-state'), 'failed');
+    await row.getByText('HTTP 500').waitFor();
+    orderId = await row.getAttribute('data-delivery-id');
+    assert.equal(await page.locator('tbody tr').count(), BULK_COUNT + 1);
+    await pageShot('deliveries');
+  });
+
+  await step('resend one delivery (keyboard): the new attempt succeeds on the page', async () => {
+    await receiver('ok');
+    const row = rowOf(ORDER_EVENT);
+    const button = row.getByRole('button', { name: `Resend delivery ${orderId}` });
+    await button.focus();
+    await page.keyboard.press('Enter');
+    await page.locator(`tr[data-delivery-id="${orderId}"][data-state="succeeded"]`).waitFor();
+    await row.getByText('succeeded').waitFor();
+    const d = await api(`/v1/deliveries/${orderId}`);
+    assert.equal(d.state, 'succeeded');
+    assert.deepEqual(d.attempt_log.map((a) => [a.trigger, a.status_code]), [['auto', 500], ['manual', 200]]);
+  });
+
+  await step('one delivery: its attempts (time, trigger, status, latency, outcome, error, body) and payload', async () => {
+    await page.getByRole('link', { name: `Delivery ${orderId}`, exact: true }).click();
+    await page.getByRole('heading', { name: `Delivery ${orderId}`, level: 1 }).waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'page-title');
+    const attempts = page.locator('table.attempts tbody tr');
+    await page.getByRole('heading', { name: 'Attempts (2)' }).waitFor();
+    const first = await attempts.nth(0).locator('td').allInnerTexts();
+    const second = await attempts.nth(1).locator('td').allInnerTexts();
+    assert.equal(first[0], '1');
+    assert.match(first[1], /ago|just now/);
+    assert.deepEqual(first.slice(2, 4), ['auto', '500']);
+    assert.match(first[4], /^\d+ ms$/);
+    assert.equal(first[5], 'http error');
+    assert.equal(first[6], 'HTTP 500 Internal Server Error');
+    assert.equal(first[7], 'upstream exploded');
+    assert.deepEqual([second[0], ...second.slice(2, 4), second[5], second[6], second[7]],
+      ['2', 'manual', '200', 'success', '—', '{"received": true}']);
+    assert.ok(await attempts.nth(0).locator('time').getAttribute('title'));
+    // The payload, with markup in it shown as text and never run.
+    const payload = await page.getByLabel('Event payload').innerText();
+    assert.deepEqual(JSON.parse(payload), {
+      orderId: 'o-1001', amount: 9900, note: '<b>bold</b> <img src=x onerror="window.__xss=1">',
+    });
+    assert.ok(payload.includes('"note": "<b>bold</b> <img'), payload);
+    assert.equal(await page.locator('main img, main b').count(), 0);
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+    await pageShot('delivery');
+  });
+
+  await step('resend from the delivery page: a third attempt appears', async () => {
+    await page.getByRole('button', { name: 'Resend', exact: true }).click();
+    await page.getByRole('heading', { name: 'Attempts (3)' }).waitFor();
+    await page.locator('table.attempts tbody tr[data-attempt="3"][data-outcome="success"]').waitFor();
+  });
+
+  // --- bulk resend --------------------------------------------------------------------
+  await step('resend all that match: progress until done, every row succeeds', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Deliveries' }).click();
+    await page.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    await page.getByLabel('State').selectOption('failed');
+    await page.getByLabel('Event type').fill(BULK_EVENT_TYPE);
+    await page.getByLabel('Event type').press('Enter'); // submits the filter form
+    await page.waitForFunction((t) => location.hash === `#/deliveries?state=failed&event_type=${t}`, BULK_EVENT_TYPE);
+    await page.locator('tbody tr[data-state="failed"]').nth(BULK_COUNT - 1).waitFor();
+    assert.equal(await page.locator('tbody tr').count(), BULK_COUNT);
+    const ids = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.deliveryId));
+
+    await page.getByRole('button', { name: 'Resend all that match…' }).click();
+    const confirm = page.getByRole('region', { name: 'Resend all that match this filter?' });
+    await confirm.getByText(`state is failed, event type is ${BULK_EVENT_TYPE}`).waitFor();
+    await page.getByRole('button', { name: 'Resend all that match', exact: true }).click();
+
+    const progress = page.locator('#bulk-progress');
+    await progress.waitFor();
+    assert.equal(await progress.getAttribute('max'), String(BULK_COUNT));
+    const seen = new Set();
+    const status = page.locator('#bulk-status');
+    const deadline = Date.now() + TIMEOUT;
+    for (;;) {
+      const text = await status.innerText();
+      seen.add(text);
+      if (text.startsWith('Done:')) break;
+      assert.ok(Date.now() < deadline, `bulk resend not done: ${[...seen].join(' | ')}`);
+      await page.waitForTimeout(100);
+    }
+    console.log(`   progress seen: ${[...seen].join(' | ')}`);
+    assert.match(await status.innerText(), new RegExp(`^Done: resent ${BULK_COUNT} of ${BULK_COUNT}\\.`));
+    assert.equal(await progress.evaluate((p) => p.value), BULK_COUNT);
+    // The rows follow their new attempts in place, though they no longer match "failed".
+    await page.locator('tbody tr[data-state="succeeded"]').nth(BULK_COUNT - 1).waitFor();
+    assert.equal(await page.locator('tbody tr[data-state="succeeded"]').count(), BULK_COUNT);
+    for (const id of ids) assert.equal((await api(`/v1/deliveries/${id}`)).state, 'succeeded', id);
+    await pageShot('bulk-resend-done');
+  });
+
+  await step('paging with next_cursor: older, then newest again', async () => {
+    await page.goto(`${BASE}/#/deliveries?limit=3`);
+    await page.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    await page.locator('tbody tr').nth(2).waitFor();
+    const firstPage = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.deliveryId)));
+    assert.equal(firstPage.length, 3);
+    await page.getByRole('link', { name: 'Older »' }).click();
+    await page.waitForFunction(() => location.hash.includes('cursor='));
+    await page.locator('tbody tr').first().waitFor();
+    const secondPage = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.deliveryId)));
+    assert.ok(Math.max(...secondPage) < Math.min(...firstPage), `${secondPage} after ${firstPage}`);
+    await page.getByRole('link', { name: '« Newest' }).click();
+    await page.waitForFunction(() => !location.hash.includes('cursor='));
+    await page.locator(`tbody tr[data-delivery-id="${firstPage[0]}"]`).waitFor();
+  });
+
+  await step('keyboard: a focused control shows a focus ring', async () => {
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    const outline = await page.evaluate(() => {
+      const el = document.activeElement;
+      return el && el !== document.body ? getComputedStyle(el).outlineStyle : 'none';
+    });
+    assert.notEqual(outline, 'none');
+  });
+
+  if (TOKEN) {
+    await step('another tab asks again; Cancel and Escape leave a way back to the token', async () => {
+      const tab = await context.newPage();
+      watchProblems(tab);
+      await tab.goto(`${BASE}/#/deliveries`);
+      const dialog = tab.getByRole('dialog', { name: 'Admin token' });
+      await dialog.waitFor();
+      await tab.getByRole('button', { name: 'Cancel' }).click();
+      await dialog.waitFor({ state: 'hidden' });
+      const again = tab.getByRole('button', { name: 'Enter admin token' });
+      await again.waitFor();
+      await again.click();
+      await dialog.waitFor();
+      await tab.keyboard.press('Escape');
+      await dialog.waitFor({ state: 'hidden' });
+      await again.click();
+      await tab.getByLabel('Token', { exact: true }).fill(TOKEN);
+      await tab.getByRole('button', { name: 'Continue' }).click();
+      await tab.locator('tbody tr').first().waitFor();
+      assert.equal(await tab.locator('tbody tr').count(), BULK_COUNT + 5);
+      // Forgetting it: the next call asks again.
+      await tab.getByRole('button', { name: 'Forget admin token' }).click();
+      await dialog.waitFor();
+      assert.equal(await tab.evaluate(() => sessionStorage.getItem('hookd.adminToken')), null);
+      await tab.close();
+    });
+  }
+
+  await step('no console error, no script error, no request outside hookd', async () => {
+    assert.deepEqual(problems, []);
+  });
+} catch (err) {
+  console.error(`not ok - [${PASS}] ${err.stack || err}`);
+  try {
+    await shot(page, `failure-${PASS}`);
+    console.error('--- page text ---');
+    console.error((await page.locator('body').innerText()).slice(0, 4000));
+    if (problems.length) console.error(`--- problems ---\n${problems.join('\n')}`);
+  } catch (e) {
+    console.error(`(could not capture the page: ${e.message})`);
+  }
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+if (!process.exitCode) console.log(`dashboard [${PASS}]: ${passed} steps passed`);

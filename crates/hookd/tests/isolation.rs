@@ -1,0 +1,124 @@
+//! One bad endpoint cannot take the pool, and retries cannot starve new events.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_holds_at_most_its_cap() {
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.concurrency = 8;
+    config.endpoint_concurrency = 2;
+    config.retry_schedule = Vec::new();
+    let app = TestApp::spawn_with(config).await;
+    // Every request hangs past the endpoint's timeout.
+    let hanging = Receiver::start(|_, _| Reply::hang(Duration::from_secs(2))).await;
+    let healthy = Receiver::ok().await;
+    app.endpoint(json!({ "url": hanging.url(), "event_types": ["slow"], "timeout": "500ms" }))
+        .await;
+    app.endpoint(json!({ "url": healthy.url(), "event_types": ["fast"] }))
+        .await;
+
+    // Healthy throughput alone, then with 40 hanging deliveries queued ahead of it.
+    let rate = |started: Instant, n: usize| n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for _ in 0..100 {
+        app.event(json!({ "event_type": "fast", "payload": {} }))
+            .await;
+    }
+    healthy.wait_for(100, WAIT).await;
+    let alone = rate(started, 100);
+
+    for _ in 0..40 {
+        app.event(json!({ "event_type": "slow", "payload": {} }))
+            .await;
+    }
+    hanging.wait_for(2, WAIT).await;
+    let started = Instant::now();
+    for _ in 0..100 {
+        app.event(json!({ "event_type": "fast", "payload": {} }))
+            .await;
+    }
+    healthy.wait_for(200, WAIT).await;
+    let beside = rate(started, 100);
+    assert!(
+        app.deliveries("state=pending").await.len() + app.deliveries("state=in_flight").await.len()
+            > 0,
+        "the hanging endpoint was still busy while the healthy one was served"
+    );
+    // Each attempt holds its place for the 500 ms timeout, so with a cap of 2 no 400 ms
+    // window sees more than 2 requests arrive.
+    let arrivals: Vec<Instant> = hanging.received().iter().map(|r| r.at).collect();
+    let most = arrivals
+        .iter()
+        .map(|t| {
+            arrivals
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_millis(400))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= 2,
+        "{most} requests to the hanging endpoint within 400 ms: the cap did not hold"
+    );
+    assert!(
+        arrivals.len() >= 4,
+        "the hanging endpoint kept being tried: {}",
+        arrivals.len()
+    );
+    println!("healthy endpoint: {alone:.0}/s alone, {beside:.0}/s beside a hanging one");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_leave_room_for_first_attempts() {
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.concurrency = 4;
+    config.retry_concurrency = 2;
+    config.endpoint_concurrency = 4;
+    config.retry_schedule = vec![Duration::from_millis(10); 50];
+    let app = TestApp::spawn_with(config).await;
+    // A storm: 30 deliveries that fail slowly and are retried at once, over and over.
+    let failing = Receiver::start(|_, _| {
+        let mut reply = Reply::hang(Duration::from_millis(100));
+        reply.status = 500;
+        reply
+    })
+    .await;
+    let healthy = Receiver::ok().await;
+    app.endpoint(json!({ "url": failing.url(), "event_types": ["storm"], "timeout": "1s" }))
+        .await;
+    app.endpoint(json!({ "url": healthy.url(), "event_types": ["new"] }))
+        .await;
+    for _ in 0..30 {
+        app.event(json!({ "event_type": "storm", "payload": {} }))
+            .await;
+    }
+    // Let the storm become retries.
+    wait_until(WAIT, "the storm to be retrying", || async {
+        (app.metrics.retries_scheduled.get() >= 30).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    for _ in 0..20 {
+        app.event(json!({ "event_type": "new", "payload": {} }))
+            .await;
+    }
+    healthy.wait_for(20, WAIT).await;
+    let took = started.elapsed();
+    println!("20 new events delivered in {took:?} during a retry storm");
+    assert!(
+        took < Duration::from_secs(5),
+        "first attempts starved: {took:?}"
+    );
+    app.stop().await;
+}
