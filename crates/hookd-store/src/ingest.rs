@@ -158,3 +158,34 @@ mod tests {
         assert!(event_id(Some("  ")).starts_with("evt_"));
     }
 }
+
+/// The outbox row decoder, under arbitrary input: never a panic, and an event that is
+/// accepted is JSON within the limits.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn rows_are_accepted_only_when_sendable(
+            event_id in prop_oneof![".{0,40}", "[a-zA-Z0-9_.:-]{1,40}"],
+            payload in prop_oneof![
+                any::<u32>().prop_map(|n| format!("{{\"n\":{n}}}")),
+                ".{0,200}",
+                "[\\[\\]{}\"\\\\:,0-9a ]{0,300}",
+            ],
+        ) {
+            let limits = IngestLimits { max_payload_bytes: 256 };
+            let id = super::event_id(Some(&event_id));
+            match undeliverable(&id, &payload, &limits) {
+                None => {
+                    prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&payload).is_ok());
+                    prop_assert!(payload.len() <= 256 && json_depth(&payload) <= MAX_DEPTH);
+                    prop_assert!(id.chars().all(|c| c.is_ascii_graphic()));
+                }
+                Some(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+    }
+}

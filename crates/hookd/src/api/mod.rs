@@ -10,6 +10,8 @@ mod deliveries;
 mod endpoints;
 pub mod error;
 mod events;
+#[cfg(test)]
+mod fuzz;
 mod json;
 pub mod openapi;
 mod time;
