@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
+use hookd_testkit::{Receiver, Reply, TestDb};
 use support::{free_port, Running};
 
 mod support;
@@ -112,19 +112,7 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
     let child = Running(Some(child));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(20), "hookd to be ready", || {
-        let http = http.clone();
-        let url = format!("{base}/readyz");
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
+    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
 
     let receiver = Receiver::start(|n, _| {
         if n == 0 {
@@ -203,18 +191,7 @@ async fn secrets_never_reach_the_log() {
     let child = Running(Some(child));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(20), "hookd to be ready", || {
-        let (http, url) = (http.clone(), format!("{base}/readyz"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
+    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
     // Each delivery fails once, then succeeds: retries are logged too.
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
     let receiver = Receiver::start(move |_, r| {

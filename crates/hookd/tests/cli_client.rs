@@ -42,18 +42,7 @@ impl Daemon {
         let child = Running(Some(cmd.spawn().expect("start hookd serve")));
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        wait_until(WAIT, "hookd to be ready", || {
-            let request = http.get(format!("{base}/readyz"));
-            async move {
-                request
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
+        support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
         Daemon {
             base,
             db,

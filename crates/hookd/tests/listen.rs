@@ -2,6 +2,8 @@
 //! real deliveries from a real `hookd serve` (SQLite), checked through `--json` output and
 //! `GET /_requests`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,21 +34,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-async fn wait_ready(http: &reqwest::Client, url: String, what: &str) {
-    wait_until(WAIT, what, || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
 }
 
 /// `hookd listen --json` on a free port; its stdout lines are collected as JSON.
@@ -82,7 +69,7 @@ impl Listener {
         });
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        wait_ready(&http, format!("{base}/_requests"), "hookd listen to be up").await;
+        support::wait_ok(&http, &format!("{base}/_requests"), "hookd listen to be up").await;
         Listener {
             _proc: Proc(child),
             base,
@@ -153,7 +140,7 @@ impl Hookd {
             .expect("start hookd serve");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        wait_ready(&http, format!("{base}/readyz"), "hookd serve to be ready").await;
+        support::wait_ok(&http, &format!("{base}/readyz"), "hookd serve to be ready").await;
         Hookd {
             _proc: Proc(child),
             _db: db,

@@ -48,13 +48,8 @@ async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let ready = || async {
-        wait_until(Duration::from_secs(20), "hookd to be ready", || {
-            let (http, url) = (http.clone(), format!("{base}/readyz"));
-            async move { get(&http, url).await.map(|_| ()) }
-        })
-        .await
-    };
+    let readyz = format!("{base}/readyz");
+    let ready = || support::wait_ok(&http, &readyz, "hookd to be ready");
 
     // 5,000 deliveries that failed for good (no automatic retries).
     let receiver = Receiver::start(|_, _| Reply::status(500)).await;

@@ -107,6 +107,7 @@ impl Dispatcher {
             rx,
             self.shared.metrics.clone(),
             self.disable_after,
+            self.wake.clone(),
         ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();
@@ -244,8 +245,8 @@ impl Shared {
     async fn deliver(
         &self,
         c: Claimed,
-        _permit: OwnedSemaphorePermit,
-        results: mpsc::Sender<Completion>,
+        permit: OwnedSemaphorePermit,
+        results: mpsc::Sender<recorder::Finished>,
         cut_short: CancellationToken,
     ) {
         if let Some(reason) = &c.payload_error {
@@ -341,7 +342,9 @@ impl Shared {
         };
         // Fails only when the recorder is gone (shutdown after a crash of it): the lease
         // then expires and the delivery is sent again.
-        let _ = results.send(completion).await;
+        let _ = results
+            .send(recorder::Finished { completion, permit })
+            .await;
     }
 
     async fn disable_gone(&self, endpoint_id: &str) {

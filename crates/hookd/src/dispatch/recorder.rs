@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::Retryable;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
-use hookd_store::{Completion, Outcome, Store};
+use hookd_store::{Completion, Next, Outcome, Store};
 
 use crate::metrics::Metrics;
 
@@ -22,12 +22,17 @@ pub const MAX_BATCH: usize = 512;
 /// be written at all, the leases expire and the deliveries are sent again: at least once.
 pub async fn run(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Completion>,
+    mut rx: mpsc::Receiver<Finished>,
     metrics: Metrics,
     disable_after: Duration,
+    dispatch_wake: Arc<Notify>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut received = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut received, MAX_BATCH).await > 0 {
+        // Each result keeps its attempt's concurrency permit until it is written, so the
+        // deliveries a crash would send again never exceed `concurrency`.
+        let (batch, permits): (Vec<Completion>, Vec<OwnedSemaphorePermit>) =
+            received.drain(..).map(|f| (f.completion, f.permit)).unzip();
         let written = (|| store.complete(&batch))
             .retry(super::backoff())
             .when(|e| e.is_transient())
@@ -58,8 +63,18 @@ pub async fn run(
                 );
             }
         }
-        batch.clear();
+        drop(permits);
+        if batch.iter().any(|c| matches!(c.next, Next::RetryIn(_))) {
+            // A short retry may be due before the dispatcher's idle wait ends.
+            dispatch_wake.notify_one();
+        }
     }
+}
+
+/// An attempt's result on its way to the database, with the permit it ran under.
+pub struct Finished {
+    pub completion: Completion,
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// Keeps each endpoint's health up to date (one write per endpoint per batch at most), and

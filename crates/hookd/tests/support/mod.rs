@@ -202,3 +202,19 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Waits until `GET url` answers 2xx (a process that is starting up).
+pub async fn wait_ok(http: &reqwest::Client, url: &str, what: &str) {
+    hookd_testkit::wait_until(WAIT, what, || {
+        let request = http.get(url);
+        async move {
+            request
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+}
