@@ -75,6 +75,10 @@ async fn a_hanging_endpoint_holds_at_most_its_cap() {
         arrivals.len()
     );
     println!("healthy endpoint: {alone:.0}/s alone, {beside:.0}/s beside a hanging one");
+    assert!(
+        beside >= alone * 0.8,
+        "the healthy endpoint lost more than 20% of its throughput: {alone:.0}/s alone, {beside:.0}/s beside"
+    );
     app.stop().await;
 }
 
