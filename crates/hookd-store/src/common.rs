@@ -522,8 +522,29 @@ macro_rules! store_impl {
                 Ok(found)
             }
 
-            /// Joins claimed rows with their endpoints.
+            /// Joins claimed rows with their endpoints. If that fails, the rows are handed back
+            /// (due now, the claim undone) before the error is returned: a claim that cannot be
+            /// completed must not leave leases to expire and charge a lost attempt.
             async fn with_endpoints(
+                &self,
+                rows: Vec<$crate::rows::ClaimRow>,
+            ) -> $crate::Result<Vec<$crate::Claimed>> {
+                let leases: Vec<$crate::Lease> = rows
+                    .iter()
+                    .map(|r| $crate::Lease { delivery_id: r.id, token: r.lease_token.clone() })
+                    .collect();
+                match self.join_endpoints(rows).await {
+                    Ok(claimed) => Ok(claimed),
+                    Err(e) => {
+                        if let Err(undo) = $crate::Store::release(self, &leases, $crate::Release::Now).await {
+                            tracing::warn!(error = %undo, "cannot hand back a claim that failed");
+                        }
+                        Err(e)
+                    }
+                }
+            }
+
+            async fn join_endpoints(
                 &self,
                 rows: Vec<$crate::rows::ClaimRow>,
             ) -> $crate::Result<Vec<$crate::Claimed>> {
@@ -562,8 +583,12 @@ macro_rules! store_impl {
                 endpoint_id: Option<&str>,
                 limits: &$crate::IngestLimits,
             ) -> $crate::Result<(String, bool)> {
-                let event_id = $crate::ingest::event_id(event_id);
-                let payload_error = $crate::ingest::undeliverable(&event_id, payload, limits);
+                let given = $crate::ingest::event_id(event_id);
+                let payload_error = $crate::ingest::undeliverable(&given, payload, limits);
+                // An id that cannot be an id (too long for the index, unprintable) is stored
+                // under a stable stand-in, so the row fails with its reason instead of
+                // stopping ingestion; the same bad id maps to the same stand-in.
+                let event_id = $crate::ingest::storable_id(given);
                 let inserted = sqlx::query(&Self::sql($crate::sql::INSERT_EVENT))
                     .bind(&event_id)
                     .bind(event_type)

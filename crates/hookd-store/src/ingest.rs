@@ -89,6 +89,27 @@ pub(crate) fn event_id(given: Option<&str>) -> String {
     }
 }
 
+/// The id to store for an event: the given one when it is a valid id, else a stable
+/// stand-in derived from it.
+pub(crate) fn storable_id(given: String) -> String {
+    if given.len() <= 200 && given.chars().all(|c| c.is_ascii_graphic()) {
+        given
+    } else {
+        format!(
+            "evt_invalid_{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, given.as_bytes()).simple()
+        )
+    }
+}
+
+/// Text from a column that may not hold valid UTF-8 (SQLite stores whatever it is given).
+pub(crate) fn lossy(bytes: Vec<u8>) -> (String, bool) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, true),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +170,18 @@ mod tests {
             .contains("nested 200 levels"));
         let ok = format!("{}1{}", "[".repeat(128), "]".repeat(128));
         assert_eq!(payload_error(&ok, &IngestLimits::default()), None);
+    }
+
+    #[test]
+    fn invalid_ids_get_a_stable_stand_in() {
+        assert_eq!(storable_id("e-1".into()), "e-1");
+        let long = "x".repeat(6000);
+        let a = storable_id(long.clone());
+        assert!(a.starts_with("evt_invalid_") && a.len() < 60);
+        assert_eq!(a, storable_id(long), "the same bad id, the same stand-in");
+        assert_ne!(storable_id("bad id".into()), storable_id("bad  id".into()));
+        assert_eq!(lossy(b"ok".to_vec()), ("ok".to_string(), true));
+        assert!(!lossy(vec![0xff, b'{']).1);
     }
 
     #[test]

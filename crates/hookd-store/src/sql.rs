@@ -152,12 +152,15 @@ pub(crate) const INSERT_ATTEMPT: &str =
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// Undoes a claim whose attempt never ran. `$3`: 'pending' or 'failed'; `$4`: due now
-/// (else parked, unless a resend was asked for meanwhile); `$5`: last_error when failing.
+/// (else parked, unless a resend was asked for meanwhile or the endpoint was enabled again
+/// since the claim); `$5`: last_error when failing.
 pub(crate) const RELEASE: &str = "UPDATE hookd_deliveries SET \
     state = $3, \
     attempts = attempts - 1, \
     auto_attempts = auto_attempts - CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
-    next_attempt_at = CASE WHEN $3 = 'pending' AND ($4 OR resend_requested) THEN hookd_now_ms() END, \
+    next_attempt_at = CASE WHEN $3 = 'pending' AND ($4 OR resend_requested OR EXISTS ( \
+        SELECT 1 FROM hookd_endpoints e WHERE e.id = hookd_deliveries.endpoint_id AND e.enabled)) \
+        THEN hookd_now_ms() END, \
     next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE next_trigger END, \
     resend_requested = FALSE, lease_token = NULL, lease_expires_at = NULL, \
     last_error = COALESCE($5, last_error), \

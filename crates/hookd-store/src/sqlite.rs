@@ -118,13 +118,33 @@ store_impl!(SqliteStore, Sqlite, {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
-             ORDER BY seq LIMIT $1",
+        // Producers may bind anything (SQLite keeps a BLOB a BLOB, and text that is not
+        // UTF-8): read bytes, so that one odd row fails alone instead of stopping ingestion.
+        let raw: Vec<(i64, Option<Vec<u8>>, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
+             CAST(endpoint_id AS BLOB) FROM hookd_outbox ORDER BY seq LIMIT $1",
         )
         .bind(max_rows as i64)
         .fetch_all(&mut *tx)
         .await?;
+        let rows: Vec<OutboxRow> = raw
+            .into_iter()
+            .map(|(seq, event_id, event_type, payload, endpoint_id)| {
+                let text = |b: Vec<u8>| crate::ingest::lossy(b).0;
+                let (mut payload, utf8) = crate::ingest::lossy(payload);
+                if !utf8 {
+                    // Not JSON either way; make sure it is refused as such.
+                    payload.insert_str(0, "\u{FFFD}not UTF-8: ");
+                }
+                OutboxRow {
+                    seq,
+                    event_id: event_id.map(text),
+                    event_type: text(event_type),
+                    payload,
+                    endpoint_id: endpoint_id.map(text),
+                }
+            })
+            .collect();
         if rows.is_empty() {
             return Ok(0);
         }

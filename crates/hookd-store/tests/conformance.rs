@@ -27,6 +27,8 @@ hookd_testkit::each_backend!(
     ordered_endpoints_hold_the_next_delivery,
     endpoint_health_disables_the_failing,
     claims_by_kind_and_skip_busy_endpoints,
+    odd_outbox_rows_fail_alone,
+    a_release_after_reenabling_is_due,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -296,7 +298,15 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
     let d = by_event("bad").await;
     assert_eq!(d.state, DeliveryState::Failed);
     assert!(d.last_error.unwrap().contains("not valid JSON"));
-    let d = by_event("bad id").await;
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap();
+    let d = all
+        .iter()
+        .find(|d| d.event_id.starts_with("evt_invalid_"))
+        .unwrap()
+        .clone();
     assert_eq!(d.state, DeliveryState::Failed);
     assert!(d.last_error.unwrap().contains("webhook-id"));
     assert!(store.claim(10, 60_000).await.unwrap().is_empty());
@@ -536,6 +546,15 @@ async fn release_undoes_the_claim(backend: Backend) {
         (1, 1),
         "the release undid the count"
     );
+    // Parking is for an endpoint that is disabled (a worker finds it so after a claim).
+    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    store
+        .update_endpoint(&Endpoint {
+            enabled: false,
+            ..ep.clone()
+        })
+        .await
+        .unwrap();
     store.release(&[lease(&c)], Release::Park).await.unwrap();
     assert_eq!(one_delivery(&store).await.next_attempt_at, None);
     assert!(store.claim(1, 60_000).await.unwrap().is_empty(), "parked");
@@ -1273,4 +1292,85 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
             .collect::<Vec<_>>(),
         [("new", "ep_a"), ("old", "ep_b")]
     );
+}
+
+async fn odd_outbox_rows_fail_alone(backend: Backend) {
+    let (db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    let long = "x".repeat(6000);
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('{long}', 'x', '{{}}');
+         INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('fine', 'x', '{{}}');"
+    ))
+    .await;
+    if backend == Backend::Sqlite {
+        // SQLite keeps whatever a producer binds: a BLOB, and text that is not UTF-8.
+        db.exec(
+            "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('blob', 'x', X'7b7d');
+             INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('latin1', 'x', CAST(X'7bff7d' AS TEXT));",
+        )
+        .await;
+    }
+    while store.ingest_outbox(10, &limits()).await.unwrap() > 0 {}
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 10)
+        .await
+        .unwrap();
+    let by_event = |id: &str| {
+        all.iter()
+            .find(|d| d.event_id == id)
+            .unwrap_or_else(|| panic!("{id}: {all:?}"))
+    };
+    assert_eq!(by_event("fine").state, DeliveryState::Pending);
+    let bad = all
+        .iter()
+        .find(|d| d.event_id.starts_with("evt_invalid_"))
+        .expect("the long id, under a stand-in");
+    assert_eq!(bad.state, DeliveryState::Failed);
+    assert!(bad.last_error.as_deref().unwrap().contains("webhook-id"));
+    if backend == Backend::Sqlite {
+        assert_eq!(
+            by_event("blob").state,
+            DeliveryState::Pending,
+            "a BLOB of JSON is JSON"
+        );
+        assert_eq!(store.event("blob").await.unwrap().unwrap().payload, "{}");
+        assert_eq!(by_event("latin1").state, DeliveryState::Failed);
+    }
+}
+
+async fn a_release_after_reenabling_is_due(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let ep = store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("e1"), "x"), &limits())
+        .await
+        .unwrap();
+    // Claimed while the endpoint is disabled, enabled again before the worker parks it.
+    store
+        .update_endpoint(&Endpoint {
+            enabled: false,
+            ..ep.clone()
+        })
+        .await
+        .unwrap();
+    store.resend(one_delivery(&store).await.id).await.unwrap(); // due, manual
+    let c = store.claim(1, 60_000).await.unwrap().remove(0);
+    store.update_endpoint(&ep).await.unwrap();
+    let lease = Lease {
+        delivery_id: c.delivery_id,
+        token: c.lease_token.clone(),
+    };
+    store.release(&[lease], Release::Park).await.unwrap();
+    assert!(
+        one_delivery(&store).await.next_attempt_at.is_some(),
+        "parked on an enabled endpoint"
+    );
+    assert_eq!(store.claim(1, 60_000).await.unwrap().len(), 1);
 }

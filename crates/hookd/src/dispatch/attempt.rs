@@ -269,7 +269,8 @@ async fn read_prefix(response: &mut reqwest::Response, into: &mut Vec<u8>, max: 
 
 /// The first `max` bytes as text, cut at a character boundary.
 fn truncate_utf8(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    // NUL is valid UTF-8 but PostgreSQL TEXT refuses it: store U+FFFD instead.
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).replace('\0', "\u{FFFD}");
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -336,5 +337,6 @@ mod tests {
         assert_eq!(truncate_utf8("héllo".as_bytes(), 2), "h");
         assert_eq!(truncate_utf8("héllo".as_bytes(), 3), "hé");
         assert_eq!(truncate_utf8(b"", 3), "");
+        assert_eq!(truncate_utf8(b"bin\0ary", 10), "bin\u{FFFD}ary");
     }
 }

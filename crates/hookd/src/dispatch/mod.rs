@@ -192,12 +192,25 @@ impl Dispatcher {
             tasks.wait().await;
         }
         drop(results);
-        let _ = recorder.await;
+        // Bounded too: with the database gone, the results cannot be written; their leases
+        // expire and the deliveries are sent again by whoever runs next.
+        let mut recorder = recorder;
+        if tokio::time::timeout(self.shutdown_timeout, &mut recorder)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown timeout: attempt results not recorded; their leases will expire"
+            );
+            recorder.abort();
+        }
         self.shared.metrics.up.set(0);
     }
 
-    /// Claims up to `want`: first attempts first, then retries within their share, both
-    /// skipping endpoints already at their cap.
+    /// Claims up to `want`: a quarter for retries (within their share of the pool), then
+    /// first attempts, then more retries for what is left, all skipping endpoints already at
+    /// their cap. New events are never starved by retries, nor retries by a steady stream of
+    /// new events.
     async fn claim(
         &self,
         want: u32,
@@ -205,17 +218,30 @@ impl Dispatcher {
     ) -> hookd_store::Result<Vec<Claimed>> {
         let lease = self.shared.lease.as_millis() as u64;
         let busy = in_flight.saturated_endpoints();
-        let mut claimed = self
-            .shared
-            .store
-            .claim_due(want, Due::FirstAttempts, &busy, lease)
-            .await?;
-        let room = (want as usize - claimed.len()).min(in_flight.retry_room()) as u32;
-        if room > 0 {
+        let room = in_flight.retry_room() as u32;
+        let share = (want / 4).max(1).min(room);
+        let mut claimed = Vec::new();
+        if share > 0 {
+            claimed = self
+                .shared
+                .store
+                .claim_due(share, Due::Retries, &busy, lease)
+                .await?;
+        }
+        let more_retries_due = share > 0 && claimed.len() as u32 == share;
+        let left = want - claimed.len() as u32;
+        claimed.extend(
+            self.shared
+                .store
+                .claim_due(left, Due::FirstAttempts, &busy, lease)
+                .await?,
+        );
+        let more = (want - claimed.len() as u32).min(room - share);
+        if more > 0 && more_retries_due {
             claimed.extend(
                 self.shared
                     .store
-                    .claim_due(room, Due::Retries, &busy, lease)
+                    .claim_due(more, Due::Retries, &busy, lease)
                     .await?,
             );
         }
@@ -225,7 +251,11 @@ impl Dispatcher {
     /// Waits until the next delivery is due, a wake-up, the poll interval, or shutdown.
     async fn idle(&self, shutdown: &CancellationToken) {
         let wait = match self.shared.store.next_due_in_ms().await {
-            Ok(Some(ms)) => Duration::from_millis(ms.max(1) as u64).min(self.poll_interval),
+            // Overdue rows the claim did not take belong to endpoints at their cap or are
+            // retries beyond their share: wait for a slot (the recorder wakes us when it
+            // frees permits) rather than spin.
+            Ok(Some(ms)) if ms <= 0 => self.poll_interval,
+            Ok(Some(ms)) => Duration::from_millis(ms as u64).min(self.poll_interval),
             Ok(None) => self.poll_interval,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the next due time");

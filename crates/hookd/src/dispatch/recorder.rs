@@ -8,7 +8,7 @@ use std::time::Duration;
 use backon::Retryable;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
-use hookd_store::{Completion, Next, Outcome, Store};
+use hookd_store::{Completion, Outcome, Store};
 
 use crate::metrics::Metrics;
 
@@ -55,6 +55,21 @@ pub async fn run(
                     }
                 }
             }
+            Err(e) if batch.len() > 1 => {
+                // One bad row must not drop the others: write them one at a time.
+                tracing::warn!(error = %e, "a batch of attempt results failed; writing them one by one");
+                for c in &batch {
+                    match store.complete(std::slice::from_ref(c)).await {
+                        Ok(ok) if ok == [true] => metrics.recorded(c.next),
+                        Ok(_) => metrics.stale_completions.inc(),
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            delivery_id = c.delivery_id,
+                            "cannot record an attempt result; its lease will expire and it will be sent again"
+                        ),
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!(
                     error = %e,
@@ -64,10 +79,9 @@ pub async fn run(
             }
         }
         drop(permits);
-        if batch.iter().any(|c| matches!(c.next, Next::RetryIn(_))) {
-            // A short retry may be due before the dispatcher's idle wait ends.
-            dispatch_wake.notify_one();
-        }
+        // Permits are free again, and a short retry may be due before the dispatcher's idle
+        // wait ends.
+        dispatch_wake.notify_one();
     }
 }
 
