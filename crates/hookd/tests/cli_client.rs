@@ -400,7 +400,8 @@ async fn deliveries_and_resends() {
     assert!(
         resent
             .stdout
-            .contains(&format!("Delivery {first} resent: now pending")),
+            // pending, or already in flight or done: the dispatcher may be that quick.
+            .contains(&format!("Delivery {first} resent: now")),
         "{resent:?}"
     );
     wait_until(WAIT, "the resent delivery to succeed", || async {
