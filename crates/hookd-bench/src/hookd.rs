@@ -1,0 +1,326 @@
+//! hookd as a separate process: find or build the release binary, start `hookd serve`
+//! against a database, wait for `/readyz`, register endpoints through the admin API, read
+//! `/metrics` and `/proc`, and stop it with SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+/// How long a starting hookd may take to answer `/readyz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping hookd may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The workspace root: this crate lives at `crates/hookd-bench`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// The hookd binary to run: `given`, else `target/release/hookd` (built first when missing
+/// or when `build` is set).
+pub fn binary(given: Option<&Path>, build: bool) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        if !path.is_file() {
+            bail!("--hookd {}: no such file", path.display());
+        }
+        return Ok(path.to_path_buf());
+    }
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("release").join("hookd");
+    if build || !path.is_file() {
+        eprintln!("building hookd: cargo build --release -p hookd");
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "-p", "hookd"])
+                .current_dir(&root)
+                .status()
+                .context("cannot run cargo to build hookd")?;
+        if !status.success() {
+            bail!("cargo build --release -p hookd failed");
+        }
+    }
+    if !path.is_file() {
+        bail!("{} is missing after the build", path.display());
+    }
+    Ok(path)
+}
+
+/// A free port on 127.0.0.1 (bound and released: another process could take it in
+/// between, which start() reports).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// What /proc says about a process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProcStats {
+    /// Peak resident set size (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+    /// utime + stime, seconds.
+    pub cpu_secs: f64,
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU seconds (utime + stime) of `pid` ("self" for this process).
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// Peak RSS (VmHWM) of `pid` in bytes.
+pub fn peak_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Busy and total jiffies of the whole machine, from /proc/stat.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest counted in user already)
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+pub fn jiffies_to_secs(j: u64) -> f64 {
+    j as f64 / clock_ticks()
+}
+
+/// One running `hookd serve`.
+pub struct Hookd {
+    child: Child,
+    pub pid: u32,
+    pub base_url: String,
+    pub log: PathBuf,
+}
+
+impl Hookd {
+    /// Starts `hookd serve` on a free port and waits until `/readyz` answers 200.
+    pub async fn start(
+        binary: &Path,
+        database_url: &str,
+        log: PathBuf,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Hookd> {
+        let port = free_port()?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env("HOOKD_DATABASE_URL", database_url)
+            .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
+            .env("HOOKD_RETRY_SCHEDULE", "100ms,200ms")
+            .env("HOOKD_LOG_LEVEL", "warn")
+            .env("NO_COLOR", "1")
+            .env_remove("HOOKD_ADMIN_TOKEN")
+            .env_remove("HOOKD_CONCURRENCY")
+            .env_remove("HOOKD_POLL_INTERVAL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("hookd exited at once"))?;
+        let mut hookd = Hookd {
+            child,
+            pid,
+            base_url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        hookd.wait_ready(http).await?;
+        Ok(hookd)
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let url = format!("{}/readyz", self.base_url);
+        while started.elapsed() < READY_TIMEOUT {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "hookd exited during start-up ({status}); its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "hookd did not become ready within {READY_TIMEOUT:?}; its log:\n{}",
+            self.log_tail()
+        )
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn stats(&self) -> ProcStats {
+        let pid = self.pid.to_string();
+        ProcStats {
+            peak_rss_bytes: peak_rss(&pid).unwrap_or(0),
+            cpu_secs: cpu_secs(&pid).unwrap_or(0.0),
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Lines of its log at WARN or ERROR level.
+    pub fn log_warnings(&self) -> (u64, Option<String>) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut count = 0;
+        let mut first = None;
+        for line in text.lines().map(strip_ansi) {
+            if line.contains(" WARN ") || line.contains(" ERROR ") {
+                count += 1;
+                if first.is_none() {
+                    first = Some(line);
+                }
+            }
+        }
+        (count, first)
+    }
+
+    /// SIGTERM, then SIGKILL after STOP_TIMEOUT. Returns whether it exited 0 by itself.
+    pub async fn stop(mut self) -> bool {
+        if !self.alive() {
+            return false;
+        }
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                let _ = self.child.kill().await;
+                false
+            }
+        }
+    }
+
+    /// Registers an endpoint; returns its id.
+    pub async fn register_endpoint(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        secret: &str,
+    ) -> anyhow::Result<String> {
+        let response = http
+            .post(format!("{}/v1/endpoints", self.base_url))
+            .json(&serde_json::json!({ "url": url, "secret": secret }))
+            .send()
+            .await
+            .context("POST /v1/endpoints")?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status.as_u16() != 201 {
+            bail!("POST /v1/endpoints answered {status}: {body}");
+        }
+        body["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("POST /v1/endpoints answered no id: {body}"))
+    }
+
+    /// Its Prometheus metrics, as `name{labels}` -> value.
+    pub async fn metrics(&self, http: &reqwest::Client) -> BTreeMap<String, f64> {
+        let Ok(response) = http.get(format!("{}/metrics", self.base_url)).send().await else {
+            return BTreeMap::new();
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Sums a metric over several instances' scrapes.
+pub fn metric_sum(scrapes: &[BTreeMap<String, f64>], name: &str) -> f64 {
+    scrapes.iter().filter_map(|m| m.get(name)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_proc() {
+        assert!(cpu_secs("self").is_some());
+        assert!(peak_rss("self").unwrap() > 0);
+        let (busy, total) = machine_jiffies().unwrap();
+        assert!(busy <= total);
+        assert_eq!(strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
+    }
+}

@@ -1,0 +1,446 @@
+//! `hookd-bench`: measures hookd end to end on one machine.
+//!
+//! A real `hookd serve` process (the release binary) runs against a fresh SQLite file or
+//! PostgreSQL database; producers insert into `hookd_outbox` by raw SQL on their own
+//! connections; an in-process receiver on 127.0.0.1 answers, verifies signatures and
+//! timestamps each delivery. See docs/benchmarks.md.
+
+mod ceiling;
+mod db;
+mod hookd;
+mod receiver;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+
+use crate::db::Insert;
+use crate::report::{CeilingReport, Machine, Report};
+use crate::run::{Ctx, Spec};
+
+const LOCAL_PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// 1 endpoint, saturation: batches of --batch rows, then single-row transactions.
+    Throughput,
+    /// --fanout endpoints, events / fanout events so the delivery count stays --events.
+    Fanout,
+    /// Single-row transactions paced at --rate events/s; commit-to-receipt latency.
+    Latency,
+    /// Like throughput (batches), with --error-fraction of requests answered 500.
+    Errors,
+    /// --preload finished deliveries bulk-loaded first, then throughput (batches).
+    Scale,
+    /// --backlog due deliveries bulk-loaded before hookd starts (peak RSS under a backlog).
+    Backlog,
+    /// throughput, fanout, latency, errors, scale.
+    All,
+}
+
+/// End-to-end benchmark of hookd: a real hookd process, a real database, a local receiver.
+#[derive(Debug, Parser)]
+#[command(name = "hookd-bench", version, about)]
+struct Cli {
+    /// Scenarios to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    scenario: Vec<Scenario>,
+    /// `sqlite` (a temporary file) or a PostgreSQL server URL such as
+    /// postgres://postgres@127.0.0.1:5432 (a fresh database is created and dropped per run).
+    /// Repeatable. Default: sqlite; with --smoke: sqlite and the local PostgreSQL.
+    #[arg(long = "db", value_name = "sqlite|URL")]
+    dbs: Vec<String>,
+    /// Deliveries per run (events for 1 endpoint). Default 20000; 300 with --smoke.
+    #[arg(long)]
+    events: Option<usize>,
+    /// Rows per producer transaction in batch mode.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Offered rate of the latency scenario, events/s.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Events of the latency scenario. Default 10000 (10 s at 1000/s); 300 with --smoke.
+    #[arg(long)]
+    latency_events: Option<usize>,
+    /// Endpoints of the fanout scenario.
+    #[arg(long, default_value_t = 10)]
+    fanout: usize,
+    /// Fraction of requests the receiver answers 500 in the errors scenario (each delivery
+    /// fails at most twice, so it succeeds within HOOKD_RETRY_SCHEDULE=100ms,200ms).
+    #[arg(long, default_value_t = 0.10)]
+    error_fraction: f64,
+    /// Finished deliveries preloaded by the scale scenario. Default 1000000; 2000 with --smoke.
+    #[arg(long)]
+    preload: Option<u64>,
+    /// Due deliveries preloaded by the backlog scenario. Default 1000000; 300 with --smoke.
+    #[arg(long)]
+    backlog: Option<usize>,
+    /// hookd processes on the same database (PostgreSQL runs only; SQLite always 1).
+    /// Comma-separated to run each count: 1,2.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    instances: Vec<usize>,
+    /// Producer connections. Default: 1 on SQLite; on PostgreSQL 2 for batches, 16 for
+    /// single-row transactions.
+    #[arg(long)]
+    producers: Option<usize>,
+    /// Size of each event's JSON payload, bytes.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Concurrency of the plain-HTTP ceiling client (hookd's default concurrency is 128).
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Requests of the ceiling run. Default: max(--events, 20000).
+    #[arg(long)]
+    ceiling_requests: Option<usize>,
+    /// Skip the plain-HTTP ceiling run.
+    #[arg(long)]
+    no_ceiling: bool,
+    /// The hookd binary. Default: target/release/hookd, built when missing.
+    #[arg(long, value_name = "PATH")]
+    hookd: Option<PathBuf>,
+    /// Run `cargo build --release -p hookd` first even when the binary exists.
+    #[arg(long)]
+    build: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// A short correctness run: every event received, every signature valid, every
+    /// delivery recorded; exits non-zero otherwise. Never judges speed.
+    #[arg(long)]
+    smoke: bool,
+    /// What-if experiment: hookd's PostgreSQL sessions commit with synchronous_commit = off
+    /// (set on the benchmark database; the producers keep it on). Not hookd's default.
+    #[arg(long)]
+    pg_async_commit: bool,
+    /// What-if experiment: give the SQLite file planner statistics (ANALYZE) before the
+    /// measured hookd starts. hookd itself never runs ANALYZE.
+    #[arg(long)]
+    sqlite_stats: bool,
+    /// Free text printed with the results and kept in the JSON (e.g. the commit a --hookd
+    /// binary was built from).
+    #[arg(long)]
+    label: Option<String>,
+    /// Longest wait for one run's deliveries, seconds. Default 600; 120 with --smoke.
+    #[arg(long)]
+    timeout_secs: Option<u64>,
+}
+
+impl Cli {
+    fn plan(&self) -> Vec<Spec> {
+        let smoke = self.smoke;
+        let events = self
+            .events
+            .unwrap_or(if smoke { 300 } else { 20_000 })
+            .max(1);
+        let latency_events = self
+            .latency_events
+            .unwrap_or(if smoke { 300 } else { 10_000 })
+            .max(1);
+        let preload = self
+            .preload
+            .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
+        let backlog = self
+            .backlog
+            .unwrap_or(if smoke { 300 } else { 1_000_000 })
+            .max(1);
+        let timeout =
+            Duration::from_secs(self.timeout_secs.unwrap_or(if smoke { 120 } else { 600 }));
+        let fail_permille = (self.error_fraction.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        let batch = Insert::Batch(self.batch.max(1));
+
+        let mut scenarios: Vec<Scenario> = Vec::new();
+        for s in &self.scenario {
+            let expanded: &[Scenario] = match s {
+                Scenario::All => &[
+                    Scenario::Throughput,
+                    Scenario::Fanout,
+                    Scenario::Latency,
+                    Scenario::Errors,
+                    Scenario::Scale,
+                ],
+                one => std::slice::from_ref(one),
+            };
+            for s in expanded {
+                if !scenarios.contains(s) {
+                    scenarios.push(*s);
+                }
+            }
+        }
+        let dbs = if !self.dbs.is_empty() {
+            self.dbs.clone()
+        } else if smoke {
+            vec!["sqlite".to_string(), LOCAL_PG.to_string()]
+        } else {
+            vec!["sqlite".to_string()]
+        };
+
+        let mut plan = Vec::new();
+        for db in &dbs {
+            let sqlite = db == "sqlite";
+            let counts: Vec<usize> = if sqlite {
+                vec![1]
+            } else {
+                self.instances.iter().map(|n| (*n).clamp(1, 8)).collect()
+            };
+            for instances in counts {
+                let spec = |scenario: &'static str, insert: Insert, events: usize| Spec {
+                    db: db.clone(),
+                    scenario,
+                    insert,
+                    events,
+                    endpoints: 1,
+                    fail_permille: 0,
+                    preload: 0,
+                    backlog: false,
+                    instances,
+                    producers: self.producers.unwrap_or(match (sqlite, insert) {
+                        (true, _) => 1,
+                        (false, Insert::Batch(_)) => 2,
+                        // A commit waits for its WAL flush (about 3 ms on this disk): it
+                        // takes many sessions to offer 1000+ single-row commits/s.
+                        (false, _) => 16,
+                    }),
+                    payload_bytes: self.payload_bytes,
+                    pg_async_commit: self.pg_async_commit,
+                    sqlite_stats: self.sqlite_stats,
+                    timeout,
+                };
+                for s in &scenarios {
+                    match s {
+                        Scenario::Throughput => {
+                            plan.push(spec("throughput", batch, events));
+                            plan.push(spec("throughput", Insert::Single, events));
+                        }
+                        Scenario::Fanout => {
+                            let fanout = self.fanout.max(1);
+                            plan.push(Spec {
+                                endpoints: fanout,
+                                ..spec("fanout", batch, (events / fanout).max(1))
+                            });
+                        }
+                        Scenario::Latency => {
+                            plan.push(spec(
+                                "latency",
+                                Insert::Paced(self.rate.max(1.0)),
+                                latency_events,
+                            ));
+                        }
+                        Scenario::Errors => plan.push(Spec {
+                            fail_permille,
+                            ..spec("errors", batch, events)
+                        }),
+                        Scenario::Scale => plan.push(Spec {
+                            preload,
+                            ..spec("scale", batch, events)
+                        }),
+                        Scenario::Backlog => plan.push(Spec {
+                            backlog: true,
+                            ..spec("backlog", batch, backlog)
+                        }),
+                        Scenario::All => unreachable!("expanded above"),
+                    }
+                }
+            }
+        }
+        plan
+    }
+}
+
+async fn postgres_version(url: &str) -> Option<String> {
+    use sqlx::Connection;
+    let connect = sqlx::PgConnection::connect(url);
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    let _ = conn.close().await;
+    Some(version)
+}
+
+async fn main_async(cli: Cli) -> anyhow::Result<bool> {
+    let plan = cli.plan();
+    let hookd_bin = hookd::binary(cli.hookd.as_deref(), cli.build)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTP client")?;
+    let ctx = Ctx {
+        hookd_bin: hookd_bin.clone(),
+        http,
+    };
+    let mut machine = Machine::describe(&hookd_bin.display().to_string(), cli.label.clone());
+    if let Some(pg) = plan.iter().find(|s| s.db != "sqlite") {
+        machine.postgres_version = postgres_version(&pg.db).await;
+    }
+
+    let ceiling = if cli.no_ceiling || cli.smoke {
+        None
+    } else {
+        let n = cli
+            .ceiling_requests
+            .unwrap_or_else(|| cli.events.unwrap_or(20_000).max(20_000));
+        eprintln!("ceiling: {n} requests, {} concurrent", cli.concurrency);
+        let c = ceiling::run(
+            n,
+            cli.concurrency.max(1),
+            cli.payload_bytes,
+            Duration::from_secs(300),
+        )
+        .await?;
+        Some(CeilingReport::new(&c, cli.concurrency))
+    };
+
+    let mut runs = Vec::new();
+    for (n, spec) in plan.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {} x{} {} {} ({} events x {} endpoints{})",
+            n + 1,
+            plan.len(),
+            if spec.db == "sqlite" {
+                "sqlite"
+            } else {
+                "postgres"
+            },
+            spec.instances,
+            spec.scenario,
+            spec.insert.label(),
+            spec.events,
+            spec.endpoints,
+            if spec.preload > 0 {
+                format!(", {} preloaded", spec.preload)
+            } else {
+                String::new()
+            }
+        );
+        let mut outcome = run::run(&ctx, spec).await;
+        if let Some(c) = &ceiling {
+            outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / c.requests_per_sec);
+        }
+        eprintln!(
+            "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB{}",
+            outcome.delivered,
+            outcome.expected,
+            outcome.secs,
+            outcome.deliveries_per_sec,
+            outcome.latency.p50_ms,
+            outcome.latency.p99_ms,
+            outcome.peak_rss_mb,
+            outcome
+                .error
+                .as_ref()
+                .map(|e| format!("; ERROR: {e}"))
+                .unwrap_or_default()
+        );
+        runs.push(outcome);
+    }
+
+    machine.load_avg_at_end = report::load_avg();
+    let mut report = Report {
+        tool: "hookd-bench",
+        smoke: cli.smoke,
+        machine,
+        ceiling,
+        runs,
+        targets: Vec::new(),
+    };
+    if !cli.smoke {
+        report.evaluate_targets();
+    }
+    report.print();
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nJSON written to {}", path.display());
+    }
+
+    let failed: Vec<String> = report
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.correctness_problems()
+                .into_iter()
+                .map(move |p| format!("{} x{} {} {}: {p}", r.db, r.instances, r.scenario, r.insert))
+        })
+        .collect();
+    if failed.is_empty() {
+        println!(
+            "\n{}: {} runs, every expected delivery received once or more, every signature valid, every delivery recorded",
+            if cli.smoke { "smoke passed" } else { "correct" },
+            report.runs.len()
+        );
+        Ok(true)
+    } else {
+        eprintln!("\nFAILED:");
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        Ok(false)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(main_async(cli));
+    // Receivers' connection tasks may still be parked: don't wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_expands_and_smoke_is_small() {
+        let cli = Cli::parse_from(["hookd-bench", "--smoke"]);
+        let plan = cli.plan();
+        // 6 runs (throughput twice) for each of sqlite and the local PostgreSQL.
+        assert_eq!(plan.len(), 12);
+        assert!(plan.iter().all(|s| s.events * s.endpoints <= 300));
+        let cli = Cli::parse_from([
+            "hookd-bench",
+            "--db",
+            "sqlite",
+            "--db",
+            LOCAL_PG,
+            "--instances",
+            "1,2",
+            "--scenario",
+            "fanout,latency",
+        ]);
+        let plan = cli.plan();
+        assert_eq!(plan.len(), 2 + 2 * 2);
+        assert!(plan
+            .iter()
+            .filter(|s| s.db == "sqlite")
+            .all(|s| s.instances == 1));
+        assert_eq!(plan[0].endpoints, 10);
+        assert_eq!(plan[0].events, 2_000);
+    }
+}

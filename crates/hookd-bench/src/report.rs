@@ -1,0 +1,480 @@
+//! The table for people, the JSON for machines, the machine description and the targets.
+
+use serde::Serialize;
+
+use crate::ceiling::Ceiling;
+use crate::run::Outcome;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub postgres_version: Option<String>,
+    pub load_avg_at_start: String,
+    pub load_avg_at_end: String,
+    pub hookd_binary: String,
+    /// `git rev-parse --short HEAD` of this workspace: the hookd measured when the binary
+    /// is the workspace's own target/release/hookd.
+    pub git_commit: Option<String>,
+    /// Free text given with --label (e.g. which commit a --hookd binary was built from).
+    pub label: Option<String>,
+}
+
+impl Machine {
+    pub fn describe(hookd_binary: &str, label: Option<String>) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kb: f64 = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0);
+        let git_commit = std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(crate::hookd::workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        Machine {
+            nproc: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpu_model,
+            memory_gib: mem_kb / (1024.0 * 1024.0),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            postgres_version: None,
+            load_avg_at_start: load_avg(),
+            load_avg_at_end: String::new(),
+            hookd_binary: hookd_binary.to_string(),
+            git_commit,
+            label,
+        }
+    }
+}
+
+pub fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CeilingReport {
+    pub requests: u64,
+    pub concurrency: usize,
+    pub secs: f64,
+    pub requests_per_sec: f64,
+    pub invalid_signatures: u64,
+    pub client_and_receiver_cpu_secs: f64,
+}
+
+impl CeilingReport {
+    pub fn new(c: &Ceiling, concurrency: usize) -> CeilingReport {
+        CeilingReport {
+            requests: c.requests,
+            concurrency,
+            secs: c.secs,
+            requests_per_sec: c.per_sec,
+            invalid_signatures: c.invalid_signatures,
+            client_and_receiver_cpu_secs: c.client_cpu_secs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub smoke: bool,
+    pub machine: Machine,
+    pub ceiling: Option<CeilingReport>,
+    pub runs: Vec<Outcome>,
+    pub targets: Vec<Target>,
+}
+
+fn fmt_num(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:>w$}", w = widths[i]))
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push_str(&format!(
+        "|{}|\n",
+        widths
+            .iter()
+            .map(|w| format!("{}:", "-".repeat(w + 1)))
+            .collect::<Vec<_>>()
+            .join("|")
+    ));
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+impl Report {
+    /// The main table (Markdown, so that it can be pasted into docs/benchmarks.md).
+    pub fn main_table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.db.clone(),
+                    r.instances.to_string(),
+                    r.scenario.clone(),
+                    r.insert.clone(),
+                    format!("{}x{}", r.events, r.endpoints),
+                    format!("{:.2}", r.secs),
+                    format!("{:.0}", r.deliveries_per_sec),
+                    format!("{:.0}", r.attempts_per_sec),
+                    fmt_num(r.latency.p50_ms),
+                    fmt_num(r.latency.p99_ms),
+                    fmt_num(r.latency.max_ms),
+                    format!("{:.1}", r.peak_rss_mb),
+                    format!("{:.2}", r.cpu_secs_per_10k),
+                    r.fraction_of_ceiling
+                        .map(|f| format!("{:.0}%", f * 100.0))
+                        .unwrap_or_else(|| "-".into()),
+                    r.duplicates.to_string(),
+                    r.invalid_signatures.to_string(),
+                    if r.correctness_problems().is_empty() {
+                        "yes".into()
+                    } else {
+                        "NO".into()
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "db",
+                "inst",
+                "scenario",
+                "insert",
+                "events x ep",
+                "secs",
+                "deliv/s",
+                "attempts/s",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "RSS MB",
+                "CPU s/10k",
+                "of ceiling",
+                "dups",
+                "bad sig",
+                "ok",
+            ],
+            &rows,
+        )
+    }
+
+    /// Where the time went: hookd's own store timings, CPU split, database writes.
+    pub fn diagnostics_table(&self) -> String {
+        let op = |r: &Outcome, name: &str| {
+            // `claim` was renamed `claim_due` when claims learnt to skip busy endpoints.
+            let alias = if name == "claim" { "claim_due" } else { name };
+            r.store_ops
+                .get(name)
+                .or_else(|| r.store_ops.get(alias))
+                .map(|o| format!("{:.2}", o.avg_ms))
+                .unwrap_or_else(|| "-".into())
+        };
+        let rows: Vec<Vec<String>> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let pg = r.pg_per_delivery;
+                vec![
+                    r.db.clone(),
+                    r.instances.to_string(),
+                    r.scenario.clone(),
+                    r.insert.clone(),
+                    format!("{:.2}", r.insert_secs),
+                    format!("{:.1}", r.claim_batch_avg),
+                    op(r, "claim"),
+                    op(r, "complete"),
+                    op(r, "ingest_outbox"),
+                    r.store_ops
+                        .get("release")
+                        .map(|o| o.calls.to_string())
+                        .unwrap_or_else(|| "0".into()),
+                    format!("{:.1}", r.hookd_cpu_secs),
+                    format!("{:.1}", r.bench_cpu_secs),
+                    format!("{:.1}", r.other_cpu_secs),
+                    r.pg_cpu
+                        .map(|c| format!("{:.2}", c.hookd_sessions_per_10k))
+                        .unwrap_or_else(|| "-".into()),
+                    r.pg_cpu
+                        .map(|c| format!("{:.1}", c.producer_sessions_secs + c.background_secs))
+                        .unwrap_or_else(|| "-".into()),
+                    format!(
+                        "{:.0}%",
+                        100.0 * r.machine_busy_secs
+                            / (r.secs.max(1e-9) * self.machine.nproc as f64)
+                    ),
+                    pg.map(|p| format!("{:.2}", p.commits))
+                        .unwrap_or_else(|| "-".into()),
+                    pg.map(|p| format!("{:.2}", p.rollbacks))
+                        .unwrap_or_else(|| "-".into()),
+                    pg.map(|p| format!("{:.1}", p.rows_inserted + p.rows_updated + p.rows_deleted))
+                        .unwrap_or_else(|| "-".into()),
+                    pg.map(|p| format!("{:.0}", p.wal_bytes))
+                        .unwrap_or_else(|| "-".into()),
+                    r.answered_500.to_string(),
+                    r.log_warnings.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "db",
+                "inst",
+                "scenario",
+                "insert",
+                "insert s",
+                "claim batch",
+                "claim ms",
+                "complete ms",
+                "ingest ms",
+                "release calls",
+                "hookd CPU s",
+                "bench CPU s",
+                "other CPU s",
+                "PG for hookd s/10k",
+                "PG other s",
+                "machine busy",
+                "PG commits/deliv",
+                "PG rollbacks/deliv",
+                "PG rows/deliv",
+                "WAL B/deliv",
+                "500s",
+                "warn lines",
+            ],
+            &rows,
+        )
+    }
+
+    pub fn print(&self) {
+        let m = &self.machine;
+        println!();
+        println!(
+            "machine: {} x {}, {:.1} GiB, Linux {}, PostgreSQL {}; load average {} (start) / {} (end)",
+            m.nproc,
+            m.cpu_model,
+            m.memory_gib,
+            m.kernel,
+            m.postgres_version.as_deref().unwrap_or("-"),
+            m.load_avg_at_start,
+            m.load_avg_at_end
+        );
+        println!(
+            "hookd: {} (workspace at commit {}){}",
+            m.hookd_binary,
+            m.git_commit.as_deref().unwrap_or("?"),
+            m.label
+                .as_deref()
+                .map(|l| format!("; {l}"))
+                .unwrap_or_default()
+        );
+        if let Some(c) = &self.ceiling {
+            println!(
+                "ceiling (plain keep-alive HTTP client, {} tasks, no database): {} requests in {:.2}s = {:.0} requests/s",
+                c.concurrency, c.requests, c.secs, c.requests_per_sec
+            );
+        }
+        println!();
+        print!("{}", self.main_table());
+        println!();
+        print!("{}", self.diagnostics_table());
+        for r in &self.runs {
+            let problems = r.correctness_problems();
+            if !problems.is_empty() {
+                println!(
+                    "\n{} {} {}: {}",
+                    r.db,
+                    r.scenario,
+                    r.insert,
+                    problems.join("; ")
+                );
+            }
+            if !r.clean_exit && r.error.is_none() {
+                println!(
+                    "\nnote: {} {} {}: a hookd process did not exit 0 on SIGTERM",
+                    r.db, r.scenario, r.insert
+                );
+            }
+            if let Some(w) = &r.first_warning {
+                println!(
+                    "\nnote: {} {} {}: {} warning lines in hookd's log, first: {}",
+                    r.db, r.scenario, r.insert, r.log_warnings, w
+                );
+            }
+        }
+        if !self.targets.is_empty() {
+            println!("\ntargets:");
+            for t in &self.targets {
+                let verdict = match t.met {
+                    Some(true) => "met",
+                    Some(false) => "NOT met",
+                    None => "not measured",
+                };
+                println!("  {:<62} {:<40} {verdict}", t.target, t.measured);
+            }
+        }
+    }
+
+    /// Compares the figures with the targets (never asserted: only printed).
+    pub fn evaluate_targets(&mut self) {
+        let find = |db: &str, scenario: &str, insert: Option<&str>| {
+            self.runs.iter().find(|r| {
+                r.db == db
+                    && r.instances == 1
+                    && r.scenario == scenario
+                    && r.error.is_none()
+                    && insert.is_none_or(|i| r.insert.starts_with(i))
+            })
+        };
+        let mut targets = Vec::new();
+        let mut push = |target: &str, measured: Option<(String, bool)>| {
+            targets.push(Target {
+                target: target.into(),
+                measured: measured
+                    .as_ref()
+                    .map(|m| m.0.clone())
+                    .unwrap_or_else(|| "-".into()),
+                met: measured.map(|m| m.1),
+            })
+        };
+        let sq = find("sqlite", "throughput", Some("batch"));
+        push(
+            "SQLite >= 10,000 deliveries/s",
+            sq.map(|r| {
+                (
+                    format!("{:.0}/s", r.deliveries_per_sec),
+                    r.deliveries_per_sec >= 10_000.0,
+                )
+            }),
+        );
+        push(
+            "SQLite >= 50% of the plain-HTTP ceiling",
+            sq.and_then(|r| r.fraction_of_ceiling)
+                .map(|f| (format!("{:.0}%", f * 100.0), f >= 0.5)),
+        );
+        let pg = find("postgres", "throughput", Some("batch"));
+        push(
+            "PostgreSQL >= 5,000 deliveries/s, one hookd",
+            pg.map(|r| {
+                (
+                    format!("{:.0}/s", r.deliveries_per_sec),
+                    r.deliveries_per_sec >= 5_000.0,
+                )
+            }),
+        );
+        let pl = find("postgres", "latency", None);
+        push(
+            "PostgreSQL latency at 1,000/s: p50 < 10 ms",
+            pl.map(|r| {
+                (
+                    format!("{:.1} ms", r.latency.p50_ms),
+                    r.latency.p50_ms < 10.0,
+                )
+            }),
+        );
+        push(
+            "PostgreSQL latency at 1,000/s: p99 < 50 ms",
+            pl.map(|r| {
+                (
+                    format!("{:.1} ms", r.latency.p99_ms),
+                    r.latency.p99_ms < 50.0,
+                )
+            }),
+        );
+        let sl = find("sqlite", "latency", None);
+        push(
+            "SQLite latency p99 < poll interval + 20 ms (120 ms)",
+            sl.map(|r| {
+                (
+                    format!("{:.1} ms", r.latency.p99_ms),
+                    r.latency.p99_ms < 120.0,
+                )
+            }),
+        );
+        for db in ["sqlite", "postgres"] {
+            let backlog = find(db, "backlog", None);
+            push(
+                &format!("{db}: peak RSS < 100 MB with a backlog of pending deliveries"),
+                backlog.map(|r| {
+                    (
+                        format!("{:.1} MB, {} pending", r.peak_rss_mb, r.expected),
+                        r.peak_rss_mb < 100.0,
+                    )
+                }),
+            );
+            let scale = find(db, "scale", None);
+            push(
+                &format!("{db}: peak RSS < 100 MB with a large table"),
+                scale.map(|r| {
+                    (
+                        format!("{:.1} MB, {} rows preloaded", r.peak_rss_mb, r.preload),
+                        r.peak_rss_mb < 100.0,
+                    )
+                }),
+            );
+            let empty = find(db, "throughput", Some("batch"));
+            push(
+                &format!("{db}: throughput with a large table within 15% of empty"),
+                scale.zip(empty).map(|(s, e)| {
+                    let ratio = s.deliveries_per_sec / e.deliveries_per_sec.max(1e-9);
+                    (
+                        format!("{:.0}% of empty ({} rows)", ratio * 100.0, s.preload),
+                        ratio >= 0.85,
+                    )
+                }),
+            );
+        }
+        self.targets = targets;
+    }
+}
