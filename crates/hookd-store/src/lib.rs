@@ -98,6 +98,14 @@ pub enum Due {
 }
 
 impl Due {
+    /// The partial index of this kind's due rows.
+    pub(crate) fn index(self) -> &'static str {
+        match self {
+            Due::FirstAttempts => "hookd_deliveries_due_first",
+            Due::Retries => "hookd_deliveries_due_retry",
+        }
+    }
+
     pub(crate) fn condition(self) -> &'static str {
         match self {
             Due::FirstAttempts => "attempts = 0",

@@ -178,16 +178,20 @@ store_impl!(SqliteStore, Sqlite, {
         lease_ms: u64,
     ) -> Result<Vec<crate::Claimed>> {
         let token = crate::token();
-        // Each kind reads its own partial index of pending rows in due order.
+        // Each kind reads its own partial index of pending rows in due order. SQLite has no
+        // statistics unless ANALYZE runs, and without them it may prefer the (state, id)
+        // index and sort every pending row: INDEXED BY keeps the claim's cost flat.
         let sql = format!(
             "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
              lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
              auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
              updated_at = hookd_now_ms() \
-             WHERE id IN (SELECT id FROM hookd_deliveries WHERE state = 'pending' AND {} \
+             WHERE id IN (SELECT id FROM hookd_deliveries INDEXED BY {} \
+                 WHERE state = 'pending' AND {} \
                  AND next_attempt_at <= hookd_now_ms() \
                  AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
                  ORDER BY next_attempt_at LIMIT $3)",
+            due.index(),
             due.condition()
         );
         let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
