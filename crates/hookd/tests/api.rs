@@ -385,6 +385,10 @@ async fn health_and_metrics() {
     app.endpoint(json!({ "url": receiver.url() })).await;
     app.event(json!({ "event_type": "x", "payload": {} })).await;
     app.wait_all_finished(1).await;
+    hookd_testkit::wait_until(WAIT, "the result to be counted", || async {
+        (app.metrics.finished.with_label_values(&["succeeded"]).get() == 1).then_some(())
+    })
+    .await;
     let text = app
         .http
         .get(format!("{}/metrics", app.base))

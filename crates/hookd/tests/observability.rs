@@ -58,6 +58,13 @@ async fn a_known_workload_is_counted_exactly(backend: Backend) {
         }
     }
     app.wait_all_finished(10).await;
+    // The counters move just after the rows are committed: wait for them, then read all.
+    wait_until(WAIT, "the results to be counted", || async {
+        let done = app.metrics.finished.with_label_values(&["succeeded"]).get()
+            + app.metrics.finished.with_label_values(&["failed"]).get();
+        (done == 10).then_some(())
+    })
+    .await;
     let text = scrape(&app).await;
     let count = |s: &str| value(&text, s);
     assert_eq!(count("hookd_attempts_total{outcome=\"success\"}"), 5.0);

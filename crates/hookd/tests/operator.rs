@@ -198,13 +198,16 @@ async fn failing_too_long_disables_the_endpoint(backend: Backend) {
         "{shown}"
     );
     assert!(shown["failing_since"].is_string());
-    assert_eq!(
-        app.metrics
+    // Counted just after the disable is committed.
+    wait_until(WAIT, "the disable to be counted", || async {
+        (app.metrics
             .endpoint_disables
             .with_label_values(&["failing"])
-            .get(),
-        1
-    );
+            .get()
+            == 1)
+            .then_some(())
+    })
+    .await;
     // Its delivery waits, parked, and no more attempts are made.
     let d = wait_until(WAIT, "the delivery to be parked", || async {
         let d = app.deliveries("event_id=f-1").await.remove(0);

@@ -42,8 +42,7 @@ pub async fn run(
             .await;
         match written {
             Ok(recorded) => {
-                record_health(&*store, &metrics, &batch, &recorded, disable_after).await;
-                for (c, ok) in batch.iter().zip(recorded) {
+                for (c, ok) in batch.iter().zip(recorded.iter().copied()) {
                     if ok {
                         metrics.recorded(c.next);
                     } else {
@@ -54,6 +53,7 @@ pub async fn run(
                         );
                     }
                 }
+                record_health(&*store, &metrics, &batch, &recorded, disable_after).await;
             }
             Err(e) if batch.len() > 1 => {
                 // One bad row must not drop the others: write them one at a time.
