@@ -36,6 +36,27 @@ fn start(db: &TestDb, port: u16) -> Running {
     Running(Some(child))
 }
 
+/// Waits until all `EVENTS` deliveries are in `state`.
+async fn all_in(store: &dyn hookd_store::Store, state: DeliveryState, timeout: Duration) {
+    let filter = DeliveryFilter {
+        state: Some(state),
+        ..Default::default()
+    };
+    wait_until(
+        timeout,
+        &format!("every delivery to be {state}"),
+        || async {
+            let n = store
+                .deliveries(&filter, None, EVENTS as u32)
+                .await
+                .unwrap()
+                .len();
+            (n == EVENTS).then_some(())
+        },
+    )
+    .await;
+}
+
 async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
     let resp = http.get(url).send().await.ok()?;
     resp.status().is_success().then_some(())?;
@@ -77,24 +98,7 @@ async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
     }
     receiver.wait_for(EVENTS, Duration::from_secs(120)).await;
     let store = hookd_store::connect(&db.url).await.unwrap();
-    let failed = DeliveryFilter {
-        state: Some(DeliveryState::Failed),
-        ..Default::default()
-    };
-    wait_until(
-        Duration::from_secs(30),
-        "every delivery to be failed",
-        || async {
-            (store
-                .deliveries(&failed, None, EVENTS as u32)
-                .await
-                .unwrap()
-                .len()
-                == EVENTS)
-                .then_some(())
-        },
-    )
-    .await;
+    all_in(&*store, DeliveryState::Failed, Duration::from_secs(30)).await;
 
     // The receiver recovers, slowly enough that the job is still running when hookd dies.
     receiver.set_script(|_, _| Reply::hang(Duration::from_millis(2)));
@@ -139,24 +143,7 @@ async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
         (EVENTS as i64, EVENTS as i64),
         "{done:?}"
     );
-    let succeeded = DeliveryFilter {
-        state: Some(DeliveryState::Succeeded),
-        ..Default::default()
-    };
-    wait_until(
-        Duration::from_secs(60),
-        "every resent delivery to succeed",
-        || async {
-            (store
-                .deliveries(&succeeded, None, EVENTS as u32)
-                .await
-                .unwrap()
-                .len()
-                == EVENTS)
-                .then_some(())
-        },
-    )
-    .await;
+    all_in(&*store, DeliveryState::Succeeded, Duration::from_secs(60)).await;
     assert!(hookd.terminate().await.success());
 
     // Exactly one manual attempt recorded per delivery. Attempts that were in flight when
