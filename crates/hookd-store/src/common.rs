@@ -279,16 +279,16 @@ macro_rules! store_impl {
             ) -> $crate::Result<$crate::Enqueued> {
                 let mut tx = self.begin_write().await?;
                 let targets = Self::targets(&mut tx).await?;
-                let (event_id, created) = Self::store_event(
-                    &mut tx,
-                    &targets,
-                    event.event_id.as_deref(),
-                    &event.event_type,
-                    &event.payload,
-                    event.endpoint_id.as_deref(),
-                    limits,
-                )
-                .await?;
+                let incoming = $crate::ingest::Incoming {
+                    event_id: event.event_id.as_deref(),
+                    event_type: &event.event_type,
+                    payload: &event.payload,
+                    endpoint_id: event.endpoint_id.as_deref(),
+                };
+                let (event_id, created) = Self::store_events(&mut tx, &targets, &[incoming], limits)
+                    .await?
+                    .pop()
+                    .expect("one event in, one out");
                 let deliveries: i64 = sqlx::query_scalar(&Self::sql($crate::sql::COUNT_EVENT_DELIVERIES))
                     .bind(&event_id)
                     .fetch_one(&mut *tx)
@@ -306,56 +306,30 @@ macro_rules! store_impl {
             }
 
             async fn complete(&self, batch: &[$crate::Completion]) -> $crate::Result<Vec<bool>> {
-                let complete = Self::sql($crate::sql::COMPLETE);
-                let insert = Self::sql($crate::sql::INSERT_ATTEMPT);
-                let mut tx = self.begin_write().await?;
-                let mut recorded = Vec::with_capacity(batch.len());
-                for c in batch {
-                    let (state, delay) = match c.next {
-                        $crate::Next::Succeeded => ("succeeded", 0),
-                        $crate::Next::RetryIn(ms) => ("pending", ms as i64),
-                        $crate::Next::Failed => ("failed", 0),
-                    };
-                    let r = &c.record;
-                    let error = match (&r.error, r.outcome) {
-                        (Some(e), _) => Some(e.clone()),
-                        (None, $crate::Outcome::Success) => None,
-                        (None, outcome) => Some(outcome.as_str().to_string()),
-                    };
-                    let updated = sqlx::query(&complete)
-                        .bind(c.delivery_id)
-                        .bind(&c.lease_token)
-                        .bind(state)
-                        .bind(delay)
-                        .bind(r.status_code)
-                        .bind(&error)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                        == 1;
-                    if updated && c.ordered {
-                        sqlx::query(&Self::sql($crate::sql::PROMOTE_NEXT))
-                            .bind(c.delivery_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    if updated {
-                        sqlx::query(&insert)
-                            .bind(c.delivery_id)
-                            .bind(r.attempt)
-                            .bind(r.trigger.as_str())
-                            .bind(r.started_at)
-                            .bind(r.duration_ms)
-                            .bind(r.status_code)
-                            .bind(r.outcome.as_str())
-                            .bind(&error)
-                            .bind(&r.response_body)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    recorded.push(updated);
+                if batch.is_empty() {
+                    return Ok(Vec::new());
                 }
-                tx.commit().await?;
+                let rows = $crate::rows::completions_json(batch);
+                let recorded = if batch.iter().any(|c| c.ordered) {
+                    // A final result of an ordered endpoint lets its next delivery go, in
+                    // the same transaction.
+                    let mut tx = self.begin_write().await?;
+                    let done = Self::complete_rows(&mut *tx, &rows).await?;
+                    let recorded = $crate::rows::recorded(batch, &done);
+                    for (c, ok) in batch.iter().zip(&recorded) {
+                        if *ok && c.ordered {
+                            sqlx::query(&Self::sql($crate::sql::PROMOTE_NEXT))
+                                .bind(c.delivery_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    recorded
+                } else {
+                    let done = self.complete_unordered(&rows).await?;
+                    $crate::rows::recorded(batch, &done)
+                };
                 Ok(recorded)
             }
 
@@ -510,14 +484,23 @@ macro_rules! store_impl {
                 &self,
                 ids: impl Iterator<Item = &str>,
             ) -> $crate::Result<std::collections::HashMap<String, $crate::Endpoint>> {
+                let ids: std::collections::BTreeSet<&str> = ids.collect();
                 let mut found = std::collections::HashMap::new();
+                if ids.is_empty() {
+                    return Ok(found);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM hookd_endpoints WHERE id IN (",
+                    $crate::rows::ENDPOINT_COLUMNS
+                ));
+                let mut list = q.separated(", ");
                 for id in ids {
-                    if found.contains_key(id) {
-                        continue;
-                    }
-                    if let Some(e) = self.endpoint_any(self.reader(), id).await? {
-                        found.insert(id.to_string(), e);
-                    }
+                    list.push_bind(id.to_string());
+                }
+                q.push(")");
+                for row in q.build_query_as::<$crate::rows::EndpointRow>().fetch_all(self.reader()).await? {
+                    let e = self.open_endpoint($crate::Endpoint::try_from(row)?)?;
+                    found.insert(e.id.clone(), e);
                 }
                 Ok(found)
             }
@@ -571,68 +554,85 @@ macro_rules! store_impl {
                     .collect()
             }
 
-            /// Stores one event and its deliveries inside `tx`. Returns its id and whether it
-            /// was new.
-            #[allow(clippy::too_many_arguments)]
-            async fn store_event(
+            /// Stores events and their deliveries inside `tx`, in three statements whatever
+            /// the number of events (plus two per ordered endpoint). Returns, per event, its id
+            /// and whether it was new; a repeated id (in the database or earlier in `events`)
+            /// creates nothing.
+            async fn store_events(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 targets: &[$crate::matching::Target],
-                event_id: Option<&str>,
-                event_type: &str,
-                payload: &str,
-                endpoint_id: Option<&str>,
+                events: &[$crate::ingest::Incoming<'_>],
                 limits: &$crate::IngestLimits,
-            ) -> $crate::Result<(String, bool)> {
-                let given = $crate::ingest::event_id(event_id);
-                let payload_error = $crate::ingest::undeliverable(&given, payload, limits);
-                // An id that cannot be an id (too long for the index, unprintable) is stored
-                // under a stable stand-in, so the row fails with its reason instead of
-                // stopping ingestion; the same bad id maps to the same stand-in.
-                let event_id = $crate::ingest::storable_id(given);
-                let inserted = sqlx::query(&Self::sql($crate::sql::INSERT_EVENT))
-                    .bind(&event_id)
-                    .bind(event_type)
-                    .bind(payload)
-                    .bind(endpoint_id)
-                    .bind(&payload_error)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-                if !inserted {
-                    return Ok((event_id, false));
-                }
-                let insert = Self::sql($crate::sql::INSERT_DELIVERY);
-                let state = if payload_error.is_some() { "failed" } else { "pending" };
-                let planned = $crate::matching::plan(event_type, endpoint_id, targets);
-                if planned.is_empty() {
-                    if let Some(missing) = endpoint_id {
-                        tracing::warn!(event_id = %event_id, endpoint_id = missing, "event names an endpoint that does not exist; nothing to deliver");
+            ) -> $crate::Result<Vec<(String, bool)>> {
+                let prepared = $crate::ingest::prepare(events, limits);
+                let new_ids: std::collections::HashSet<String> = if prepared.rows.is_empty() {
+                    Default::default()
+                } else {
+                    sqlx::query_scalar(&Self::batch_sql(&$crate::sql::INSERT_EVENTS))
+                        .bind($crate::ingest::events_json(&prepared.rows))
+                        .fetch_all(&mut **tx)
+                        .await?
+                        .into_iter()
+                        .collect()
+                };
+                let mut deliveries = Vec::new();
+                // Ordered endpoints: whether each already has a delivery to finish, asked once
+                // per batch; within the batch, every delivery after the first waits.
+                let mut busy: std::collections::HashMap<String, bool> = Default::default();
+                for row in prepared.rows.iter().filter(|r| new_ids.contains(&r.event_id)) {
+                    let state = if row.payload_error.is_some() { "failed" } else { "pending" };
+                    let planned = $crate::matching::plan(row.event_type, row.endpoint_id, targets);
+                    if planned.is_empty() {
+                        if let Some(missing) = row.endpoint_id {
+                            tracing::warn!(event_id = %row.event_id, endpoint_id = missing, "event names an endpoint that does not exist; nothing to deliver");
+                        }
+                    }
+                    for planned in planned {
+                        let held = if planned.ordered && state == "pending" {
+                            let before = match busy.get(&planned.endpoint_id) {
+                                Some(b) => *b,
+                                None => {
+                                    if let Some(lock) = Self::LOCK_ENDPOINT {
+                                        // Serialises ingestion per ordered endpoint across instances.
+                                        sqlx::query(lock).bind(&planned.endpoint_id).execute(&mut **tx).await?;
+                                    }
+                                    sqlx::query_scalar::<_, bool>(&Self::sql($crate::sql::HAS_UNFINISHED))
+                                        .bind(&planned.endpoint_id)
+                                        .fetch_one(&mut **tx)
+                                        .await?
+                                }
+                            };
+                            busy.insert(planned.endpoint_id.clone(), true);
+                            before
+                        } else {
+                            false
+                        };
+                        deliveries.push($crate::ingest::NewDelivery {
+                            ord: deliveries.len(),
+                            event_id: &row.event_id,
+                            endpoint_id: planned.endpoint_id,
+                            event_type: row.event_type,
+                            state,
+                            parked: planned.parked,
+                            held,
+                            error: row.payload_error.as_deref(),
+                        });
                     }
                 }
-                for planned in planned {
-                    let held = planned.ordered && state == "pending" && {
-                        if let Some(lock) = Self::LOCK_ENDPOINT {
-                            // Serialises ingestion per ordered endpoint across instances.
-                            sqlx::query(lock).bind(&planned.endpoint_id).execute(&mut **tx).await?;
-                        }
-                        sqlx::query_scalar::<_, bool>(&Self::sql($crate::sql::HAS_UNFINISHED))
-                            .bind(&planned.endpoint_id)
-                            .fetch_one(&mut **tx)
-                            .await?
-                    };
-                    sqlx::query(&insert)
-                        .bind(&event_id)
-                        .bind(&planned.endpoint_id)
-                        .bind(state)
-                        .bind(planned.parked)
-                        .bind(&payload_error)
-                        .bind(event_type)
-                        .bind(held)
+                if !deliveries.is_empty() {
+                    sqlx::query(&Self::batch_sql(&$crate::sql::INSERT_DELIVERIES))
+                        .bind(serde_json::to_string(&deliveries).expect("deliveries serialize"))
                         .execute(&mut **tx)
                         .await?;
                 }
-                Ok((event_id, true))
+                Ok(prepared
+                    .outcome
+                    .into_iter()
+                    .map(|(id, first)| {
+                        let created = first && new_ids.contains(&id);
+                        (id, created)
+                    })
+                    .collect())
             }
         }
     };

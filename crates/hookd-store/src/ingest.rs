@@ -1,4 +1,4 @@
-//! What both stores do with an incoming event before writing it. Pure: no I/O.
+//! What both stores do with incoming events before writing them. Pure: no I/O.
 
 /// Bounds applied to incoming events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,4 +221,79 @@ mod properties {
             }
         }
     }
+}
+
+/// An event on its way in: an outbox row or an API call.
+pub(crate) struct Incoming<'a> {
+    pub event_id: Option<&'a str>,
+    pub event_type: &'a str,
+    pub payload: &'a str,
+    pub endpoint_id: Option<&'a str>,
+}
+
+/// An event ready to be inserted.
+#[derive(serde::Serialize)]
+pub(crate) struct PreparedEvent<'a> {
+    pub event_id: String,
+    pub event_type: &'a str,
+    pub payload: &'a str,
+    pub endpoint_id: Option<&'a str>,
+    pub payload_error: Option<String>,
+}
+
+/// A batch of incoming events ready to be inserted.
+pub(crate) struct Prepared<'a> {
+    /// One per distinct event id, in arrival order.
+    pub rows: Vec<PreparedEvent<'a>>,
+    /// Per incoming event: its stored id, and whether it is the first with that id in the
+    /// batch (a later one is a duplicate whatever the database holds).
+    pub outcome: Vec<(String, bool)>,
+}
+
+/// Gives every event its storable id and its reason to fail, if any, and drops repeated ids.
+pub(crate) fn prepare<'a>(events: &[Incoming<'a>], limits: &IngestLimits) -> Prepared<'a> {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut prepared = Prepared {
+        rows: Vec::with_capacity(events.len()),
+        outcome: Vec::with_capacity(events.len()),
+    };
+    for e in events {
+        let given = event_id(e.event_id);
+        let payload_error = undeliverable(&given, e.payload, limits);
+        // An id that cannot be an id (too long for the index, unprintable) is stored under a
+        // stable stand-in, so the row fails with its reason instead of stopping ingestion;
+        // the same bad id maps to the same stand-in.
+        let id = storable_id(given);
+        let first = seen.insert(id.clone());
+        prepared.outcome.push((id.clone(), first));
+        if first {
+            prepared.rows.push(PreparedEvent {
+                event_id: id,
+                event_type: e.event_type,
+                payload: e.payload,
+                endpoint_id: e.endpoint_id,
+                payload_error,
+            });
+        }
+    }
+    prepared
+}
+
+/// The events as the JSON array `INSERT_EVENTS` reads.
+pub(crate) fn events_json(rows: &[PreparedEvent<'_>]) -> String {
+    serde_json::to_string(rows).expect("events serialize")
+}
+
+/// A delivery to insert, as `INSERT_DELIVERIES` reads it; `ord` keeps the ids in arrival
+/// order (an ordered endpoint delivers in id order).
+#[derive(serde::Serialize)]
+pub(crate) struct NewDelivery<'a> {
+    pub ord: usize,
+    pub event_id: &'a str,
+    pub endpoint_id: String,
+    pub event_type: &'a str,
+    pub state: &'static str,
+    pub parked: bool,
+    pub held: bool,
+    pub error: Option<&'a str>,
 }

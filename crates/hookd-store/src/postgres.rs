@@ -6,7 +6,7 @@
 //! it creates deliveries, so every instance wakes at once; polling remains as a fallback.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,6 +48,10 @@ impl PgStore {
         &MIGRATOR
     }
 
+    fn batch_sql(statement: &'static sql::Batch) -> &'static str {
+        statement.postgres()
+    }
+
     fn sql(statement: &'static str) -> Cow<'static, str> {
         Cow::Borrowed(statement)
     }
@@ -72,6 +76,34 @@ impl PgStore {
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+}
+
+/// Records a batch of results and logs their attempts in one statement.
+static COMPLETE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}, done AS ({}), logged AS ({}) SELECT id FROM done",
+        sql::json_rows(false, sql::COMPLETION_COLUMNS),
+        sql::COMPLETE_BATCH,
+        sql::INSERT_ATTEMPTS_BATCH
+    )
+});
+
+impl PgStore {
+    /// Records results (JSON rows); returns the delivery ids recorded.
+    async fn complete_rows(conn: &mut sqlx::PgConnection, rows: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(&COMPLETE)
+            .bind(rows)
+            .fetch_all(conn)
+            .await?)
+    }
+
+    /// The same, as one statement in a transaction of its own: one round trip.
+    async fn complete_unordered(&self, rows: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(&COMPLETE)
+            .bind(rows)
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
 
@@ -111,18 +143,16 @@ store_impl!(PgStore, Postgres, {
             return Ok(0);
         }
         let targets = Self::targets(&mut tx).await?;
-        for row in &rows {
-            Self::store_event(
-                &mut tx,
-                &targets,
-                row.event_id.as_deref(),
-                &row.event_type,
-                &row.payload,
-                row.endpoint_id.as_deref(),
-                limits,
-            )
-            .await?;
-        }
+        let incoming: Vec<crate::ingest::Incoming> = rows
+            .iter()
+            .map(|row| crate::ingest::Incoming {
+                event_id: row.event_id.as_deref(),
+                event_type: &row.event_type,
+                payload: &row.payload,
+                endpoint_id: row.endpoint_id.as_deref(),
+            })
+            .collect();
+        Self::store_events(&mut tx, &targets, &incoming, limits).await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
             .bind(&seqs)
@@ -159,7 +189,8 @@ store_impl!(PgStore, Postgres, {
                      d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
              ) \
              SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
-                 c.next_trigger, c.auto_attempts, c.manual_only, e.payload, e.payload_error \
+                 c.next_trigger, c.auto_attempts, c.manual_only, c.next_attempt_at, e.payload, \
+                 e.payload_error \
              FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
              ORDER BY c.next_attempt_at",
             due.condition()

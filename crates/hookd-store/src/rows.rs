@@ -199,6 +199,7 @@ pub(crate) struct ClaimRow {
     pub next_trigger: String,
     pub auto_attempts: i32,
     pub manual_only: bool,
+    pub next_attempt_at: Option<i64>,
     pub payload: String,
     pub payload_error: Option<String>,
 }
@@ -292,4 +293,69 @@ impl TryFrom<ResendJobRow> for ResendJob {
             finished_at: r.finished_at,
         })
     }
+}
+
+/// One attempt result as a JSON object with [`crate::sql::COMPLETION_COLUMNS`].
+#[derive(serde::Serialize)]
+struct CompletionJson<'a> {
+    delivery_id: i64,
+    lease_token: &'a str,
+    next_state: &'static str,
+    delay_ms: i64,
+    status_code: Option<i32>,
+    error: Option<&'a str>,
+    attempt: i32,
+    trigger: &'static str,
+    started_at: i64,
+    duration_ms: i64,
+    outcome: &'static str,
+    response_body: Option<&'a str>,
+}
+
+/// A batch of results as the JSON array its one statement reads. A delivery named twice is
+/// recorded once: later duplicates are left out (their lease is spent by the first).
+pub(crate) fn completions_json(batch: &[crate::Completion]) -> String {
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let rows: Vec<CompletionJson> = batch
+        .iter()
+        .filter(|c| seen.insert(c.delivery_id))
+        .map(|c| {
+            let (next_state, delay_ms) = match c.next {
+                crate::Next::Succeeded => ("succeeded", 0),
+                crate::Next::RetryIn(ms) => ("pending", ms as i64),
+                crate::Next::Failed => ("failed", 0),
+            };
+            let r = &c.record;
+            let error = match (&r.error, r.outcome) {
+                (Some(e), _) => Some(e.as_str()),
+                (None, crate::Outcome::Success) => None,
+                (None, outcome) => Some(outcome.as_str()),
+            };
+            CompletionJson {
+                delivery_id: c.delivery_id,
+                lease_token: &c.lease_token,
+                next_state,
+                delay_ms,
+                status_code: r.status_code,
+                error,
+                attempt: r.attempt,
+                trigger: r.trigger.as_str(),
+                started_at: r.started_at,
+                duration_ms: r.duration_ms,
+                outcome: r.outcome.as_str(),
+                response_body: r.response_body.as_deref(),
+            }
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("results serialize")
+}
+
+/// Which completions of `batch` were recorded, given the ids the statement returned.
+pub(crate) fn recorded(batch: &[crate::Completion], done: &[i64]) -> Vec<bool> {
+    let done: std::collections::HashSet<i64> = done.iter().copied().collect();
+    let mut first = std::collections::HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .map(|c| first.insert(c.delivery_id) && done.contains(&c.delivery_id))
+        .collect()
 }

@@ -4,6 +4,7 @@
 //! Parameters are `$N`, which both drivers bind by number.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// SQLite's equivalent of PostgreSQL's `hookd_now_ms()`: ms since the epoch, from julianday
 /// (which, unlike `unixepoch('subsec')`, every SQLite a producer may use understands).
@@ -113,43 +114,149 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
         WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
         AND o.state IN ('pending', 'in_flight') AND NOT o.held)";
 
-/// `$1` event_id ... ; `ON CONFLICT DO NOTHING` makes a repeated event_id a no-op.
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO hookd_events \
-    (event_id, event_type, payload, endpoint_id, payload_error, created_at) \
-    VALUES ($1, $2, $3, $4, $5, hookd_now_ms()) ON CONFLICT (event_id) DO NOTHING";
-
-/// `$3`: 'pending' or 'failed'; `$4`: parked (pending with no due time); `$5`: last_error;
-/// `$7`: held behind an earlier delivery of an ordered endpoint.
-pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO hookd_deliveries \
-    (event_id, endpoint_id, event_type, state, next_attempt_at, last_error, held, created_at, \
-    updated_at, finished_at) \
-    VALUES ($1, $2, $6, $3, CASE WHEN $3 = 'pending' AND NOT $4 AND NOT $7 THEN hookd_now_ms() END, \
-    $5, $7, hookd_now_ms(), hookd_now_ms(), CASE WHEN $3 = 'failed' THEN hookd_now_ms() END)";
-
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =
     "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";
 
 pub(crate) const EVENT: &str = "SELECT event_id, event_type, payload, endpoint_id, payload_error, \
     created_at FROM hookd_events WHERE event_id = $1";
 
-/// Records one attempt's result if the lease is still held. A resend asked for while the
-/// attempt ran turns the delivery straight back into a due manual attempt.
-/// `$3` next state ('succeeded' | 'pending' | 'failed'), `$4` retry delay ms.
-pub(crate) const COMPLETE: &str = "UPDATE hookd_deliveries SET \
-    state = CASE WHEN resend_requested THEN 'pending' ELSE $3 END, \
-    next_attempt_at = CASE WHEN resend_requested THEN hookd_now_ms() \
-        WHEN $3 = 'pending' THEN hookd_now_ms() + $4 END, \
-    next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE 'auto' END, \
-    manual_only = CASE WHEN resend_requested THEN $3 <> 'pending' ELSE FALSE END, \
-    finished_at = CASE WHEN resend_requested OR $3 = 'pending' THEN NULL ELSE hookd_now_ms() END, \
-    resend_requested = FALSE, lease_token = NULL, lease_expires_at = NULL, \
-    last_status_code = $5, last_error = $6, updated_at = hookd_now_ms() \
-    WHERE id = $1 AND lease_token = $2 AND state = 'in_flight'";
+/// The columns of a batch of attempt results, one JSON object per result (built by
+/// [`crate::rows::completions_json`]), with their PostgreSQL types.
+pub(crate) const COMPLETION_COLUMNS: &[(&str, &str)] = &[
+    ("delivery_id", "BIGINT"),
+    ("lease_token", "TEXT"),
+    ("next_state", "TEXT"),
+    ("delay_ms", "BIGINT"),
+    ("status_code", "INTEGER"),
+    ("error", "TEXT"),
+    ("attempt", "INTEGER"),
+    ("trigger", "TEXT"),
+    ("started_at", "BIGINT"),
+    ("duration_ms", "BIGINT"),
+    ("outcome", "TEXT"),
+    ("response_body", "TEXT"),
+];
 
-pub(crate) const INSERT_ATTEMPT: &str =
-    "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, \
-    started_at, duration_ms, status_code, outcome, error, response_body) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// `WITH v AS (...)`: the rows of the JSON array bound as `$1`, with `columns`. The one
+/// place the two dialects differ for batches: PostgreSQL's `json_to_recordset` against
+/// SQLite's `json_each`. One bound array per batch makes a batch one statement, whatever
+/// its size (a statement is a round trip on PostgreSQL, a thread hop on SQLite).
+pub(crate) fn json_rows(sqlite: bool, columns: &[(&str, &str)]) -> String {
+    if sqlite {
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|(name, _)| format!("value ->> '{name}' AS {name}"))
+            .collect();
+        format!(
+            "WITH v AS (SELECT {} FROM json_each($1)) ",
+            fields.join(", ")
+        )
+    } else {
+        let fields: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        format!(
+            "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS r({})) ",
+            fields.join(", ")
+        )
+    }
+}
+
+/// A statement over a batch of rows passed as one JSON array (`$1`), in each dialect,
+/// built once.
+pub(crate) struct Batch {
+    columns: &'static [(&'static str, &'static str)],
+    statement: &'static str,
+    sqlite: OnceLock<String>,
+    postgres: OnceLock<String>,
+}
+
+impl Batch {
+    const fn new(
+        columns: &'static [(&'static str, &'static str)],
+        statement: &'static str,
+    ) -> Self {
+        Batch {
+            columns,
+            statement,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn sqlite(&'static self) -> &'static str {
+        self.sqlite.get_or_init(|| {
+            sqlite_dialect_owned(&format!(
+                "{}{}",
+                json_rows(true, self.columns),
+                self.statement
+            ))
+        })
+    }
+
+    pub(crate) fn postgres(&'static self) -> &'static str {
+        self.postgres
+            .get_or_init(|| format!("{}{}", json_rows(false, self.columns), self.statement))
+    }
+}
+
+/// New events; returns the ids inserted (an id already stored is left alone).
+pub(crate) static INSERT_EVENTS: Batch = Batch::new(
+    &[
+        ("event_id", "TEXT"),
+        ("event_type", "TEXT"),
+        ("payload", "TEXT"),
+        ("endpoint_id", "TEXT"),
+        ("payload_error", "TEXT"),
+    ],
+    // WHERE TRUE: SQLite would read ON CONFLICT as a join constraint of the FROM.
+    "INSERT INTO hookd_events (event_id, event_type, payload, endpoint_id, payload_error, \
+     created_at) SELECT v.event_id, v.event_type, v.payload, v.endpoint_id, v.payload_error, \
+     hookd_now_ms() FROM v WHERE TRUE ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+);
+
+/// New deliveries, in `ord` order. `state`: 'pending' or 'failed'; `parked`: pending with
+/// no due time; `held`: behind an earlier delivery of an ordered endpoint; `error`: why it
+/// failed.
+pub(crate) static INSERT_DELIVERIES: Batch = Batch::new(
+    &[
+        ("ord", "BIGINT"),
+        ("event_id", "TEXT"),
+        ("endpoint_id", "TEXT"),
+        ("event_type", "TEXT"),
+        ("state", "TEXT"),
+        ("parked", "BOOLEAN"),
+        ("held", "BOOLEAN"),
+        ("error", "TEXT"),
+    ],
+    "INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, \
+     last_error, held, created_at, updated_at, finished_at) \
+     SELECT v.event_id, v.endpoint_id, v.event_type, v.state, \
+     CASE WHEN v.state = 'pending' AND NOT v.parked AND NOT v.held THEN hookd_now_ms() END, \
+     v.error, v.held, hookd_now_ms(), hookd_now_ms(), \
+     CASE WHEN v.state = 'failed' THEN hookd_now_ms() END FROM v ORDER BY v.ord",
+);
+
+/// Records a batch of attempt results (rows `v`, see [`json_rows`]), each only if its lease
+/// is still held; returns the ids recorded. A resend asked for while the attempt ran turns
+/// the delivery straight back into a due manual attempt.
+pub(crate) const COMPLETE_BATCH: &str = "UPDATE hookd_deliveries SET \
+    state = CASE WHEN resend_requested THEN 'pending' ELSE v.next_state END, \
+    next_attempt_at = CASE WHEN resend_requested THEN hookd_now_ms() \
+        WHEN v.next_state = 'pending' THEN hookd_now_ms() + v.delay_ms END, \
+    next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE 'auto' END, \
+    manual_only = CASE WHEN resend_requested THEN v.next_state <> 'pending' ELSE FALSE END, \
+    finished_at = CASE WHEN resend_requested OR v.next_state = 'pending' THEN NULL \
+        ELSE hookd_now_ms() END, \
+    resend_requested = FALSE, lease_token = NULL, lease_expires_at = NULL, \
+    last_status_code = v.status_code, last_error = v.error, updated_at = hookd_now_ms() \
+    FROM v WHERE hookd_deliveries.id = v.delivery_id \
+    AND hookd_deliveries.lease_token = v.lease_token AND hookd_deliveries.state = 'in_flight' \
+    RETURNING hookd_deliveries.id";
+
+/// The attempt log rows of a batch of results (rows `v`), for the deliveries in `done`.
+pub(crate) const INSERT_ATTEMPTS_BATCH: &str = "INSERT INTO hookd_attempts (delivery_id, \
+    attempt, trigger, started_at, duration_ms, status_code, outcome, error, response_body) \
+    SELECT v.delivery_id, v.attempt, v.trigger, v.started_at, v.duration_ms, v.status_code, \
+    v.outcome, v.error, v.response_body FROM v JOIN done ON done.id = v.delivery_id";
 
 /// Undoes a claim whose attempt never ran. `$3`: 'pending' or 'failed'; `$4`: due now
 /// (else parked, unless a resend was asked for meanwhile or the endpoint was enabled again

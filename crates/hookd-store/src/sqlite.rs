@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -73,6 +73,10 @@ impl SqliteStore {
         &MIGRATOR
     }
 
+    fn batch_sql(statement: &'static sql::Batch) -> &'static str {
+        statement.sqlite()
+    }
+
     fn sql(statement: &'static str) -> Cow<'static, str> {
         sql::sqlite_dialect(statement)
     }
@@ -97,6 +101,51 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Records a batch of results; returns the ids recorded. SQLite has no data-modifying CTE,
+/// so the attempt log rows are a second statement ([`INSERT_ATTEMPTS`]).
+static COMPLETE: LazyLock<String> = LazyLock::new(|| {
+    sql::sqlite_dialect_owned(&format!(
+        "{}{}",
+        sql::json_rows(true, sql::COMPLETION_COLUMNS),
+        sql::COMPLETE_BATCH
+    ))
+});
+
+/// The attempt log rows of the recorded results: `$2` is the JSON array of their ids.
+static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}, done AS (SELECT value AS id FROM json_each($2)) {}",
+        sql::json_rows(true, sql::COMPLETION_COLUMNS).trim_end(),
+        sql::INSERT_ATTEMPTS_BATCH
+    )
+});
+
+impl SqliteStore {
+    /// Records results (JSON rows) inside the caller's transaction; returns the delivery
+    /// ids recorded.
+    async fn complete_rows(conn: &mut sqlx::SqliteConnection, rows: &str) -> Result<Vec<i64>> {
+        let done: Vec<i64> = sqlx::query_scalar(&COMPLETE)
+            .bind(rows)
+            .fetch_all(&mut *conn)
+            .await?;
+        if !done.is_empty() {
+            sqlx::query(&INSERT_ATTEMPTS)
+                .bind(rows)
+                .bind(serde_json::to_string(&done).expect("ids serialize"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(done)
+    }
+
+    async fn complete_unordered(&self, rows: &str) -> Result<Vec<i64>> {
+        let mut tx = self.begin_write().await?;
+        let done = Self::complete_rows(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 }
 
@@ -149,18 +198,16 @@ store_impl!(SqliteStore, Sqlite, {
             return Ok(0);
         }
         let targets = Self::targets(&mut tx).await?;
-        for row in &rows {
-            Self::store_event(
-                &mut tx,
-                &targets,
-                row.event_id.as_deref(),
-                &row.event_type,
-                &row.payload,
-                row.endpoint_id.as_deref(),
-                limits,
-            )
-            .await?;
-        }
+        let incoming: Vec<crate::ingest::Incoming> = rows
+            .iter()
+            .map(|row| crate::ingest::Incoming {
+                event_id: row.event_id.as_deref(),
+                event_type: &row.event_type,
+                payload: &row.payload,
+                endpoint_id: row.endpoint_id.as_deref(),
+            })
+            .collect();
+        Self::store_events(&mut tx, &targets, &incoming, limits).await?;
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
             .bind(last)
@@ -190,31 +237,25 @@ store_impl!(SqliteStore, Sqlite, {
                  WHERE state = 'pending' AND {} \
                  AND next_attempt_at <= hookd_now_ms() \
                  AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
-                 ORDER BY next_attempt_at LIMIT $3)",
+                 ORDER BY next_attempt_at LIMIT $3) \
+             RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
+                 auto_attempts, manual_only, next_attempt_at, \
+                 (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
+                 (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                     AS payload_error",
             due.index(),
             due.condition()
         );
         let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
-        let claimed = sqlx::query(&sql::sqlite_dialect_owned(&sql))
+        let mut rows: Vec<ClaimRow> = sqlx::query_as(&sql::sqlite_dialect_owned(&sql))
             .bind(&token)
             .bind(lease_ms as i64)
             .bind(max as i64)
             .bind(excluded)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-        if claimed == 0 {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<ClaimRow> = sqlx::query_as(
-            "SELECT d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
-             d.next_trigger, d.auto_attempts, d.manual_only, e.payload, e.payload_error \
-             FROM hookd_deliveries d JOIN hookd_events e ON e.event_id = d.event_id \
-             WHERE d.lease_token = $1 ORDER BY d.next_attempt_at",
-        )
-        .bind(&token)
-        .fetch_all(&self.writer)
-        .await?;
+            .fetch_all(&self.writer)
+            .await?;
+        // RETURNING gives no order.
+        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         self.with_endpoints(rows).await
     }
 
