@@ -3,13 +3,17 @@
 //! for the whole timeout cannot take the pool), and retries may hold at most `retries`
 //! (a storm of retries cannot starve new events).
 //!
-//! The claim skips endpoints that are at their cap; a batch that still brings more for an
-//! endpoint than it may take hands the surplus back at once.
+//! The claim skips endpoints that already have enough running and waiting; what a claim
+//! brings beyond an endpoint's cap waits in [`Ready`] for a place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use hookd_store::Claimed;
+
+use super::ready::Ready;
 
 /// Counts of attempts in flight; a [`Slot`] is held by each running attempt.
 #[derive(Clone)]
@@ -19,10 +23,11 @@ pub struct InFlight {
     retries: usize,
 }
 
-#[derive(Default)]
 struct Counts {
     endpoints: HashMap<String, usize>,
     retries: usize,
+    /// Told whenever a place frees, so that a waiting row can start at once.
+    freed: Arc<Notify>,
 }
 
 /// One running attempt; dropping it frees its place.
@@ -44,27 +49,41 @@ impl Drop for Slot {
         if self.retry {
             counts.retries -= 1;
         }
+        counts.freed.notify_one();
     }
 }
 
 impl InFlight {
-    pub fn new(per_endpoint: usize, retries: usize) -> InFlight {
+    /// `freed` is notified whenever an attempt ends.
+    pub fn new(per_endpoint: usize, retries: usize, freed: Arc<Notify>) -> InFlight {
         InFlight {
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(Counts {
+                endpoints: HashMap::new(),
+                retries: 0,
+                freed,
+            })),
             per_endpoint: per_endpoint.max(1),
             retries,
         }
     }
 
-    /// Endpoints at their cap: the next claim skips them.
-    pub fn saturated_endpoints(&self) -> Vec<String> {
+    /// Endpoints the next claim skips: those with a full cap running and another waiting
+    /// in `ready` (the waiting ones start the moment a place frees, with no round trip).
+    pub fn busy_endpoints(&self, ready: &Ready) -> Vec<String> {
+        let enough = 2 * self.per_endpoint;
         let counts = self.inner.lock().expect("counts lock");
-        counts
-            .endpoints
-            .iter()
-            .filter(|(_, n)| **n >= self.per_endpoint)
-            .map(|(id, _)| id.clone())
-            .collect()
+        let mut busy = BTreeSet::new();
+        for (id, running) in &counts.endpoints {
+            if running + ready.waiting_for(id) >= enough {
+                busy.insert(id.clone());
+            }
+        }
+        for (id, waiting) in ready.endpoints() {
+            if waiting + counts.endpoints.get(id).copied().unwrap_or(0) >= enough {
+                busy.insert(id.to_string());
+            }
+        }
+        busy.into_iter().collect()
     }
 
     /// How many more retries may start now.
@@ -73,15 +92,19 @@ impl InFlight {
             .saturating_sub(self.inner.lock().expect("counts lock").retries)
     }
 
-    /// A place for this attempt, or `None` when its endpoint is at its cap.
+    /// A place for this attempt, or `None` when its endpoint is at its cap, or it is a
+    /// retry and the retries are at theirs.
     pub fn admit(&self, c: &Claimed) -> Option<Slot> {
         let mut counts = self.inner.lock().expect("counts lock");
+        let retry = c.attempt > 1;
+        if retry && counts.retries >= self.retries {
+            return None;
+        }
         let n = counts.endpoints.entry(c.endpoint.id.clone()).or_default();
         if *n >= self.per_endpoint {
             return None;
         }
         *n += 1;
-        let retry = c.attempt > 1;
         if retry {
             counts.retries += 1;
         }
@@ -119,15 +142,41 @@ mod tests {
 
     #[test]
     fn caps_each_endpoint_and_the_retries() {
-        let f = InFlight::new(2, 3);
+        let freed = Arc::new(Notify::new());
+        let f = InFlight::new(2, 3, freed.clone());
         let a1 = f.admit(&claimed("a", 1)).unwrap();
         let _a2 = f.admit(&claimed("a", 2)).unwrap();
         assert!(f.admit(&claimed("a", 1)).is_none(), "a is at its cap");
-        assert_eq!(f.saturated_endpoints(), ["a"]);
         let _b = f.admit(&claimed("b", 3)).unwrap();
         assert_eq!(f.retry_room(), 1, "two retries in flight of three allowed");
+        let _c = f.admit(&claimed("c", 2)).unwrap();
+        assert!(
+            f.admit(&claimed("d", 2)).is_none(),
+            "the retries are at their cap"
+        );
+        assert!(
+            f.admit(&claimed("d", 1)).is_some(),
+            "a first attempt still goes"
+        );
+
+        // a is skipped by claims once a full cap waits besides the one running.
+        let mut ready = Ready::default();
+        assert!(f.busy_endpoints(&ready).is_empty());
+        ready.push(claimed("a", 1), std::time::Instant::now());
+        assert!(f.busy_endpoints(&ready).is_empty());
+        ready.push(claimed("a", 1), std::time::Instant::now());
+        assert_eq!(f.busy_endpoints(&ready), ["a"]);
         drop(a1);
-        assert!(f.saturated_endpoints().is_empty());
+        assert!(f.busy_endpoints(&ready).is_empty());
         assert!(f.admit(&claimed("a", 1)).is_some());
+        // Every place freed was announced.
+        assert!(futures_now(freed.notified()));
+    }
+
+    /// Whether a future is ready at once.
+    fn futures_now(f: impl std::future::Future) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        std::pin::pin!(f).poll(&mut cx).is_ready()
     }
 }

@@ -8,12 +8,13 @@
 
 mod attempt;
 mod isolation;
+mod ready;
 mod recorder;
 
 pub use attempt::{AttemptResult, Sender, USER_AGENT};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -26,6 +27,7 @@ use hookd_store::{AttemptRecord, Claimed, Completion, Due, Lease, Next, Release,
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retry;
+use ready::{Ready, Waiting};
 
 /// Backoff for transient database faults: 50 ms doubling to 5 s, with jitter, forever.
 pub(crate) fn backoff() -> ExponentialBuilder {
@@ -97,8 +99,9 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `shutdown`; then claims nothing new, gives attempts in flight up to
-    /// `shutdown_timeout` to finish, releases the rest, and records every result.
+    /// Runs until `shutdown`; then claims nothing new, hands back what waits, gives
+    /// attempts in flight up to `shutdown_timeout` to finish, releases the rest, and records
+    /// every result.
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let (results, rx) = mpsc::channel(self.concurrency.max(recorder::MAX_BATCH));
@@ -111,70 +114,97 @@ impl Dispatcher {
         ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();
-        let in_flight = isolation::InFlight::new(self.per_endpoint, self.retry_concurrency);
+        let freed = Arc::new(Notify::new());
+        let in_flight =
+            isolation::InFlight::new(self.per_endpoint, self.retry_concurrency, freed.clone());
+        let mut ready = Ready::default();
         let mut delays = backoff().build();
+        // After a claim that found nothing, the endpoints it skipped: claiming again is
+        // worth a statement only after a wake-up or once one of them has room again.
+        let mut found_nothing: Option<Vec<String>> = None;
         self.shared.metrics.up.set(1);
 
-        loop {
-            let first = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        while !shutdown.is_cancelled() {
+            // Start whatever may start: only this loop takes permits, so the ones counted
+            // available are still available when taken.
+            let (start, stale) =
+                ready.take(&in_flight, permits.available_permits(), self.max_wait());
+            for (waiting, slot) in start {
+                let permit = permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("started no more than the available permits");
+                let shared = self.shared.clone();
+                let results = results.clone();
+                let cut_short = cut_short.clone();
+                tasks.spawn(async move {
+                    shared.deliver(waiting, permit, results, cut_short).await;
+                    drop(slot);
+                });
+            }
+            if !stale.is_empty() {
+                // Waited a quarter of the lease behind a slow endpoint: back to the queue.
+                self.shared.release_all(&stale).await;
+            }
+
+            let want = (self.claim_batch as usize)
+                .saturating_sub(ready.len())
+                .min(permits.available_permits()) as u32;
+            let busy = in_flight.busy_endpoints(&ready);
+            let worth_it = match &found_nothing {
+                None => true,
+                Some(skipped) => skipped.iter().any(|id| !busy.contains(id)),
             };
-            let free = 1 + permits.available_permits();
-            let want = (free as u32).min(self.claim_batch);
-            match self.claim(want, &in_flight).await {
-                Ok(claimed) if claimed.is_empty() => {
-                    drop(first);
-                    delays = backoff().build();
-                    self.idle(&shutdown).await;
-                }
-                Ok(claimed) => {
-                    delays = backoff().build();
-                    self.shared
-                        .metrics
-                        .claim_batch
-                        .observe(claimed.len() as f64);
-                    let mut first = Some(first);
-                    let mut surplus = Vec::new();
-                    for c in claimed {
-                        let Some(slot) = in_flight.admit(&c) else {
-                            surplus.push(c);
-                            continue;
-                        };
-                        // Only this loop takes permits, so the ones counted free are still free.
-                        let permit = first.take().unwrap_or_else(|| {
-                            permits
-                                .clone()
-                                .try_acquire_owned()
-                                .expect("claimed no more than the free permits")
-                        });
-                        let shared = self.shared.clone();
-                        let results = results.clone();
-                        let cut_short = cut_short.clone();
-                        tasks.spawn(async move {
-                            shared.deliver(c, permit, results, cut_short).await;
-                            drop(slot);
-                        });
+            if want > 0 && worth_it {
+                match self.claim(want, &busy, &in_flight, &ready).await {
+                    Ok(claimed) if claimed.is_empty() => {
+                        delays = backoff().build();
+                        found_nothing = Some(busy);
                     }
-                    drop(first);
-                    if !surplus.is_empty() {
-                        // More for one endpoint than it may take: back to the queue, unsent.
-                        self.shared.release_all(&surplus).await;
+                    Ok(claimed) => {
+                        delays = backoff().build();
+                        found_nothing = None;
+                        self.shared
+                            .metrics
+                            .claim_batch
+                            .observe(claimed.len() as f64);
+                        let now = Instant::now();
+                        for c in claimed {
+                            ready.push(c, now);
+                        }
+                        continue;
                     }
-                }
-                Err(e) => {
-                    drop(first);
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
+                    Err(e) => {
+                        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                        tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                        continue;
                     }
                 }
             }
+
+            let wait = if found_nothing.is_some() {
+                self.idle_wait().await
+            } else {
+                self.poll_interval
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                // New work (ingestion, a resend, a NOTIFY) or recorded results (free permits).
+                _ = self.wake.notified() => found_nothing = None,
+                // An attempt ended: a waiting row may start; a claim may find room.
+                _ = freed.notified() => {}
+                _ = tokio::time::sleep(wait) => found_nothing = None,
+            }
         }
 
+        let waiting = ready.drain();
+        if !waiting.is_empty() {
+            self.shared.release_all(&waiting).await;
+        }
         tasks.close();
         let in_flight = tasks.len();
         if in_flight > 0 {
@@ -207,25 +237,32 @@ impl Dispatcher {
         self.shared.metrics.up.set(0);
     }
 
+    /// How long a claimed row may wait for a place: a quarter of its lease, so that its
+    /// attempt still has most of the lease to run and be recorded in.
+    fn max_wait(&self) -> Duration {
+        self.shared.lease / 4
+    }
+
     /// Claims up to `want`: a quarter for retries (within their share of the pool), then
-    /// first attempts, then more retries for what is left, all skipping endpoints already at
-    /// their cap. New events are never starved by retries, nor retries by a steady stream of
-    /// new events.
+    /// first attempts, then more retries for what is left, all skipping `busy` endpoints.
+    /// New events are never starved by retries, nor retries by a steady stream of new
+    /// events.
     async fn claim(
         &self,
         want: u32,
+        busy: &[String],
         in_flight: &isolation::InFlight,
+        ready: &Ready,
     ) -> hookd_store::Result<Vec<Claimed>> {
         let lease = self.shared.lease.as_millis() as u64;
-        let busy = in_flight.saturated_endpoints();
-        let room = in_flight.retry_room() as u32;
+        let room = in_flight.retry_room().saturating_sub(ready.retries()) as u32;
         let share = (want / 4).max(1).min(room);
         let mut claimed = Vec::new();
         if share > 0 {
             claimed = self
                 .shared
                 .store
-                .claim_due(share, Due::Retries, &busy, lease)
+                .claim_due(share, Due::Retries, busy, lease)
                 .await?;
         }
         let more_retries_due = share > 0 && claimed.len() as u32 == share;
@@ -233,7 +270,7 @@ impl Dispatcher {
         claimed.extend(
             self.shared
                 .store
-                .claim_due(left, Due::FirstAttempts, &busy, lease)
+                .claim_due(left, Due::FirstAttempts, busy, lease)
                 .await?,
         );
         let more = (want - claimed.len() as u32).min(room - share);
@@ -241,19 +278,19 @@ impl Dispatcher {
             claimed.extend(
                 self.shared
                     .store
-                    .claim_due(more, Due::Retries, &busy, lease)
+                    .claim_due(more, Due::Retries, busy, lease)
                     .await?,
             );
         }
         Ok(claimed)
     }
 
-    /// Waits until the next delivery is due, a wake-up, the poll interval, or shutdown.
-    async fn idle(&self, shutdown: &CancellationToken) {
-        let wait = match self.shared.store.next_due_in_ms().await {
-            // Overdue rows the claim did not take belong to endpoints at their cap or are
-            // retries beyond their share: wait for a slot (the recorder wakes us when it
-            // frees permits) rather than spin.
+    /// How long to wait after a claim found nothing: until the next delivery is due, at
+    /// most the poll interval.
+    async fn idle_wait(&self) -> Duration {
+        match self.shared.store.next_due_in_ms().await {
+            // Overdue rows the claim did not take belong to busy endpoints or are retries
+            // beyond their share: an ending attempt or the recorder wakes us.
             Ok(Some(ms)) if ms <= 0 => self.poll_interval,
             Ok(Some(ms)) => Duration::from_millis(ms as u64).min(self.poll_interval),
             Ok(None) => self.poll_interval,
@@ -261,11 +298,6 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "cannot read the next due time");
                 self.poll_interval
             }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = self.wake.notified() => {}
-            _ = shutdown.cancelled() => {}
         }
     }
 }
@@ -274,11 +306,12 @@ impl Shared {
     /// One claimed delivery, from lease to recorded result.
     async fn deliver(
         &self,
-        c: Claimed,
+        waiting: Waiting,
         permit: OwnedSemaphorePermit,
         results: mpsc::Sender<recorder::Finished>,
         cut_short: CancellationToken,
     ) {
+        let Waiting { claimed: c, since } = waiting;
         if let Some(reason) = &c.payload_error {
             return self.release(&c, Release::Fail(reason.clone())).await;
         }
@@ -290,12 +323,14 @@ impl Shared {
         if !c.endpoint.enabled && c.trigger == Trigger::Auto {
             return self.release(&c, Release::Park).await;
         }
+        // The lease runs from the claim: what is left must cover the attempt and its record.
+        let lease_left = self.lease.saturating_sub(since.elapsed());
         let timeout = c
             .endpoint
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(self.request_timeout)
-            .min(self.lease.saturating_sub(LEASE_MARGIN).max(self.lease / 2));
+            .min(lease_left.saturating_sub(LEASE_MARGIN).max(lease_left / 2));
         let span = tracing::info_span!(
             "attempt",
             event_id = %c.event_id,
