@@ -10,15 +10,32 @@ use std::sync::OnceLock;
 /// (which, unlike `unixepoch('subsec')`, every SQLite a producer may use understands).
 pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
+/// Index hints: a comment PostgreSQL ignores and SQLite turns into `INDEXED BY`. SQLite has
+/// no planner statistics unless `ANALYZE` runs, and without them it prefers the `state`
+/// index and reads every pending row; a due index is read in due order from its first entry.
+const HINTS: [(&str, &str); 2] = [
+    (
+        "hookd_deliveries /* due_first */",
+        "hookd_deliveries INDEXED BY hookd_deliveries_due_first",
+    ),
+    (
+        "hookd_deliveries /* due_retry */",
+        "hookd_deliveries INDEXED BY hookd_deliveries_due_retry",
+    ),
+];
+
 /// The SQLite text of a statement built at run time.
 pub(crate) fn sqlite_dialect_owned(sql: &str) -> String {
-    sql.replace("hookd_now_ms()", SQLITE_NOW)
+    HINTS.iter().fold(
+        sql.replace("hookd_now_ms()", SQLITE_NOW),
+        |s, (hint, sqlite)| s.replace(hint, sqlite),
+    )
 }
 
 /// The SQLite text of a shared statement.
 pub(crate) fn sqlite_dialect(sql: &'static str) -> Cow<'static, str> {
-    if sql.contains("hookd_now_ms()") {
-        Cow::Owned(sql.replace("hookd_now_ms()", SQLITE_NOW))
+    if sql.contains("hookd_now_ms()") || HINTS.iter().any(|(hint, _)| sql.contains(hint)) {
+        Cow::Owned(sqlite_dialect_owned(sql))
     } else {
         Cow::Borrowed(sql)
     }
@@ -277,11 +294,15 @@ pub(crate) const RELEASE: &str = "UPDATE hookd_deliveries SET \
 pub(crate) const LOST_ERROR: &str =
     "lease expired before the result was recorded (the worker stopped or lost the database)";
 
-/// The earliest due time, from the first entry of each due index.
+/// The earliest due time, from the first entry of each due index (parked rows have none).
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) - hookd_now_ms() FROM ( \
-    SELECT MIN(next_attempt_at) AS due FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0 \
+    SELECT * FROM (SELECT next_attempt_at AS due FROM hookd_deliveries /* due_first */ \
+        WHERE state = 'pending' AND attempts = 0 AND next_attempt_at IS NOT NULL \
+        ORDER BY next_attempt_at LIMIT 1) f \
     UNION ALL \
-    SELECT MIN(next_attempt_at) FROM hookd_deliveries WHERE state = 'pending' AND attempts > 0) firsts";
+    SELECT * FROM (SELECT next_attempt_at FROM hookd_deliveries /* due_retry */ \
+        WHERE state = 'pending' AND attempts > 0 AND next_attempt_at IS NOT NULL \
+        ORDER BY next_attempt_at LIMIT 1) r) firsts";
 
 pub(crate) const DELIVERY: &str = "SELECT id, event_id, endpoint_id, event_type, state, attempts, \
     next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at \
@@ -303,14 +324,19 @@ pub(crate) const RESEND_SET: &str = "UPDATE hookd_deliveries SET \
     state = CASE WHEN state = 'in_flight' THEN 'in_flight' ELSE 'pending' END, \
     updated_at = hookd_now_ms() ";
 
+/// Unfinished deliveries (a count: it reads every one, on a reader, every few seconds), and
+/// the age of the oldest due one, from the first entry of each due index.
 pub(crate) const BACKLOG: &str = "SELECT \
     (SELECT COUNT(*) FROM hookd_deliveries WHERE state IN ('pending', 'in_flight')), \
     (SELECT hookd_now_ms() - MIN(due) FROM ( \
-        SELECT MIN(next_attempt_at) AS due FROM hookd_deliveries \
-            WHERE state = 'pending' AND attempts = 0 AND next_attempt_at <= hookd_now_ms() \
+        SELECT * FROM (SELECT next_attempt_at AS due FROM hookd_deliveries /* due_first */ \
+            WHERE state = 'pending' AND attempts = 0 AND next_attempt_at IS NOT NULL \
+            ORDER BY next_attempt_at LIMIT 1) f \
         UNION ALL \
-        SELECT MIN(next_attempt_at) FROM hookd_deliveries \
-            WHERE state = 'pending' AND attempts > 0 AND next_attempt_at <= hookd_now_ms()) firsts)";
+        SELECT * FROM (SELECT next_attempt_at FROM hookd_deliveries /* due_retry */ \
+            WHERE state = 'pending' AND attempts > 0 AND next_attempt_at IS NOT NULL \
+            ORDER BY next_attempt_at LIMIT 1) r) firsts \
+        WHERE due <= hookd_now_ms())";
 
 /// Events older than `$1` whose deliveries are all gone. Deleting one ends its `event_id`'s
 /// dedupe window: the retention period is also the idempotency window.

@@ -46,7 +46,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Pages read through a memory map and a 64 MB cache per connection, not a
+            // pread() and a copy per page from a 2 MB cache (measured: ~10% of hookd's CPU).
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-65536");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -106,20 +110,30 @@ impl SqliteStore {
 
 /// Records a batch of results; returns the ids recorded. SQLite has no data-modifying CTE,
 /// so the attempt log rows are a second statement ([`INSERT_ATTEMPTS`]).
+/// NOT INDEXED: without statistics SQLite would rather walk the `state` index and test
+/// every row in flight against every result; this makes it look each result up by id.
 static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     sql::sqlite_dialect_owned(&format!(
         "{}{}",
         sql::json_rows(true, sql::COMPLETION_COLUMNS),
-        sql::COMPLETE_BATCH
+        sql::COMPLETE_BATCH.replacen(
+            "UPDATE hookd_deliveries SET",
+            "UPDATE hookd_deliveries NOT INDEXED SET",
+            1
+        )
     ))
 });
 
 /// The attempt log rows of the recorded results: `$2` is the JSON array of their ids.
 static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{}, done AS (SELECT value AS id FROM json_each($2)) {}",
-        sql::json_rows(true, sql::COMPLETION_COLUMNS).trim_end(),
-        sql::INSERT_ATTEMPTS_BATCH
+        "{}{}",
+        sql::json_rows(true, sql::COMPLETION_COLUMNS),
+        sql::INSERT_ATTEMPTS_BATCH.replacen(
+            "JOIN done ON done.id = v.delivery_id",
+            "WHERE v.delivery_id IN (SELECT value FROM json_each($2))",
+            1
+        )
     )
 });
 
