@@ -13,6 +13,8 @@ mod recorder;
 
 pub use attempt::{AttemptResult, Sender, USER_AGENT};
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,12 @@ pub(crate) fn backoff() -> ExponentialBuilder {
 /// An attempt ends this long before its lease, so that its result is written while the
 /// lease still holds.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// A claim on its way, and the endpoints it skips.
+struct Claiming {
+    busy: Vec<String>,
+    claim: Pin<Box<dyn Future<Output = hookd_store::Result<Vec<Claimed>>> + Send>>,
+}
 
 /// Everything the dispatcher and its tasks share.
 struct Shared {
@@ -119,9 +127,14 @@ impl Dispatcher {
             isolation::InFlight::new(self.per_endpoint, self.retry_concurrency, freed.clone());
         let mut ready = Ready::default();
         let mut delays = backoff().build();
-        // After a claim that found nothing, the endpoints it skipped: claiming again is
-        // worth a statement only after a wake-up or once one of them has room again.
-        let mut found_nothing: Option<Vec<String>> = None;
+        // The claim runs beside the loop, so that rows already claimed keep starting the
+        // moment a place frees while the next batch is fetched.
+        let mut claiming: Option<Claiming> = None;
+        // After a claim that found nothing, the endpoints it skipped and when to look again:
+        // claiming again is worth a statement only after a wake-up, once one of those
+        // endpoints has room again, or at that time.
+        let mut found_nothing: Option<(Vec<String>, Instant)> = None;
+        let mut no_claim_before = Instant::now();
         self.shared.metrics.up.set(1);
 
         while !shutdown.is_cancelled() {
@@ -147,60 +160,79 @@ impl Dispatcher {
                 self.shared.release_all(&stale).await;
             }
 
-            let want = (self.claim_batch as usize)
-                .saturating_sub(ready.len())
-                .min(permits.available_permits()) as u32;
-            let busy = in_flight.busy_endpoints(&ready);
-            let worth_it = match &found_nothing {
-                None => true,
-                Some(skipped) => skipped.iter().any(|id| !busy.contains(id)),
-            };
-            if want > 0 && worth_it {
-                match self.claim(want, &busy, &in_flight, &ready).await {
-                    Ok(claimed) if claimed.is_empty() => {
-                        delays = backoff().build();
-                        found_nothing = Some(busy);
-                    }
-                    Ok(claimed) => {
-                        delays = backoff().build();
-                        found_nothing = None;
-                        self.shared
-                            .metrics
-                            .claim_batch
-                            .observe(claimed.len() as f64);
-                        let now = Instant::now();
-                        for c in claimed {
-                            ready.push(c, now);
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                        tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.cancelled() => {}
-                        }
-                        continue;
-                    }
+            if claiming.is_none() && Instant::now() >= no_claim_before {
+                let want = (self.claim_batch as usize)
+                    .saturating_sub(ready.len())
+                    .min(permits.available_permits()) as u32;
+                let busy = in_flight.busy_endpoints(&ready);
+                let worth_it = match &found_nothing {
+                    None => true,
+                    Some((skipped, _)) => skipped.iter().any(|id| !busy.contains(id)),
+                };
+                if want > 0 && worth_it {
+                    let retry_room = in_flight.retry_room().saturating_sub(ready.retries()) as u32;
+                    let shared = self.shared.clone();
+                    let skip = busy.clone();
+                    claiming = Some(Claiming {
+                        busy,
+                        claim: Box::pin(async move { shared.claim(want, &skip, retry_room).await }),
+                    });
                 }
             }
 
-            let wait = if found_nothing.is_some() {
-                self.idle_wait().await
-            } else {
-                self.poll_interval
+            let wake_at = match (&found_nothing, &claiming) {
+                (_, Some(_)) => Instant::now() + self.poll_interval,
+                (Some((_, at)), None) => *at,
+                (None, None) => (Instant::now() + self.poll_interval).max(no_claim_before),
             };
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => {}
+                claimed = async { (&mut claiming.as_mut().expect("guarded").claim).await },
+                    if claiming.is_some() =>
+                {
+                    let busy = claiming.take().expect("a claim was running").busy;
+                    match claimed {
+                        Ok(claimed) if claimed.is_empty() => {
+                            delays = backoff().build();
+                            found_nothing = Some((busy, Instant::now() + self.idle_wait().await));
+                        }
+                        Ok(claimed) => {
+                            delays = backoff().build();
+                            found_nothing = None;
+                            self.shared
+                                .metrics
+                                .claim_batch
+                                .observe(claimed.len() as f64);
+                            let now = Instant::now();
+                            for c in claimed {
+                                ready.push(c, now);
+                            }
+                        }
+                        Err(e) => {
+                            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                            tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
+                            no_claim_before = Instant::now() + delay;
+                        }
+                    }
+                }
                 // New work (ingestion, a resend, a NOTIFY) or recorded results (free permits).
                 _ = self.wake.notified() => found_nothing = None,
                 // An attempt ended: a waiting row may start; a claim may find room.
                 _ = freed.notified() => {}
-                _ = tokio::time::sleep(wait) => found_nothing = None,
+                _ = tokio::time::sleep_until(wake_at.into()) => found_nothing = None,
             }
         }
 
+        // A claim cut short by shutdown may have leased rows: hand them back with the rest.
+        if let Some(claiming) = claiming.take() {
+            if let Ok(claimed) = claiming.claim.await {
+                let now = Instant::now();
+                for c in claimed {
+                    ready.push(c, now);
+                }
+            }
+        }
         let waiting = ready.drain();
         if !waiting.is_empty() {
             self.shared.release_all(&waiting).await;
@@ -243,48 +275,6 @@ impl Dispatcher {
         self.shared.lease / 4
     }
 
-    /// Claims up to `want`: a quarter for retries (within their share of the pool), then
-    /// first attempts, then more retries for what is left, all skipping `busy` endpoints.
-    /// New events are never starved by retries, nor retries by a steady stream of new
-    /// events.
-    async fn claim(
-        &self,
-        want: u32,
-        busy: &[String],
-        in_flight: &isolation::InFlight,
-        ready: &Ready,
-    ) -> hookd_store::Result<Vec<Claimed>> {
-        let lease = self.shared.lease.as_millis() as u64;
-        let room = in_flight.retry_room().saturating_sub(ready.retries()) as u32;
-        let share = (want / 4).max(1).min(room);
-        let mut claimed = Vec::new();
-        if share > 0 {
-            claimed = self
-                .shared
-                .store
-                .claim_due(share, Due::Retries, busy, lease)
-                .await?;
-        }
-        let more_retries_due = share > 0 && claimed.len() as u32 == share;
-        let left = want - claimed.len() as u32;
-        claimed.extend(
-            self.shared
-                .store
-                .claim_due(left, Due::FirstAttempts, busy, lease)
-                .await?,
-        );
-        let more = (want - claimed.len() as u32).min(room - share);
-        if more > 0 && more_retries_due {
-            claimed.extend(
-                self.shared
-                    .store
-                    .claim_due(more, Due::Retries, busy, lease)
-                    .await?,
-            );
-        }
-        Ok(claimed)
-    }
-
     /// How long to wait after a claim found nothing: until the next delivery is due, at
     /// most the poll interval.
     async fn idle_wait(&self) -> Duration {
@@ -303,6 +293,43 @@ impl Dispatcher {
 }
 
 impl Shared {
+    /// Claims up to `want`: a quarter for retries (within `retry_room`), then first
+    /// attempts, then more retries for what is left, all skipping `busy` endpoints. New
+    /// events are never starved by retries, nor retries by a steady stream of new events.
+    async fn claim(
+        &self,
+        want: u32,
+        busy: &[String],
+        retry_room: u32,
+    ) -> hookd_store::Result<Vec<Claimed>> {
+        let lease = self.lease.as_millis() as u64;
+        let room = retry_room;
+        let share = (want / 4).max(1).min(room);
+        let mut claimed = Vec::new();
+        if share > 0 {
+            claimed = self
+                .store
+                .claim_due(share, Due::Retries, busy, lease)
+                .await?;
+        }
+        let more_retries_due = share > 0 && claimed.len() as u32 == share;
+        let left = want - claimed.len() as u32;
+        claimed.extend(
+            self.store
+                .claim_due(left, Due::FirstAttempts, busy, lease)
+                .await?,
+        );
+        let more = (want - claimed.len() as u32).min(room - share);
+        if more > 0 && more_retries_due {
+            claimed.extend(
+                self.store
+                    .claim_due(more, Due::Retries, busy, lease)
+                    .await?,
+            );
+        }
+        Ok(claimed)
+    }
+
     /// One claimed delivery, from lease to recorded result.
     async fn deliver(
         &self,
