@@ -24,7 +24,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("https_only", Some("false")),
     ("concurrency", Some("128")),
     ("claim_batch", Some("128")),
-    ("endpoint_concurrency", Some("32")),
+    ("endpoint_concurrency", Some("64")),
     ("retry_concurrency", Some("0")),
     ("poll_interval", Some("100ms")),
     ("lease_duration", Some("90s")),

@@ -1,9 +1,9 @@
 //! Writes attempt results in batches: one transaction records everything that finished
 //! since the last one, so a busy dispatcher makes one write per batch, not per delivery.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
@@ -28,6 +28,7 @@ pub async fn run(
     dispatch_wake: Arc<Notify>,
 ) {
     let mut received = Vec::with_capacity(MAX_BATCH);
+    let mut healthy = Healthy::default();
     while rx.recv_many(&mut received, MAX_BATCH).await > 0 {
         // Each result keeps its attempt's concurrency permit until it is written, so the
         // deliveries a crash would send again never exceed `concurrency`.
@@ -53,7 +54,15 @@ pub async fn run(
                         );
                     }
                 }
-                record_health(&*store, &metrics, &batch, &recorded, disable_after).await;
+                record_health(
+                    &*store,
+                    &metrics,
+                    &batch,
+                    &recorded,
+                    disable_after,
+                    &mut healthy,
+                )
+                .await;
             }
             Err(e) if batch.len() > 1 => {
                 // One bad row must not drop the others: write them one at a time.
@@ -91,24 +100,53 @@ pub struct Finished {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// Keeps each endpoint's health up to date (one write per endpoint per batch at most), and
-/// disables endpoints that have failed without a single success for `disable_after`.
+/// Endpoints whose last health write was a success, and when it was made.
+#[derive(Default)]
+struct Healthy(HashMap<String, Instant>);
+
+/// A healthy endpoint's success is written again after this long at the latest, so that a
+/// failure written meanwhile by another instance is cleared within it.
+const REWRITE_SUCCESS: Duration = Duration::from_secs(30);
+
+/// Keeps each endpoint's health up to date, and disables endpoints that have failed without
+/// a single success for `disable_after`. A failure is written at once; a success only when
+/// the endpoint was failing or its last success was written `REWRITE_SUCCESS` ago, so that a
+/// busy healthy endpoint costs a write every 30 s, not one per batch.
 async fn record_health(
     store: &dyn Store,
     metrics: &Metrics,
     batch: &[Completion],
     recorded: &[bool],
     disable_after: Duration,
+    healthy: &mut Healthy,
 ) {
     let mut any_success: BTreeMap<&str, bool> = BTreeMap::new();
     for (c, _) in batch.iter().zip(recorded).filter(|(_, ok)| **ok) {
         *any_success.entry(c.endpoint_id.as_str()).or_default() |=
             c.record.outcome == Outcome::Success;
     }
+    let now = Instant::now();
     let outcomes: Vec<(String, bool)> = any_success
         .into_iter()
+        .filter(|(id, ok)| {
+            let fresh = healthy
+                .0
+                .get(*id)
+                .is_some_and(|at| now.duration_since(*at) < REWRITE_SUCCESS);
+            !(*ok && fresh)
+        })
         .map(|(id, ok)| (id.to_string(), ok))
         .collect();
+    if outcomes.is_empty() {
+        return;
+    }
+    for (id, ok) in &outcomes {
+        if *ok {
+            healthy.0.insert(id.clone(), now);
+        } else {
+            healthy.0.remove(id);
+        }
+    }
     let threshold = (!disable_after.is_zero()).then_some(disable_after.as_millis() as i64);
     let reason = format!(
         "failing: no successful delivery for {}",
@@ -127,6 +165,11 @@ async fn record_health(
                 tracing::warn!(endpoint_id = %id, "{reason}: endpoint disabled");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot record endpoint health"),
+        Err(e) => {
+            for (id, _) in &outcomes {
+                healthy.0.remove(id);
+            }
+            tracing::warn!(error = %e, "cannot record endpoint health")
+        }
     }
 }
