@@ -324,10 +324,13 @@ pub(crate) const RESEND_SET: &str = "UPDATE hookd_deliveries SET \
     state = CASE WHEN state = 'in_flight' THEN 'in_flight' ELSE 'pending' END, \
     updated_at = hookd_now_ms() ";
 
-/// Unfinished deliveries (a count: it reads every one, on a reader, every few seconds), and
-/// the age of the oldest due one, from the first entry of each due index.
+/// Unfinished deliveries (a count: it reads every one, on a reader, every few seconds; each
+/// term reads one partial index), and the age of the oldest due one, from the first entry
+/// of each due index.
 pub(crate) const BACKLOG: &str = "SELECT \
-    (SELECT COUNT(*) FROM hookd_deliveries WHERE state IN ('pending', 'in_flight')), \
+    (SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0) \
+    + (SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'pending' AND attempts > 0) \
+    + (SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'in_flight'), \
     (SELECT hookd_now_ms() - MIN(due) FROM ( \
         SELECT * FROM (SELECT next_attempt_at AS due FROM hookd_deliveries /* due_first */ \
             WHERE state = 'pending' AND attempts = 0 AND next_attempt_at IS NOT NULL \

@@ -134,3 +134,32 @@ async fn sqlite_hot_queries_use_their_indexes() {
 async fn postgres_hot_queries_use_their_indexes() {
     check(Backend::Postgres).await;
 }
+
+/// Statistics gathered while almost nothing was pending (the usual state when a burst
+/// arrives after autovacuum's last ANALYZE) must not turn the claim into a read and sort of
+/// every pending row: the only index that holds pending rows in any order is the due one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claim_ignores_stale_statistics() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    db.exec(&format!(
+        "{SEED}
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, attempts, created_at, updated_at, finished_at)
+         SELECT 'e', 'ep_b', 'x', 'succeeded', 1, i, i, i FROM generate_series(1, {ROWS}) AS i;
+         ANALYZE;
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, created_at, updated_at)
+         SELECT 'e', 'ep_a', 'x', 'pending', i, i, i FROM generate_series(1, 20000) AS i;"
+    ))
+    .await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let (_, claim, index) = &queries()[0];
+    let plan: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {claim}"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let plan = plan.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
+    println!("claim with stale statistics:\n{plan}");
+    assert!(plan.contains(index), "expected {index}:\n{plan}");
+    assert!(!plan.contains("Sort"), "the claim sorts:\n{plan}");
+}
