@@ -102,6 +102,14 @@ pub fn peak_rss(pid: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident set size now (VmRSS) of `pid` in bytes.
+pub fn rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Busy and total jiffies of the whole machine, from /proc/stat.
 pub fn machine_jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

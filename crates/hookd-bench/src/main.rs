@@ -39,6 +39,9 @@ enum Scenario {
     Scale,
     /// --backlog due deliveries bulk-loaded before hookd starts (peak RSS under a backlog).
     Backlog,
+    /// Single-row transactions paced at --soak-rate events/s for --soak-secs; hookd's
+    /// resident memory sampled every 5 s (is it flat?).
+    Soak,
     /// throughput, fanout, latency, errors, scale.
     All,
 }
@@ -80,6 +83,12 @@ struct Cli {
     /// Due deliveries preloaded by the backlog scenario. Default 1000000; 300 with --smoke.
     #[arg(long)]
     backlog: Option<usize>,
+    /// Offered rate of the soak scenario, events/s (200 with --smoke).
+    #[arg(long, default_value_t = 2000.0)]
+    soak_rate: f64,
+    /// Length of the soak scenario, seconds. Default 600; 5 with --smoke.
+    #[arg(long)]
+    soak_secs: Option<u64>,
     /// hookd processes on the same database (PostgreSQL runs only; SQLite always 1).
     /// Comma-separated to run each count: 1,2.
     #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -150,6 +159,8 @@ impl Cli {
             .max(1);
         let timeout =
             Duration::from_secs(self.timeout_secs.unwrap_or(if smoke { 120 } else { 600 }));
+        let soak_secs = self.soak_secs.unwrap_or(if smoke { 5 } else { 600 }).max(1);
+        let soak_rate = if smoke { 200.0 } else { self.soak_rate.max(1.0) };
         let fail_permille = (self.error_fraction.clamp(0.0, 1.0) * 1000.0).round() as u32;
         let batch = Insert::Batch(self.batch.max(1));
 
@@ -241,6 +252,14 @@ impl Cli {
                         Scenario::Backlog => plan.push(Spec {
                             backlog: true,
                             ..spec("backlog", batch, backlog)
+                        }),
+                        Scenario::Soak => plan.push(Spec {
+                            timeout: timeout.max(Duration::from_secs(soak_secs + 120)),
+                            ..spec(
+                                "soak",
+                                Insert::Paced(soak_rate),
+                                (soak_rate * soak_secs as f64) as usize,
+                            )
                         }),
                         Scenario::All => unreachable!("expanded above"),
                     }

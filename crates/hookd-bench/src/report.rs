@@ -353,6 +353,19 @@ impl Report {
                 );
             }
         }
+        for r in self.runs.iter().filter(|r| r.scenario == "soak") {
+            let series: Vec<String> = r
+                .rss_samples
+                .iter()
+                .step_by(12)
+                .map(|(t, mb)| format!("{:.0}s {mb:.1}", t))
+                .collect();
+            println!(
+                "\n{} soak: resident MB of hookd, every minute: {}",
+                r.db,
+                series.join(", ")
+            );
+        }
         if !self.targets.is_empty() {
             println!("\ntargets:");
             for t in &self.targets {
@@ -475,6 +488,47 @@ impl Report {
                 }),
             );
         }
+        for db in ["sqlite", "postgres"] {
+            push(
+                &format!("{db}: memory flat over a soak run"),
+                find(db, "soak", None).and_then(|r| soak_flatness(&r.rss_samples)),
+            );
+        }
         self.targets = targets;
+    }
+}
+
+/// Flat: the largest resident size in the last third of the run is at most 10% (and 2 MB)
+/// above the largest in the first third (allocators and pools warm up first).
+fn soak_flatness(samples: &[(f64, f64)]) -> Option<(String, bool)> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let third = samples.len() / 3;
+    let max = |s: &[(f64, f64)]| s.iter().map(|(_, mb)| *mb).fold(0.0, f64::max);
+    let first = max(&samples[..third]);
+    let last = max(&samples[samples.len() - third..]);
+    let secs = samples.last().map(|(t, _)| *t).unwrap_or(0.0);
+    Some((
+        format!("{first:.1} MB -> {last:.1} MB over {secs:.0} s"),
+        last <= first * 1.10 + 2.0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::soak_flatness;
+
+    #[test]
+    fn flatness_compares_the_last_third_with_the_first() {
+        let flat: Vec<(f64, f64)> = (0..12)
+            .map(|i| (i as f64 * 5.0, 30.0 + (i % 2) as f64))
+            .collect();
+        assert!(soak_flatness(&flat).unwrap().1);
+        let growing: Vec<(f64, f64)> = (0..12)
+            .map(|i| (i as f64 * 5.0, 30.0 + i as f64 * 2.0))
+            .collect();
+        assert!(!soak_flatness(&growing).unwrap().1);
+        assert!(soak_flatness(&flat[..2]).is_none());
     }
 }

@@ -95,6 +95,8 @@ pub struct Outcome {
     /// Largest VmHWM among the hookd processes, and their sum.
     pub peak_rss_mb: f64,
     pub peak_rss_mb_total: f64,
+    /// (seconds into the run, resident MB of the largest hookd), every 5 s.
+    pub rss_samples: Vec<(f64, f64)>,
     /// utime+stime of the hookd processes during the measured window.
     pub hookd_cpu_secs: f64,
     pub cpu_secs_per_10k: f64,
@@ -384,7 +386,20 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     let mut insert_done_ns: Option<u64> = None;
     let mut producing = producing;
     let mut next_check = Instant::now();
+    let sampling_since = Instant::now();
+    let mut next_sample = Instant::now();
     loop {
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(5);
+            let mb = hookds
+                .iter()
+                .filter_map(|h| hookd::rss(&h.pid.to_string()))
+                .max()
+                .unwrap_or(0) as f64
+                / 1_048_576.0;
+            out.rss_samples
+                .push((sampling_since.elapsed().as_secs_f64(), mb));
+        }
         if receiver.state.delivered() >= expected {
             break;
         }
