@@ -160,7 +160,11 @@ impl Cli {
         let timeout =
             Duration::from_secs(self.timeout_secs.unwrap_or(if smoke { 120 } else { 600 }));
         let soak_secs = self.soak_secs.unwrap_or(if smoke { 5 } else { 600 }).max(1);
-        let soak_rate = if smoke { 200.0 } else { self.soak_rate.max(1.0) };
+        let soak_rate = if smoke {
+            200.0
+        } else {
+            self.soak_rate.max(1.0)
+        };
         let fail_permille = (self.error_fraction.clamp(0.0, 1.0) * 1000.0).round() as u32;
         let batch = Insert::Batch(self.batch.max(1));
 

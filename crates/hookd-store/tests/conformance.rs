@@ -29,6 +29,8 @@ hookd_testkit::each_backend!(
     claims_by_kind_and_skip_busy_endpoints,
     odd_outbox_rows_fail_alone,
     a_release_after_reenabling_is_due,
+    a_batch_of_results_is_recorded_row_by_row,
+    a_batch_of_events_keeps_arrival_order,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -1373,4 +1375,149 @@ async fn a_release_after_reenabling_is_due(backend: Backend) {
         "parked on an enabled endpoint"
     );
     assert_eq!(store.claim(1, 60_000).await.unwrap().len(), 1);
+}
+
+/// One statement records a whole batch, yet each result stands alone: its own fence, its
+/// own next state, its own attempt row; a stale or repeated one changes nothing.
+async fn a_batch_of_results_is_recorded_row_by_row(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), "purchase"), &limits())
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    let ok = succeeded(&claimed[0]);
+    let mut retry = completion(
+        &claimed[1],
+        Outcome::HttpError,
+        Some(503),
+        Next::RetryIn(60_000),
+    );
+    retry.record.error = Some("HTTP 503 Service Unavailable".into());
+    retry.record.response_body = Some("busy, it's \"quoted\" \u{e9}".into());
+    let failed = completion(&claimed[2], Outcome::Timeout, None, Next::Failed);
+    let mut stale = succeeded(&claimed[3]);
+    stale.lease_token = "not-the-lease".into();
+    let again = succeeded(&claimed[0]);
+    let recorded = store
+        .complete(&[ok, retry, failed, stale, again])
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![true, true, true, false, false]);
+
+    let by_id = |id: i64| {
+        let store = store.clone();
+        async move { store.delivery(id).await.unwrap().unwrap() }
+    };
+    let d = by_id(claimed[0].delivery_id).await;
+    assert_eq!(
+        (d.state, d.last_status_code),
+        (DeliveryState::Succeeded, Some(200))
+    );
+    assert!(d.finished_at.is_some() && d.next_attempt_at.is_none());
+    let d = by_id(claimed[1].delivery_id).await;
+    assert_eq!(d.state, DeliveryState::Pending);
+    assert_eq!(
+        d.last_error.as_deref(),
+        Some("HTTP 503 Service Unavailable")
+    );
+    let due_in = d.next_attempt_at.unwrap() - store.now_ms().await.unwrap();
+    assert!((50_000..=60_000).contains(&due_in), "due in {due_in} ms");
+    let d = by_id(claimed[2].delivery_id).await;
+    assert_eq!(
+        (d.state, d.last_error.as_deref()),
+        (DeliveryState::Failed, Some("timeout"))
+    );
+    assert_eq!(
+        by_id(claimed[3].delivery_id).await.state,
+        DeliveryState::InFlight
+    );
+
+    let log = store.attempts(claimed[0].delivery_id).await.unwrap();
+    assert_eq!(log.len(), 1, "recorded once, not twice");
+    let log = store.attempts(claimed[1].delivery_id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    let a = &log[0];
+    assert_eq!(
+        (
+            a.attempt,
+            a.trigger,
+            a.started_at,
+            a.duration_ms,
+            a.status_code,
+            a.outcome
+        ),
+        (1, Trigger::Auto, 1, 5, Some(503), Outcome::HttpError)
+    );
+    assert_eq!(
+        a.response_body.as_deref(),
+        Some("busy, it's \"quoted\" \u{e9}")
+    );
+    assert!(store
+        .attempts(claimed[3].delivery_id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.complete(&[]).await.unwrap(), Vec::<bool>::new());
+}
+
+/// Ingestion writes a batch in a few statements; deliveries still get ids in arrival
+/// order (an ordered endpoint sends in id order), a repeated event id in the same batch is
+/// one event, and an odd row fails alone.
+async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
+    let (db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_2", &["order.*"]))
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for i in 0..50 {
+        let t = if i % 2 == 0 { "order.paid" } else { "refund" };
+        values.push(format!("('e{i}', '{t}', '{{\"i\":{i}}}')"));
+    }
+    values.push("('e7', 'order.paid', '{\"again\":true}')".into());
+    values.push("('e-bad', 'order.paid', 'not json')".into());
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    assert_eq!(store.ingest_outbox(500, &limits()).await.unwrap(), 52);
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 500)
+        .await
+        .unwrap();
+    // 50 events to ep_1, the 25 order events to ep_2, the bad one to both.
+    assert_eq!(all.len(), 50 + 25 + 2);
+    let mut ascending = all.clone();
+    ascending.sort_by_key(|d| d.id);
+    let order: Vec<String> = ascending
+        .iter()
+        .filter(|d| d.endpoint_id == "ep_1" && d.event_id != "e-bad")
+        .map(|d| d.event_id.clone())
+        .collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("e{i}")).collect();
+    assert_eq!(order, expected, "ids follow arrival order");
+    assert_eq!(
+        store.event("e7").await.unwrap().unwrap().payload,
+        "{\"i\":7}",
+        "the first of a repeated id wins"
+    );
+    let bad: Vec<&Delivery> = all.iter().filter(|d| d.event_id == "e-bad").collect();
+    assert!(bad.iter().all(|d| d.state == DeliveryState::Failed));
+    assert!(all
+        .iter()
+        .filter(|d| d.event_id != "e-bad")
+        .all(|d| d.state == DeliveryState::Pending));
 }
