@@ -368,6 +368,9 @@ pub enum Insert {
     Single,
     /// One row per transaction at a fixed rate (events/s).
     Paced(f64),
+    /// `POST /v1/events` at a fixed rate (events/s); an event counts as committed when
+    /// hookd answers 202 (it has stored the event and its deliveries by then).
+    Api(f64),
 }
 
 impl Insert {
@@ -376,6 +379,7 @@ impl Insert {
             Insert::Batch(n) => format!("batch{n}"),
             Insert::Single => "single".into(),
             Insert::Paced(r) => format!("{r:.0}/s"),
+            Insert::Api(r) => format!("API {r:.0}/s"),
         }
     }
 }
@@ -399,6 +403,7 @@ impl Commits {
 #[allow(clippy::too_many_arguments)]
 pub async fn produce(
     db: &Target,
+    api: &str,
     prefix: &str,
     n: usize,
     size: usize,
@@ -412,7 +417,50 @@ pub async fn produce(
     let (paced_tx, paced_rx) = tokio::sync::mpsc::channel::<usize>(65_536);
     let paced_rx = Arc::new(tokio::sync::Mutex::new(paced_rx));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..producers.max(1) {
+    if let Insert::Api(_) = insert {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("HTTP client")?;
+        for _ in 0..producers.max(1) {
+            let (http, url) = (http.clone(), format!("{api}/v1/events"));
+            let (commits, prefix) = (commits.clone(), prefix.to_string());
+            let paced_rx = paced_rx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Some(i) = paced_rx.lock().await.recv().await else {
+                        break;
+                    };
+                    commits
+                        .first_start_ns
+                        .fetch_min(now_ns(), Ordering::Relaxed);
+                    let body = format!(
+                        "{{\"event_id\":\"{prefix}{i}\",\"event_type\":\"{EVENT_TYPE}\",\"payload\":{}}}",
+                        payload(i, size)
+                    );
+                    let response = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .context("POST /v1/events")?;
+                    let t = now_ns();
+                    if response.status().as_u16() != 202 {
+                        anyhow::bail!("POST /v1/events answered {}", response.status());
+                    }
+                    commits.at[i].store(t, Ordering::Release);
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+    }
+    let db_producers = if let Insert::Api(_) = insert {
+        0
+    } else {
+        producers.max(1)
+    };
+    for _ in 0..db_producers {
         let mut conn = db.connect().await?;
         let (next, commits, prefix) = (next.clone(), commits.clone(), prefix.to_string());
         let paced_rx = paced_rx.clone();
@@ -427,7 +475,7 @@ pub async fn produce(
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         i..i + 1
                     }
-                    Insert::Paced(_) => match paced_rx.lock().await.recv().await {
+                    Insert::Paced(_) | Insert::Api(_) => match paced_rx.lock().await.recv().await {
                         Some(i) => i..i + 1,
                         None => break,
                     },
@@ -451,7 +499,7 @@ pub async fn produce(
             Ok::<_, anyhow::Error>(())
         });
     }
-    if let Insert::Paced(rate) = insert {
+    if let Insert::Paced(rate) | Insert::Api(rate) = insert {
         let start = tokio::time::Instant::now();
         for i in 0..n {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
@@ -487,7 +535,6 @@ pub async fn sqlite_stats(conn: &mut Conn) -> anyhow::Result<()> {
              ('hookd_deliveries', 'hookd_deliveries_due_first', '10000 2'), \
              ('hookd_deliveries', 'hookd_deliveries_due_retry', '1000 2'), \
              ('hookd_deliveries', 'hookd_deliveries_leased', '1000 2'), \
-             ('hookd_deliveries', 'hookd_deliveries_lease_token', '1000 10'), \
              ('hookd_deliveries', 'hookd_deliveries_event', '1000000 1'), \
              ('hookd_deliveries', 'hookd_deliveries_endpoint', '1000000 1000 1'), \
              ('hookd_deliveries', 'hookd_deliveries_finished', '990000 2');",

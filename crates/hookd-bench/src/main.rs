@@ -33,6 +33,8 @@ enum Scenario {
     Fanout,
     /// Single-row transactions paced at --rate events/s; commit-to-receipt latency.
     Latency,
+    /// `POST /v1/events` paced at --rate events/s; 202-to-receipt latency.
+    ApiLatency,
     /// Like throughput (batches), with --error-fraction of requests answered 500.
     Errors,
     /// --preload finished deliveries bulk-loaded first, then throughput (batches).
@@ -42,7 +44,7 @@ enum Scenario {
     /// Single-row transactions paced at --soak-rate events/s for --soak-secs; hookd's
     /// resident memory sampled every 5 s (is it flat?).
     Soak,
-    /// throughput, fanout, latency, errors, scale.
+    /// throughput, fanout, latency, api-latency, errors, scale.
     All,
 }
 
@@ -175,6 +177,7 @@ impl Cli {
                     Scenario::Throughput,
                     Scenario::Fanout,
                     Scenario::Latency,
+                    Scenario::ApiLatency,
                     Scenario::Errors,
                     Scenario::Scale,
                 ],
@@ -244,6 +247,16 @@ impl Cli {
                                 Insert::Paced(self.rate.max(1.0)),
                                 latency_events,
                             ));
+                        }
+                        Scenario::ApiLatency => {
+                            plan.push(Spec {
+                                producers: self.producers.unwrap_or(16),
+                                ..spec(
+                                    "api-latency",
+                                    Insert::Api(self.rate.max(1.0)),
+                                    latency_events,
+                                )
+                            });
                         }
                         Scenario::Errors => plan.push(Spec {
                             fail_permille,

@@ -445,6 +445,27 @@ impl Report {
                 )
             }),
         );
+        for db in ["sqlite", "postgres"] {
+            let api = find(db, "api-latency", None);
+            push(
+                &format!("{db}: API-ingested latency at 1,000/s: p50 < 10 ms"),
+                api.map(|r| {
+                    (
+                        format!("{:.1} ms", r.latency.p50_ms),
+                        r.latency.p50_ms < 10.0,
+                    )
+                }),
+            );
+            push(
+                &format!("{db}: API-ingested latency at 1,000/s: p99 < 50 ms"),
+                api.map(|r| {
+                    (
+                        format!("{:.1} ms", r.latency.p99_ms),
+                        r.latency.p99_ms < 50.0,
+                    )
+                }),
+            );
+        }
         let sl = find("sqlite", "latency", None);
         push(
             "SQLite latency p99 < poll interval + 20 ms (120 ms)",

@@ -374,6 +374,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     } else {
         Some(tokio::spawn(produce_owned(
             db.target(),
+            hookds[0].base_url.clone(),
             spec.clone(),
             base,
             commits.clone(),
@@ -591,12 +592,14 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
 
 async fn produce_owned(
     target: db::Target,
+    api: String,
     spec: Spec,
     base: Instant,
     commits: std::sync::Arc<Commits>,
 ) -> anyhow::Result<()> {
     db::produce(
         &target,
+        &api,
         PREFIX,
         spec.events,
         spec.payload_bytes,

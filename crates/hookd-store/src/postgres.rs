@@ -143,15 +143,7 @@ store_impl!(PgStore, Postgres, {
             return Ok(0);
         }
         let targets = Self::targets(&mut tx).await?;
-        let incoming: Vec<crate::ingest::Incoming> = rows
-            .iter()
-            .map(|row| crate::ingest::Incoming {
-                event_id: row.event_id.as_deref(),
-                event_type: &row.event_type,
-                payload: &row.payload,
-                endpoint_id: row.endpoint_id.as_deref(),
-            })
-            .collect();
+        let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits).await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")

@@ -210,15 +210,7 @@ store_impl!(SqliteStore, Sqlite, {
             return Ok(0);
         }
         let targets = Self::targets(&mut tx).await?;
-        let incoming: Vec<crate::ingest::Incoming> = rows
-            .iter()
-            .map(|row| crate::ingest::Incoming {
-                event_id: row.event_id.as_deref(),
-                event_type: &row.event_type,
-                payload: &row.payload,
-                endpoint_id: row.endpoint_id.as_deref(),
-            })
-            .collect();
+        let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits).await?;
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")

@@ -89,6 +89,16 @@ fn succeeded(c: &Claimed) -> Completion {
     completion(c, Outcome::Success, Some(200), Next::Succeeded)
 }
 
+/// Enqueues events `e{i}` of `event_type` for every `i` in `ids`.
+async fn enqueue_numbered(store: &Arc<dyn Store>, ids: std::ops::Range<usize>, event_type: &str) {
+    for i in ids {
+        store
+            .enqueue_event(&event(Some(&format!("e{i}")), event_type), &limits())
+            .await
+            .unwrap();
+    }
+}
+
 async fn one_delivery(store: &Arc<dyn Store>) -> Delivery {
     let mut all = store
         .deliveries(&DeliveryFilter::default(), None, 10)
@@ -811,12 +821,7 @@ async fn backlog_figures(backend: Backend) {
         .insert_endpoint(&endpoint("ep_1", &["*"]))
         .await
         .unwrap();
-    for i in 0..3 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 0..3, "x").await;
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     let b = wait_until(Duration::from_secs(5), "the oldest due delivery to age", || {
         let store = store.clone();
@@ -834,12 +839,7 @@ async fn concurrent_claims_never_overlap(backend: Backend) {
         .insert_endpoint(&endpoint("ep_1", &["*"]))
         .await
         .unwrap();
-    for i in 0..200 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 0..200, "x").await;
     // Four claimers, each with its own connection pool, as four hookd processes would be.
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -870,12 +870,7 @@ async fn retention_purges_only_old_finished(backend: Backend) {
         .insert_endpoint(&endpoint("ep_1", &["*"]))
         .await
         .unwrap();
-    for i in 0..4 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 0..4, "x").await;
     let claimed = store.claim(3, 60_000).await.unwrap();
     store
         .complete(&[
@@ -948,12 +943,7 @@ async fn resend_jobs_work_in_batches_and_resume(backend: Backend) {
         .insert_endpoint(&endpoint("ep_1", &["*"]))
         .await
         .unwrap();
-    for i in 0..7 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 0..7, "x").await;
     let claimed = store.claim(7, 60_000).await.unwrap();
     let done: Vec<Completion> = claimed
         .iter()
@@ -1034,12 +1024,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
         .insert_endpoint(&endpoint("ep_u", &["*"]))
         .await
         .unwrap();
-    for i in 0..3 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 0..3, "x").await;
     let first = store.claim(10, 60_000).await.unwrap();
     let ordered: Vec<&Claimed> = first.iter().filter(|c| c.endpoint.id == "ep_o").collect();
     assert_eq!(first.len(), 4, "3 unordered + the ordered head");
@@ -1118,12 +1103,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
     );
 
     // Turning ordering off lets every held delivery go.
-    for i in 5..8 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "x"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 5..8, "x").await;
     let ep = store.endpoint("ep_o").await.unwrap().unwrap();
     store
         .update_endpoint(&Endpoint {
@@ -1385,12 +1365,7 @@ async fn a_batch_of_results_is_recorded_row_by_row(backend: Backend) {
         .insert_endpoint(&endpoint("ep_1", &["*"]))
         .await
         .unwrap();
-    for i in 0..4 {
-        store
-            .enqueue_event(&event(Some(&format!("e{i}")), "purchase"), &limits())
-            .await
-            .unwrap();
-    }
+    enqueue_numbered(&store, 0..4, "purchase").await;
     let claimed = store.claim(10, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 4);
     let ok = succeeded(&claimed[0]);

@@ -117,13 +117,18 @@ impl InFlight {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hookd_store::{Endpoint, Trigger};
 
     fn claimed(endpoint: &str, attempt: i32) -> Claimed {
+        claimed_for(1, endpoint, attempt)
+    }
+
+    /// A claimed delivery of `endpoint`, for tests of the dispatcher's bookkeeping.
+    pub(crate) fn claimed_for(id: i64, endpoint: &str, attempt: i32) -> Claimed {
         Claimed {
-            delivery_id: 1,
+            delivery_id: id,
             lease_token: "t".into(),
             event_id: "e".into(),
             event_type: "x".into(),

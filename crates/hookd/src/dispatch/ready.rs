@@ -136,28 +136,9 @@ impl Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookd_store::{Endpoint, Trigger};
+    use crate::dispatch::isolation::tests::claimed_for as claimed;
     use std::sync::Arc;
     use tokio::sync::Notify;
-
-    fn claimed(id: i64, endpoint: &str, attempt: i32) -> Claimed {
-        Claimed {
-            delivery_id: id,
-            lease_token: "t".into(),
-            event_id: format!("e{id}"),
-            event_type: "x".into(),
-            attempt,
-            trigger: Trigger::Auto,
-            auto_attempts: attempt,
-            manual_only: false,
-            payload: "{}".into(),
-            payload_error: None,
-            endpoint: Endpoint {
-                id: endpoint.into(),
-                ..Endpoint::default()
-            },
-        }
-    }
 
     #[test]
     fn starts_what_the_caps_allow_in_turn_and_keeps_the_rest() {
