@@ -516,7 +516,11 @@ macro_rules! store_impl {
                     .iter()
                     .map(|r| $crate::Lease { delivery_id: r.id, token: r.lease_token.clone() })
                     .collect();
-                match self.join_endpoints(rows).await {
+                let joined = match self.fill_payloads(rows).await {
+                    Ok(rows) => self.join_endpoints(rows).await,
+                    Err(e) => Err(e),
+                };
+                match joined {
                     Ok(claimed) => Ok(claimed),
                     Err(e) => {
                         if let Err(undo) = $crate::Store::release(self, &leases, $crate::Release::Now).await {
@@ -644,6 +648,14 @@ macro_rules! push_filter {
         let f: &$crate::DeliveryFilter = $filter;
         if let Some(state) = f.state {
             $q.push(" AND state = ").push_bind(state.as_str());
+            if matches!(
+                state,
+                $crate::DeliveryState::Succeeded | $crate::DeliveryState::Failed
+            ) {
+                // The partial index of finished rows applies; SQLite only sees that when
+                // its predicate is spelled out.
+                $q.push(" AND state IN ('succeeded', 'failed')");
+            }
         }
         if let Some(endpoint_id) = &f.endpoint_id {
             $q.push(" AND endpoint_id = ")

@@ -46,7 +46,7 @@ fn queries() -> Vec<(&'static str, String, &'static str)> {
         (
             "log: failed deliveries, a page after a cursor",
             "SELECT id, event_id, state FROM hookd_deliveries WHERE TRUE AND state = 'failed' \
-             AND id < 30000 ORDER BY id DESC LIMIT 50"
+             AND state IN ('succeeded', 'failed') AND id < 30000 ORDER BY id DESC LIMIT 50"
                 .into(),
             "hookd_deliveries_state",
         ),
