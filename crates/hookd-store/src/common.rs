@@ -516,11 +516,7 @@ macro_rules! store_impl {
                     .iter()
                     .map(|r| $crate::Lease { delivery_id: r.id, token: r.lease_token.clone() })
                     .collect();
-                let joined = match self.fill_payloads(rows).await {
-                    Ok(rows) => self.join_endpoints(rows).await,
-                    Err(e) => Err(e),
-                };
-                match joined {
+                match self.join_endpoints(rows).await {
                     Ok(claimed) => Ok(claimed),
                     Err(e) => {
                         if let Err(undo) = $crate::Store::release(self, &leases, $crate::Release::Now).await {

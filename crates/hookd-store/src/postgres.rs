@@ -90,11 +90,6 @@ static COMPLETE: LazyLock<String> = LazyLock::new(|| {
 });
 
 impl PgStore {
-    /// The claim joined the payloads already.
-    async fn fill_payloads(&self, rows: Vec<ClaimRow>) -> Result<Vec<ClaimRow>> {
-        Ok(rows)
-    }
-
     /// Records results (JSON rows); returns the delivery ids recorded.
     async fn complete_rows(conn: &mut sqlx::PgConnection, rows: &str) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(&COMPLETE)

@@ -136,38 +136,6 @@ static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
 });
 
 impl SqliteStore {
-    /// Reads the claimed rows' payloads on a reader: the one writer is the bottleneck, and
-    /// the events were committed before their deliveries could be claimed.
-    async fn fill_payloads(&self, mut rows: Vec<ClaimRow>) -> Result<Vec<ClaimRow>> {
-        if rows.is_empty() {
-            return Ok(rows);
-        }
-        let ids: std::collections::BTreeSet<&str> =
-            rows.iter().map(|r| r.event_id.as_str()).collect();
-        let events: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT event_id, payload, payload_error FROM hookd_events \
-             WHERE event_id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(serde_json::to_string(&ids).expect("ids serialize"))
-        .fetch_all(&self.reader)
-        .await?;
-        let events: std::collections::HashMap<String, (String, Option<String>)> = events
-            .into_iter()
-            .map(|(id, payload, error)| (id, (payload, error)))
-            .collect();
-        for row in &mut rows {
-            let Some((payload, error)) = events.get(&row.event_id).cloned() else {
-                return Err(crate::StoreError::Corrupt(format!(
-                    "delivery {} has no event",
-                    row.id
-                )));
-            };
-            row.payload = payload;
-            row.payload_error = error;
-        }
-        Ok(rows)
-    }
-
     /// Records results (JSON rows) inside the caller's transaction; returns the delivery
     /// ids recorded.
     async fn complete_rows(conn: &mut sqlx::SqliteConnection, rows: &str) -> Result<Vec<i64>> {
@@ -275,7 +243,10 @@ store_impl!(SqliteStore, Sqlite, {
                  AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
                  ORDER BY next_attempt_at LIMIT $3) \
              RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
-                 auto_attempts, manual_only, next_attempt_at, '' AS payload, NULL AS payload_error",
+                 auto_attempts, manual_only, next_attempt_at, \
+                 (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
+                 (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                     AS payload_error",
             due.index(),
             due.condition()
         );
@@ -295,7 +266,10 @@ store_impl!(SqliteStore, Sqlite, {
     async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<crate::Purged> {
         // One writer: the doomed set cannot change between the two deletes.
         let mut tx = self.begin_write().await?;
-        let doomed = "SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
+        // INDEXED BY: without statistics SQLite would rather read every finished row through
+        // the state index and sort them.
+        let doomed = "SELECT id FROM hookd_deliveries INDEXED BY hookd_deliveries_finished \
+                      WHERE state IN ('succeeded', 'failed') \
                       AND finished_at < $1 ORDER BY finished_at LIMIT $2";
         sqlx::query(&format!(
             "DELETE FROM hookd_attempts WHERE delivery_id IN ({doomed})"
