@@ -458,8 +458,8 @@ mod tests {
     fn all_expands_and_smoke_is_small() {
         let cli = Cli::parse_from(["hookd-bench", "--smoke"]);
         let plan = cli.plan();
-        // 6 runs (throughput twice) for each of sqlite and the local PostgreSQL.
-        assert_eq!(plan.len(), 12);
+        // 7 runs (throughput twice) for each of sqlite and the local PostgreSQL.
+        assert_eq!(plan.len(), 14);
         assert!(plan.iter().all(|s| s.events * s.endpoints <= 300));
         let cli = Cli::parse_from([
             "hookd-bench",

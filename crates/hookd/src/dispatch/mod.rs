@@ -47,6 +47,11 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// A claim on its way, and the endpoints it skips.
 struct Claiming {
     busy: Vec<String>,
+    /// When it started: its rows' leases run from about then.
+    started: Instant,
+    /// A wake-up arrived while it ran: it may have read the database before the new work
+    /// was committed, so finding nothing does not mean there is nothing.
+    woken: bool,
     claim: Pin<Box<dyn Future<Output = hookd_store::Result<Vec<Claimed>>> + Send>>,
 }
 
@@ -175,6 +180,8 @@ impl Dispatcher {
                     let skip = busy.clone();
                     claiming = Some(Claiming {
                         busy,
+                        started: Instant::now(),
+                        woken: false,
                         claim: Box::pin(async move { shared.claim(want, &skip, retry_room).await }),
                     });
                 }
@@ -185,17 +192,26 @@ impl Dispatcher {
                 (Some((_, at)), None) => *at,
                 (None, None) => (Instant::now() + self.poll_interval).max(no_claim_before),
             };
+            // A waiting row is handed back on time even if nothing else happens.
+            let wake_at = match ready.oldest() {
+                Some(since) => wake_at.min(since + self.max_wait()),
+                None => wake_at,
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {}
                 claimed = async { (&mut claiming.as_mut().expect("guarded").claim).await },
                     if claiming.is_some() =>
                 {
-                    let busy = claiming.take().expect("a claim was running").busy;
+                    let Claiming { busy, started, woken, .. } =
+                        claiming.take().expect("a claim was running");
                     match claimed {
                         Ok(claimed) if claimed.is_empty() => {
                             delays = backoff().build();
-                            found_nothing = Some((busy, Instant::now() + self.idle_wait().await));
+                            if !woken {
+                                found_nothing =
+                                    Some((busy, Instant::now() + self.idle_wait().await));
+                            }
                         }
                         Ok(claimed) => {
                             delays = backoff().build();
@@ -204,9 +220,8 @@ impl Dispatcher {
                                 .metrics
                                 .claim_batch
                                 .observe(claimed.len() as f64);
-                            let now = Instant::now();
                             for c in claimed {
-                                ready.push(c, now);
+                                ready.push(c, started);
                             }
                         }
                         Err(e) => {
@@ -217,7 +232,12 @@ impl Dispatcher {
                     }
                 }
                 // New work (ingestion, a resend, a NOTIFY) or recorded results (free permits).
-                _ = self.wake.notified() => found_nothing = None,
+                _ = self.wake.notified() => {
+                    found_nothing = None;
+                    if let Some(claiming) = claiming.as_mut() {
+                        claiming.woken = true;
+                    }
+                }
                 // An attempt ended: a waiting row may start; a claim may find room.
                 _ = freed.notified() => {}
                 _ = tokio::time::sleep_until(wake_at.into()) => found_nothing = None,
@@ -227,9 +247,8 @@ impl Dispatcher {
         // A claim cut short by shutdown may have leased rows: hand them back with the rest.
         if let Some(claiming) = claiming.take() {
             if let Ok(claimed) = claiming.claim.await {
-                let now = Instant::now();
                 for c in claimed {
-                    ready.push(c, now);
+                    ready.push(c, claiming.started);
                 }
             }
         }
@@ -314,20 +333,35 @@ impl Shared {
         }
         let more_retries_due = share > 0 && claimed.len() as u32 == share;
         let left = want - claimed.len() as u32;
-        claimed.extend(
-            self.store
-                .claim_due(left, Due::FirstAttempts, busy, lease)
-                .await?,
-        );
+        match self
+            .store
+            .claim_due(left, Due::FirstAttempts, busy, lease)
+            .await
+        {
+            Ok(first) => claimed.extend(first),
+            Err(e) => return self.undo_claim(claimed, e).await,
+        }
         let more = (want - claimed.len() as u32).min(room - share);
         if more > 0 && more_retries_due {
-            claimed.extend(
-                self.store
-                    .claim_due(more, Due::Retries, busy, lease)
-                    .await?,
-            );
+            match self.store.claim_due(more, Due::Retries, busy, lease).await {
+                Ok(retries) => claimed.extend(retries),
+                Err(e) => return self.undo_claim(claimed, e).await,
+            }
         }
         Ok(claimed)
+    }
+
+    /// A claim round failed half-way: what its first statements leased goes back at once
+    /// instead of waiting out its lease.
+    async fn undo_claim(
+        &self,
+        claimed: Vec<Claimed>,
+        e: hookd_store::StoreError,
+    ) -> hookd_store::Result<Vec<Claimed>> {
+        if !claimed.is_empty() {
+            self.release_all(&claimed).await;
+        }
+        Err(e)
     }
 
     /// One claimed delivery, from lease to recorded result.

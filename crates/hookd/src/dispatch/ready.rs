@@ -60,6 +60,14 @@ impl Ready {
         self.queues.get(endpoint_id).map_or(0, VecDeque::len)
     }
 
+    /// When the longest-waiting row was claimed.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.queues
+            .values()
+            .filter_map(|q| q.front().map(|w| w.since))
+            .min()
+    }
+
     /// Endpoints with rows waiting, and how many.
     pub fn endpoints(&self) -> impl Iterator<Item = (&str, usize)> {
         self.queues.iter().map(|(id, q)| (id.as_str(), q.len()))
@@ -180,6 +188,7 @@ mod tests {
         ready.push(claimed(1, "a", 1), long_ago);
         ready.push(claimed(2, "a", 1), Instant::now());
         ready.push(claimed(3, "b", 1), Instant::now());
+        assert_eq!(ready.oldest(), Some(long_ago));
         let (start, stale) = ready.take(&in_flight, 1, Duration::from_secs(60));
         assert_eq!(stale.iter().map(|c| c.delivery_id).collect::<Vec<_>>(), [1]);
         assert_eq!(start.len(), 1);

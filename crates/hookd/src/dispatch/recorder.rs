@@ -104,13 +104,21 @@ pub struct Finished {
 #[derive(Default)]
 struct Healthy(HashMap<String, Instant>);
 
-/// A healthy endpoint's success is written again after this long at the latest, so that a
-/// failure written meanwhile by another instance is cleared within it.
-const REWRITE_SUCCESS: Duration = Duration::from_secs(30);
+/// A healthy endpoint's success is written again after this long at the latest (30 s, or a
+/// quarter of `disable_after` when that is shorter), so that a failure written meanwhile by
+/// another instance is cleared long before it could disable the endpoint.
+fn rewrite_success(disable_after: Duration) -> Duration {
+    let cap = Duration::from_secs(30);
+    if disable_after.is_zero() {
+        cap
+    } else {
+        cap.min(disable_after / 4)
+    }
+}
 
 /// Keeps each endpoint's health up to date, and disables endpoints that have failed without
 /// a single success for `disable_after`. A failure is written at once; a success only when
-/// the endpoint was failing or its last success was written `REWRITE_SUCCESS` ago, so that a
+/// the endpoint was failing or its last success was written `rewrite_success` ago, so that a
 /// busy healthy endpoint costs a write every 30 s, not one per batch.
 async fn record_health(
     store: &dyn Store,
@@ -132,7 +140,7 @@ async fn record_health(
             let fresh = healthy
                 .0
                 .get(*id)
-                .is_some_and(|at| now.duration_since(*at) < REWRITE_SUCCESS);
+                .is_some_and(|at| now.duration_since(*at) < rewrite_success(disable_after));
             !(*ok && fresh)
         })
         .map(|(id, ok)| (id.to_string(), ok))
