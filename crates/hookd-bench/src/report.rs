@@ -426,55 +426,40 @@ impl Report {
                 )
             }),
         );
+        // (run, which percentile, limit in ms) -> the measured figure and the verdict.
+        let under = |r: Option<&Outcome>, p99: bool, limit: f64| {
+            r.map(|r| {
+                let ms = if p99 {
+                    r.latency.p99_ms
+                } else {
+                    r.latency.p50_ms
+                };
+                (format!("{ms:.1} ms"), ms < limit)
+            })
+        };
         let pl = find("postgres", "latency", None);
         push(
             "PostgreSQL latency at 1,000/s: p50 < 10 ms",
-            pl.map(|r| {
-                (
-                    format!("{:.1} ms", r.latency.p50_ms),
-                    r.latency.p50_ms < 10.0,
-                )
-            }),
+            under(pl, false, 10.0),
         );
         push(
             "PostgreSQL latency at 1,000/s: p99 < 50 ms",
-            pl.map(|r| {
-                (
-                    format!("{:.1} ms", r.latency.p99_ms),
-                    r.latency.p99_ms < 50.0,
-                )
-            }),
+            under(pl, true, 50.0),
         );
         for db in ["sqlite", "postgres"] {
             let api = find(db, "api-latency", None);
             push(
                 &format!("{db}: API-ingested latency at 1,000/s: p50 < 10 ms"),
-                api.map(|r| {
-                    (
-                        format!("{:.1} ms", r.latency.p50_ms),
-                        r.latency.p50_ms < 10.0,
-                    )
-                }),
+                under(api, false, 10.0),
             );
             push(
                 &format!("{db}: API-ingested latency at 1,000/s: p99 < 50 ms"),
-                api.map(|r| {
-                    (
-                        format!("{:.1} ms", r.latency.p99_ms),
-                        r.latency.p99_ms < 50.0,
-                    )
-                }),
+                under(api, true, 50.0),
             );
         }
-        let sl = find("sqlite", "latency", None);
         push(
             "SQLite latency p99 < poll interval + 20 ms (120 ms)",
-            sl.map(|r| {
-                (
-                    format!("{:.1} ms", r.latency.p99_ms),
-                    r.latency.p99_ms < 120.0,
-                )
-            }),
+            under(find("sqlite", "latency", None), true, 120.0),
         );
         for db in ["sqlite", "postgres"] {
             let backlog = find(db, "backlog", None);
