@@ -568,7 +568,12 @@ macro_rules! store_impl {
                 let new_ids: std::collections::HashSet<String> = if prepared.rows.is_empty() {
                     Default::default()
                 } else {
-                    Self::insert_events(tx, &$crate::ingest::events_json(&prepared.rows)).await?
+                    sqlx::query_scalar(&Self::batch_sql(&$crate::sql::INSERT_EVENTS))
+                        .bind($crate::ingest::events_json(&prepared.rows))
+                        .fetch_all(&mut **tx)
+                        .await?
+                        .into_iter()
+                        .collect()
                 };
                 let mut deliveries = Vec::new();
                 // Ordered endpoints: whether each already has a delivery to finish, asked once

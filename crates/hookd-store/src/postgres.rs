@@ -52,19 +52,6 @@ impl PgStore {
         statement.postgres()
     }
 
-    /// Inserts events (JSON rows); returns the ids that were new.
-    async fn insert_events(
-        tx: &mut Transaction<'static, Postgres>,
-        events: &str,
-    ) -> Result<std::collections::HashSet<String>> {
-        Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
-            .bind(events)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect())
-    }
-
     fn sql(statement: &'static str) -> Cow<'static, str> {
         Cow::Borrowed(statement)
     }

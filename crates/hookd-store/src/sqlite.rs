@@ -47,20 +47,15 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory");
-        // No ping before each use (sqlx's default): a local file cannot hang up, and the
-        // ping is one more hand-off to the connection's thread for every statement.
         let writer = SqlitePoolOptions::new()
-            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(BUSY_TIMEOUT * 3)
             // The writer touches the due indexes and the newest rows all the time: a 32 MB
             // page cache (SQLite's default is 2 MB) keeps them from being read again.
-            .after_connect(|conn, _| create_scratch(conn))
             .connect_with(options.clone().pragma("cache_size", "-32768"))
             .await?;
         let reader = SqlitePoolOptions::new()
-            .test_before_acquire(false)
             .max_connections(READERS)
             .acquire_timeout(BUSY_TIMEOUT * 3)
             .connect_with(options)
@@ -82,28 +77,6 @@ impl SqliteStore {
 
     fn batch_sql(statement: &'static sql::Batch) -> &'static str {
         statement.sqlite()
-    }
-
-    /// Inserts events (JSON rows); returns the ids that were new, as one answer row: the
-    /// new rows are the ones above the highest rowid before the insert (one writer).
-    async fn insert_events(
-        tx: &mut Transaction<'static, Sqlite>,
-        events: &str,
-    ) -> Result<std::collections::HashSet<String>> {
-        let answers: Vec<String> = sqlx::query_scalar(&INSERT_EVENTS)
-            .bind(events)
-            .fetch_all(&mut **tx)
-            .await?;
-        let new: Vec<String> = match answers.last() {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| crate::StoreError::Corrupt(format!("new event ids: {e}")))?,
-            None => {
-                return Err(crate::StoreError::Corrupt(
-                    "inserting events answered nothing".into(),
-                ))
-            }
-        };
-        Ok(new.into_iter().collect())
     }
 
     fn sql(statement: &'static str) -> Cow<'static, str> {
@@ -133,143 +106,51 @@ impl SqliteStore {
     }
 }
 
-/// The writer's scratch tables: `TEMP`, so private to its connection and kept in memory.
-/// They let a claim or a batch of results run as one multi-statement request to the
-/// connection's worker thread that answers with one row, instead of a hand-off per
-/// statement and a channel message per row returned (the writer's main cost at 10,000
-/// deliveries/s was waiting on those hand-offs, not SQLite's own work).
-const WRITER_SCRATCH: &str = "\
-    CREATE TEMP TABLE IF NOT EXISTS hookd_claimed (id INTEGER PRIMARY KEY); \
-    CREATE TEMP TABLE IF NOT EXISTS hookd_mark (last INTEGER NOT NULL); \
-    CREATE TEMP TABLE IF NOT EXISTS hookd_results (delivery_id INTEGER PRIMARY KEY, \
-        lease_token TEXT, next_state TEXT, delay_ms INTEGER, status_code INTEGER, error TEXT, \
-        attempt INTEGER, trigger TEXT, started_at INTEGER, duration_ms INTEGER, outcome TEXT, \
-        response_body TEXT, done BOOLEAN NOT NULL);";
-
-fn create_scratch(
-    conn: &mut sqlx::SqliteConnection,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = std::result::Result<(), sqlx::Error>> + Send + '_>,
-> {
-    Box::pin(async move {
-        sqlx::Executor::execute(&mut *conn, WRITER_SCRATCH).await?;
-        Ok(())
-    })
-}
-
-/// Claims due deliveries in one request: candidates into `hookd_claimed`, the update (which
-/// checks every condition again, so it needs no transaction around the candidate read),
-/// then the claimed rows and their payloads as one JSON array. `{index}`/`{condition}`:
-/// the kind of due rows ([`crate::Due`]). `$1` lease token, `$2` lease ms, `$3` limit, `$4`
-/// JSON array of endpoint ids to skip.
-const CLAIM: &str = "DELETE FROM temp.hookd_claimed; \
-    INSERT INTO temp.hookd_claimed (id) SELECT id FROM hookd_deliveries INDEXED BY {index} \
-        WHERE state = 'pending' AND {condition} AND next_attempt_at <= hookd_now_ms() \
-        AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
-        ORDER BY next_attempt_at LIMIT $3; \
-    UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
-        lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
-        auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
-        updated_at = hookd_now_ms() \
-        WHERE id IN (SELECT id FROM temp.hookd_claimed) \
-        AND state = 'pending' AND {condition} AND next_attempt_at <= hookd_now_ms() \
-        AND endpoint_id NOT IN (SELECT value FROM json_each($4)); \
-    SELECT json_group_array(json_array(d.id, d.event_id, d.event_type, d.endpoint_id, \
-        d.attempts, d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at, \
-        e.payload, e.payload_error)) \
-        FROM temp.hookd_claimed c CROSS JOIN hookd_deliveries d ON d.id = c.id \
-        CROSS JOIN hookd_events e ON e.event_id = d.event_id \
-        WHERE d.lease_token = $1 AND d.state = 'in_flight'";
-
-/// [`sql::INSERT_EVENTS`] answering the new event ids as one JSON array.
-static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "DELETE FROM temp.hookd_mark; \
-         INSERT INTO temp.hookd_mark (last) SELECT COALESCE(MAX(rowid), 0) FROM main.hookd_events; \
-         {}; \
-         SELECT json_group_array(event_id) FROM main.hookd_events \
-             WHERE rowid > (SELECT last FROM temp.hookd_mark)",
-        sql::INSERT_EVENTS
-            .sqlite()
-            .strip_suffix(" RETURNING event_id")
-            .expect("INSERT_EVENTS returns the new ids")
-    )
+/// Records a batch of results; returns the ids recorded. SQLite has no data-modifying CTE,
+/// so the attempt log rows are a second statement ([`INSERT_ATTEMPTS`]).
+/// NOT INDEXED: without statistics SQLite would rather walk the `state` index and test
+/// every row in flight against every result; this makes it look each result up by id.
+static COMPLETE: LazyLock<String> = LazyLock::new(|| {
+    sql::sqlite_dialect_owned(&format!(
+        "{}{}",
+        sql::json_rows(true, sql::COMPLETION_COLUMNS),
+        sql::COMPLETE_BATCH.replacen(
+            "UPDATE hookd_deliveries SET",
+            "UPDATE hookd_deliveries NOT INDEXED SET",
+            1
+        )
+    ))
 });
 
-/// One claimed row as [`CLAIM`]'s `json_array` lists it.
-type ClaimedJson = (
-    i64,
-    String,
-    String,
-    String,
-    i32,
-    String,
-    i32,
-    i64,
-    Option<i64>,
-    String,
-    Option<String>,
-);
-
-/// Records a batch of results (`$1`, JSON rows) in one request and answers the ids recorded
-/// as one JSON array: the results whose lease still holds are marked `done` first (the
-/// update clears the lease), then the deliveries change and the attempt log grows from the
-/// same rows. Runs inside the caller's transaction.
-/// Without statistics SQLite would rather walk an index of `state` (or the whole table) and
-/// test every row against every result: NOT INDEXED and the `IN` make it take the results
-/// one by one and look each delivery up by id. CROSS JOIN fixes the claim's join order
-/// the same way.
-static COMPLETE: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<&str> = sql::COMPLETION_COLUMNS.iter().map(|(n, _)| *n).collect();
-    let fields: Vec<String> = columns
-        .iter()
-        .map(|name| format!("value ->> '{name}' AS {name}"))
-        .collect();
-    sql::sqlite_dialect_owned(&format!(
-        "DELETE FROM temp.hookd_results; \
-         INSERT INTO temp.hookd_results ({columns}, done) SELECT v.*, EXISTS (SELECT 1 \
-             FROM main.hookd_deliveries d WHERE d.id = v.delivery_id \
-             AND d.lease_token = v.lease_token AND d.state = 'in_flight') \
-             FROM (SELECT {fields} FROM json_each($1)) v; \
-         {update}; \
-         {attempts}; \
-         SELECT json_group_array(delivery_id) FROM temp.hookd_results WHERE done",
-        columns = columns.join(", "),
-        fields = fields.join(", "),
-        update = sql::COMPLETE_BATCH
-            .replacen(
-                "UPDATE hookd_deliveries SET",
-                "UPDATE hookd_deliveries NOT INDEXED SET",
-                1
-            )
-            .replacen(
-                "FROM v WHERE",
-                "FROM temp.hookd_results v WHERE v.done \
-                 AND hookd_deliveries.id IN (SELECT delivery_id FROM temp.hookd_results) AND",
-                1
-            )
-            .replacen(" RETURNING hookd_deliveries.id", "", 1),
-        attempts = sql::INSERT_ATTEMPTS_BATCH.replacen(
-            "FROM v JOIN done ON done.id = v.delivery_id",
-            "FROM temp.hookd_results v WHERE v.done",
+/// The attempt log rows of the recorded results: `$2` is the JSON array of their ids.
+static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}{}",
+        sql::json_rows(true, sql::COMPLETION_COLUMNS),
+        sql::INSERT_ATTEMPTS_BATCH.replacen(
+            "JOIN done ON done.id = v.delivery_id",
+            "WHERE v.delivery_id IN (SELECT value FROM json_each($2))",
             1
-        ),
-    ))
+        )
+    )
 });
 
 impl SqliteStore {
     /// Records results (JSON rows) inside the caller's transaction; returns the delivery
     /// ids recorded.
     async fn complete_rows(conn: &mut sqlx::SqliteConnection, rows: &str) -> Result<Vec<i64>> {
-        let answers: Vec<String> = sqlx::query_scalar(&COMPLETE)
+        let done: Vec<i64> = sqlx::query_scalar(&COMPLETE)
             .bind(rows)
             .fetch_all(&mut *conn)
             .await?;
-        let done = answers.last().ok_or_else(|| {
-            crate::StoreError::Corrupt("recording results answered nothing".into())
-        })?;
-        serde_json::from_str(done)
-            .map_err(|e| crate::StoreError::Corrupt(format!("recorded ids: {e}")))
+        if !done.is_empty() {
+            sqlx::query(&INSERT_ATTEMPTS)
+                .bind(rows)
+                .bind(serde_json::to_string(&done).expect("ids serialize"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(done)
     }
 
     async fn complete_unordered(&self, rows: &str) -> Result<Vec<i64>> {
@@ -290,10 +171,14 @@ store_impl!(SqliteStore, Sqlite, {
     }
 
     async fn ingest_outbox(&self, max_rows: u32, limits: &crate::IngestLimits) -> Result<u64> {
-        // The rows are read on a reader, so the writer only writes. The delete below proves
-        // they are still ours: seq is AUTOINCREMENT, so no new row can fall at or below the
-        // last one read, and a count short of what was read means another process ingested
-        // some meanwhile (then nothing happens here; the next round reads afresh).
+        // Cheap check on a reader first: polling an empty outbox must not take the write lock.
+        let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM hookd_outbox LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
         // Producers may bind anything (SQLite keeps a BLOB a BLOB, and text that is not
         // UTF-8): read bytes, so that one odd row fails alone instead of stopping ingestion.
         let raw: Vec<(i64, Option<Vec<u8>>, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
@@ -301,7 +186,7 @@ store_impl!(SqliteStore, Sqlite, {
              CAST(endpoint_id AS BLOB) FROM hookd_outbox ORDER BY seq LIMIT $1",
         )
         .bind(max_rows as i64)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *tx)
         .await?;
         let rows: Vec<OutboxRow> = raw
             .into_iter()
@@ -321,22 +206,17 @@ store_impl!(SqliteStore, Sqlite, {
                 }
             })
             .collect();
-        let Some(last) = rows.last().map(|r| r.seq) else {
-            return Ok(0);
-        };
-        let mut tx = self.begin_write().await?;
-        let taken = sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
-            .bind(last)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if taken != rows.len() as u64 {
-            tx.rollback().await?;
+        if rows.is_empty() {
             return Ok(0);
         }
         let targets = Self::targets(&mut tx).await?;
         let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits).await?;
+        let last = rows.last().map(|r| r.seq).unwrap_or_default();
+        sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(rows.len() as u64)
     }
@@ -350,48 +230,35 @@ store_impl!(SqliteStore, Sqlite, {
     ) -> Result<Vec<crate::Claimed>> {
         let token = crate::token();
         // Each kind reads its own partial index of pending rows in due order. SQLite has no
-        // statistics unless ANALYZE runs, and without them it may prefer another index and
-        // sort every pending row: INDEXED BY keeps the claim's cost flat.
-        let sql = sql::sqlite_dialect_owned(
-            &CLAIM
-                .replace("{index}", due.index())
-                .replace("{condition}", due.condition()),
+        // statistics unless ANALYZE runs, and without them it may prefer the (state, id)
+        // index and sort every pending row: INDEXED BY keeps the claim's cost flat.
+        let sql = format!(
+            "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
+             lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
+             auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
+             updated_at = hookd_now_ms() \
+             WHERE id IN (SELECT id FROM hookd_deliveries INDEXED BY {} \
+                 WHERE state = 'pending' AND {} \
+                 AND next_attempt_at <= hookd_now_ms() \
+                 AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
+                 ORDER BY next_attempt_at LIMIT $3) \
+             RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
+                 auto_attempts, manual_only, next_attempt_at, \
+                 (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
+                 (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                     AS payload_error",
+            due.index(),
+            due.condition()
         );
         let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
-        let answers: Vec<String> = sqlx::query_scalar(&sql)
+        let mut rows: Vec<ClaimRow> = sqlx::query_as(&sql::sqlite_dialect_owned(&sql))
             .bind(&token)
             .bind(lease_ms as i64)
             .bind(max as i64)
             .bind(excluded)
             .fetch_all(&self.writer)
             .await?;
-        let claimed: Vec<ClaimedJson> = match answers.last() {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| crate::StoreError::Corrupt(format!("claimed rows: {e}")))?,
-            None => {
-                return Err(crate::StoreError::Corrupt(
-                    "a claim answered nothing".into(),
-                ))
-            }
-        };
-        let mut rows: Vec<ClaimRow> = claimed
-            .into_iter()
-            .map(|c| ClaimRow {
-                id: c.0,
-                lease_token: token.clone(),
-                event_id: c.1,
-                event_type: c.2,
-                endpoint_id: c.3,
-                attempts: c.4,
-                next_trigger: c.5,
-                auto_attempts: c.6,
-                manual_only: c.7 != 0,
-                next_attempt_at: c.8,
-                payload: c.9,
-                payload_error: c.10,
-            })
-            .collect();
-        // json_group_array keeps no particular order.
+        // RETURNING gives no order.
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         self.with_endpoints(rows).await
     }
