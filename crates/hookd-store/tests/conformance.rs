@@ -41,6 +41,16 @@ async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
     (db, store)
 }
 
+/// A fresh store with `ep_1`, subscribed to every event type: most cases start here.
+async fn open_with_endpoint(backend: Backend) -> (TestDb, Arc<dyn Store>) {
+    let (db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_1", &["*"]))
+        .await
+        .expect("insert ep_1");
+    (db, store)
+}
+
 fn endpoint(id: &str, types: &[&str]) -> Endpoint {
     Endpoint {
         id: id.to_string(),
@@ -244,11 +254,7 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
 }
 
 async fn outbox_rows_are_ingested_once(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     store
         .insert_endpoint(&endpoint("ep_2", &["refund"]))
         .await
@@ -285,11 +291,7 @@ async fn outbox_rows_are_ingested_once(backend: Backend) {
 }
 
 async fn bad_payloads_fail_with_a_reason(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     db.exec(
         "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('bad', 'purchase', '{oops');
          INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('bad id', 'purchase', '{}');",
@@ -360,11 +362,7 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
 }
 
 async fn claim_leases_and_completion_is_fenced(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .enqueue_event(&event(Some("e1"), "purchase"), &limits())
         .await
@@ -409,11 +407,7 @@ async fn claim_leases_and_completion_is_fenced(backend: Backend) {
 }
 
 async fn retry_reschedules_and_final_failure(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .enqueue_event(&event(Some("e1"), "purchase"), &limits())
         .await
@@ -493,11 +487,7 @@ async fn retry_reschedules_and_final_failure(backend: Backend) {
 }
 
 async fn expired_leases_are_rescued(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .enqueue_event(&event(Some("e1"), "purchase"), &limits())
         .await
@@ -528,11 +518,7 @@ async fn expired_leases_are_rescued(backend: Backend) {
 }
 
 async fn release_undoes_the_claim(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .enqueue_event(&event(Some("e1"), "purchase"), &limits())
         .await
@@ -588,11 +574,7 @@ async fn release_undoes_the_claim(backend: Backend) {
 }
 
 async fn resend_in_every_state(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .enqueue_event(&event(Some("e1"), "purchase"), &limits())
         .await
@@ -698,11 +680,7 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
 }
 
 async fn delete_fails_pending(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .enqueue_event(&event(Some("e1"), "purchase"), &limits())
         .await
@@ -723,11 +701,7 @@ async fn delete_fails_pending(backend: Backend) {
 }
 
 async fn log_filters_and_pages(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .insert_endpoint(&endpoint("ep_2", &["refund"]))
         .await
@@ -834,11 +808,7 @@ async fn backlog_figures(backend: Backend) {
 }
 
 async fn concurrent_claims_never_overlap(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     enqueue_numbered(&store, 0..200, "x").await;
     // Four claimers, each with its own connection pool, as four hookd processes would be.
     let mut tasks = Vec::new();
@@ -865,11 +835,7 @@ async fn concurrent_claims_never_overlap(backend: Backend) {
 }
 
 async fn retention_purges_only_old_finished(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     enqueue_numbered(&store, 0..4, "x").await;
     let claimed = store.claim(3, 60_000).await.unwrap();
     store
@@ -938,11 +904,7 @@ async fn retention_purges_only_old_finished(backend: Backend) {
 }
 
 async fn resend_jobs_work_in_batches_and_resume(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     enqueue_numbered(&store, 0..7, "x").await;
     let claimed = store.claim(7, 60_000).await.unwrap();
     let done: Vec<Completion> = claimed
@@ -1124,11 +1086,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
 }
 
 async fn endpoint_health_disables_the_failing(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     store
         .insert_endpoint(&endpoint("ep_2", &["*"]))
         .await
@@ -1277,11 +1235,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
 }
 
 async fn odd_outbox_rows_fail_alone(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     let long = "x".repeat(6000);
     db.exec(&format!(
         "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('{long}', 'x', '{{}}');
@@ -1360,11 +1314,7 @@ async fn a_release_after_reenabling_is_due(backend: Backend) {
 /// One statement records a whole batch, yet each result stands alone: its own fence, its
 /// own next state, its own attempt row; a stale or repeated one changes nothing.
 async fn a_batch_of_results_is_recorded_row_by_row(backend: Backend) {
-    let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (_db, store) = open_with_endpoint(backend).await;
     enqueue_numbered(&store, 0..4, "purchase").await;
     let claimed = store.claim(10, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 4);
@@ -1447,11 +1397,7 @@ async fn a_batch_of_results_is_recorded_row_by_row(backend: Backend) {
 /// order (an ordered endpoint sends in id order), a repeated event id in the same batch is
 /// one event, and an odd row fails alone.
 async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
-    let (db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    let (db, store) = open_with_endpoint(backend).await;
     store
         .insert_endpoint(&endpoint("ep_2", &["order.*"]))
         .await
