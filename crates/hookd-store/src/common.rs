@@ -2,8 +2,10 @@
 //! logic on both databases, written once and expanded for each.
 //!
 //! A backend provides `fn sql(&'static str) -> Cow<'static, str>` (its dialect of a shared
-//! statement), `migrator()`, `reader()` and `writer()` pools, `begin_write()`, and the methods that really
-//! differ (claim, ingest, rescue, migrations, wake-ups), passed in as `$extra`.
+//! statement), `migrator()`, `reader()` and `writer()` pools, `begin_write()`, how it writes
+//! a batch of rows (`insert_events`, `insert_deliveries`, `complete_rows`,
+//! `complete_unordered`), and the methods that really differ (claim, ingest, rescue,
+//! migrations, wake-ups), passed in as `$extra`.
 
 macro_rules! store_impl {
     ($store:ty, $db:ty, { $($extra:item)* }) => {
@@ -309,12 +311,11 @@ macro_rules! store_impl {
                 if batch.is_empty() {
                     return Ok(Vec::new());
                 }
-                let rows = $crate::rows::completions_json(batch);
                 let recorded = if batch.iter().any(|c| c.ordered) {
                     // A final result of an ordered endpoint lets its next delivery go, in
                     // the same transaction.
                     let mut tx = self.begin_write().await?;
-                    let done = Self::complete_rows(&mut *tx, &rows).await?;
+                    let done = Self::complete_rows(&mut *tx, batch).await?;
                     let recorded = $crate::rows::recorded(batch, &done);
                     for (c, ok) in batch.iter().zip(&recorded) {
                         if *ok && c.ordered {
@@ -327,7 +328,7 @@ macro_rules! store_impl {
                     tx.commit().await?;
                     recorded
                 } else {
-                    let done = self.complete_unordered(&rows).await?;
+                    let done = self.complete_unordered(batch).await?;
                     $crate::rows::recorded(batch, &done)
                 };
                 Ok(recorded)
@@ -568,12 +569,7 @@ macro_rules! store_impl {
                 let new_ids: std::collections::HashSet<String> = if prepared.rows.is_empty() {
                     Default::default()
                 } else {
-                    sqlx::query_scalar(&Self::batch_sql(&$crate::sql::INSERT_EVENTS))
-                        .bind($crate::ingest::events_json(&prepared.rows))
-                        .fetch_all(&mut **tx)
-                        .await?
-                        .into_iter()
-                        .collect()
+                    Self::insert_events(tx, &prepared.rows).await?.into_iter().collect()
                 };
                 let mut deliveries = Vec::new();
                 // Ordered endpoints: whether each already has a delivery to finish, asked once
@@ -620,10 +616,7 @@ macro_rules! store_impl {
                     }
                 }
                 if !deliveries.is_empty() {
-                    sqlx::query(&Self::batch_sql(&$crate::sql::INSERT_DELIVERIES))
-                        .bind(serde_json::to_string(&deliveries).expect("deliveries serialize"))
-                        .execute(&mut **tx)
-                        .await?;
+                    Self::insert_deliveries(tx, &deliveries).await?;
                 }
                 Ok(prepared
                     .outcome

@@ -284,6 +284,29 @@ pub(crate) fn events_json(rows: &[PreparedEvent<'_>]) -> String {
     serde_json::to_string(rows).expect("events serialize")
 }
 
+impl crate::values::Row for PreparedEvent<'_> {
+    fn add_to<'q>(&'q self, v: &mut crate::values::Values<'q>) {
+        v.add(self.event_id.as_str())
+            .add(self.event_type)
+            .add(self.payload)
+            .add(self.endpoint_id)
+            .add(self.payload_error.as_deref());
+    }
+}
+
+impl crate::values::Row for NewDelivery<'_> {
+    fn add_to<'q>(&'q self, v: &mut crate::values::Values<'q>) {
+        v.add(self.ord as i64)
+            .add(self.event_id)
+            .add(self.endpoint_id.as_str())
+            .add(self.event_type)
+            .add(self.state)
+            .add(self.parked)
+            .add(self.held)
+            .add(self.error);
+    }
+}
+
 /// A delivery to insert, as `INSERT_DELIVERIES` reads it; `ord` keeps the ids in arrival
 /// order (an ordered endpoint delivers in id order).
 #[derive(serde::Serialize)]

@@ -24,6 +24,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod values;
 
 use async_trait::async_trait;
 

@@ -48,10 +48,6 @@ impl PgStore {
         &MIGRATOR
     }
 
-    fn batch_sql(statement: &'static sql::Batch) -> &'static str {
-        statement.postgres()
-    }
-
     fn sql(statement: &'static str) -> Cow<'static, str> {
         Cow::Borrowed(statement)
     }
@@ -79,31 +75,59 @@ impl PgStore {
     }
 }
 
-/// Records a batch of results and logs their attempts in one statement.
+/// Records a batch of results and logs their attempts in one statement; returns the ids
+/// recorded.
 static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{}, done AS ({}), logged AS ({}) SELECT id FROM done",
-        sql::json_rows(false, sql::COMPLETION_COLUMNS),
+        "{}, done AS ({} RETURNING hookd_deliveries.id), \
+         logged AS ({} JOIN done ON done.id = v.delivery_id) SELECT id FROM done",
+        sql::json_rows(sql::COMPLETION_COLUMNS),
         sql::COMPLETE_BATCH,
         sql::INSERT_ATTEMPTS_BATCH
     )
 });
 
 impl PgStore {
-    /// Records results (JSON rows); returns the delivery ids recorded.
-    async fn complete_rows(conn: &mut sqlx::PgConnection, rows: &str) -> Result<Vec<i64>> {
+    /// Records results; returns the delivery ids recorded.
+    async fn complete_rows(
+        conn: &mut sqlx::PgConnection,
+        batch: &[crate::Completion],
+    ) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(&COMPLETE)
-            .bind(rows)
+            .bind(crate::rows::completions_json(batch))
             .fetch_all(conn)
             .await?)
     }
 
     /// The same, as one statement in a transaction of its own: one round trip.
-    async fn complete_unordered(&self, rows: &str) -> Result<Vec<i64>> {
+    async fn complete_unordered(&self, batch: &[crate::Completion]) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(&COMPLETE)
-            .bind(rows)
+            .bind(crate::rows::completions_json(batch))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// New events, as one JSON array; returns the ids inserted.
+    async fn insert_events(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[crate::ingest::PreparedEvent<'_>],
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
+            .bind(crate::ingest::events_json(rows))
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+
+    /// New deliveries, as one JSON array, in order.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'static, Postgres>,
+        rows: &[crate::ingest::NewDelivery<'_>],
+    ) -> Result<()> {
+        sqlx::query(sql::INSERT_DELIVERIES.postgres())
+            .bind(serde_json::to_string(rows).expect("deliveries serialize"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 }
 

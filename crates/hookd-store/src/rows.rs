@@ -306,10 +306,10 @@ impl TryFrom<ResendJobRow> for ResendJob {
     }
 }
 
-/// One attempt result as a JSON object with [`crate::sql::COMPLETION_COLUMNS`].
+/// One attempt result, a row with [`crate::sql::COMPLETION_COLUMNS`].
 #[derive(serde::Serialize)]
-struct CompletionJson<'a> {
-    delivery_id: i64,
+pub(crate) struct CompletionRow<'a> {
+    pub delivery_id: i64,
     lease_token: &'a str,
     next_state: &'static str,
     delay_ms: i64,
@@ -323,11 +323,28 @@ struct CompletionJson<'a> {
     response_body: Option<&'a str>,
 }
 
-/// A batch of results as the JSON array its one statement reads. A delivery named twice is
-/// recorded once: later duplicates are left out (their lease is spent by the first).
-pub(crate) fn completions_json(batch: &[crate::Completion]) -> String {
+impl crate::values::Row for CompletionRow<'_> {
+    fn add_to<'q>(&'q self, v: &mut crate::values::Values<'q>) {
+        v.add(self.delivery_id)
+            .add(self.lease_token)
+            .add(self.next_state)
+            .add(self.delay_ms)
+            .add(self.status_code)
+            .add(self.error)
+            .add(self.attempt)
+            .add(self.trigger)
+            .add(self.started_at)
+            .add(self.duration_ms)
+            .add(self.outcome)
+            .add(self.response_body);
+    }
+}
+
+/// The rows of a batch of results. A delivery named twice is recorded once: later
+/// duplicates are left out (their lease is spent by the first).
+pub(crate) fn completion_rows(batch: &[crate::Completion]) -> Vec<CompletionRow<'_>> {
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
-    let rows: Vec<CompletionJson> = batch
+    batch
         .iter()
         .filter(|c| seen.insert(c.delivery_id))
         .map(|c| {
@@ -342,7 +359,7 @@ pub(crate) fn completions_json(batch: &[crate::Completion]) -> String {
                 (None, crate::Outcome::Success) => None,
                 (None, outcome) => Some(outcome.as_str()),
             };
-            CompletionJson {
+            CompletionRow {
                 delivery_id: c.delivery_id,
                 lease_token: &c.lease_token,
                 next_state,
@@ -357,8 +374,12 @@ pub(crate) fn completions_json(batch: &[crate::Completion]) -> String {
                 response_body: r.response_body.as_deref(),
             }
         })
-        .collect();
-    serde_json::to_string(&rows).expect("results serialize")
+        .collect()
+}
+
+/// A batch of results as the JSON array PostgreSQL's one statement reads.
+pub(crate) fn completions_json(batch: &[crate::Completion]) -> String {
+    serde_json::to_string(&completion_rows(batch)).expect("results serialize")
 }
 
 /// Which completions of `batch` were recorded, given the ids the statement returned.

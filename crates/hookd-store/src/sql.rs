@@ -13,7 +13,7 @@ pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400
 /// Index hints: a comment PostgreSQL ignores and SQLite turns into `INDEXED BY`. SQLite has
 /// no planner statistics unless `ANALYZE` runs, and without them it prefers the `state`
 /// index and reads every pending row; a due index is read in due order from its first entry.
-const HINTS: [(&str, &str); 2] = [
+const HINTS: [(&str, &str); 3] = [
     (
         "hookd_deliveries /* due_first */",
         "hookd_deliveries INDEXED BY hookd_deliveries_due_first",
@@ -21,6 +21,12 @@ const HINTS: [(&str, &str); 2] = [
     (
         "hookd_deliveries /* due_retry */",
         "hookd_deliveries INDEXED BY hookd_deliveries_due_retry",
+    ),
+    // Without statistics SQLite would rather walk the `state` index and test every row in
+    // flight against every result; this makes it look each result up by id.
+    (
+        "hookd_deliveries /* by_id */",
+        "hookd_deliveries NOT INDEXED",
     ),
 ];
 
@@ -154,64 +160,87 @@ pub(crate) const COMPLETION_COLUMNS: &[(&str, &str)] = &[
     ("response_body", "TEXT"),
 ];
 
-/// `WITH v AS (...)`: the rows of the JSON array bound as `$1`, with `columns`. The one
-/// place the two dialects differ for batches: PostgreSQL's `json_to_recordset` against
-/// SQLite's `json_each`. One bound array per batch makes a batch one statement, whatever
-/// its size (a statement is a round trip on PostgreSQL, a thread hop on SQLite).
-pub(crate) fn json_rows(sqlite: bool, columns: &[(&str, &str)]) -> String {
-    if sqlite {
-        let fields: Vec<String> = columns
-            .iter()
-            .map(|(name, _)| format!("value ->> '{name}' AS {name}"))
-            .collect();
-        format!(
-            "WITH v AS (SELECT {} FROM json_each($1)) ",
-            fields.join(", ")
-        )
-    } else {
-        let fields: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-        format!(
-            "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS r({})) ",
-            fields.join(", ")
-        )
-    }
+/// `WITH v AS (...)`: PostgreSQL's rows of the JSON array bound as `$1`, with `columns`.
+/// One bound array per batch makes a batch one statement, whatever its size (a statement
+/// is a round trip). SQLite binds the rows as values instead (see [`crate::values`]).
+pub(crate) fn json_rows(columns: &[(&str, &str)]) -> String {
+    let fields: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    format!(
+        "WITH v AS (SELECT * FROM json_to_recordset($1::json) AS r({})) ",
+        fields.join(", ")
+    )
 }
 
-/// A statement over a batch of rows passed as one JSON array (`$1`), in each dialect,
-/// built once.
+/// A statement over a batch of rows `v`, in each dialect, built once: on PostgreSQL the
+/// rows of one JSON array, on SQLite bound `VALUES` (one text per padded batch size).
 pub(crate) struct Batch {
     columns: &'static [(&'static str, &'static str)],
     statement: &'static str,
-    sqlite: OnceLock<String>,
+    /// Appended to `statement` (the part one dialect's variant adds).
+    suffix: &'static str,
+    sqlite: [OnceLock<String>; crate::values::SIZES],
     postgres: OnceLock<String>,
 }
 
 impl Batch {
-    const fn new(
+    pub(crate) const fn new(
         columns: &'static [(&'static str, &'static str)],
         statement: &'static str,
+    ) -> Self {
+        Self::with_suffix(columns, statement, "")
+    }
+
+    pub(crate) const fn with_suffix(
+        columns: &'static [(&'static str, &'static str)],
+        statement: &'static str,
+        suffix: &'static str,
     ) -> Self {
         Batch {
             columns,
             statement,
-            sqlite: OnceLock::new(),
+            suffix,
+            sqlite: [const { OnceLock::new() }; crate::values::SIZES],
             postgres: OnceLock::new(),
         }
     }
 
-    pub(crate) fn sqlite(&'static self) -> &'static str {
-        self.sqlite.get_or_init(|| {
+    pub(crate) fn columns(&self) -> impl Iterator<Item = &'static str> {
+        self.columns.iter().map(|(name, _)| *name)
+    }
+
+    /// The SQLite text for a chunk of `rows` rows.
+    fn sqlite(&'static self, rows: usize) -> &'static str {
+        let (size, padded) = crate::values::padded(rows);
+        self.sqlite[size].get_or_init(|| {
             sqlite_dialect_owned(&format!(
-                "{}{}",
-                json_rows(true, self.columns),
-                self.statement
+                "{}{}{}",
+                crate::values::rows_cte(self.columns.len(), padded, self.columns()),
+                self.statement,
+                self.suffix
             ))
         })
     }
 
+    /// The SQLite text and arguments for a chunk of 1 to [`crate::values::MAX_ROWS`] rows.
+    pub(crate) fn sqlite_bind<'q, R: crate::values::Row>(
+        &'static self,
+        rows: &'q [R],
+    ) -> (&'static str, sqlx::sqlite::SqliteArguments<'q>) {
+        (
+            self.sqlite(rows.len()),
+            crate::values::bind(rows, self.columns.len()),
+        )
+    }
+
     pub(crate) fn postgres(&'static self) -> &'static str {
-        self.postgres
-            .get_or_init(|| format!("{}{}", json_rows(false, self.columns), self.statement))
+        self.postgres.get_or_init(|| {
+            format!(
+                "{}{}{}",
+                json_rows(self.columns),
+                self.statement,
+                self.suffix
+            )
+        })
     }
 }
 
@@ -253,9 +282,9 @@ pub(crate) static INSERT_DELIVERIES: Batch = Batch::new(
 );
 
 /// Records a batch of attempt results (rows `v`, see [`json_rows`]), each only if its lease
-/// is still held; returns the ids recorded. A resend asked for while the attempt ran turns
+/// is still held. A resend asked for while the attempt ran turns
 /// the delivery straight back into a due manual attempt.
-pub(crate) const COMPLETE_BATCH: &str = "UPDATE hookd_deliveries SET \
+pub(crate) const COMPLETE_BATCH: &str = "UPDATE hookd_deliveries /* by_id */ SET \
     state = CASE WHEN resend_requested THEN 'pending' ELSE v.next_state END, \
     next_attempt_at = CASE WHEN resend_requested THEN hookd_now_ms() \
         WHEN v.next_state = 'pending' THEN hookd_now_ms() + v.delay_ms END, \
@@ -266,14 +295,14 @@ pub(crate) const COMPLETE_BATCH: &str = "UPDATE hookd_deliveries SET \
     resend_requested = FALSE, lease_token = NULL, lease_expires_at = NULL, \
     last_status_code = v.status_code, last_error = v.error, updated_at = hookd_now_ms() \
     FROM v WHERE hookd_deliveries.id = v.delivery_id \
-    AND hookd_deliveries.lease_token = v.lease_token AND hookd_deliveries.state = 'in_flight' \
-    RETURNING hookd_deliveries.id";
+    AND hookd_deliveries.lease_token = v.lease_token AND hookd_deliveries.state = 'in_flight'";
 
-/// The attempt log rows of a batch of results (rows `v`), for the deliveries in `done`.
+/// The attempt log rows of a batch of results (rows `v`); each dialect adds the join that
+/// keeps only the results recorded.
 pub(crate) const INSERT_ATTEMPTS_BATCH: &str = "INSERT INTO hookd_attempts (delivery_id, \
     attempt, trigger, started_at, duration_ms, status_code, outcome, error, response_body) \
     SELECT v.delivery_id, v.attempt, v.trigger, v.started_at, v.duration_ms, v.status_code, \
-    v.outcome, v.error, v.response_body FROM v JOIN done ON done.id = v.delivery_id";
+    v.outcome, v.error, v.response_body FROM v";
 
 /// Undoes a claim whose attempt never ran. `$3`: 'pending' or 'failed'; `$4`: due now
 /// (else parked, unless a resend was asked for meanwhile or the endpoint was enabled again

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -19,6 +19,7 @@ use sqlx::{Sqlite, Transaction};
 use crate::common::{push_filter, store_impl};
 use crate::rows::{ClaimRow, OutboxRow};
 use crate::sql;
+use crate::values;
 use crate::{Result, Sealer, WakeSource};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -53,7 +54,14 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT * 3)
             // The writer touches the due indexes and the newest rows all the time: a 32 MB
             // page cache (SQLite's default is 2 MB) keeps them from being read again.
-            .connect_with(options.clone().pragma("cache_size", "-32768"))
+            // Each batch statement has one text per padded size (crate::values): room for
+            // all of them beside the rest, so none is prepared twice.
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", "-32768")
+                    .statement_cache_capacity(256),
+            )
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -73,10 +81,6 @@ impl SqliteStore {
 
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
-    }
-
-    fn batch_sql(statement: &'static sql::Batch) -> &'static str {
-        statement.sqlite()
     }
 
     fn sql(statement: &'static str) -> Cow<'static, str> {
@@ -106,58 +110,89 @@ impl SqliteStore {
     }
 }
 
-/// Records a batch of results; returns the ids recorded. SQLite has no data-modifying CTE,
-/// so the attempt log rows are a second statement ([`INSERT_ATTEMPTS`]).
-/// NOT INDEXED: without statistics SQLite would rather walk the `state` index and test
-/// every row in flight against every result; this makes it look each result up by id.
-static COMPLETE: LazyLock<String> = LazyLock::new(|| {
-    sql::sqlite_dialect_owned(&format!(
-        "{}{}",
-        sql::json_rows(true, sql::COMPLETION_COLUMNS),
-        sql::COMPLETE_BATCH.replacen(
-            "UPDATE hookd_deliveries SET",
-            "UPDATE hookd_deliveries NOT INDEXED SET",
-            1
-        )
-    ))
-});
-
-/// The attempt log rows of the recorded results: `$2` is the JSON array of their ids.
-static INSERT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "{}{}",
-        sql::json_rows(true, sql::COMPLETION_COLUMNS),
-        sql::INSERT_ATTEMPTS_BATCH.replacen(
-            "JOIN done ON done.id = v.delivery_id",
-            "WHERE v.delivery_id IN (SELECT value FROM json_each($2))",
-            1
-        )
-    )
-});
+/// The attempt log rows of a batch of results whose leases still hold. Written first: when
+/// every row was written, every result will be recorded and [`COMPLETE`] need return nothing
+/// (SQLite has no data-modifying CTE to do both in one statement, as PostgreSQL does).
+static INSERT_ATTEMPTS: sql::Batch = sql::Batch::with_suffix(
+    sql::COMPLETION_COLUMNS,
+    sql::INSERT_ATTEMPTS_BATCH,
+    " CROSS JOIN hookd_deliveries d ON d.id = v.delivery_id \
+     AND d.lease_token = v.lease_token AND d.state = 'in_flight'",
+);
+/// Records a batch of results, each only if its lease still holds.
+static COMPLETE: sql::Batch = sql::Batch::new(sql::COMPLETION_COLUMNS, sql::COMPLETE_BATCH);
+/// The same, naming the deliveries recorded: for a batch in which some leases were lost.
+static COMPLETE_RETURNING: sql::Batch = sql::Batch::with_suffix(
+    sql::COMPLETION_COLUMNS,
+    sql::COMPLETE_BATCH,
+    " RETURNING hookd_deliveries.id",
+);
 
 impl SqliteStore {
-    /// Records results (JSON rows) inside the caller's transaction; returns the delivery
-    /// ids recorded.
-    async fn complete_rows(conn: &mut sqlx::SqliteConnection, rows: &str) -> Result<Vec<i64>> {
-        let done: Vec<i64> = sqlx::query_scalar(&COMPLETE)
-            .bind(rows)
-            .fetch_all(&mut *conn)
-            .await?;
-        if !done.is_empty() {
-            sqlx::query(&INSERT_ATTEMPTS)
-                .bind(rows)
-                .bind(serde_json::to_string(&done).expect("ids serialize"))
+    /// Records results inside the caller's transaction; returns the delivery ids recorded.
+    /// Every row sent back is a hand-off between SQLite's thread and the runtime, so the
+    /// usual case (every lease held) returns none.
+    async fn complete_rows(
+        conn: &mut sqlx::SqliteConnection,
+        batch: &[crate::Completion],
+    ) -> Result<Vec<i64>> {
+        let rows = crate::rows::completion_rows(batch);
+        let mut done = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = INSERT_ATTEMPTS.sqlite_bind(chunk);
+            let logged = sqlx::query_with(text, args)
                 .execute(&mut *conn)
-                .await?;
+                .await?
+                .rows_affected();
+            // Same transaction, same lease condition: the rows logged are the rows recorded.
+            if logged == chunk.len() as u64 {
+                let (text, args) = COMPLETE.sqlite_bind(chunk);
+                sqlx::query_with(text, args).execute(&mut *conn).await?;
+                done.extend(chunk.iter().map(|r| r.delivery_id));
+            } else if logged > 0 {
+                let (text, args) = COMPLETE_RETURNING.sqlite_bind(chunk);
+                let recorded: Vec<i64> = sqlx::query_scalar_with(text, args)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                done.extend(recorded);
+            }
         }
         Ok(done)
     }
 
-    async fn complete_unordered(&self, rows: &str) -> Result<Vec<i64>> {
+    async fn complete_unordered(&self, batch: &[crate::Completion]) -> Result<Vec<i64>> {
         let mut tx = self.begin_write().await?;
-        let done = Self::complete_rows(&mut tx, rows).await?;
+        let done = Self::complete_rows(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(done)
+    }
+
+    /// New events, in chunks; returns the ids inserted.
+    async fn insert_events(
+        tx: &mut Transaction<'static, Sqlite>,
+        rows: &[crate::ingest::PreparedEvent<'_>],
+    ) -> Result<Vec<String>> {
+        let mut inserted = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = sql::INSERT_EVENTS.sqlite_bind(chunk);
+            let ids: Vec<String> = sqlx::query_scalar_with(text, args)
+                .fetch_all(&mut **tx)
+                .await?;
+            inserted.extend(ids);
+        }
+        Ok(inserted)
+    }
+
+    /// New deliveries, in chunks, in order.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'static, Sqlite>,
+        rows: &[crate::ingest::NewDelivery<'_>],
+    ) -> Result<()> {
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
+            sqlx::query_with(text, args).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 }
 

@@ -31,6 +31,7 @@ hookd_testkit::each_backend!(
     a_release_after_reenabling_is_due,
     a_batch_of_results_is_recorded_row_by_row,
     a_batch_of_events_keeps_arrival_order,
+    batches_larger_than_one_statement_are_written_whole,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -1441,4 +1442,88 @@ async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
         .iter()
         .filter(|d| d.event_id != "e-bad")
         .all(|d| d.state == DeliveryState::Pending));
+}
+
+/// A batch larger than one statement takes (SQLite writes at most 512 rows per statement)
+/// is written whole and in order: 700 events to two endpoints, then 600 results at once,
+/// one of them stale, recorded row by row.
+async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
+    let (db, store) = open_with_endpoint(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_2", &["*"]))
+        .await
+        .unwrap();
+    let mut values: Vec<String> = (0..700)
+        .map(|i| format!("('e{i}', 'order.paid', '{{\"i\":{i}}}')"))
+        .collect();
+    values.push("('e3', 'order.paid', '{\"again\":true}')".into());
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    assert_eq!(store.ingest_outbox(1000, &limits()).await.unwrap(), 701);
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 2000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1400, "700 events to each of two endpoints");
+    let mut ascending = all.clone();
+    ascending.sort_by_key(|d| d.id);
+    for ep in ["ep_1", "ep_2"] {
+        let order: Vec<String> = ascending
+            .iter()
+            .filter(|d| d.endpoint_id == ep)
+            .map(|d| d.event_id.clone())
+            .collect();
+        let expected: Vec<String> = (0..700).map(|i| format!("e{i}")).collect();
+        assert_eq!(order, expected, "{ep}: ids follow arrival order");
+    }
+    assert_eq!(
+        store.event("e699").await.unwrap().unwrap().payload,
+        "{\"i\":699}"
+    );
+
+    let claimed = store
+        .claim_due(600, Due::FirstAttempts, &[], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 600);
+    let mut batch: Vec<Completion> = claimed.iter().map(succeeded).collect();
+    batch[550].lease_token = "not-the-lease".into();
+    let recorded = store.complete(&batch).await.unwrap();
+    let expected: Vec<bool> = (0..600).map(|i| i != 550).collect();
+    assert_eq!(recorded, expected);
+    let done = store
+        .deliveries(
+            &DeliveryFilter {
+                state: Some(DeliveryState::Succeeded),
+                ..Default::default()
+            },
+            None,
+            2000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 599);
+    for c in [&claimed[0], &claimed[511], &claimed[512], &claimed[599]] {
+        let attempts = store.attempts(c.delivery_id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "delivery {}", c.delivery_id);
+        assert_eq!(attempts[0].outcome, Outcome::Success);
+    }
+    assert!(store
+        .attempts(claimed[550].delivery_id)
+        .await
+        .unwrap()
+        .is_empty());
+    let stale = store
+        .delivery(claimed[550].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stale.state,
+        DeliveryState::InFlight,
+        "its lease still holds"
+    );
 }
