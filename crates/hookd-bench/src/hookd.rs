@@ -110,8 +110,16 @@ pub fn rss(pid: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Busy and total jiffies of the whole machine, from /proc/stat.
-pub fn machine_jiffies() -> Option<(u64, u64)> {
+/// Jiffies of the whole machine, from /proc/stat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineJiffies {
+    /// Everything but idle and iowait; steal included.
+    pub busy: u64,
+    /// Time the hypervisor gave this machine's CPUs to someone else.
+    pub steal: u64,
+}
+
+pub fn machine_jiffies() -> Option<MachineJiffies> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
     let v: Vec<u64> = line
@@ -122,7 +130,10 @@ pub fn machine_jiffies() -> Option<(u64, u64)> {
     // user nice system idle iowait irq softirq steal (guest counted in user already)
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
+    Some(MachineJiffies {
+        busy: total - idle,
+        steal: v.get(7).copied().unwrap_or(0),
+    })
 }
 
 pub fn jiffies_to_secs(j: u64) -> f64 {
@@ -327,8 +338,8 @@ mod tests {
     fn reads_own_proc() {
         assert!(cpu_secs("self").is_some());
         assert!(peak_rss("self").unwrap() > 0);
-        let (busy, total) = machine_jiffies().unwrap();
-        assert!(busy <= total);
+        let m = machine_jiffies().unwrap();
+        assert!(m.steal <= m.busy);
         assert_eq!(strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
     }
 }

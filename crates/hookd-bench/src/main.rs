@@ -364,7 +364,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / c.requests_per_sec);
         }
         eprintln!(
-            "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB{}",
+            "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB, CPU {:.2} s/10k, steal {:.0}%{}",
             outcome.delivered,
             outcome.expected,
             outcome.secs,
@@ -372,6 +372,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             outcome.latency.p50_ms,
             outcome.latency.p99_ms,
             outcome.peak_rss_mb,
+            outcome.cpu_secs_per_10k,
+            100.0 * outcome.steal_share(machine.nproc),
             outcome
                 .error
                 .as_ref()

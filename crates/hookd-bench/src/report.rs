@@ -255,6 +255,7 @@ impl Report {
                         100.0 * r.machine_busy_secs
                             / (r.secs.max(1e-9) * self.machine.nproc as f64)
                     ),
+                    format!("{:.0}%", 100.0 * r.steal_share(self.machine.nproc)),
                     pg.map(|p| format!("{:.2}", p.commits))
                         .unwrap_or_else(|| "-".into()),
                     pg.map(|p| format!("{:.2}", p.rollbacks))
@@ -286,6 +287,7 @@ impl Report {
                 "PG for hookd s/10k",
                 "PG other s",
                 "machine busy",
+                "steal",
                 "PG commits/deliv",
                 "PG rollbacks/deliv",
                 "PG rows/deliv",

@@ -106,6 +106,9 @@ pub struct Outcome {
     /// anything else running), and what is left after hookd and the bench.
     pub machine_busy_secs: f64,
     pub other_cpu_secs: f64,
+    /// CPU seconds the hypervisor gave to other machines during the window (counted in
+    /// `machine_busy_secs`): on a shared host, the noise behind a slow run.
+    pub steal_secs: f64,
     pub load_avg_1m: f64,
     pub claim_batch_avg: f64,
     pub store_ops: BTreeMap<String, StoreOp>,
@@ -123,6 +126,13 @@ pub struct Outcome {
     /// finished delivery.
     pub preload_bytes_per_delivery: Option<f64>,
     pub error: Option<String>,
+}
+
+impl Outcome {
+    /// Stolen CPU as a share of what the machine's CPUs had during the run.
+    pub fn steal_share(&self, nproc: usize) -> f64 {
+        self.steal_secs / (self.secs.max(1e-9) * nproc.max(1) as f64)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -365,7 +375,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         hookds.iter().map(|h| h.stats().cpu_secs).sum()
     };
     let self_before = hookd::cpu_secs("self").unwrap_or(0.0);
-    let machine_before = hookd::machine_jiffies().unwrap_or((0, 0));
+    let machine_before = hookd::machine_jiffies().unwrap_or_default();
     let pg_before = stats_conn.pg_counters().await;
     let pg_cpu_before = stats_conn.pg_cpu().await;
 
@@ -454,7 +464,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     // The window ends with the last receipt; a short pause shows late duplicates.
     let cpu_after: f64 = hookds.iter().map(|h| h.stats().cpu_secs).sum();
     let self_after = hookd::cpu_secs("self").unwrap_or(0.0);
-    let machine_after = hookd::machine_jiffies().unwrap_or((0, 0));
+    let machine_after = hookd::machine_jiffies().unwrap_or_default();
     if let (Some(before), Some(after)) = (&pg_cpu_before, stats_conn.pg_cpu().await) {
         let d = after.since(before);
         let per10k = |x: f64| x * 10_000.0 / out.delivered.max(1) as f64;
@@ -505,8 +515,11 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     }
     out.bench_cpu_secs = self_after - self_before;
     out.machine_busy_secs =
-        hookd::jiffies_to_secs(machine_after.0.saturating_sub(machine_before.0));
-    out.other_cpu_secs = (out.machine_busy_secs - out.hookd_cpu_secs - out.bench_cpu_secs).max(0.0);
+        hookd::jiffies_to_secs(machine_after.busy.saturating_sub(machine_before.busy));
+    out.steal_secs =
+        hookd::jiffies_to_secs(machine_after.steal.saturating_sub(machine_before.steal));
+    out.other_cpu_secs =
+        (out.machine_busy_secs - out.steal_secs - out.hookd_cpu_secs - out.bench_cpu_secs).max(0.0);
     out.load_avg_1m = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
