@@ -484,7 +484,7 @@ macro_rules! store_impl {
             async fn endpoints_by_id(
                 &self,
                 ids: impl Iterator<Item = &str>,
-            ) -> $crate::Result<std::collections::HashMap<String, $crate::Endpoint>> {
+            ) -> $crate::Result<std::collections::HashMap<String, std::sync::Arc<$crate::Endpoint>>> {
                 let ids: std::collections::BTreeSet<&str> = ids.collect();
                 let mut found = std::collections::HashMap::new();
                 if ids.is_empty() {
@@ -501,7 +501,7 @@ macro_rules! store_impl {
                 q.push(")");
                 for row in q.build_query_as::<$crate::rows::EndpointRow>().fetch_all(self.reader()).await? {
                     let e = self.open_endpoint($crate::Endpoint::try_from(row)?)?;
-                    found.insert(e.id.clone(), e);
+                    found.insert(e.id.clone(), std::sync::Arc::new(e));
                 }
                 Ok(found)
             }

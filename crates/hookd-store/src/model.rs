@@ -274,7 +274,9 @@ pub struct Claimed {
     /// Why the event can never be sent (not JSON, too large, a bad id): such a delivery is
     /// failed without an attempt, even when resent by hand.
     pub payload_error: Option<String>,
-    pub endpoint: Endpoint,
+    /// Shared by every row of a claim that goes to this endpoint: one copy per claim, not
+    /// one per delivery.
+    pub endpoint: std::sync::Arc<Endpoint>,
 }
 
 /// A durable bulk resend, worked through in batches.

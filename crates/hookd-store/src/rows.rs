@@ -205,7 +205,7 @@ pub(crate) struct ClaimRow {
 }
 
 impl ClaimRow {
-    pub fn into_claimed(self, endpoint: Endpoint) -> Result<Claimed, StoreError> {
+    pub fn into_claimed(self, endpoint: std::sync::Arc<Endpoint>) -> Result<Claimed, StoreError> {
         Ok(Claimed {
             trigger: parse(&self.next_trigger)?,
             delivery_id: self.id,

@@ -434,7 +434,7 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
         .await
         .unwrap();
     let dead = store.claim(1, 300).await.unwrap().remove(0);
-    assert_eq!(dead.endpoint, ep);
+    assert_eq!(*dead.endpoint, ep);
 
     let app = TestApp::spawn(&db).await;
     let d = app.wait_for_state(dead.delivery_id, "succeeded").await;

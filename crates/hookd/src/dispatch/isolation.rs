@@ -138,10 +138,10 @@ pub(crate) mod tests {
             manual_only: false,
             payload: "{}".into(),
             payload_error: None,
-            endpoint: Endpoint {
+            endpoint: Arc::new(Endpoint {
                 id: endpoint.into(),
                 ..Endpoint::default()
-            },
+            }),
         }
     }
 
