@@ -279,7 +279,7 @@ pub(crate) fn prepare<'a>(events: &[Incoming<'a>], limits: &IngestLimits) -> Pre
     prepared
 }
 
-/// The events as the JSON array `INSERT_EVENTS` reads.
+/// The events as the JSON array `INSERT_EVENTS` reads on PostgreSQL.
 pub(crate) fn events_json(rows: &[PreparedEvent<'_>]) -> String {
     serde_json::to_string(rows).expect("events serialize")
 }

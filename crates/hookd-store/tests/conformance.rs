@@ -110,6 +110,28 @@ async fn enqueue_numbered(store: &Arc<dyn Store>, ids: std::ops::Range<usize>, e
     }
 }
 
+/// Inserts outbox rows (`VALUES` tuples of event_id, event_type, payload) the way a
+/// producer does, ingests them in one batch, and returns how many rows were ingested and
+/// every delivery in id order.
+async fn ingest_outbox_rows(
+    db: &TestDb,
+    store: &Arc<dyn Store>,
+    values: &[String],
+) -> (u64, Vec<Delivery>) {
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    let ingested = store.ingest_outbox(5000, &limits()).await.unwrap();
+    let mut all = store
+        .deliveries(&DeliveryFilter::default(), None, 5000)
+        .await
+        .unwrap();
+    all.sort_by_key(|d| d.id);
+    (ingested, all)
+}
+
 async fn one_delivery(store: &Arc<dyn Store>) -> Delivery {
     let mut all = store
         .deliveries(&DeliveryFilter::default(), None, 10)
@@ -1410,21 +1432,11 @@ async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
     }
     values.push("('e7', 'order.paid', '{\"again\":true}')".into());
     values.push("('e-bad', 'order.paid', 'not json')".into());
-    db.exec(&format!(
-        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
-        values.join(", ")
-    ))
-    .await;
-    assert_eq!(store.ingest_outbox(500, &limits()).await.unwrap(), 52);
-    let all = store
-        .deliveries(&DeliveryFilter::default(), None, 500)
-        .await
-        .unwrap();
+    let (ingested, all) = ingest_outbox_rows(&db, &store, &values).await;
+    assert_eq!(ingested, 52);
     // 50 events to ep_1, the 25 order events to ep_2, the bad one to both.
     assert_eq!(all.len(), 50 + 25 + 2);
-    let mut ascending = all.clone();
-    ascending.sort_by_key(|d| d.id);
-    let order: Vec<String> = ascending
+    let order: Vec<String> = all
         .iter()
         .filter(|d| d.endpoint_id == "ep_1" && d.event_id != "e-bad")
         .map(|d| d.event_id.clone())
@@ -1457,21 +1469,11 @@ async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
         .map(|i| format!("('e{i}', 'order.paid', '{{\"i\":{i}}}')"))
         .collect();
     values.push("('e3', 'order.paid', '{\"again\":true}')".into());
-    db.exec(&format!(
-        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
-        values.join(", ")
-    ))
-    .await;
-    assert_eq!(store.ingest_outbox(1000, &limits()).await.unwrap(), 701);
-    let all = store
-        .deliveries(&DeliveryFilter::default(), None, 2000)
-        .await
-        .unwrap();
+    let (ingested, all) = ingest_outbox_rows(&db, &store, &values).await;
+    assert_eq!(ingested, 701);
     assert_eq!(all.len(), 1400, "700 events to each of two endpoints");
-    let mut ascending = all.clone();
-    ascending.sort_by_key(|d| d.id);
     for ep in ["ep_1", "ep_2"] {
-        let order: Vec<String> = ascending
+        let order: Vec<String> = all
             .iter()
             .filter(|d| d.endpoint_id == ep)
             .map(|d| d.event_id.clone())
