@@ -54,8 +54,6 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT * 3)
             // The writer touches the due indexes and the newest rows all the time: a 32 MB
             // page cache (SQLite's default is 2 MB) keeps them from being read again.
-            // Each batch statement has one text per padded size (crate::values): room for
-            // all of them beside the rest, so none is prepared twice.
             // A ping before each use is one more hand-off to the connection's thread; a
             // connection whose thread is gone fails the statement itself just as well.
             .test_before_acquire(false)
@@ -63,6 +61,8 @@ impl SqliteStore {
                 options
                     .clone()
                     .pragma("cache_size", "-32768")
+                    // Each batch statement has one text per padded size (crate::values):
+                    // room for all of them beside the rest, so none is prepared twice.
                     .statement_cache_capacity(256)
                     // Rows come back to the runtime through a bounded channel: at sqlx's 50
                     // a claim of more rows stalls the one writer until the runtime drains it.
