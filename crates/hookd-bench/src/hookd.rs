@@ -84,14 +84,78 @@ fn clock_ticks() -> f64 {
 
 /// CPU seconds (utime + stime) of `pid` ("self" for this process).
 pub fn cpu_secs(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&format!("/proc/{pid}/stat")).map(|(_, secs)| secs)
+}
+
+/// The command name and utime+stime seconds in a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let close = stat.rfind(')')?;
+    let name = stat[stat.find('(')? + 1..close].to_string();
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
     // Field 3 (state) is fields[0]; utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
+    Some((name, (utime + stime) as f64 / clock_ticks()))
+}
+
+/// CPU seconds so far of each thread of `pid`: thread id -> (thread name, seconds).
+pub fn thread_cpu(pid: u32) -> BTreeMap<u64, (String, f64)> {
+    let mut threads = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        if let Some(cpu) = stat_cpu(&format!("/proc/{pid}/task/{tid}/stat")) {
+            threads.insert(tid, cpu);
+        }
+    }
+    threads
+}
+
+/// hookd's CPU during a window, by kind of thread, in seconds. A thread that ended within
+/// the window is missing (its time is still in the process's total).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ThreadCpu {
+    /// tokio's workers: HTTP, signing, the async side of the database driver.
+    pub runtime: f64,
+    /// The busiest SQLite worker thread: the writer connection's.
+    pub sqlite_writer: f64,
+    /// The other SQLite worker threads (readers).
+    pub sqlite_other: f64,
+}
+
+impl ThreadCpu {
+    /// The difference between two [`thread_cpu`] readings of one process.
+    pub fn between(
+        before: &BTreeMap<u64, (String, f64)>,
+        after: &BTreeMap<u64, (String, f64)>,
+    ) -> ThreadCpu {
+        let mut cpu = ThreadCpu::default();
+        let mut sqlite = Vec::new();
+        for (tid, (name, secs)) in after {
+            let spent = secs - before.get(tid).map_or(0.0, |(_, s)| *s);
+            if name.starts_with("tokio-rt") {
+                cpu.runtime += spent;
+            } else if name.starts_with("sqlx-sqlite") {
+                sqlite.push(spent);
+            }
+        }
+        sqlite.sort_by(|a, b| b.total_cmp(a));
+        cpu.sqlite_writer = sqlite.first().copied().unwrap_or(0.0);
+        cpu.sqlite_other = sqlite.iter().skip(1).sum();
+        cpu
+    }
+
+    pub fn add(&mut self, other: ThreadCpu) {
+        self.runtime += other.runtime;
+        self.sqlite_writer += other.sqlite_writer;
+        self.sqlite_other += other.sqlite_other;
+    }
 }
 
 /// Peak RSS (VmHWM) of `pid` in bytes.
@@ -340,6 +404,25 @@ mod tests {
         assert!(peak_rss("self").unwrap() > 0);
         let m = machine_jiffies().unwrap();
         assert!(m.steal <= m.busy);
+        let threads = thread_cpu(std::process::id());
+        assert!(!threads.is_empty());
+        let before: BTreeMap<u64, (String, f64)> = [
+            (1, ("tokio-rt-worker".to_string(), 1.0)),
+            (2, ("sqlx-sqlite-worker".to_string(), 0.5)),
+        ]
+        .into();
+        let after: BTreeMap<u64, (String, f64)> = [
+            (1, ("tokio-rt-worker".to_string(), 3.0)),
+            (2, ("sqlx-sqlite-worker".to_string(), 0.75)),
+            (3, ("sqlx-sqlite-worker".to_string(), 4.0)),
+            (4, ("hookd".to_string(), 9.0)),
+        ]
+        .into();
+        let cpu = ThreadCpu::between(&before, &after);
+        assert_eq!(
+            (cpu.runtime, cpu.sqlite_writer, cpu.sqlite_other),
+            (2.0, 4.0, 0.25)
+        );
         assert_eq!(strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
     }
 }

@@ -364,7 +364,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / c.requests_per_sec);
         }
         eprintln!(
-            "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB, CPU {:.2} s/10k, steal {:.0}%{}",
+            "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB, CPU {:.2} s/10k (per delivery: runtime {:.0} µs{}), steal {:.0}%{}",
             outcome.delivered,
             outcome.expected,
             outcome.secs,
@@ -373,6 +373,15 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             outcome.latency.p99_ms,
             outcome.peak_rss_mb,
             outcome.cpu_secs_per_10k,
+            outcome.us_per_delivery(outcome.thread_cpu.runtime),
+            if outcome.thread_cpu.sqlite_writer > 0.0 {
+                format!(
+                    ", SQLite writer {:.0} µs",
+                    outcome.us_per_delivery(outcome.thread_cpu.sqlite_writer)
+                )
+            } else {
+                String::new()
+            },
             100.0 * outcome.steal_share(machine.nproc),
             outcome
                 .error

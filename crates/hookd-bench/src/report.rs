@@ -256,6 +256,12 @@ impl Report {
                             / (r.secs.max(1e-9) * self.machine.nproc as f64)
                     ),
                     format!("{:.0}%", 100.0 * r.steal_share(self.machine.nproc)),
+                    format!("{:.0}", r.us_per_delivery(r.thread_cpu.runtime)),
+                    if r.thread_cpu.sqlite_writer > 0.0 {
+                        format!("{:.0}", r.us_per_delivery(r.thread_cpu.sqlite_writer))
+                    } else {
+                        "-".into()
+                    },
                     pg.map(|p| format!("{:.2}", p.commits))
                         .unwrap_or_else(|| "-".into()),
                     pg.map(|p| format!("{:.2}", p.rollbacks))
@@ -288,6 +294,8 @@ impl Report {
                 "PG other s",
                 "machine busy",
                 "steal",
+                "runtime µs/deliv",
+                "writer µs/deliv",
                 "PG commits/deliv",
                 "PG rollbacks/deliv",
                 "PG rows/deliv",

@@ -109,6 +109,9 @@ pub struct Outcome {
     /// CPU seconds the hypervisor gave to other machines during the window (counted in
     /// `machine_busy_secs`): on a shared host, the noise behind a slow run.
     pub steal_secs: f64,
+    /// hookd's CPU by kind of thread during the window. The writer's CPU per delivery is
+    /// the figure steal disturbs least: it counts work, not waiting.
+    pub thread_cpu: hookd::ThreadCpu,
     pub load_avg_1m: f64,
     pub claim_batch_avg: f64,
     pub store_ops: BTreeMap<String, StoreOp>,
@@ -129,6 +132,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// CPU of one kind of hookd thread per delivery, in µs.
+    pub fn us_per_delivery(&self, secs: f64) -> f64 {
+        secs * 1e6 / self.delivered.max(1) as f64
+    }
+
     /// Stolen CPU as a share of what the machine's CPUs had during the run.
     pub fn steal_share(&self, nproc: usize) -> f64 {
         self.steal_secs / (self.secs.max(1e-9) * nproc.max(1) as f64)
@@ -374,6 +382,16 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     } else {
         hookds.iter().map(|h| h.stats().cpu_secs).sum()
     };
+    let threads_before: Vec<_> = hookds
+        .iter()
+        .map(|h| {
+            if spec.backlog {
+                Default::default()
+            } else {
+                hookd::thread_cpu(h.pid)
+            }
+        })
+        .collect();
     let self_before = hookd::cpu_secs("self").unwrap_or(0.0);
     let machine_before = hookd::machine_jiffies().unwrap_or_default();
     let pg_before = stats_conn.pg_counters().await;
@@ -463,6 +481,10 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
 
     // The window ends with the last receipt; a short pause shows late duplicates.
     let cpu_after: f64 = hookds.iter().map(|h| h.stats().cpu_secs).sum();
+    for (h, before) in hookds.iter().zip(&threads_before) {
+        out.thread_cpu
+            .add(hookd::ThreadCpu::between(before, &hookd::thread_cpu(h.pid)));
+    }
     let self_after = hookd::cpu_secs("self").unwrap_or(0.0);
     let machine_after = hookd::machine_jiffies().unwrap_or_default();
     if let (Some(before), Some(after)) = (&pg_cpu_before, stats_conn.pg_cpu().await) {
