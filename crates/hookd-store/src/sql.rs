@@ -214,7 +214,7 @@ impl Batch {
         self.sqlite[size].get_or_init(|| {
             sqlite_dialect_owned(&format!(
                 "{}{}{}",
-                crate::values::rows_cte(self.columns.len(), padded, self.columns()),
+                crate::values::rows_cte(&self.columns().collect::<Vec<_>>(), padded),
                 self.statement,
                 self.suffix
             ))

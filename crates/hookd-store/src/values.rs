@@ -48,15 +48,9 @@ pub(crate) fn padded(rows: usize) -> (usize, usize) {
 
 /// `WITH p(columns) AS (VALUES (?, ...), ...), v AS (...) `: `padded` rows of bound values,
 /// of which `v` keeps those whose first column is set (padding is all NULL).
-pub(crate) fn rows_cte<'a>(
-    width: usize,
-    padded: usize,
-    mut columns: impl Iterator<Item = &'a str>,
-) -> String {
-    let first = columns.next().expect("a batch has columns");
-    let names: Vec<&str> = std::iter::once(first).chain(columns).collect();
-    debug_assert_eq!(names.len(), width);
-    let row = format!("({})", vec!["?"; width].join(", "));
+pub(crate) fn rows_cte(names: &[&str], padded: usize) -> String {
+    let first = names.first().expect("a batch has columns");
+    let row = format!("({})", vec!["?"; names.len()].join(", "));
     format!(
         "WITH p({}) AS (VALUES {}), v AS (SELECT * FROM p WHERE {first} IS NOT NULL) ",
         names.join(", "),
@@ -194,7 +188,7 @@ mod tests {
 
     #[test]
     fn the_rows_cte_names_every_column_and_drops_padding() {
-        let cte = rows_cte(2, 2, ["id", "name"].into_iter());
+        let cte = rows_cte(&["id", "name"], 2);
         assert_eq!(
             cte,
             "WITH p(id, name) AS (VALUES (?, ?), (?, ?)), \
