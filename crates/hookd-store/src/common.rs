@@ -2,8 +2,8 @@
 //! logic on both databases, written once and expanded for each.
 //!
 //! A backend provides `fn sql(&'static str) -> Cow<'static, str>` (its dialect of a shared
-//! statement), `migrator()`, `reader()` and `writer()` pools, `begin_write()`, how it writes
-//! a batch of rows (`insert_events`, `insert_deliveries`, `complete_rows`,
+//! statement), `migrator()`, a `reader()` pool, `writer()` (a connection for one write),
+//! `begin_write()` (a write transaction, of its type `WriteTx`), how it writes a batch of rows (`insert_events`, `insert_deliveries`, `complete_rows`,
 //! `complete_unordered`), and the methods that really differ (claim, ingest, rescue,
 //! migrations, wake-ups), passed in as `$extra`.
 
@@ -14,7 +14,8 @@ macro_rules! store_impl {
             $($extra)*
 
             async fn migrate(&self) -> $crate::Result<()> {
-                Self::migrator().run(self.writer()).await?;
+                let mut conn = self.writer().await?;
+                Self::migrator().run_direct(&mut *conn).await?;
                 Ok(())
             }
 
@@ -54,9 +55,9 @@ macro_rules! store_impl {
                     .bind(e.previous_secret.as_deref().map(|p| $crate::seal(self.sealer(), p, &e.id)))
                     .bind(e.previous_secret_expires_at)
                     .bind(e.ordered)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
-                self.endpoint_any(self.writer(), &e.id)
+                self.endpoint_any(&mut *self.writer().await?, &e.id)
                     .await?
                     .ok_or_else(|| $crate::StoreError::Corrupt("inserted endpoint vanished".into()))
             }
@@ -120,7 +121,7 @@ macro_rules! store_impl {
                         .await?;
                 }
                 tx.commit().await?;
-                self.endpoint_any(self.writer(), &e.id).await
+                self.endpoint_any(&mut *self.writer().await?, &e.id).await
             }
 
             async fn delete_endpoint(&self, id: &str) -> $crate::Result<bool> {
@@ -368,7 +369,7 @@ macro_rules! store_impl {
 
             async fn promote_stranded(&self) -> $crate::Result<u64> {
                 Ok(sqlx::query(&Self::sql($crate::sql::PROMOTE_STRANDED))
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?
                     .rows_affected())
             }
@@ -424,7 +425,7 @@ macro_rules! store_impl {
             async fn resend(&self, id: i64) -> $crate::Result<bool> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
                 q.push("WHERE id = ").push_bind(id);
-                Ok(q.build().execute(self.writer()).await?.rows_affected() == 1)
+                Ok(q.build().execute(&mut *self.writer().await?).await?.rows_affected() == 1)
             }
 
 
@@ -468,7 +469,7 @@ macro_rules! store_impl {
             }
 
             async fn load_resend_job(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 id: &str,
             ) -> $crate::Result<Option<$crate::ResendJob>> {
                 sqlx::query_as::<_, $crate::rows::ResendJobRow>(&Self::sql($crate::sql::RESEND_JOB))
@@ -545,7 +546,7 @@ macro_rules! store_impl {
 
             /// The endpoints fan-out chooses among.
             async fn targets(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut WriteTx,
             ) -> $crate::Result<Vec<$crate::matching::Target>> {
                 sqlx::query_as::<_, $crate::rows::TargetRow>(&Self::sql($crate::sql::TARGETS))
                     .fetch_all(&mut **tx)
@@ -560,7 +561,7 @@ macro_rules! store_impl {
             /// and whether it was new; a repeated id (in the database or earlier in `events`)
             /// creates nothing.
             async fn store_events(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut WriteTx,
                 targets: &[$crate::matching::Target],
                 events: &[$crate::ingest::Incoming<'_>],
                 limits: &$crate::IngestLimits,

@@ -18,6 +18,9 @@ use crate::rows::{ClaimRow, OutboxRow};
 use crate::sql;
 use crate::{Result, Sealer, WakeSource};
 
+/// A write transaction: on PostgreSQL, any pooled connection's.
+type WriteTx = Transaction<'static, Postgres>;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The NOTIFY channel.
@@ -66,11 +69,11 @@ impl PgStore {
         &self.pool
     }
 
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    async fn writer(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+    async fn begin_write(&self) -> Result<WriteTx> {
         Ok(self.pool.begin().await?)
     }
 }
@@ -109,7 +112,7 @@ impl PgStore {
 
     /// New events, as one JSON array; returns the ids inserted.
     async fn insert_events(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut WriteTx,
         rows: &[crate::ingest::PreparedEvent<'_>],
     ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
@@ -120,7 +123,7 @@ impl PgStore {
 
     /// New deliveries, as one JSON array, in order.
     async fn insert_deliveries(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut WriteTx,
         rows: &[crate::ingest::NewDelivery<'_>],
     ) -> Result<()> {
         sqlx::query(sql::INSERT_DELIVERIES.postgres())
