@@ -115,6 +115,16 @@ impl SqliteStore {
         Transactions::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
         Ok(WriteTx { conn, open: true })
     }
+
+    /// A write transaction whose first statement writes. A plain (deferred) `BEGIN` takes the
+    /// write lock at that statement, which waits out the busy timeout just as `BEGIN
+    /// IMMEDIATE` does, and it saves a round trip: sqlx checks that a custom `BEGIN` opened a
+    /// transaction with one more message to the connection's thread.
+    async fn begin_writing(&self) -> Result<WriteTx> {
+        let mut conn = self.writer().await?;
+        Transactions::begin(&mut conn, None).await?;
+        Ok(WriteTx { conn, open: true })
+    }
 }
 
 type Transactions = <Sqlite as sqlx::Database>::TransactionManager;
@@ -231,7 +241,8 @@ impl SqliteStore {
     }
 
     async fn complete_unordered(&self, batch: &[crate::Completion]) -> Result<Vec<i64>> {
-        let mut tx = self.begin_write().await?;
+        // Its first statement inserts the attempt rows.
+        let mut tx = self.begin_writing().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(done)

@@ -32,6 +32,7 @@ hookd_testkit::each_backend!(
     a_batch_of_results_is_recorded_row_by_row,
     a_batch_of_events_keeps_arrival_order,
     batches_larger_than_one_statement_are_written_whole,
+    results_wait_for_another_writer,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -1528,4 +1529,58 @@ async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
         DeliveryState::InFlight,
         "its lease still holds"
     );
+}
+
+/// Another process holds the write lock (a producer's long transaction): a batch of results
+/// waits for it, within the busy timeout, instead of failing, and is then recorded.
+async fn results_wait_for_another_writer(backend: Backend) {
+    use sqlx::Connection;
+    let (db, store) = open_with_endpoint(backend).await;
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    let claimed = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    enum Locker {
+        Sqlite(sqlx::SqliteConnection),
+        Postgres(sqlx::PgConnection),
+    }
+    let locker = match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Locker::Sqlite(conn)
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            // Conflicts with every row write, not with reads.
+            sqlx::query("LOCK TABLE hookd_deliveries IN EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Locker::Postgres(conn)
+        }
+    };
+
+    let writing = tokio::spawn({
+        let store = store.clone();
+        let done = succeeded(&claimed[0]);
+        async move { store.complete(&[done]).await }
+    });
+    // Failing fast (SQLITE_BUSY) would end the task within this time; waiting does not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!writing.is_finished(), "the results wait for the lock");
+    match locker {
+        Locker::Sqlite(mut conn) => sqlx::query("COMMIT").execute(&mut conn).await.map(drop),
+        Locker::Postgres(mut conn) => sqlx::query("COMMIT").execute(&mut conn).await.map(drop),
+    }
+    .unwrap();
+    assert_eq!(writing.await.unwrap().unwrap(), vec![true]);
+    assert_eq!(one_delivery(&store).await.state, DeliveryState::Succeeded);
 }
