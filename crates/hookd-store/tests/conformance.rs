@@ -53,6 +53,16 @@ async fn open_with_endpoint(backend: Backend) -> (TestDb, Arc<dyn Store>) {
     (db, store)
 }
 
+/// A store with endpoint `ep_1` and one pending delivery to it, of event `e1`.
+async fn open_with_event(backend: Backend) -> (TestDb, Arc<dyn Store>) {
+    let (db, store) = open_with_endpoint(backend).await;
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    (db, store)
+}
+
 fn endpoint(id: &str, types: &[&str]) -> Endpoint {
     Endpoint {
         id: id.to_string(),
@@ -386,11 +396,7 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
 }
 
 async fn claim_leases_and_completion_is_fenced(backend: Backend) {
-    let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (_db, store) = open_with_event(backend).await;
 
     let claimed = store.claim(10, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -431,11 +437,7 @@ async fn claim_leases_and_completion_is_fenced(backend: Backend) {
 }
 
 async fn retry_reschedules_and_final_failure(backend: Backend) {
-    let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (_db, store) = open_with_event(backend).await;
 
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     let before = store.now_ms().await.unwrap();
@@ -511,11 +513,7 @@ async fn retry_reschedules_and_final_failure(backend: Backend) {
 }
 
 async fn expired_leases_are_rescued(backend: Backend) {
-    let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (_db, store) = open_with_event(backend).await;
     let lost = store.claim(1, 1).await.unwrap().remove(0);
     wait_until(Duration::from_secs(5), "the lease to be rescued", || {
         let store = store.clone();
@@ -542,11 +540,7 @@ async fn expired_leases_are_rescued(backend: Backend) {
 }
 
 async fn release_undoes_the_claim(backend: Backend) {
-    let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (_db, store) = open_with_event(backend).await;
     let lease = |c: &Claimed| Lease {
         delivery_id: c.delivery_id,
         token: c.lease_token.clone(),
@@ -598,11 +592,7 @@ async fn release_undoes_the_claim(backend: Backend) {
 }
 
 async fn resend_in_every_state(backend: Backend) {
-    let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (_db, store) = open_with_event(backend).await;
     assert!(!store.resend(999_999).await.unwrap());
 
     // Succeeded -> one manual attempt whose failure is final.
@@ -704,11 +694,7 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
 }
 
 async fn delete_fails_pending(backend: Backend) {
-    let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (_db, store) = open_with_event(backend).await;
     assert!(store.delete_endpoint("ep_1").await.unwrap());
     let d = one_delivery(&store).await;
     assert_eq!(d.state, DeliveryState::Failed);
@@ -1535,11 +1521,7 @@ async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
 /// waits for it, within the busy timeout, instead of failing, and is then recorded.
 async fn results_wait_for_another_writer(backend: Backend) {
     use sqlx::Connection;
-    let (db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let (db, store) = open_with_event(backend).await;
     let claimed = store.claim(10, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 1);
 
