@@ -3,9 +3,10 @@
 //!
 //! A backend provides `fn sql(&'static str) -> Cow<'static, str>` (its dialect of a shared
 //! statement), `migrator()`, a `reader()` pool, `writer()` (a connection for one write),
-//! `begin_write()` (a write transaction, of its type `WriteTx`), how it writes a batch of rows (`insert_events`, `insert_deliveries`, `complete_rows`,
-//! `complete_unordered`), and the methods that really differ (claim, ingest, rescue,
-//! migrations, wake-ups), passed in as `$extra`.
+//! `begin_write()` (a write transaction, of its type `WriteTx`), how it writes a batch of
+//! rows (`insert_events`, `insert_deliveries`, `complete_rows`, `complete_unordered`), and
+//! the methods that really differ (claim, ingest, rescue, migrations, wake-ups), passed in
+//! as `$extra`.
 
 macro_rules! store_impl {
     ($store:ty, $db:ty, { $($extra:item)* }) => {

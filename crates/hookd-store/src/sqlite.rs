@@ -1,8 +1,9 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
 //! All writes go through one connection (SQLite has one writer at a time anyway; queueing
-//! for it is cheaper than retrying `SQLITE_BUSY`), each write transaction starts with
-//! `BEGIN IMMEDIATE` so it never has to upgrade a read lock, and a busy timeout rides out a
+//! for it is cheaper than retrying `SQLITE_BUSY`), each write transaction takes the write
+//! lock before it reads anything (`BEGIN IMMEDIATE`, or a plain `BEGIN` when its first
+//! statement writes) so it never has to upgrade a read lock, and a busy timeout rides out a
 //! producer's write transaction. Reads use their own small pool and never block on
 //! the writer (WAL). Other processes' outbox inserts are seen by polling.
 
@@ -111,9 +112,7 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> Result<WriteTx> {
-        let mut conn = self.writer().await?;
-        Transactions::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
-        Ok(WriteTx { conn, open: true })
+        self.begin(Some("BEGIN IMMEDIATE")).await
     }
 
     /// A write transaction whose first statement writes. A plain (deferred) `BEGIN` takes the
@@ -121,8 +120,12 @@ impl SqliteStore {
     /// IMMEDIATE` does, and it saves a round trip: sqlx checks that a custom `BEGIN` opened a
     /// transaction with one more message to the connection's thread.
     async fn begin_writing(&self) -> Result<WriteTx> {
+        self.begin(None).await
+    }
+
+    async fn begin(&self, statement: Option<&'static str>) -> Result<WriteTx> {
         let mut conn = self.writer().await?;
-        Transactions::begin(&mut conn, None).await?;
+        Transactions::begin(&mut conn, statement.map(Cow::Borrowed)).await?;
         Ok(WriteTx { conn, open: true })
     }
 }
@@ -130,13 +133,14 @@ impl SqliteStore {
 type Transactions = <Sqlite as sqlx::Database>::TransactionManager;
 
 /// How long a write waits for the writes queued before it.
-const WRITER_WAIT: Duration = Duration::from_secs(30);
+const WRITER_WAIT: Duration = Duration::from_secs(BUSY_TIMEOUT.as_secs() * 3);
 
 /// The write connection, held until dropped. It lives outside any pool: a pool hands a
 /// connection back by spawning a task that pings it through the connection's thread and then
 /// wakes the next borrower, hand-offs during which nothing can write. A FIFO mutex hands it
 /// on at once. (Measured at 7,000 deliveries/s: the writer thread woke 2,700 times a second
-/// instead of 4,100.)
+/// instead of 4,100.) Unlike a pool, nothing replaces the connection if its thread dies (a
+/// panic inside sqlx): writes then fail until hookd restarts.
 pub(crate) struct WriteConn(OwnedMutexGuard<SqliteConnection>);
 
 impl Deref for WriteConn {
@@ -152,7 +156,7 @@ impl DerefMut for WriteConn {
     }
 }
 
-/// A write transaction (`BEGIN IMMEDIATE`), as sqlx's `Transaction` but holding the
+/// A write transaction, as sqlx's `Transaction` but holding the
 /// connection's lock: dropped without [`WriteTx::commit`], its rollback is queued on the
 /// connection's thread before the lock is released, so the next write finds no transaction
 /// and no other process waits on this one.
