@@ -87,31 +87,61 @@ fn transient_sqlstate(code: &str) -> bool {
         .any(|class| code.starts_with(class))
 }
 
-/// Which due deliveries a claim takes. First attempts and retries are claimed separately
-/// so that a storm of retries cannot starve new events (the dispatcher caps the retries in
-/// flight); each kind has its own partial index in due order.
+/// Which due deliveries one claim takes, in one statement. First attempts and retries are
+/// read from their own partial indexes in due order, so that a storm of retries cannot
+/// starve new events (the dispatcher caps the retries in flight) nor a steady stream of new
+/// events starve retries: up to `retries_ahead` retries first, then first attempts, then
+/// more retries while `max` and `retries` leave room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Never attempted yet.
-    FirstAttempts,
-    /// Attempted before: automatic retries and manual resends.
-    Retries,
+pub struct ClaimPlan {
+    /// Deliveries in all.
+    pub max: u32,
+    /// Retries taken before any first attempt (clamped to `retries` and `max`).
+    pub retries_ahead: u32,
+    /// Retries in all.
+    pub retries: u32,
+    /// Whether first attempts are taken at all.
+    pub first_attempts: bool,
 }
 
-impl Due {
-    /// The partial index of this kind's due rows.
-    pub(crate) fn index(self) -> &'static str {
-        match self {
-            Due::FirstAttempts => "hookd_deliveries_due_first",
-            Due::Retries => "hookd_deliveries_due_retry",
+impl ClaimPlan {
+    /// Up to `max` first attempts, no retries.
+    pub fn first_attempts(max: u32) -> Self {
+        ClaimPlan {
+            max,
+            retries_ahead: 0,
+            retries: 0,
+            first_attempts: true,
         }
     }
 
-    pub(crate) fn condition(self) -> &'static str {
-        match self {
-            Due::FirstAttempts => "attempts = 0",
-            Due::Retries => "attempts > 0",
+    /// Up to `max` retries, no first attempts.
+    pub fn retries(max: u32) -> Self {
+        ClaimPlan {
+            max,
+            retries_ahead: max,
+            retries: max,
+            first_attempts: false,
         }
+    }
+
+    /// Up to `max` of any kind, first attempts first.
+    pub fn any(max: u32) -> Self {
+        ClaimPlan {
+            max,
+            retries_ahead: 0,
+            retries: max,
+            first_attempts: true,
+        }
+    }
+
+    /// The three row limits of the claim statement: retries ahead, first attempts, and
+    /// retries after them (which skip the ones ahead, read in the same order).
+    pub(crate) fn limits(&self) -> (i64, i64, i64) {
+        let retries = self.retries.min(self.max);
+        let ahead = self.retries_ahead.min(retries);
+        let first = if self.first_attempts { self.max } else { 0 };
+        (ahead as i64, first as i64, (retries - ahead) as i64)
     }
 }
 
@@ -193,26 +223,18 @@ pub trait Store: Send + Sync + 'static {
     async fn event(&self, event_id: &str) -> Result<Option<Event>>;
 
     // --- dispatch --------------------------------------------------------------------
-    /// Leases up to `max` due deliveries of one kind for `lease_ms`, oldest due first,
-    /// skipping the endpoints in `exclude_endpoints`, and counts the attempt. Nothing stays
-    /// locked after it returns.
+    /// Leases the due deliveries `plan` names for `lease_ms`, oldest due first within each
+    /// kind, skipping the endpoints in `exclude_endpoints`, and counts the attempt. One
+    /// statement; nothing stays locked after it returns.
     async fn claim_due(
         &self,
-        max: u32,
-        due: Due,
+        plan: ClaimPlan,
         exclude_endpoints: &[String],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>>;
     /// Leases up to `max` due deliveries of any kind, first attempts first.
     async fn claim(&self, max: u32, lease_ms: u64) -> Result<Vec<Claimed>> {
-        let mut claimed = self
-            .claim_due(max, Due::FirstAttempts, &[], lease_ms)
-            .await?;
-        let left = max - claimed.len() as u32;
-        if left > 0 {
-            claimed.extend(self.claim_due(left, Due::Retries, &[], lease_ms).await?);
-        }
-        Ok(claimed)
+        self.claim_due(ClaimPlan::any(max), &[], lease_ms).await
     }
     /// Records attempt results in one transaction, each only if its lease is still held.
     /// Returns, per completion, whether it was recorded.

@@ -90,6 +90,43 @@ static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// One claim round in one statement: retries ahead ($5), first attempts ($6), then the
+/// retries after those ahead ($7, read in the same order past the first $5), $3 in all.
+/// The `UNION ALL` under the `LIMIT` reads an arm only while the ones before it leave room,
+/// so rows an arm never reaches are never locked. Each arm reads its own partial index.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    let due = |name: &str, kind: &str, limit: &str| {
+        format!(
+            "{name} AS (SELECT id FROM hookd_deliveries \
+             WHERE state = 'pending' AND {kind} AND next_attempt_at <= hookd_now_ms() \
+             AND endpoint_id <> ALL($4) \
+             ORDER BY next_attempt_at {limit} FOR UPDATE SKIP LOCKED)"
+        )
+    };
+    format!(
+        "WITH {}, {}, {}, \
+         due AS (SELECT id FROM ahead UNION ALL SELECT id FROM first UNION ALL \
+             SELECT id FROM after LIMIT $3), \
+         claimed AS ( \
+             UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
+                 lease_expires_at = hookd_now_ms() + $2, attempts = d.attempts + 1, \
+                 auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
+                 updated_at = hookd_now_ms() \
+             FROM due WHERE d.id = due.id \
+             RETURNING d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
+                 d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
+         ) \
+         SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
+             c.next_trigger, c.auto_attempts, c.manual_only, c.next_attempt_at, e.payload, \
+             e.payload_error \
+         FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
+         ORDER BY c.next_attempt_at, c.id",
+        due("ahead", "attempts > 0", "LIMIT $5"),
+        due("first", "attempts = 0", "LIMIT $6"),
+        due("after", "attempts > 0", "LIMIT $7 OFFSET $5"),
+    )
+});
+
 impl PgStore {
     /// Records results; returns the delivery ids recorded.
     async fn complete_rows(
@@ -187,38 +224,19 @@ store_impl!(PgStore, Postgres, {
 
     async fn claim_due(
         &self,
-        max: u32,
-        due: crate::Due,
+        plan: crate::ClaimPlan,
         exclude_endpoints: &[String],
         lease_ms: u64,
     ) -> Result<Vec<crate::Claimed>> {
-        let sql = format!(
-            "WITH due AS ( \
-                 SELECT id FROM hookd_deliveries \
-                 WHERE state = 'pending' AND {} AND next_attempt_at <= hookd_now_ms() \
-                 AND endpoint_id <> ALL($4) \
-                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED \
-             ), claimed AS ( \
-                 UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
-                     lease_expires_at = hookd_now_ms() + $2, attempts = d.attempts + 1, \
-                     auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
-                     updated_at = hookd_now_ms() \
-                 FROM due WHERE d.id = due.id \
-                 RETURNING d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
-                     d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
-             ) \
-             SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
-                 c.next_trigger, c.auto_attempts, c.manual_only, c.next_attempt_at, e.payload, \
-                 e.payload_error \
-             FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
-             ORDER BY c.next_attempt_at",
-            due.condition()
-        );
-        let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
+        let (ahead, first, after) = plan.limits();
+        let rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
             .bind(crate::token())
             .bind(lease_ms as i64)
-            .bind(max as i64)
+            .bind(plan.max as i64)
             .bind(exclude_endpoints)
+            .bind(ahead)
+            .bind(first)
+            .bind(after)
             .fetch_all(&self.pool)
             .await?;
         self.with_endpoints(rows).await

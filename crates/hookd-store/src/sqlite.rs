@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -212,6 +212,36 @@ static COMPLETE_RETURNING: sql::Batch = sql::Batch::with_suffix(
     " RETURNING hookd_deliveries.id",
 );
 
+/// One claim round in one statement: retries ahead ($5), first attempts ($6), then the
+/// retries after those ahead ($7, read in the same order past the first $5), $3 in all.
+/// SQLite runs `UNION ALL` arm by arm under the outer `LIMIT`, so an arm is read only while
+/// the ones before it leave room. Each arm reads its own partial index in due order.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    let due = |index: &str, kind: &str, limit: &str| {
+        format!(
+            "SELECT id FROM (SELECT id FROM hookd_deliveries /* {index} */ \
+             WHERE state = 'pending' AND {kind} AND next_attempt_at <= hookd_now_ms() \
+             AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
+             ORDER BY next_attempt_at {limit})"
+        )
+    };
+    sql::sqlite_dialect_owned(&format!(
+        "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
+         lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
+         auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
+         updated_at = hookd_now_ms() \
+         WHERE id IN ({} UNION ALL {} UNION ALL {} LIMIT $3) \
+         RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
+             auto_attempts, manual_only, next_attempt_at, \
+             (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
+             (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                 AS payload_error",
+        due("due_retry", "attempts > 0", "LIMIT $5"),
+        due("due_first", "attempts = 0", "LIMIT $6"),
+        due("due_retry", "attempts > 0", "LIMIT $7 OFFSET $5"),
+    ))
+});
+
 impl SqliteStore {
     /// Records results inside the caller's transaction; returns the delivery ids recorded.
     /// Every row sent back is a hand-off between SQLite's thread and the runtime, so the
@@ -343,39 +373,20 @@ store_impl!(SqliteStore, Sqlite, {
 
     async fn claim_due(
         &self,
-        max: u32,
-        due: crate::Due,
+        plan: crate::ClaimPlan,
         exclude_endpoints: &[String],
         lease_ms: u64,
     ) -> Result<Vec<crate::Claimed>> {
-        let token = crate::token();
-        // Each kind reads its own partial index of pending rows in due order. SQLite has no
-        // statistics unless ANALYZE runs, and without them it may prefer the (state, id)
-        // index and sort every pending row: INDEXED BY keeps the claim's cost flat.
-        let sql = format!(
-            "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
-             lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
-             auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
-             updated_at = hookd_now_ms() \
-             WHERE id IN (SELECT id FROM hookd_deliveries INDEXED BY {} \
-                 WHERE state = 'pending' AND {} \
-                 AND next_attempt_at <= hookd_now_ms() \
-                 AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
-                 ORDER BY next_attempt_at LIMIT $3) \
-             RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
-                 auto_attempts, manual_only, next_attempt_at, \
-                 (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
-                 (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
-                     AS payload_error",
-            due.index(),
-            due.condition()
-        );
+        let (ahead, first, after) = plan.limits();
         let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
-        let mut rows: Vec<ClaimRow> = sqlx::query_as(&sql::sqlite_dialect_owned(&sql))
-            .bind(&token)
+        let mut rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
+            .bind(crate::token())
             .bind(lease_ms as i64)
-            .bind(max as i64)
+            .bind(plan.max as i64)
             .bind(excluded)
+            .bind(ahead)
+            .bind(first)
+            .bind(after)
             .fetch_all(&mut *self.writer().await?)
             .await?;
         // RETURNING gives no order.

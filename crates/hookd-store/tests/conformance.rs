@@ -27,6 +27,7 @@ hookd_testkit::each_backend!(
     ordered_endpoints_hold_the_next_delivery,
     endpoint_health_disables_the_failing,
     claims_by_kind_and_skip_busy_endpoints,
+    a_claim_round_shares_between_retries_and_first_attempts,
     odd_outbox_rows_fail_alone,
     a_release_after_reenabling_is_due,
     a_batch_of_results_is_recorded_row_by_row,
@@ -1197,7 +1198,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
         .unwrap();
     // "old" fails once on both endpoints: two retries due now.
     let first = store
-        .claim_due(10, Due::FirstAttempts, &[], 60_000)
+        .claim_due(ClaimPlan::first_attempts(10), &[], 60_000)
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
@@ -1212,7 +1213,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
         .unwrap();
 
     let fresh = store
-        .claim_due(10, Due::FirstAttempts, &["ep_a".to_string()], 60_000)
+        .claim_due(ClaimPlan::first_attempts(10), &["ep_a".to_string()], 60_000)
         .await
         .unwrap();
     assert_eq!(
@@ -1224,7 +1225,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
         "first attempts only, ep_a skipped"
     );
     let retries = store
-        .claim_due(10, Due::Retries, &["ep_b".to_string()], 60_000)
+        .claim_due(ClaimPlan::retries(10), &["ep_b".to_string()], 60_000)
         .await
         .unwrap();
     assert_eq!(
@@ -1234,14 +1235,63 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
             .collect::<Vec<_>>(),
         [("old", "ep_a", 2)]
     );
-    // `claim` takes the rest, first attempts first.
+    // `claim` takes the rest, of both kinds.
     let rest = store.claim(10, 60_000).await.unwrap();
-    assert_eq!(
-        rest.iter()
-            .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str()))
-            .collect::<Vec<_>>(),
-        [("new", "ep_a"), ("old", "ep_b")]
-    );
+    let mut rest: Vec<_> = rest
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str()))
+        .collect();
+    rest.sort();
+    assert_eq!(rest, [("new", "ep_a"), ("old", "ep_b")]);
+}
+
+async fn a_claim_round_shares_between_retries_and_first_attempts(backend: Backend) {
+    let (_db, store) = open_with_endpoint(backend).await;
+    for i in 0..6 {
+        store
+            .enqueue_event(&event(Some(&format!("r{i}")), "x"), &limits())
+            .await
+            .unwrap();
+    }
+    let first = store.claim(10, 60_000).await.unwrap();
+    let retry_now: Vec<Completion> = first
+        .iter()
+        .map(|c| completion(c, Outcome::HttpError, Some(500), Next::RetryIn(0)))
+        .collect();
+    store.complete(&retry_now).await.unwrap();
+    for i in 0..6 {
+        store
+            .enqueue_event(&event(Some(&format!("n{i}")), "x"), &limits())
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut round = |claimed: Vec<Claimed>| {
+        for c in &claimed {
+            assert!(seen.insert(c.delivery_id), "{} claimed twice", c.event_id);
+        }
+        let retries = claimed.iter().filter(|c| c.attempt > 1).count();
+        (retries, claimed.len() - retries)
+    };
+    let plan = |max, retries_ahead, retries| ClaimPlan {
+        max,
+        retries_ahead,
+        retries,
+        first_attempts: true,
+    };
+
+    // One retry ahead, then first attempts fill the round.
+    let claimed = store.claim_due(plan(4, 1, 10), &[], 60_000).await.unwrap();
+    assert_eq!(round(claimed), (1, 3));
+    // Two retries ahead, the three first attempts left, then retries up to four in all:
+    // the ones after those ahead, not those again.
+    let claimed = store.claim_due(plan(10, 2, 4), &[], 60_000).await.unwrap();
+    assert_eq!(round(claimed), (4, 3));
+    // No room for retries: the last one waits.
+    let claimed = store.claim_due(plan(10, 1, 0), &[], 60_000).await.unwrap();
+    assert_eq!(round(claimed), (0, 0));
+    let claimed = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(round(claimed), (1, 0));
 }
 
 async fn odd_outbox_rows_fail_alone(backend: Backend) {
@@ -1474,7 +1524,7 @@ async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
     );
 
     let claimed = store
-        .claim_due(600, Due::FirstAttempts, &[], 60_000)
+        .claim_due(ClaimPlan::first_attempts(600), &[], 60_000)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 600);

@@ -108,12 +108,11 @@ impl Store for MeteredStore {
     }
     async fn claim_due(
         &self,
-        max: u32,
-        due: Due,
+        plan: ClaimPlan,
         exclude: &[String],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
-        metered!(self, claim_due(max, due, exclude, lease_ms))
+        metered!(self, claim_due(plan, exclude, lease_ms))
     }
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
         metered!(self, complete(batch))

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use hookd_store::{AttemptRecord, Claimed, Completion, Due, Lease, Next, Release, Store, Trigger};
+use hookd_store::{
+    AttemptRecord, ClaimPlan, Claimed, Completion, Lease, Next, Release, Store, Trigger,
+};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -312,56 +314,24 @@ impl Dispatcher {
 }
 
 impl Shared {
-    /// Claims up to `want`: a quarter for retries (within `retry_room`), then first
-    /// attempts, then more retries for what is left, all skipping `busy` endpoints. New
-    /// events are never starved by retries, nor retries by a steady stream of new events.
+    /// Claims up to `want` in one statement: a quarter for retries (within `retry_room`),
+    /// then first attempts, then more retries for what is left, all skipping `busy`
+    /// endpoints. New events are never starved by retries, nor retries by a steady stream
+    /// of new events.
     async fn claim(
         &self,
         want: u32,
         busy: &[String],
         retry_room: u32,
     ) -> hookd_store::Result<Vec<Claimed>> {
+        let plan = ClaimPlan {
+            max: want,
+            retries_ahead: (want / 4).max(1),
+            retries: retry_room,
+            first_attempts: true,
+        };
         let lease = self.lease.as_millis() as u64;
-        let room = retry_room;
-        let share = (want / 4).max(1).min(room);
-        let mut claimed = Vec::new();
-        if share > 0 {
-            claimed = self
-                .store
-                .claim_due(share, Due::Retries, busy, lease)
-                .await?;
-        }
-        let more_retries_due = share > 0 && claimed.len() as u32 == share;
-        let left = want - claimed.len() as u32;
-        match self
-            .store
-            .claim_due(left, Due::FirstAttempts, busy, lease)
-            .await
-        {
-            Ok(first) => claimed.extend(first),
-            Err(e) => return self.undo_claim(claimed, e).await,
-        }
-        let more = (want - claimed.len() as u32).min(room - share);
-        if more > 0 && more_retries_due {
-            match self.store.claim_due(more, Due::Retries, busy, lease).await {
-                Ok(retries) => claimed.extend(retries),
-                Err(e) => return self.undo_claim(claimed, e).await,
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// A claim round failed half-way: what its first statements leased goes back at once
-    /// instead of waiting out its lease.
-    async fn undo_claim(
-        &self,
-        claimed: Vec<Claimed>,
-        e: hookd_store::StoreError,
-    ) -> hookd_store::Result<Vec<Claimed>> {
-        if !claimed.is_empty() {
-            self.release_all(&claimed).await;
-        }
-        Err(e)
+        self.store.claim_due(plan, busy, lease).await
     }
 
     /// One claimed delivery, from lease to recorded result.
