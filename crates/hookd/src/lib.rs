@@ -18,9 +18,11 @@
 //! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`).
 //! - [`metrics`], [`metered`], [`telemetry`]: Prometheus metrics (every database call
 //!   timed and its errors counted), and logs.
+//! - [`allocator`]: mimalloc, for Rust's allocations and SQLite's.
 //!
 //! State lives in the database ([`hookd_store`]); a process can be killed at any moment.
 
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod cli;

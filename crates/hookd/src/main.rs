@@ -91,6 +91,8 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // First, before any SQLite connection can open.
+    let sqlite_on_mimalloc = hookd::allocator::use_for_sqlite();
     let cli = Cli::parse();
     let (flags, serve) = match cli.command {
         Command::Serve(args) => (args.flags(), true),
@@ -113,6 +115,9 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format, &config.log_level);
+    if !sqlite_on_mimalloc {
+        tracing::warn!("SQLite was initialized early: it keeps the C library's malloc");
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         if serve {
