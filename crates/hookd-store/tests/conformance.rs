@@ -1605,8 +1605,34 @@ async fn results_wait_for_another_writer(backend: Backend) {
         let done = succeeded(&claimed[0]);
         async move { store.complete(&[done]).await }
     });
-    // Failing fast (SQLITE_BUSY) would end the task within this time; waiting does not.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    match backend {
+        // SQLite shows no one who waits for a lock. Failing fast (SQLITE_BUSY) would end
+        // the task within this time; waiting does not.
+        Backend::Sqlite => tokio::time::sleep(Duration::from_millis(300)).await,
+        // PostgreSQL does: wait until the batch's lock request queues behind the locker's.
+        Backend::Postgres => {
+            let watcher = sqlx::PgPool::connect(&db.url).await.unwrap();
+            wait_until(
+                Duration::from_secs(10),
+                "a lock request on the deliveries",
+                || {
+                    let watcher = watcher.clone();
+                    async move {
+                        let waiting: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM pg_locks \
+                         WHERE NOT granted AND relation = 'hookd_deliveries'::regclass",
+                        )
+                        .fetch_one(&watcher)
+                        .await
+                        .unwrap();
+                        (waiting > 0).then_some(())
+                    }
+                },
+            )
+            .await;
+            watcher.close().await;
+        }
+    }
     assert!(!writing.is_finished(), "the results wait for the lock");
     match locker {
         Locker::Sqlite(mut conn) => sqlx::query("COMMIT").execute(&mut conn).await.map(drop),
