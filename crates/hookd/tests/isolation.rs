@@ -120,3 +120,46 @@ async fn retries_leave_room_for_first_attempts() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_endpoint_is_not_claimed_for_after_every_result() {
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.concurrency = 8;
+    config.endpoint_concurrency = 1;
+    // Long enough that the time-based second look happens at most once in the drain.
+    config.poll_interval = Duration::from_secs(1);
+    let app = TestApp::spawn_with(config).await;
+    let slow = Receiver::start(|_, _| Reply::hang(Duration::from_millis(30))).await;
+    app.endpoint(json!({ "url": slow.url(), "event_types": ["slow"] }))
+        .await;
+    for _ in 0..30 {
+        app.event(json!({ "event_type": "slow", "payload": {} }))
+            .await;
+    }
+    // From here on only results arrive: the one endpoint sends one at a time, and while its
+    // place and the row waiting behind it are taken, a claim could only skip its rows.
+    let claims = || {
+        app.metrics
+            .store_query_duration
+            .with_label_values(&["claim_due"])
+            .get_sample_count()
+    };
+    let found = || app.metrics.claim_batch.get_sample_count();
+    let (claims_before, found_before) = (claims(), found());
+    let started = Instant::now();
+    app.wait_all_finished(30).await;
+    let polls = started.elapsed().as_secs();
+    let claims = claims() - claims_before;
+    let found = found() - found_before;
+    let empty = claims - found;
+    println!("{claims} claims during the drain, {found} of them found rows");
+    // One claim finds the endpoint busy; after that, only each poll interval (1 s) brings
+    // another (measured: 1-2 in a drain of about a second). A claim after every recorded
+    // result made 32, and one after every claim that found rows 5-6.
+    assert!(
+        empty <= 2 + polls,
+        "{empty} empty claims beside {found} that found rows: the busy endpoint was claimed for after each result"
+    );
+    app.stop().await;
+}

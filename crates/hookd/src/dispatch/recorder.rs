@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
-use hookd_store::{Completion, Outcome, Store};
+use hookd_store::{Completion, Next, Outcome, Store};
 
 use crate::metrics::Metrics;
 
@@ -25,7 +25,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Finished>,
     metrics: Metrics,
     disable_after: Duration,
-    dispatch_wake: Arc<Notify>,
+    wakes: Wakes,
 ) {
     let mut received = Vec::with_capacity(MAX_BATCH);
     let mut healthy = Healthy::default();
@@ -88,10 +88,35 @@ pub async fn run(
             }
         }
         drop(permits);
-        // Permits are free again, and a short retry may be due before the dispatcher's idle
-        // wait ends.
-        dispatch_wake.notify_one();
+        if makes_work_due(&batch, wakes.soon) {
+            wakes.new_work.notify_one();
+        } else {
+            wakes.room.notify_one();
+        }
     }
+}
+
+/// How the recorder tells the dispatcher what a recorded batch changed.
+pub struct Wakes {
+    /// Permits are free again: rows waiting may start, and a claim may find room.
+    pub room: Arc<Notify>,
+    /// Something may be due that the dispatcher's last empty claim did not see.
+    pub new_work: Arc<Notify>,
+    /// The dispatcher looks again within this time anyway (its poll interval).
+    pub soon: Duration,
+}
+
+/// Whether recording `batch` may make a delivery due before the dispatcher looks again
+/// (within `soon`): a retry due sooner, or the next delivery of an ordered endpoint, which a
+/// final result lets go. Anything else only frees permits; treating it as new work would
+/// make the dispatcher claim after every batch, and when the endpoints with due rows are all
+/// at their caps, each such claim reads every due row only to skip them all (35 ms per claim
+/// on PostgreSQL with 300,000 rows due to one busy endpoint).
+fn makes_work_due(batch: &[Completion], soon: Duration) -> bool {
+    batch.iter().any(|c| match c.next {
+        Next::RetryIn(ms) => Duration::from_millis(ms) < soon,
+        Next::Succeeded | Next::Failed => c.ordered,
+    })
 }
 
 /// An attempt's result on its way to the database, with the permit it ran under.
@@ -179,5 +204,60 @@ async fn record_health(
             }
             tracing::warn!(error = %e, "cannot record endpoint health")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookd_store::{AttemptRecord, Trigger};
+
+    fn completion(next: Next, ordered: bool) -> Completion {
+        Completion {
+            delivery_id: 1,
+            lease_token: "lease".into(),
+            endpoint_id: "ep".into(),
+            ordered,
+            record: AttemptRecord {
+                attempt: 1,
+                trigger: Trigger::Auto,
+                started_at: 0,
+                duration_ms: 1,
+                status_code: Some(200),
+                outcome: Outcome::Success,
+                error: None,
+                response_body: None,
+            },
+            next,
+        }
+    }
+
+    #[test]
+    fn which_results_make_work_due() {
+        let soon = Duration::from_millis(100);
+        let cases = [
+            (Next::Succeeded, false, false),
+            (Next::Failed, false, false),
+            (Next::RetryIn(60_000), false, false),
+            (Next::RetryIn(100), false, false),
+            (Next::RetryIn(99), false, true),
+            (Next::RetryIn(0), false, true),
+            // A final result of an ordered endpoint lets its next delivery go.
+            (Next::Succeeded, true, true),
+            (Next::Failed, true, true),
+            (Next::RetryIn(60_000), true, false),
+        ];
+        for (next, ordered, due) in cases {
+            let batch = [
+                completion(Next::Succeeded, false),
+                completion(next, ordered),
+            ];
+            assert_eq!(
+                makes_work_due(&batch, soon),
+                due,
+                "{next:?}, ordered: {ordered}"
+            );
+        }
+        assert!(!makes_work_due(&[], soon));
     }
 }
