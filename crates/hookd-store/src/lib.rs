@@ -350,3 +350,35 @@ pub(crate) fn token() -> String {
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ClaimPlan;
+
+    #[test]
+    fn claim_plan_limits() {
+        let plan = |max, retries_ahead, retries, first_attempts| ClaimPlan {
+            max,
+            retries_ahead,
+            retries,
+            first_attempts,
+        };
+        // (plan, (retries ahead, first attempts, retries after))
+        let cases = [
+            (ClaimPlan::first_attempts(10), (0, 10, 0)),
+            (ClaimPlan::retries(10), (10, 0, 0)),
+            (ClaimPlan::any(10), (0, 10, 10)),
+            // The dispatcher's round: a quarter ahead, the rest of the retry room after.
+            (plan(128, 32, 100, true), (32, 128, 68)),
+            // No room for retries: none ahead either.
+            (plan(128, 32, 0, true), (0, 128, 0)),
+            // Room smaller than the share ahead.
+            (plan(128, 32, 5, true), (5, 128, 0)),
+            // More retry room than the round: never more retries than the round.
+            (plan(8, 2, 1000, true), (2, 8, 6)),
+        ];
+        for (plan, limits) in cases {
+            assert_eq!(plan.limits(), limits, "{plan:?}");
+        }
+    }
+}
