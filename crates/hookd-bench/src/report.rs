@@ -96,6 +96,30 @@ impl CeilingReport {
     }
 }
 
+/// Every ceiling measured in one invocation (before each run and after the last).
+#[derive(Debug, Clone, Serialize)]
+pub struct CeilingSummary {
+    pub concurrency: usize,
+    pub requests_each: u64,
+    pub lowest_per_sec: f64,
+    pub highest_per_sec: f64,
+    pub measurements: Vec<CeilingReport>,
+}
+
+impl CeilingSummary {
+    pub fn of(measurements: Vec<CeilingReport>) -> Option<CeilingSummary> {
+        let first = measurements.first()?;
+        let rates = measurements.iter().map(|c| c.requests_per_sec);
+        Some(CeilingSummary {
+            concurrency: first.concurrency,
+            requests_each: first.requests,
+            lowest_per_sec: rates.clone().fold(f64::INFINITY, f64::min),
+            highest_per_sec: rates.fold(0.0, f64::max),
+            measurements,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     pub target: String,
@@ -108,7 +132,7 @@ pub struct Report {
     pub tool: &'static str,
     pub smoke: bool,
     pub machine: Machine,
-    pub ceiling: Option<CeilingReport>,
+    pub ceiling: Option<CeilingSummary>,
     pub runs: Vec<Outcome>,
     pub targets: Vec<Target>,
 }
@@ -331,8 +355,14 @@ impl Report {
         );
         if let Some(c) = &self.ceiling {
             println!(
-                "ceiling (plain keep-alive HTTP client, {} tasks, no database): {} requests in {:.2}s = {:.0} requests/s",
-                c.concurrency, c.requests, c.secs, c.requests_per_sec
+                "ceiling (plain keep-alive HTTP client, {} tasks, no database, {} requests each): \
+                 {:.0} to {:.0} requests/s in {} measurements; each run's \"of ceiling\" is against \
+                 the higher of the two measured just before and just after it",
+                c.concurrency,
+                c.requests_each,
+                c.lowest_per_sec,
+                c.highest_per_sec,
+                c.measurements.len()
             );
         }
         println!();

@@ -124,6 +124,9 @@ pub struct Outcome {
     pub first_warning: Option<String>,
     /// Every hookd exited 0 on SIGTERM.
     pub clean_exit: bool,
+    /// The plain-HTTP ceiling this run is compared with: the higher of the two measured
+    /// just before and just after it.
+    pub ceiling_per_sec: Option<f64>,
     pub fraction_of_ceiling: Option<f64>,
     /// Scale: disk bytes (tables and indexes: events, deliveries, attempts) per preloaded
     /// finished delivery.

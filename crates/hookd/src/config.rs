@@ -22,7 +22,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("allow_private_targets", Some("false")),
     ("allow_targets", Some("")),
     ("https_only", Some("false")),
-    ("concurrency", Some("128")),
+    ("concurrency", Some("512")),
     ("claim_batch", Some("128")),
     ("endpoint_concurrency", Some("64")),
     ("retry_concurrency", Some("0")),
@@ -62,7 +62,10 @@ pub struct Config {
     pub allow_targets: Vec<ipnet::IpNet>,
     /// Refuse `http://` endpoint URLs.
     pub https_only: bool,
-    /// Attempts in flight at once, across all endpoints.
+    /// Attempts in flight at once, across all endpoints, counting each until its result is
+    /// written. 512 by default: eight endpoints that hang for the whole timeout at their
+    /// `endpoint_concurrency` (64) before the pool is full, and about 2,500 attempts/s at
+    /// 200 ms each.
     pub concurrency: usize,
     /// Attempts one endpoint may have in flight at once, so that one that hangs for the
     /// whole timeout holds at most this much of the pool.

@@ -86,7 +86,7 @@ async fn a_known_workload_is_counted_exactly(backend: Backend) {
     );
     assert_eq!(count("hookd_retries_scheduled_total"), 0.0);
     assert!(count("hookd_store_query_duration_seconds_count{operation=\"claim_due\"}") > 0.0);
-    assert_eq!(count("hookd_concurrency_limit"), 128.0);
+    assert_eq!(count("hookd_concurrency_limit"), 512.0);
     assert_eq!(count("hookd_up"), 1.0);
     app.stop().await;
 }
