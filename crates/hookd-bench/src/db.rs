@@ -374,6 +374,11 @@ pub enum Insert {
 }
 
 impl Insert {
+    /// Inserts as fast as the producers can: hookd runs at saturation.
+    pub fn at_saturation(&self) -> bool {
+        matches!(self, Insert::Batch(_) | Insert::Single)
+    }
+
     pub fn label(&self) -> String {
         match self {
             Insert::Batch(n) => format!("batch{n}"),

@@ -343,6 +343,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         anyhow::Ok(CeilingReport::new(&c, cli.concurrency))
     };
     let mut ceilings: Vec<CeilingReport> = Vec::new();
+    // The last ceiling measured, if no other run came between it and the next.
+    let mut just_measured: Option<f64> = None;
 
     let mut runs = Vec::new();
     for (n, spec) in plan.iter().enumerate() {
@@ -366,18 +368,26 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
                 String::new()
             }
         );
-        if with_ceiling && ceilings.is_empty() {
-            ceilings.push(measure_ceiling().await?);
+        // Paced runs are not compared with the ceiling.
+        let compared = with_ceiling && spec.insert.at_saturation();
+        if compared && just_measured.is_none() {
+            let c = measure_ceiling().await?;
+            just_measured = Some(c.requests_per_sec);
+            ceilings.push(c);
         }
         let mut outcome = run::run(&ctx, spec).await;
-        if with_ceiling {
-            let before = ceilings.last().expect("measured before").requests_per_sec;
-            ceilings.push(measure_ceiling().await?);
-            let after = ceilings.last().expect("just measured").requests_per_sec;
-            let reference = before.max(after);
-            outcome.ceiling_per_sec = Some(reference);
-            outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / reference);
-        }
+        just_measured = match (compared, just_measured) {
+            (true, Some(before)) => {
+                let c = measure_ceiling().await?;
+                let reference = before.max(c.requests_per_sec);
+                outcome.ceiling_per_sec = Some(reference);
+                outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / reference);
+                let after = c.requests_per_sec;
+                ceilings.push(c);
+                Some(after)
+            }
+            _ => None,
+        };
         eprintln!(
             "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB, CPU {:.2} s/10k (per delivery: runtime {:.0} µs{}), steal {:.0}%{}",
             outcome.delivered,
