@@ -5,6 +5,7 @@
 //! statement), `migrator()`, a `reader()` pool, `writer()` (a connection for one write),
 //! `begin_write()` (a write transaction, of its type `WriteTx`), how it writes a batch of
 //! rows (`insert_events`, `insert_deliveries`, `complete_rows`, `complete_unordered`), and
+//! `check_writer()` (readiness of whatever writes), and
 //! the methods that really differ (claim, ingest, rescue, migrations, wake-ups), passed in
 //! as `$extra`.
 
@@ -28,7 +29,7 @@ macro_rules! store_impl {
                 if applied < Self::migrator().iter().count() as i64 {
                     return Err($crate::StoreError::Invalid("database migrations are not applied".into()));
                 }
-                Ok(())
+                self.check_writer().await
             }
 
             async fn now_ms(&self) -> $crate::Result<i64> {

@@ -111,6 +111,28 @@ impl SqliteStore {
         Ok(WriteConn(conn))
     }
 
+    /// Whether the write connection answers within [`READY_WAIT`]. Nothing replaces it if its
+    /// thread dies (a panic inside sqlx), and a write that holds it that long means every
+    /// other write is stuck behind it: either way hookd cannot do its work, and readiness
+    /// says so instead of staying green.
+    async fn check_writer(&self) -> Result<()> {
+        self.writer_answers(READY_WAIT).await
+    }
+
+    async fn writer_answers(&self, wait: Duration) -> Result<()> {
+        let ping = async {
+            let mut conn = self.writer.clone().lock_owned().await;
+            sqlx::Connection::ping(&mut *conn).await
+        };
+        match tokio::time::timeout(wait, ping).await {
+            Ok(answered) => Ok(answered?),
+            Err(_) => Err(crate::StoreError::Invalid(format!(
+                "the write connection did not answer within {} ms",
+                wait.as_millis()
+            ))),
+        }
+    }
+
     async fn begin_write(&self) -> Result<WriteTx> {
         self.begin(Some("BEGIN IMMEDIATE")).await
     }
@@ -131,6 +153,9 @@ impl SqliteStore {
 }
 
 type Transactions = <Sqlite as sqlx::Database>::TransactionManager;
+
+/// How long readiness waits for the write connection: far longer than any one write takes.
+const READY_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a write waits for the writes queued before it.
 const WRITER_WAIT: Duration = Duration::from_secs(BUSY_TIMEOUT.as_secs() * 3);
@@ -458,3 +483,34 @@ store_impl!(SqliteStore, Sqlite, {
         Ok(rescued)
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    #[tokio::test]
+    async fn readiness_needs_the_write_connection_to_answer() {
+        let db = hookd_testkit::TestDb::sqlite();
+        let store = SqliteStore::connect(&db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store.check_ready().await.expect("ready");
+        let wait = Duration::from_millis(200);
+        store
+            .writer_answers(wait)
+            .await
+            .expect("the writer answers");
+        // A write that holds the connection keeps every other write waiting.
+        let held = store.writer().await.expect("the write connection");
+        let err = store
+            .writer_answers(wait)
+            .await
+            .expect_err("not while it is held");
+        assert!(
+            err.to_string().contains("did not answer within 200 ms"),
+            "{err}"
+        );
+        drop(held);
+        store.writer_answers(wait).await.expect("answers again");
+    }
+}
