@@ -270,7 +270,8 @@ pub struct Claimed {
     pub auto_attempts: i32,
     /// A failure of this attempt is final (a resend of a finished delivery).
     pub manual_only: bool,
-    pub payload: String,
+    /// The body as stored. Shared, not copied, by the request that sends it.
+    pub payload: bytes::Bytes,
     /// Why the event can never be sent (not JSON, too large, a bad id): such a delivery is
     /// failed without an attempt, even when resent by hand.
     pub payload_error: Option<String>,

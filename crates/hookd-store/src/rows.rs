@@ -215,7 +215,7 @@ impl ClaimRow {
             attempt: self.attempts,
             auto_attempts: self.auto_attempts,
             manual_only: self.manual_only,
-            payload: self.payload,
+            payload: self.payload.into(),
             payload_error: self.payload_error,
             endpoint,
         })

@@ -217,7 +217,7 @@ impl Sender {
             c.endpoint.signature_scheme,
             &secrets,
             &c.event_id,
-            c.payload.as_bytes(),
+            &c.payload,
             unix,
             &rfc3339,
         )
