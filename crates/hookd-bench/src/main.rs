@@ -322,8 +322,10 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
     }
 
     // A shared machine's speed drifts (here by up to 2x within minutes), so the ceiling is
-    // measured before every run and once after the last; each run is compared with the
-    // higher of the two measured around it.
+    // measured around each run at saturation, before and after it, and the run is compared
+    // with the higher of the two. A run that loads rows first (a preload, a backlog) is
+    // compared with the one after it only: the one before predates the load by minutes. A
+    // ceiling that fails to measure leaves its runs uncompared; it does not end the bench.
     let ceiling_requests = cli
         .ceiling_requests
         .unwrap_or_else(|| cli.events.unwrap_or(20_000).max(20_000));
@@ -341,6 +343,15 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         )
         .await?;
         anyhow::Ok(CeilingReport::new(&c, cli.concurrency))
+    };
+    let measure_ceiling = || async {
+        match measure_ceiling().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("      the ceiling could not be measured: {e:#}");
+                None
+            }
+        }
     };
     let mut ceilings: Vec<CeilingReport> = Vec::new();
     // The last ceiling measured, if no other run came between it and the next.
@@ -370,24 +381,28 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         );
         // Paced runs are not compared with the ceiling.
         let compared = with_ceiling && spec.insert.at_saturation();
-        if compared && just_measured.is_none() {
-            let c = measure_ceiling().await?;
-            just_measured = Some(c.requests_per_sec);
-            ceilings.push(c);
+        let loads_first = spec.preload > 0 || spec.backlog;
+        if compared && !loads_first && just_measured.is_none() {
+            if let Some(c) = measure_ceiling().await {
+                just_measured = Some(c.requests_per_sec);
+                ceilings.push(c);
+            }
         }
         let mut outcome = run::run(&ctx, spec).await;
-        just_measured = match (compared, just_measured) {
-            (true, Some(before)) => {
-                let c = measure_ceiling().await?;
-                let reference = before.max(c.requests_per_sec);
-                outcome.ceiling_per_sec = Some(reference);
-                outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / reference);
+        let before = just_measured.filter(|_| !loads_first);
+        just_measured = None;
+        if compared {
+            if let Some(c) = measure_ceiling().await {
                 let after = c.requests_per_sec;
+                let reference = before.map_or(after, |b| b.max(after));
+                if outcome.error.is_none() {
+                    outcome.ceiling_per_sec = Some(reference);
+                    outcome.fraction_of_ceiling = Some(outcome.deliveries_per_sec / reference);
+                }
                 ceilings.push(c);
-                Some(after)
+                just_measured = Some(after);
             }
-            _ => None,
-        };
+        }
         eprintln!(
             "      {} of {} delivered in {:.2}s: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, RSS {:.1} MB, CPU {:.2} s/10k (per delivery: runtime {:.0} µs{}), steal {:.0}%{}",
             outcome.delivered,

@@ -96,7 +96,7 @@ impl CeilingReport {
     }
 }
 
-/// Every ceiling measured in one invocation (before each run and after the last).
+/// Every ceiling measured in one invocation (around each run at saturation).
 #[derive(Debug, Clone, Serialize)]
 pub struct CeilingSummary {
     pub concurrency: usize,
@@ -357,7 +357,8 @@ impl Report {
             println!(
                 "ceiling (plain keep-alive HTTP client, {} tasks, no database, {} requests each): \
                  {:.0} to {:.0} requests/s in {} measurements; each run's \"of ceiling\" is against \
-                 the higher of the two measured just before and just after it",
+                 the higher of the two measured just before and just after it (after it only when the run \
+                 bulk-loads rows first)",
                 c.concurrency,
                 c.requests_each,
                 c.lowest_per_sec,

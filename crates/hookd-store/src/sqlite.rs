@@ -10,8 +10,9 @@
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -35,6 +36,7 @@ const READERS: u32 = 4;
 
 pub struct SqliteStore {
     writer: Arc<Mutex<SqliteConnection>>,
+    holding: Arc<Holding>,
     reader: SqlitePool,
     sealer: Option<Arc<dyn Sealer>>,
 }
@@ -72,6 +74,7 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
+            holding: Arc::new(Holding::new()),
             reader,
             sealer: None,
         })
@@ -108,23 +111,34 @@ impl SqliteStore {
         let conn = tokio::time::timeout(WRITER_WAIT, self.writer.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        Ok(WriteConn(conn))
+        self.holding.taken();
+        Ok(WriteConn {
+            conn,
+            holding: self.holding.clone(),
+        })
     }
 
-    /// Whether the write connection answers within [`READY_WAIT`]. Nothing replaces it if its
-    /// thread dies (a panic inside sqlx), and a write that holds it that long means every
-    /// other write is stuck behind it: either way hookd cannot do its work, and readiness
-    /// says so instead of staying green.
+    /// Whether the write connection can do its work. Nothing replaces it if its thread dies
+    /// (a panic inside sqlx), and a write that holds it longer than other writes may wait
+    /// ([`WRITER_WAIT`]) makes them fail: either way readiness says so instead of staying
+    /// green. It never queues for the connection: while a write holds it, readiness looks
+    /// only at how long (a producer's transaction can make a write wait out the busy
+    /// timeout; that is not a fault).
     async fn check_writer(&self) -> Result<()> {
-        self.writer_answers(READY_WAIT).await
+        self.writer_answers(READY_WAIT, WRITER_WAIT).await
     }
 
-    async fn writer_answers(&self, wait: Duration) -> Result<()> {
-        let ping = async {
-            let mut conn = self.writer.clone().lock_owned().await;
-            sqlx::Connection::ping(&mut *conn).await
+    async fn writer_answers(&self, wait: Duration, stuck_after: Duration) -> Result<()> {
+        let Ok(mut conn) = self.writer.clone().try_lock_owned() else {
+            return match self.holding.held_for() {
+                Some(held) if held > stuck_after => Err(crate::StoreError::Invalid(format!(
+                    "one write has held the write connection for {} ms",
+                    held.as_millis()
+                ))),
+                _ => Ok(()),
+            };
         };
-        match tokio::time::timeout(wait, ping).await {
+        match tokio::time::timeout(wait, sqlx::Connection::ping(&mut *conn)).await {
             Ok(answered) => Ok(answered?),
             Err(_) => Err(crate::StoreError::Invalid(format!(
                 "the write connection did not answer within {} ms",
@@ -154,7 +168,8 @@ impl SqliteStore {
 
 type Transactions = <Sqlite as sqlx::Database>::TransactionManager;
 
-/// How long readiness waits for the write connection: far longer than any one write takes.
+/// How long readiness waits for a free write connection to answer a ping (a round trip to
+/// its thread, normally microseconds).
 const READY_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a write waits for the writes queued before it.
@@ -166,18 +181,63 @@ const WRITER_WAIT: Duration = Duration::from_secs(BUSY_TIMEOUT.as_secs() * 3);
 /// on at once. (Measured at 7,000 deliveries/s: the writer thread woke 2,700 times a second
 /// instead of 4,100.) Unlike a pool, nothing replaces the connection if its thread dies (a
 /// panic inside sqlx): writes then fail until hookd restarts.
-pub(crate) struct WriteConn(OwnedMutexGuard<SqliteConnection>);
+pub(crate) struct WriteConn {
+    conn: OwnedMutexGuard<SqliteConnection>,
+    holding: Arc<Holding>,
+}
 
 impl Deref for WriteConn {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
-        &self.0
+        &self.conn
     }
 }
 
 impl DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.0
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        self.holding.released();
+    }
+}
+
+/// Since when the write connection has been held, readable without queueing for it.
+struct Holding {
+    origin: Instant,
+    /// Milliseconds from `origin` to when it was taken, plus one; 0 while it is free.
+    taken_at: AtomicU64,
+}
+
+impl Holding {
+    fn new() -> Holding {
+        Holding {
+            origin: Instant::now(),
+            taken_at: AtomicU64::new(0),
+        }
+    }
+
+    fn taken(&self) {
+        let at = self.origin.elapsed().as_millis() as u64 + 1;
+        self.taken_at.store(at, Ordering::Relaxed);
+    }
+
+    fn released(&self) {
+        self.taken_at.store(0, Ordering::Relaxed);
+    }
+
+    fn held_for(&self) -> Option<Duration> {
+        match self.taken_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1)),
+            ),
+        }
     }
 }
 
@@ -490,27 +550,36 @@ mod tests {
     use crate::Store;
 
     #[tokio::test]
-    async fn readiness_needs_the_write_connection_to_answer() {
+    async fn readiness_fails_only_when_a_write_holds_the_connection_too_long() {
         let db = hookd_testkit::TestDb::sqlite();
         let store = SqliteStore::connect(&db.url).await.expect("connect");
         store.migrate().await.expect("migrate");
         store.check_ready().await.expect("ready");
-        let wait = Duration::from_millis(200);
+        let (wait, stuck_after) = (Duration::from_secs(1), Duration::from_millis(200));
         store
-            .writer_answers(wait)
+            .writer_answers(wait, stuck_after)
             .await
-            .expect("the writer answers");
-        // A write that holds the connection keeps every other write waiting.
+            .expect("a free writer answers");
+        // A write in progress, even a slow one, is not a fault...
         let held = store.writer().await.expect("the write connection");
-        let err = store
-            .writer_answers(wait)
+        store
+            .writer_answers(wait, stuck_after)
             .await
-            .expect_err("not while it is held");
+            .expect("held briefly");
+        // ...but one that holds the connection longer than others may wait for it is.
+        tokio::time::sleep(stuck_after + Duration::from_millis(50)).await;
+        let err = store
+            .writer_answers(wait, stuck_after)
+            .await
+            .expect_err("held too long");
         assert!(
-            err.to_string().contains("did not answer within 200 ms"),
+            err.to_string().contains("has held the write connection"),
             "{err}"
         );
         drop(held);
-        store.writer_answers(wait).await.expect("answers again");
+        store
+            .writer_answers(wait, stuck_after)
+            .await
+            .expect("answers again once released");
     }
 }
