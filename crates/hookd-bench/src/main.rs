@@ -335,18 +335,15 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             "ceiling: {ceiling_requests} requests, {} concurrent",
             cli.concurrency
         );
-        let c = ceiling::run(
+        match ceiling::run(
             ceiling_requests,
             cli.concurrency.max(1),
             cli.payload_bytes,
             Duration::from_secs(300),
         )
-        .await?;
-        anyhow::Ok(CeilingReport::new(&c, cli.concurrency))
-    };
-    let measure_ceiling = || async {
-        match measure_ceiling().await {
-            Ok(c) => Some(c),
+        .await
+        {
+            Ok(c) => Some(CeilingReport::new(&c, cli.concurrency)),
             Err(e) => {
                 eprintln!("      the ceiling could not be measured: {e:#}");
                 None
