@@ -100,8 +100,19 @@ fn stat_cpu(path: &str) -> Option<(String, f64)> {
     Some((name, (utime + stime) as f64 / clock_ticks()))
 }
 
-/// CPU seconds so far of each thread of `pid`: thread id -> (thread name, seconds).
-pub fn thread_cpu(pid: u32) -> BTreeMap<u64, (String, f64)> {
+/// Each thread of `pid` so far: its name, its CPU seconds, and the seconds it was ready to
+/// run but waited for a CPU (`/proc/.../schedstat`).
+pub type Threads = BTreeMap<u64, (String, f64, f64)>;
+
+/// Seconds a thread has waited on a run queue, from its `schedstat` file.
+fn schedstat_wait(path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let ns: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// CPU and run-queue seconds so far of each thread of `pid`.
+pub fn thread_cpu(pid: u32) -> Threads {
     let mut threads = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return threads;
@@ -110,8 +121,9 @@ pub fn thread_cpu(pid: u32) -> BTreeMap<u64, (String, f64)> {
         let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
         };
-        if let Some(cpu) = stat_cpu(&format!("/proc/{pid}/task/{tid}/stat")) {
-            threads.insert(tid, cpu);
+        if let Some((name, cpu)) = stat_cpu(&format!("/proc/{pid}/task/{tid}/stat")) {
+            let waited = schedstat_wait(&format!("/proc/{pid}/task/{tid}/schedstat"));
+            threads.insert(tid, (name, cpu, waited.unwrap_or(0.0)));
         }
     }
     threads
@@ -127,27 +139,32 @@ pub struct ThreadCpu {
     pub sqlite_writer: f64,
     /// The other SQLite worker threads (readers).
     pub sqlite_other: f64,
+    /// How long the writer's thread was ready to run but waited for a CPU: time during
+    /// which the one write connection was held and nothing ran on it.
+    pub sqlite_writer_waiting: f64,
 }
 
 impl ThreadCpu {
     /// The difference between two [`thread_cpu`] readings of one process.
-    pub fn between(
-        before: &BTreeMap<u64, (String, f64)>,
-        after: &BTreeMap<u64, (String, f64)>,
-    ) -> ThreadCpu {
+    pub fn between(before: &Threads, after: &Threads) -> ThreadCpu {
         let mut cpu = ThreadCpu::default();
         let mut sqlite = Vec::new();
-        for (tid, (name, secs)) in after {
-            let spent = secs - before.get(tid).map_or(0.0, |(_, s)| *s);
+        for (tid, (name, secs, waited)) in after {
+            let (secs_before, waited_before) =
+                before.get(tid).map_or((0.0, 0.0), |(_, s, w)| (*s, *w));
+            let spent = secs - secs_before;
             if name.starts_with("tokio-rt") {
                 cpu.runtime += spent;
             } else if name.starts_with("sqlx-sqlite") {
-                sqlite.push(spent);
+                sqlite.push((spent, waited - waited_before));
             }
         }
-        sqlite.sort_by(|a, b| b.total_cmp(a));
-        cpu.sqlite_writer = sqlite.first().copied().unwrap_or(0.0);
-        cpu.sqlite_other = sqlite.iter().skip(1).sum();
+        sqlite.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if let Some((spent, waited)) = sqlite.first() {
+            cpu.sqlite_writer = *spent;
+            cpu.sqlite_writer_waiting = *waited;
+        }
+        cpu.sqlite_other = sqlite.iter().skip(1).map(|(spent, _)| spent).sum();
         cpu
     }
 
@@ -155,6 +172,7 @@ impl ThreadCpu {
         self.runtime += other.runtime;
         self.sqlite_writer += other.sqlite_writer;
         self.sqlite_other += other.sqlite_other;
+        self.sqlite_writer_waiting += other.sqlite_writer_waiting;
     }
 }
 
@@ -406,22 +424,28 @@ mod tests {
         assert!(m.steal <= m.busy);
         let threads = thread_cpu(std::process::id());
         assert!(!threads.is_empty());
-        let before: BTreeMap<u64, (String, f64)> = [
-            (1, ("tokio-rt-worker".to_string(), 1.0)),
-            (2, ("sqlx-sqlite-worker".to_string(), 0.5)),
+        assert!(threads.values().any(|(_, cpu, _)| *cpu >= 0.0));
+        let before: Threads = [
+            (1, ("tokio-rt-worker".to_string(), 1.0, 0.5)),
+            (2, ("sqlx-sqlite-worker".to_string(), 0.5, 0.25)),
         ]
         .into();
-        let after: BTreeMap<u64, (String, f64)> = [
-            (1, ("tokio-rt-worker".to_string(), 3.0)),
-            (2, ("sqlx-sqlite-worker".to_string(), 0.75)),
-            (3, ("sqlx-sqlite-worker".to_string(), 4.0)),
-            (4, ("hookd".to_string(), 9.0)),
+        let after: Threads = [
+            (1, ("tokio-rt-worker".to_string(), 3.0, 0.75)),
+            (2, ("sqlx-sqlite-worker".to_string(), 0.75, 1.0)),
+            (3, ("sqlx-sqlite-worker".to_string(), 4.0, 1.5)),
+            (4, ("hookd".to_string(), 9.0, 0.0)),
         ]
         .into();
         let cpu = ThreadCpu::between(&before, &after);
         assert_eq!(
-            (cpu.runtime, cpu.sqlite_writer, cpu.sqlite_other),
-            (2.0, 4.0, 0.25)
+            (
+                cpu.runtime,
+                cpu.sqlite_writer,
+                cpu.sqlite_other,
+                cpu.sqlite_writer_waiting
+            ),
+            (2.0, 4.0, 0.25, 1.5)
         );
         assert_eq!(strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
     }

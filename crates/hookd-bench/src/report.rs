@@ -137,6 +137,11 @@ pub struct Report {
     pub targets: Vec<Target>,
 }
 
+/// A share of the window as a percentage, or "-" when not measured.
+fn share(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{:.0}%", 100.0 * v))
+}
+
 fn fmt_num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -286,6 +291,8 @@ impl Report {
                     } else {
                         "-".into()
                     },
+                    share(r.writer_held_share),
+                    share(r.writer_waiting_share),
                     pg.map(|p| format!("{:.2}", p.commits))
                         .unwrap_or_else(|| "-".into()),
                     pg.map(|p| format!("{:.2}", p.rollbacks))
@@ -320,6 +327,8 @@ impl Report {
                 "steal",
                 "runtime µs/deliv",
                 "writer µs/deliv",
+                "writer held",
+                "writer runq",
                 "PG commits/deliv",
                 "PG rollbacks/deliv",
                 "PG rows/deliv",

@@ -112,6 +112,12 @@ pub struct Outcome {
     /// hookd's CPU by kind of thread during the window. The writer's CPU per delivery is
     /// the figure steal disturbs least: it counts work, not waiting.
     pub thread_cpu: hookd::ThreadCpu,
+    /// SQLite: the share of the window during which the one write connection was held by
+    /// an operation (`hookd_store_writer_busy_seconds_total`), and the share during which
+    /// its thread was ready to run but waited for a CPU. `None` on PostgreSQL and for a
+    /// backlog run.
+    pub writer_held_share: Option<f64>,
+    pub writer_waiting_share: Option<f64>,
     pub load_avg_1m: f64,
     pub claim_batch_avg: f64,
     pub store_ops: BTreeMap<String, StoreOp>,
@@ -395,6 +401,21 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
             }
         })
         .collect();
+    const WRITER_BUSY: &str = "hookd_store_writer_busy_seconds_total";
+    let writer_busy = |scrapes: &[BTreeMap<String, f64>]| {
+        scrapes
+            .iter()
+            .any(|m| m.contains_key(WRITER_BUSY))
+            .then(|| hookd::metric_sum(scrapes, WRITER_BUSY))
+    };
+    let mut scrapes_before = Vec::new();
+    if !spec.backlog {
+        for h in &hookds {
+            scrapes_before.push(h.metrics(&ctx.http).await);
+        }
+    }
+    let writer_busy_before = writer_busy(&scrapes_before);
+    let window_start = Instant::now();
     let self_before = hookd::cpu_secs("self").unwrap_or(0.0);
     let machine_before = hookd::machine_jiffies().unwrap_or_default();
     let pg_before = stats_conn.pg_counters().await;
@@ -488,6 +509,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         out.thread_cpu
             .add(hookd::ThreadCpu::between(before, &hookd::thread_cpu(h.pid)));
     }
+    let window = window_start.elapsed().as_secs_f64();
     let self_after = hookd::cpu_secs("self").unwrap_or(0.0);
     let machine_after = hookd::machine_jiffies().unwrap_or_default();
     if let (Some(before), Some(after)) = (&pg_cpu_before, stats_conn.pg_cpu().await) {
@@ -553,6 +575,10 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     let mut scrapes = Vec::new();
     for h in &hookds {
         scrapes.push(h.metrics(&ctx.http).await);
+    }
+    if let (Some(before), Some(after)) = (writer_busy_before, writer_busy(&scrapes)) {
+        out.writer_held_share = Some((after - before) / window.max(1e-9));
+        out.writer_waiting_share = Some(out.thread_cpu.sqlite_writer_waiting / window.max(1e-9));
     }
     let count = hookd::metric_sum(&scrapes, "hookd_claim_batch_size_count");
     if count > 0.0 {

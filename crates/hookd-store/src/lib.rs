@@ -178,6 +178,12 @@ pub trait WakeSource: Send {
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
+    /// How long, in all, the one write connection has been held by an operation, for a
+    /// store that has one (SQLite); `None` for a store that does not (PostgreSQL). Its rate
+    /// is the share of the time during which every other write had to wait.
+    fn writer_busy_seconds(&self) -> Option<f64> {
+        None
+    }
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
     /// Ok when the database answers and every migration is applied.

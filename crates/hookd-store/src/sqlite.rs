@@ -205,11 +205,14 @@ impl Drop for WriteConn {
     }
 }
 
-/// Since when the write connection has been held, readable without queueing for it.
+/// Since when the write connection has been held, and for how long in all, readable
+/// without queueing for it.
 struct Holding {
     origin: Instant,
-    /// Milliseconds from `origin` to when it was taken, plus one; 0 while it is free.
+    /// Microseconds from `origin` to when it was taken, plus one; 0 while it is free.
     taken_at: AtomicU64,
+    /// Microseconds it was held by the holds that ended.
+    held: AtomicU64,
 }
 
 impl Holding {
@@ -217,27 +220,38 @@ impl Holding {
         Holding {
             origin: Instant::now(),
             taken_at: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         }
     }
 
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    /// Only the holder of the connection calls this and `released`.
     fn taken(&self) {
-        let at = self.origin.elapsed().as_millis() as u64 + 1;
-        self.taken_at.store(at, Ordering::Relaxed);
+        self.taken_at.store(self.now() + 1, Ordering::Relaxed);
     }
 
     fn released(&self) {
-        self.taken_at.store(0, Ordering::Relaxed);
+        let at = self.taken_at.swap(0, Ordering::Relaxed);
+        if at > 0 {
+            self.held
+                .fetch_add(self.now().saturating_sub(at - 1), Ordering::Relaxed);
+        }
     }
 
     fn held_for(&self) -> Option<Duration> {
         match self.taken_at.load(Ordering::Relaxed) {
             0 => None,
-            at => Some(
-                self.origin
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(at - 1)),
-            ),
+            at => Some(Duration::from_micros(self.now().saturating_sub(at - 1))),
         }
+    }
+
+    /// All the time it has been held, the current hold included.
+    fn busy(&self) -> Duration {
+        let ended = Duration::from_micros(self.held.load(Ordering::Relaxed));
+        ended + self.held_for().unwrap_or_default()
     }
 }
 
@@ -399,6 +413,10 @@ impl SqliteStore {
 store_impl!(SqliteStore, Sqlite, {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn writer_busy_seconds(&self) -> Option<f64> {
+        Some(self.holding.busy().as_secs_f64())
     }
 
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
@@ -581,5 +599,28 @@ mod tests {
             .writer_answers(wait, stuck_after)
             .await
             .expect("answers again once released");
+    }
+
+    #[tokio::test]
+    async fn writer_busy_time_counts_holds_only() {
+        let db = hookd_testkit::TestDb::sqlite();
+        let store = SqliteStore::connect(&db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let busy = || store.writer_busy_seconds().expect("SQLite has a writer");
+        let before = busy();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(busy(), before, "nothing held the connection");
+        let held = store.writer().await.expect("the write connection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let during = busy();
+        assert!(
+            during >= before + 0.1,
+            "the current hold counts: {before} -> {during}"
+        );
+        drop(held);
+        let after = busy();
+        assert!(after >= during, "{during} -> {after}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(busy(), after, "released: no more time counted");
     }
 }

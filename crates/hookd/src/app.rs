@@ -44,6 +44,7 @@ impl Application {
             connect_sealed(&config.database_url, config.secret_key.as_deref()).await?,
             metrics.clone(),
         );
+        metrics.watch_writer(&store);
         store
             .migrate()
             .await

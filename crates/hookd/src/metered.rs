@@ -47,6 +47,9 @@ impl Store for MeteredStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
+    fn writer_busy_seconds(&self) -> Option<f64> {
+        self.inner.writer_busy_seconds()
+    }
     async fn migrate(&self) -> Result<()> {
         metered!(self, migrate())
     }

@@ -1,12 +1,16 @@
 //! Prometheus metrics. Every label is bounded: outcomes, states and operations, never an
 //! event id, endpoint id or URL.
 
+use std::sync::{Arc, Weak};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
-use hookd_store::{Next, Outcome};
+use hookd_store::{Next, Outcome, Store};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -193,6 +197,18 @@ impl Metrics {
         self.store_errors.with_label_values(&[operation]).inc();
     }
 
+    /// Exposes `hookd_store_writer_busy_seconds_total`, read from `store` at each scrape,
+    /// when the store has one write connection (SQLite). Holds the store weakly: the store
+    /// holds these metrics.
+    pub fn watch_writer(&self, store: &Arc<dyn Store>) {
+        if store.writer_busy_seconds().is_none() {
+            return;
+        }
+        self.registry
+            .register(Box::new(WriterBusy::new(Arc::downgrade(store))))
+            .expect("registered once");
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -200,6 +216,43 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// `hookd_store_writer_busy_seconds_total`: a counter kept by the store, not by us.
+struct WriterBusy {
+    store: Weak<dyn Store>,
+    desc: Vec<Desc>,
+}
+
+const WRITER_BUSY: &str = "hookd_store_writer_busy_seconds_total";
+const WRITER_BUSY_HELP: &str = "Time the SQLite write connection was held by an operation; \
+     a rate near 1 means every write waits for the one before it.";
+
+impl WriterBusy {
+    fn new(store: Weak<dyn Store>) -> WriterBusy {
+        let desc = Counter::new(WRITER_BUSY, WRITER_BUSY_HELP)
+            .expect("a valid name")
+            .desc()
+            .into_iter()
+            .cloned()
+            .collect();
+        WriterBusy { store, desc }
+    }
+}
+
+impl Collector for WriterBusy {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(seconds) = self.store.upgrade().and_then(|s| s.writer_busy_seconds()) else {
+            return Vec::new();
+        };
+        let counter = Counter::new(WRITER_BUSY, WRITER_BUSY_HELP).expect("a valid name");
+        counter.inc_by(seconds);
+        counter.collect()
     }
 }
 

@@ -88,6 +88,12 @@ async fn a_known_workload_is_counted_exactly(backend: Backend) {
     assert!(count("hookd_store_query_duration_seconds_count{operation=\"claim_due\"}") > 0.0);
     assert_eq!(count("hookd_concurrency_limit"), 512.0);
     assert_eq!(count("hookd_up"), 1.0);
+    // The one SQLite write connection's busy time; PostgreSQL has no such bottleneck.
+    let busy = "hookd_store_writer_busy_seconds_total";
+    match backend {
+        Backend::Sqlite => assert!(count(busy) > 0.0, "{busy} counts the writes"),
+        Backend::Postgres => assert!(!text.contains(busy), "{busy} is SQLite's only"),
+    }
     app.stop().await;
 }
 
