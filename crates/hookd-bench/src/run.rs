@@ -113,10 +113,11 @@ pub struct Outcome {
     /// the figure steal disturbs least: it counts work, not waiting.
     pub thread_cpu: hookd::ThreadCpu,
     /// SQLite: the share of the window during which the one write connection was held by
-    /// an operation (`hookd_store_writer_busy_seconds_total`), and the share during which
-    /// its thread was ready to run but waited for a CPU. `None` on PostgreSQL and for a
-    /// backlog run.
+    /// an operation (`hookd_store_writer_busy_seconds_total`). `None` on PostgreSQL and for
+    /// a backlog run.
     pub writer_held_share: Option<f64>,
+    /// SQLite: the share of the same window during which the writer connection's thread
+    /// was ready to run but waited for a CPU; `None` also without `schedstat`.
     pub writer_waiting_share: Option<f64>,
     pub load_avg_1m: f64,
     pub claim_batch_avg: f64,
@@ -391,16 +392,6 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     } else {
         hookds.iter().map(|h| h.stats().cpu_secs).sum()
     };
-    let threads_before: Vec<_> = hookds
-        .iter()
-        .map(|h| {
-            if spec.backlog {
-                Default::default()
-            } else {
-                hookd::thread_cpu(h.pid)
-            }
-        })
-        .collect();
     const WRITER_BUSY: &str = "hookd_store_writer_busy_seconds_total";
     let writer_busy = |scrapes: &[BTreeMap<String, f64>]| {
         scrapes
@@ -415,6 +406,17 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         }
     }
     let writer_busy_before = writer_busy(&scrapes_before);
+    // The window of the writer's shares: from these readings to the same ones after.
+    let threads_before: Vec<_> = hookds
+        .iter()
+        .map(|h| {
+            if spec.backlog {
+                Default::default()
+            } else {
+                hookd::thread_cpu(h.pid)
+            }
+        })
+        .collect();
     let window_start = Instant::now();
     let self_before = hookd::cpu_secs("self").unwrap_or(0.0);
     let machine_before = hookd::machine_jiffies().unwrap_or_default();
@@ -510,6 +512,12 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
             .add(hookd::ThreadCpu::between(before, &hookd::thread_cpu(h.pid)));
     }
     let window = window_start.elapsed().as_secs_f64();
+    let mut scrapes_after = Vec::new();
+    if writer_busy_before.is_some() {
+        for h in &hookds {
+            scrapes_after.push(h.metrics(&ctx.http).await);
+        }
+    }
     let self_after = hookd::cpu_secs("self").unwrap_or(0.0);
     let machine_after = hookd::machine_jiffies().unwrap_or_default();
     if let (Some(before), Some(after)) = (&pg_cpu_before, stats_conn.pg_cpu().await) {
@@ -576,9 +584,12 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     for h in &hookds {
         scrapes.push(h.metrics(&ctx.http).await);
     }
-    if let (Some(before), Some(after)) = (writer_busy_before, writer_busy(&scrapes)) {
+    if let (Some(before), Some(after)) = (writer_busy_before, writer_busy(&scrapes_after)) {
         out.writer_held_share = Some((after - before) / window.max(1e-9));
-        out.writer_waiting_share = Some(out.thread_cpu.sqlite_writer_waiting / window.max(1e-9));
+        out.writer_waiting_share = out
+            .thread_cpu
+            .sqlite_writer_waiting
+            .map(|w| w / window.max(1e-9));
     }
     let count = hookd::metric_sum(&scrapes, "hookd_claim_batch_size_count");
     if count > 0.0 {

@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -206,52 +205,47 @@ impl Drop for WriteConn {
 }
 
 /// Since when the write connection has been held, and for how long in all, readable
-/// without queueing for it.
-struct Holding {
-    origin: Instant,
-    /// Microseconds from `origin` to when it was taken, plus one; 0 while it is free.
-    taken_at: AtomicU64,
-    /// Microseconds it was held by the holds that ended.
-    held: AtomicU64,
+/// without queueing for it. One small lock keeps the two consistent, so that the total
+/// never goes down between two readings (a Prometheus counter must not).
+struct Holding(std::sync::Mutex<Holds>);
+
+#[derive(Default)]
+struct Holds {
+    /// When the current hold began; `None` while the connection is free.
+    since: Option<Instant>,
+    /// The holds that ended, in all.
+    ended: Duration,
 }
 
 impl Holding {
     fn new() -> Holding {
-        Holding {
-            origin: Instant::now(),
-            taken_at: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-        }
+        Holding(std::sync::Mutex::new(Holds::default()))
     }
 
-    fn now(&self) -> u64 {
-        self.origin.elapsed().as_micros() as u64
+    fn holds(&self) -> std::sync::MutexGuard<'_, Holds> {
+        // A panic while holding this lock leaves plain numbers behind: still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Only the holder of the connection calls this and `released`.
     fn taken(&self) {
-        self.taken_at.store(self.now() + 1, Ordering::Relaxed);
+        self.holds().since = Some(Instant::now());
     }
 
     fn released(&self) {
-        let at = self.taken_at.swap(0, Ordering::Relaxed);
-        if at > 0 {
-            self.held
-                .fetch_add(self.now().saturating_sub(at - 1), Ordering::Relaxed);
+        let mut holds = self.holds();
+        if let Some(since) = holds.since.take() {
+            holds.ended += since.elapsed();
         }
     }
 
     fn held_for(&self) -> Option<Duration> {
-        match self.taken_at.load(Ordering::Relaxed) {
-            0 => None,
-            at => Some(Duration::from_micros(self.now().saturating_sub(at - 1))),
-        }
+        self.holds().since.map(|since| since.elapsed())
     }
 
     /// All the time it has been held, the current hold included.
     fn busy(&self) -> Duration {
-        let ended = Duration::from_micros(self.held.load(Ordering::Relaxed));
-        ended + self.held_for().unwrap_or_default()
+        let holds = self.holds();
+        holds.ended + holds.since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 }
 
@@ -606,7 +600,7 @@ mod tests {
         let db = hookd_testkit::TestDb::sqlite();
         let store = SqliteStore::connect(&db.url).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let busy = || store.writer_busy_seconds().expect("SQLite has a writer");
+        let busy = || Duration::from_secs_f64(store.writer_busy_seconds().expect("SQLite"));
         let before = busy();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(busy(), before, "nothing held the connection");
@@ -614,12 +608,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let during = busy();
         assert!(
-            during >= before + 0.1,
-            "the current hold counts: {before} -> {during}"
+            during >= before + Duration::from_millis(99),
+            "the current hold counts: {before:?} -> {during:?}"
         );
         drop(held);
         let after = busy();
-        assert!(after >= during, "{during} -> {after}");
+        assert!(after >= during, "{during:?} -> {after:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(busy(), after, "released: no more time counted");
     }

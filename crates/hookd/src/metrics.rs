@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
-use prometheus::core::{Collector, Desc};
+use prometheus::core::{Collector, Desc, Describer};
 use prometheus::proto::MetricFamily;
 use prometheus::{
     Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -231,13 +231,13 @@ const WRITER_BUSY_HELP: &str = "Time the SQLite write connection was held by an 
 
 impl WriterBusy {
     fn new(store: Weak<dyn Store>) -> WriterBusy {
-        let desc = Counter::new(WRITER_BUSY, WRITER_BUSY_HELP)
-            .expect("a valid name")
-            .desc()
-            .into_iter()
-            .cloned()
-            .collect();
-        WriterBusy { store, desc }
+        let desc = Opts::new(WRITER_BUSY, WRITER_BUSY_HELP)
+            .describe()
+            .expect("a valid name");
+        WriterBusy {
+            store,
+            desc: vec![desc],
+        }
     }
 }
 
