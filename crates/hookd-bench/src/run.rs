@@ -121,6 +121,9 @@ pub struct Outcome {
     pub writer_waiting_share: Option<f64>,
     pub load_avg_1m: f64,
     pub claim_batch_avg: f64,
+    /// The share of the attempts whose delivery the outbox read created already leased
+    /// (`hookd_ingest_leased_total`), with no claim.
+    pub leased_share: Option<f64>,
     pub store_ops: BTreeMap<String, StoreOp>,
     /// PostgreSQL: this database's commits, rows written and the cluster's WAL bytes, per
     /// delivery (producers' outbox inserts included).
@@ -590,6 +593,10 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
             .thread_cpu
             .sqlite_writer_waiting
             .map(|w| w / window.max(1e-9));
+    }
+    if out.attempts > 0 {
+        let leased = hookd::metric_sum(&scrapes, "hookd_ingest_leased_total");
+        out.leased_share = Some(leased / out.attempts as f64);
     }
     let count = hookd::metric_sum(&scrapes, "hookd_claim_batch_size_count");
     if count > 0.0 {

@@ -290,7 +290,7 @@ macro_rules! store_impl {
                     payload: &event.payload,
                     endpoint_id: event.endpoint_id.as_deref(),
                 };
-                let (event_id, created) = Self::store_events(&mut tx, &targets, &[incoming], limits)
+                let (event_id, created) = Self::store_events(&mut tx, &targets, &[incoming], limits, None)
                     .await?
                     .pop()
                     .expect("one event in, one out");
@@ -433,12 +433,13 @@ macro_rules! store_impl {
 
 
             async fn backlog(&self) -> $crate::Result<$crate::Backlog> {
-                let (unfinished, oldest): (i64, Option<i64>) =
+                let (unfinished, outbox, oldest): (i64, i64, Option<i64>) =
                     sqlx::query_as(&Self::sql($crate::sql::BACKLOG))
                         .fetch_one(self.reader())
                         .await?;
                 Ok($crate::Backlog {
-                    unfinished,
+                    unfinished: unfinished + outbox,
+                    outbox,
                     oldest_due_age_ms: oldest.unwrap_or(0).max(0),
                 })
             }
@@ -531,6 +532,25 @@ macro_rules! store_impl {
                 }
             }
 
+            /// What an ingest of `rows` outbox rows did, its leased deliveries joined with
+            /// their endpoints (handed back if that fails: see `with_endpoints`).
+            async fn ingested(
+                &self,
+                rows: usize,
+                more: bool,
+                leasing: Option<$crate::ingest::Leasing<'_>>,
+            ) -> $crate::Result<$crate::Ingested> {
+                let (claimed, due, blocked) = match leasing {
+                    Some(l) if !l.rows.is_empty() => {
+                        (self.with_endpoints(l.rows).await?, l.due, l.blocked)
+                    }
+                    Some(l) => (Vec::new(), l.due, l.blocked),
+                    // Not counted without a lease: due as far as anyone knows.
+                    None => (Vec::new(), rows > 0, false),
+                };
+                Ok($crate::Ingested { rows: rows as u64, claimed, due, more, blocked })
+            }
+
             async fn join_endpoints(
                 &self,
                 rows: Vec<$crate::rows::ClaimRow>,
@@ -559,15 +579,20 @@ macro_rules! store_impl {
             }
 
             /// Stores events and their deliveries inside `tx`, in three statements whatever
-            /// the number of events (plus two per ordered endpoint). Returns, per event, its id
-            /// and whether it was new; a repeated id (in the database or earlier in `events`)
-            /// creates nothing.
+            /// the number of events (plus two per ordered endpoint, and one when some are
+            /// leased). Returns, per event, its id and whether it was new; a repeated id (in
+            /// the database or earlier in `events`) creates nothing. With `leasing`, the new
+            /// deliveries due now are created leased while it has room.
             async fn store_events(
                 tx: &mut WriteTx,
                 targets: &[$crate::matching::Target],
                 events: &[$crate::ingest::Incoming<'_>],
                 limits: &$crate::IngestLimits,
+                mut leasing: Option<&mut $crate::ingest::Leasing<'_>>,
             ) -> $crate::Result<Vec<(String, bool)>> {
+                let token = leasing.as_ref().map(|l| l.token.clone());
+                let lease_ms = leasing.as_ref().map(|l| l.lease_ms);
+                let mut leased = 0;
                 let prepared = $crate::ingest::prepare(events, limits);
                 let new_ids: std::collections::HashSet<String> = if prepared.rows.is_empty() {
                     Default::default()
@@ -606,6 +631,18 @@ macro_rules! store_impl {
                         } else {
                             false
                         };
+                        let due = state == "pending" && !planned.parked && !held;
+                        let lease = match leasing.as_deref_mut() {
+                            Some(l) if due && l.takes(&planned.endpoint_id, leased) => {
+                                leased += 1;
+                                true
+                            }
+                            Some(l) => {
+                                l.due |= due;
+                                false
+                            }
+                            None => false,
+                        };
                         deliveries.push($crate::ingest::NewDelivery {
                             ord: deliveries.len(),
                             event_id: &row.event_id,
@@ -615,10 +652,45 @@ macro_rules! store_impl {
                             parked: planned.parked,
                             held,
                             error: row.payload_error.as_deref(),
+                            lease_token: if lease { token.as_deref() } else { None },
+                            lease_ms: if lease { lease_ms } else { None },
                         });
                     }
                 }
-                if !deliveries.is_empty() {
+                if leased > 0 {
+                    // Leased ones first: an ordered endpoint's leased delivery is its first
+                    // in this batch, the rest wait behind it, so ids keep arrival order.
+                    let (taken, rest): (Vec<_>, Vec<_>) =
+                        deliveries.into_iter().partition(|d| d.lease_token.is_some());
+                    let created = Self::insert_leased_deliveries(tx, &taken).await?;
+                    if !rest.is_empty() {
+                        Self::insert_deliveries(tx, &rest).await?;
+                    }
+                    let events: std::collections::HashMap<&str, &$crate::ingest::PreparedEvent<'_>> =
+                        prepared.rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
+                    let leasing = leasing.expect("leased");
+                    for (id, event_id, endpoint_id) in created {
+                        let event = events.get(event_id.as_str()).ok_or_else(|| {
+                            $crate::StoreError::Corrupt(format!("delivery {id} of an unknown event"))
+                        })?;
+                        leasing.rows.push($crate::rows::ClaimRow {
+                            id,
+                            lease_token: leasing.token.clone(),
+                            event_type: event.event_type.to_string(),
+                            event_id,
+                            endpoint_id,
+                            attempts: 1,
+                            next_trigger: "auto".to_string(),
+                            auto_attempts: 1,
+                            manual_only: false,
+                            next_attempt_at: None,
+                            payload: event.payload.to_string(),
+                            payload_error: None,
+                        });
+                    }
+                    // RETURNING gives no order: due order is creation order.
+                    leasing.rows.sort_by_key(|r| r.id);
+                } else if !deliveries.is_empty() {
                     Self::insert_deliveries(tx, &deliveries).await?;
                 }
                 Ok(prepared

@@ -303,7 +303,9 @@ impl crate::values::Row for NewDelivery<'_> {
             .add(self.state)
             .add(self.parked)
             .add(self.held)
-            .add(self.error);
+            .add(self.error)
+            .add(self.lease_token)
+            .add(self.lease_ms);
     }
 }
 
@@ -319,4 +321,161 @@ pub(crate) struct NewDelivery<'a> {
     pub parked: bool,
     pub held: bool,
     pub error: Option<&'a str>,
+    /// Set when the delivery is created leased to the ingest's caller, `in_flight`.
+    pub lease_token: Option<&'a str>,
+    pub lease_ms: Option<i64>,
+}
+
+/// The deliveries an ingest leases to its caller as it creates them (`crate::IngestLease`).
+pub(crate) struct Leasing<'a> {
+    /// Deliveries to lease at most.
+    pub room: usize,
+    /// Endpoints whose deliveries are not leased.
+    pub exclude: &'a [String],
+    pub token: String,
+    pub lease_ms: i64,
+    /// The deliveries leased, filled in as they are created.
+    pub rows: Vec<crate::rows::ClaimRow>,
+    /// Whether deliveries due now were created and not leased.
+    pub due: bool,
+    /// Whether rows were left in the outbox only because their endpoints are busy.
+    pub blocked: bool,
+}
+
+impl Leasing<'_> {
+    /// Whether a new delivery to `endpoint_id`, due now, is leased: while there is room.
+    pub fn takes(&self, endpoint_id: &str, leased_so_far: usize) -> bool {
+        leased_so_far < self.room && !self.exclude.iter().any(|e| e == endpoint_id)
+    }
+}
+
+/// What one outbox row can do under a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowLease {
+    /// Deliveries it could lease now.
+    pub leasable: usize,
+    /// Deliveries due now to endpoints at their cap (`IngestLease::exclude_endpoints`).
+    pub busy: usize,
+}
+
+/// How many rows of a window of outbox rows an ingest consumes, with room to lease `room`
+/// deliveries (at least 1), and whether it left rows behind only because their endpoints
+/// are busy:
+/// - every row up to and including the one that fills the room; the rest stay in the
+///   outbox, the queue, until there is room again, instead of becoming deliveries that a
+///   claim must read back;
+/// - with `wait_for_busy`, not the rows at the end whose deliveries all go to busy
+///   endpoints: a busy endpoint's rows are taken (as pending deliveries) only to reach
+///   rows behind them that are not blocked, so a busy endpoint never holds the others up.
+pub(crate) fn rows_to_take(
+    rows: impl IntoIterator<Item = RowLease>,
+    room: usize,
+    wait_for_busy: bool,
+) -> (usize, bool) {
+    let (mut sum, mut take, mut read) = (0, 0, 0);
+    for (i, row) in rows.into_iter().enumerate() {
+        read = i + 1;
+        let blocked = row.leasable == 0 && row.busy > 0;
+        if !blocked || !wait_for_busy {
+            take = i + 1;
+        }
+        sum += row.leasable;
+        if sum >= room.max(1) {
+            return (i + 1, false);
+        }
+    }
+    (take, take < read)
+}
+
+/// Outbox rows an ingest reads at most: under a lease that leaves rows behind, about twice
+/// what it may lease (a row leases one delivery or more), so that rows it will leave in the
+/// outbox are not read for nothing.
+pub(crate) fn window(max_rows: u32, lease: Option<&crate::IngestLease<'_>>) -> u32 {
+    match lease {
+        Some(l) if l.max > 0 && l.wait_for_busy => max_rows.min(l.max.saturating_mul(2).max(32)),
+        _ => max_rows,
+    }
+}
+
+/// The outbox rows an ingest consumes under `lease` ([`rows_to_take`]), and the leasing to
+/// do; without a lease (or with no room), all of them, none leased.
+pub(crate) fn lease_rows<'l>(
+    mut rows: Vec<crate::rows::OutboxRow>,
+    targets: &[crate::matching::Target],
+    lease: Option<crate::IngestLease<'l>>,
+) -> (Vec<crate::rows::OutboxRow>, Option<Leasing<'l>>) {
+    let Some(lease) = lease.filter(|l| l.max > 0) else {
+        return (rows, None);
+    };
+    let per_row = rows.iter().map(|r| {
+        let mut row = RowLease {
+            leasable: 0,
+            busy: 0,
+        };
+        for p in crate::matching::plan(&r.event_type, r.endpoint_id.as_deref(), targets) {
+            if p.parked {
+                continue;
+            }
+            if lease.exclude_endpoints.contains(&p.endpoint_id) {
+                row.busy += 1;
+            } else {
+                row.leasable += 1;
+            }
+        }
+        row
+    });
+    let (take, blocked) = rows_to_take(per_row, lease.max as usize, lease.wait_for_busy);
+    rows.truncate(take);
+    let leasing = Leasing {
+        room: lease.max as usize,
+        exclude: lease.exclude_endpoints,
+        token: crate::token(),
+        lease_ms: lease.lease_ms as i64,
+        rows: Vec::new(),
+        due: false,
+        blocked,
+    };
+    (rows, Some(leasing))
+}
+
+#[cfg(test)]
+mod leasing_tests {
+    use super::{rows_to_take, RowLease};
+
+    #[test]
+    fn rows_to_take_fills_the_room_and_leaves_busy_rows_at_the_end() {
+        // A row: (leasable, busy) deliveries. Case: (rows, room, wait for busy, (take, blocked)).
+        type Case = (&'static [(usize, usize)], usize, bool, (usize, bool));
+        let cases: [Case; 12] = [
+            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 2, true, (2, false)),
+            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 4, true, (4, false)),
+            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 5, true, (4, false)),
+            // A fan-out row that overfills the room is taken whole.
+            (&[(10, 0), (10, 0), (10, 0)], 15, true, (2, false)),
+            // Rows with nothing to deliver (no endpoint, a disabled one) are taken.
+            (&[(0, 0), (0, 0), (1, 0), (0, 0)], 1, true, (3, false)),
+            (&[(0, 0), (0, 0)], 1, true, (2, false)),
+            // A busy endpoint's rows wait in the outbox...
+            (&[(0, 1), (0, 1), (0, 1)], 4, true, (0, true)),
+            (&[(1, 0), (0, 1), (0, 1)], 4, true, (1, true)),
+            // ...unless a row behind them can go, or waiting is off.
+            (&[(0, 1), (0, 1), (1, 0), (0, 1)], 4, true, (3, true)),
+            (&[(0, 1), (0, 1), (0, 1)], 4, false, (3, false)),
+            // A row that leases some and waits for a busy endpoint with the rest is taken.
+            (&[(1, 1), (0, 1)], 4, true, (1, true)),
+            // Room 0 is treated as 1.
+            (&[(1, 0), (1, 0)], 0, true, (1, false)),
+        ];
+        for (rows, room, wait, expected) in cases {
+            let rows = rows
+                .iter()
+                .map(|&(leasable, busy)| RowLease { leasable, busy });
+            assert_eq!(
+                rows_to_take(rows.clone(), room, wait),
+                expected,
+                "{:?} room {room} wait {wait}",
+                rows.collect::<Vec<_>>()
+            );
+        }
+    }
 }

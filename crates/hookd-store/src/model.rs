@@ -333,9 +333,14 @@ pub struct DeliveryFilter {
 /// Backlog figures for the gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
-    /// Deliveries pending or in flight.
+    /// Deliveries pending or in flight, plus the outbox rows not yet turned into deliveries
+    /// (one each, whatever their fan-out): while every attempt slot is taken, new events
+    /// wait in the outbox.
     pub unfinished: i64,
-    /// How long the oldest due pending delivery has waited past its due time, in ms.
+    /// Of which outbox rows.
+    pub outbox: i64,
+    /// How long the oldest due pending delivery, or the oldest outbox row, has waited past
+    /// its due time (an outbox row's is its insert), in ms.
     pub oldest_due_age_ms: i64,
 }
 

@@ -175,6 +175,17 @@ impl PgStore {
             .await?;
         Ok(())
     }
+
+    /// New deliveries created leased; returns each one's id, event and endpoint.
+    async fn insert_leased_deliveries(
+        tx: &mut WriteTx,
+        rows: &[crate::ingest::NewDelivery<'_>],
+    ) -> Result<Vec<(i64, String, String)>> {
+        Ok(sqlx::query_as(sql::INSERT_LEASED_DELIVERIES.postgres())
+            .bind(serde_json::to_string(rows).expect("deliveries serialize"))
+            .fetch_all(&mut **tx)
+            .await?)
+    }
 }
 
 struct PgWake(PgListener);
@@ -199,33 +210,46 @@ store_impl!(PgStore, Postgres, {
         Ok(Some(Box::new(PgWake(listener))))
     }
 
-    async fn ingest_outbox(&self, max_rows: u32, limits: &crate::IngestLimits) -> Result<u64> {
+    async fn ingest_leasing(
+        &self,
+        max_rows: u32,
+        limits: &crate::IngestLimits,
+        lease: Option<crate::IngestLease<'_>>,
+    ) -> Result<crate::Ingested> {
+        let window = crate::ingest::window(max_rows, lease.as_ref());
         let mut tx = self.begin_write().await?;
         // SKIP LOCKED: several instances ingest disjoint rows side by side.
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
-        .bind(max_rows as i64)
+        .bind(window as i64)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(crate::Ingested::default());
         }
+        let read = rows.len();
         let targets = Self::targets(&mut tx).await?;
+        let (rows, mut leasing) = crate::ingest::lease_rows(rows, &targets, lease);
+        let more = read == window as usize || rows.len() < read;
         let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
-        Self::store_events(&mut tx, &targets, &incoming, limits).await?;
+        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
+        // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
             .bind(&seqs)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("SELECT pg_notify($1, 'deliveries')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        // Deliveries leased here are taken: other instances are woken only for the rest.
+        if leasing.as_ref().is_none_or(|l| l.due) {
+            sqlx::query("SELECT pg_notify($1, 'deliveries')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(rows.len() as u64)
+        self.ingested(rows.len(), more, leasing).await
     }
 
     async fn claim_due(

@@ -262,24 +262,42 @@ pub(crate) static INSERT_EVENTS: Batch = Batch::new(
 /// New deliveries, in `ord` order. `state`: 'pending' or 'failed'; `parked`: pending with
 /// no due time; `held`: behind an earlier delivery of an ordered endpoint; `error`: why it
 /// failed.
-pub(crate) static INSERT_DELIVERIES: Batch = Batch::new(
-    &[
-        ("ord", "BIGINT"),
-        ("event_id", "TEXT"),
-        ("endpoint_id", "TEXT"),
-        ("event_type", "TEXT"),
-        ("state", "TEXT"),
-        ("parked", "BOOLEAN"),
-        ("held", "BOOLEAN"),
-        ("error", "TEXT"),
-    ],
-    "INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, \
-     last_error, held, created_at, updated_at, finished_at) \
-     SELECT v.event_id, v.endpoint_id, v.event_type, v.state, \
+pub(crate) static INSERT_DELIVERIES: Batch =
+    Batch::new(DELIVERY_COLUMNS, INSERT_DELIVERIES_STATEMENT);
+
+const DELIVERY_COLUMNS: &[(&str, &str)] = &[
+    ("ord", "BIGINT"),
+    ("event_id", "TEXT"),
+    ("endpoint_id", "TEXT"),
+    ("event_type", "TEXT"),
+    ("state", "TEXT"),
+    ("parked", "BOOLEAN"),
+    ("held", "BOOLEAN"),
+    ("error", "TEXT"),
+    ("lease_token", "TEXT"),
+    ("lease_ms", "BIGINT"),
+];
+
+/// The same for deliveries created leased (`lease_token` set): `in_flight` with their first
+/// attempt counted, as a claim leaves a row. Names the rows created, in no order.
+pub(crate) static INSERT_LEASED_DELIVERIES: Batch = Batch::with_suffix(
+    DELIVERY_COLUMNS,
+    INSERT_DELIVERIES_STATEMENT,
+    " RETURNING id, event_id, endpoint_id",
+);
+
+const INSERT_DELIVERIES_STATEMENT: &str = "INSERT INTO hookd_deliveries (event_id, endpoint_id, \
+     event_type, state, next_attempt_at, last_error, held, created_at, updated_at, finished_at, \
+     lease_token, lease_expires_at, attempts, auto_attempts) \
+     SELECT v.event_id, v.endpoint_id, v.event_type, \
+     CASE WHEN v.lease_token IS NULL THEN v.state ELSE 'in_flight' END, \
      CASE WHEN v.state = 'pending' AND NOT v.parked AND NOT v.held THEN hookd_now_ms() END, \
      v.error, v.held, hookd_now_ms(), hookd_now_ms(), \
-     CASE WHEN v.state = 'failed' THEN hookd_now_ms() END FROM v ORDER BY v.ord",
-);
+     CASE WHEN v.state = 'failed' THEN hookd_now_ms() END, \
+     v.lease_token, hookd_now_ms() + v.lease_ms, \
+     CASE WHEN v.lease_token IS NULL THEN 0 ELSE 1 END, \
+     CASE WHEN v.lease_token IS NULL THEN 0 ELSE 1 END \
+     FROM v ORDER BY v.ord";
 
 /// Records a batch of attempt results (rows `v`, see [`json_rows`]), each only if its lease
 /// is still held. A resend asked for while the attempt ran turns
@@ -360,7 +378,10 @@ pub(crate) const BACKLOG: &str = "SELECT \
     (SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0) \
     + (SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'pending' AND attempts > 0) \
     + (SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'in_flight'), \
+    (SELECT COUNT(*) FROM hookd_outbox), \
     (SELECT hookd_now_ms() - MIN(due) FROM ( \
+        SELECT * FROM (SELECT created_at AS due FROM hookd_outbox ORDER BY seq LIMIT 1) o \
+        UNION ALL \
         SELECT * FROM (SELECT next_attempt_at AS due FROM hookd_deliveries /* due_first */ \
             WHERE state = 'pending' AND attempts = 0 AND next_attempt_at IS NOT NULL \
             ORDER BY next_attempt_at LIMIT 1) f \

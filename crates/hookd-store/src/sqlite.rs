@@ -402,6 +402,23 @@ impl SqliteStore {
         }
         Ok(())
     }
+
+    /// New deliveries created leased; returns each one's id, event and endpoint.
+    async fn insert_leased_deliveries(
+        tx: &mut WriteTx,
+        rows: &[crate::ingest::NewDelivery<'_>],
+    ) -> Result<Vec<(i64, String, String)>> {
+        let mut created = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = sql::INSERT_LEASED_DELIVERIES.sqlite_bind(chunk);
+            created.extend(
+                sqlx::query_as_with::<_, (i64, String, String), _>(text, args)
+                    .fetch_all(&mut **tx)
+                    .await?,
+            );
+        }
+        Ok(created)
+    }
 }
 
 store_impl!(SqliteStore, Sqlite, {
@@ -417,14 +434,20 @@ store_impl!(SqliteStore, Sqlite, {
         Ok(None)
     }
 
-    async fn ingest_outbox(&self, max_rows: u32, limits: &crate::IngestLimits) -> Result<u64> {
+    async fn ingest_leasing(
+        &self,
+        max_rows: u32,
+        limits: &crate::IngestLimits,
+        lease: Option<crate::IngestLease<'_>>,
+    ) -> Result<crate::Ingested> {
         // Cheap check on a reader first: polling an empty outbox must not take the write lock.
         let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM hookd_outbox LIMIT 1")
             .fetch_optional(&self.reader)
             .await?;
         if any.is_none() {
-            return Ok(0);
+            return Ok(crate::Ingested::default());
         }
+        let window = crate::ingest::window(max_rows, lease.as_ref());
         let mut tx = self.begin_write().await?;
         // Producers may bind anything (SQLite keeps a BLOB a BLOB, and text that is not
         // UTF-8): read bytes, so that one odd row fails alone instead of stopping ingestion.
@@ -432,7 +455,7 @@ store_impl!(SqliteStore, Sqlite, {
             "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
              CAST(endpoint_id AS BLOB) FROM hookd_outbox ORDER BY seq LIMIT $1",
         )
-        .bind(max_rows as i64)
+        .bind(window as i64)
         .fetch_all(&mut *tx)
         .await?;
         let rows: Vec<OutboxRow> = raw
@@ -454,18 +477,21 @@ store_impl!(SqliteStore, Sqlite, {
             })
             .collect();
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(crate::Ingested::default());
         }
+        let read = rows.len();
         let targets = Self::targets(&mut tx).await?;
+        let (rows, mut leasing) = crate::ingest::lease_rows(rows, &targets, lease);
+        let more = read == window as usize || rows.len() < read;
         let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
-        Self::store_events(&mut tx, &targets, &incoming, limits).await?;
+        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
             .bind(last)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(rows.len() as u64)
+        self.ingested(rows.len(), more, leasing).await
     }
 
     async fn claim_due(

@@ -138,7 +138,9 @@ mod tests {
     #[test]
     fn rows_bind_in_the_order_of_their_columns() {
         use crate::ingest::{NewDelivery, PreparedEvent};
-        use crate::sql::{Batch, COMPLETION_COLUMNS, INSERT_DELIVERIES, INSERT_EVENTS};
+        use crate::sql::{
+            Batch, COMPLETION_COLUMNS, INSERT_DELIVERIES, INSERT_EVENTS, INSERT_LEASED_DELIVERIES,
+        };
 
         fn check<R: Row>(row: &R, batch: &'static Batch) {
             let columns: Vec<&str> = batch.columns().collect();
@@ -162,8 +164,11 @@ mod tests {
             parked: false,
             held: false,
             error: None,
+            lease_token: Some("t"),
+            lease_ms: Some(60_000),
         };
         check(&delivery, &INSERT_DELIVERIES);
+        check(&delivery, &INSERT_LEASED_DELIVERIES);
         static COMPLETION: Batch = Batch::new(COMPLETION_COLUMNS, "");
         let completion = crate::Completion {
             delivery_id: 1,

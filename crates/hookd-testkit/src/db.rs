@@ -39,6 +39,30 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Runs `$body` with `$conn`, a new connection to `$db` of its backend's type, then closes it.
+macro_rules! on_own_connection {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        match $db.backend {
+            Backend::Sqlite => {
+                let mut $conn = sqlx::SqliteConnection::connect(&$db.url)
+                    .await
+                    .expect("connect");
+                let out = $body;
+                let _ = $conn.close().await;
+                out
+            }
+            Backend::Postgres => {
+                let mut $conn = sqlx::PgConnection::connect(&$db.url)
+                    .await
+                    .expect("connect");
+                let out = $body;
+                let _ = $conn.close().await;
+                out
+            }
+        }
+    };
+}
+
 impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
@@ -81,28 +105,20 @@ impl TestDb {
 
     /// Runs SQL on a connection of its own, the way a producer service would.
     pub async fn exec(&self, sql: &str) {
-        match self.backend {
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::raw_sql(sql)
-                    .execute(&mut conn)
-                    .await
-                    .expect("producer SQL");
-                let _ = conn.close().await;
-            }
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::raw_sql(sql)
-                    .execute(&mut conn)
-                    .await
-                    .expect("producer SQL");
-                let _ = conn.close().await;
-            }
-        }
+        on_own_connection!(self, |conn| {
+            sqlx::raw_sql(sql)
+                .execute(&mut conn)
+                .await
+                .expect("producer SQL");
+        })
+    }
+
+    /// One integer read on a connection of its own (a count, say).
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        on_own_connection!(self, |conn| sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query"))
     }
 
     /// The path of the SQLite file (SQLite only).

@@ -17,7 +17,7 @@ use hookd_store::{IngestLimits, Store};
 use crate::api::{self, AppState, Health};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::ingest::{self, Ingester};
+use crate::ingest;
 use crate::maintenance;
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
@@ -116,20 +116,10 @@ impl Application {
             store.clone(),
             metrics.clone(),
             dispatch_wake.clone(),
+            outbox_wake.clone(),
         );
         let dispatching = tokio::spawn(dispatcher.run(shutdown.clone()));
         health.dispatching.store(true, Ordering::Relaxed);
-        let ingesting = tokio::spawn(
-            Ingester {
-                store: store.clone(),
-                limits,
-                poll_interval: config.poll_interval,
-                metrics: metrics.clone(),
-                outbox_wake: outbox_wake.clone(),
-                dispatch_wake: dispatch_wake.clone(),
-            }
-            .run(shutdown.clone()),
-        );
         let jobs_wake = Arc::new(Notify::new());
         let resending = tokio::spawn(
             ResendJobs {
@@ -179,7 +169,6 @@ impl Application {
         shutdown.cancelled().await;
         health.draining.store(true, Ordering::Relaxed);
         tracing::info!("shutting down: claiming nothing new");
-        let _ = ingesting.await;
         let _ = relaying.await;
         let _ = resending.await;
         dispatching.await.context("the dispatcher panicked")?;

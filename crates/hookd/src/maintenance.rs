@@ -100,11 +100,12 @@ pub async fn rescue(store: &dyn Store, metrics: &Metrics, wake: &Notify) {
     }
 }
 
-/// Reads the backlog with two indexed queries.
+/// Reads the backlog in one statement of indexed reads (and a count of the outbox).
 pub async fn refresh_gauges(store: &dyn Store, metrics: &Metrics) {
     match store.backlog().await {
         Ok(b) => {
             metrics.pending.set(b.unfinished);
+            metrics.outbox_rows.set(b.outbox);
             metrics
                 .oldest_pending_age
                 .set(b.oldest_due_age_ms as f64 / 1000.0);

@@ -106,6 +106,18 @@ impl Store for MeteredStore {
     async fn ingest_outbox(&self, max_rows: u32, limits: &IngestLimits) -> Result<u64> {
         metered!(self, ingest_outbox(max_rows, limits))
     }
+    /// Observed as `ingest_outbox`: the same work, with or without leases.
+    async fn ingest_leasing(
+        &self,
+        max_rows: u32,
+        limits: &IngestLimits,
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<Ingested> {
+        let started = Instant::now();
+        let result = self.inner.ingest_leasing(max_rows, limits, lease).await;
+        self.observe("ingest_outbox", started, &result);
+        result
+    }
     async fn event(&self, event_id: &str) -> Result<Option<Event>> {
         metered!(self, event(event_id))
     }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub pending: IntGauge,
     /// `hookd_oldest_pending_age_seconds`: how long the oldest due delivery has waited.
     pub oldest_pending_age: Gauge,
+    /// `hookd_outbox_rows`: producers' rows not yet turned into deliveries.
+    pub outbox_rows: IntGauge,
     /// `hookd_deliveries_finished_total{state}`.
     pub finished: IntCounterVec,
     pub retries_scheduled: IntCounter,
@@ -31,6 +33,7 @@ pub struct Metrics {
     pub concurrency_limit: IntGauge,
     pub claim_batch: Histogram,
     pub outbox_ingested: IntCounter,
+    pub ingest_leased: IntCounter,
     pub lease_rescues: IntCounter,
     pub stale_completions: IntCounter,
     /// `hookd_store_errors_total{operation}`.
@@ -85,7 +88,15 @@ impl Metrics {
                 &r,
                 IntGauge::new(
                     "hookd_deliveries_pending",
-                    "Deliveries not finished: due, scheduled for a retry, or in flight.",
+                    "Deliveries not finished: due, scheduled for a retry, or in flight; and outbox rows not yet turned into deliveries.",
+                )
+                .unwrap(),
+            ),
+            outbox_rows: register(
+                &r,
+                IntGauge::new(
+                    "hookd_outbox_rows",
+                    "Outbox rows not yet turned into deliveries (also counted in hookd_deliveries_pending).",
                 )
                 .unwrap(),
             ),
@@ -93,7 +104,7 @@ impl Metrics {
                 &r,
                 Gauge::new(
                     "hookd_oldest_pending_age_seconds",
-                    "How long the oldest due, unfinished delivery has been waiting to be sent.",
+                    "How long the oldest due, unfinished delivery (or outbox row) has been waiting to be sent.",
                 )
                 .unwrap(),
             ),
@@ -118,6 +129,10 @@ impl Metrics {
                 .unwrap(),
             ),
             outbox_ingested: counter("hookd_outbox_ingested_total", "Rows taken from hookd_outbox."),
+            ingest_leased: counter(
+                "hookd_ingest_leased_total",
+                "Deliveries leased by the ingest that created them, with no claim.",
+            ),
             lease_rescues: counter(
                 "hookd_lease_rescues_total",
                 "Deliveries returned to pending because their lease expired (a worker died).",

@@ -163,3 +163,50 @@ async fn a_busy_endpoint_is_not_claimed_for_after_every_result() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoints_outbox_rows_do_not_hold_up_others() {
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.concurrency = 8;
+    config.endpoint_concurrency = 2;
+    config.request_timeout = Duration::from_secs(30);
+    config.retry_schedule = Vec::new();
+    let app = TestApp::spawn_with(config).await;
+    let hanging = Receiver::start(|_, _| Reply::hang(Duration::from_secs(60))).await;
+    let healthy = Receiver::ok().await;
+    app.endpoint(json!({ "url": hanging.url(), "event_types": ["slow"] }))
+        .await;
+    app.endpoint(json!({ "url": healthy.url(), "event_types": ["fast"] }))
+        .await;
+
+    // 300 rows for the hanging endpoint, then 10 for the healthy one, in one commit: the
+    // hanging endpoint is at its cap after the first few, and its attempts last 30 s.
+    let mut sql = String::from("BEGIN;\n");
+    for (n, event_type) in [(300, "slow"), (10, "fast")] {
+        for _ in 0..n {
+            sql.push_str(&format!(
+                "INSERT INTO hookd_outbox (event_type, payload) VALUES ('{event_type}', '{{}}');\n"
+            ));
+        }
+    }
+    sql.push_str("COMMIT;");
+    db.exec(&sql).await;
+
+    // Its rows wait in the outbox for a place at most a poll interval (20 ms), then are taken
+    // along as pending deliveries: the healthy rows behind them never wait for its 30 s.
+    let started = Instant::now();
+    healthy.wait_for(10, Duration::from_secs(10)).await;
+    println!("healthy rows delivered after {:?}", started.elapsed());
+    assert_eq!(
+        hanging.received().len(),
+        2,
+        "the hanging endpoint holds its cap of 2, no more"
+    );
+    let pending = app.deliveries("state=pending").await.len();
+    assert!(
+        pending >= 290,
+        "its other rows wait as pending deliveries: {pending}"
+    );
+    app.stop().await;
+}

@@ -5,6 +5,11 @@
 //! runs, and the recorder writes the result only if the lease is still held. At most
 //! `concurrency` attempts run at once: a semaphore permit travels with each task, and a
 //! claim never asks for more rows than there are free permits.
+//!
+//! The dispatcher also reads the outbox. An ingest creates the new deliveries it has room
+//! for already leased to this dispatcher, in its own transaction, so that a new event costs
+//! no claim; and while the pool is full it leaves the outbox alone: rows wait there, in the
+//! queue the producer wrote them to, instead of becoming deliveries a claim must read back.
 
 mod attempt;
 mod isolation;
@@ -25,7 +30,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use hookd_store::{
-    AttemptRecord, ClaimPlan, Claimed, Completion, Lease, Next, Release, Store, Trigger,
+    AttemptRecord, ClaimPlan, Claimed, Completion, IngestLease, IngestLimits, Ingested, Lease,
+    Next, Release, Store, Trigger,
 };
 
 use crate::config::Config;
@@ -46,8 +52,20 @@ pub(crate) fn backoff() -> ExponentialBuilder {
 /// lease still holds.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// An outbox ingest on its way, leasing up to `want` of the deliveries it creates.
+struct Ingesting {
+    want: u32,
+    /// The endpoints it leased nothing to.
+    busy: Vec<String>,
+    /// Whether it left rows for those in the outbox.
+    waits_for_busy: bool,
+    started: Instant,
+    ingest: Pin<Box<dyn Future<Output = hookd_store::Result<Ingested>> + Send>>,
+}
+
 /// A claim on its way, and the endpoints it skips.
 struct Claiming {
+    want: u32,
     busy: Vec<String>,
     /// The retries it was allowed.
     retry_room: u32,
@@ -79,6 +97,15 @@ impl FoundNothing {
     }
 }
 
+/// Outbox rows left for endpoints at their cap. They are read again once one of those has
+/// room, at a wake-up (new rows behind them may go, and take them along), or after
+/// `poll_interval`, when they are taken anyway, as pending deliveries for a claim: rows
+/// behind them never wait longer for a slow endpoint.
+struct OutboxBlocked {
+    skipped: Vec<String>,
+    since: Instant,
+}
+
 /// Everything the dispatcher and its tasks share.
 struct Shared {
     store: Arc<dyn Store>,
@@ -101,15 +128,21 @@ pub struct Dispatcher {
     /// Retries that may be in flight; the rest of the pool is kept for first attempts.
     retry_concurrency: usize,
     wake: Arc<Notify>,
+    limits: IngestLimits,
+    /// Notified when a producer committed (PostgreSQL NOTIFY).
+    outbox_wake: Arc<Notify>,
 }
 
 impl Dispatcher {
-    /// `wake` is notified whenever new work may be due (ingestion, a resend, a NOTIFY).
+    /// `wake` is notified whenever new work may be due (an API event, a resend, a NOTIFY);
+    /// `outbox_wake` when a producer committed an outbox row (PostgreSQL NOTIFY; SQLite is
+    /// polled every `poll_interval`).
     pub fn new(
         config: &Config,
         store: Arc<dyn Store>,
         metrics: Metrics,
         wake: Arc<Notify>,
+        outbox_wake: Arc<Notify>,
     ) -> Dispatcher {
         metrics.concurrency_limit.set(config.concurrency as i64);
         Dispatcher {
@@ -133,6 +166,10 @@ impl Dispatcher {
             per_endpoint: config.endpoint_concurrency,
             retry_concurrency: config.retry_concurrency(),
             wake,
+            limits: IngestLimits {
+                max_payload_bytes: config.max_payload_bytes,
+            },
+            outbox_wake,
         }
     }
 
@@ -165,6 +202,11 @@ impl Dispatcher {
         let mut claiming: Option<Claiming> = None;
         let mut found_nothing: Option<FoundNothing> = None;
         let mut no_claim_before = Instant::now();
+        let mut ingesting: Option<Ingesting> = None;
+        // When to read the outbox next: at once while it may hold rows, else at the next poll.
+        let mut read_outbox_at = Instant::now();
+        let mut outbox_blocked: Option<OutboxBlocked> = None;
+        let mut ingest_delays = backoff().build();
         self.shared.metrics.up.set(1);
 
         while !shutdown.is_cancelled() {
@@ -186,36 +228,80 @@ impl Dispatcher {
                 });
             }
             if !stale.is_empty() {
-                // Waited a quarter of the lease behind a slow endpoint: back to the queue.
-                self.shared.release_all(&stale).await;
+                // Waited a quarter of the lease behind a slow endpoint: back to the queue. In
+                // a task of its own: the loop must keep polling the claim and the ingest on
+                // their way, which may be next in line for the SQLite writer (awaiting the
+                // release here deadlocked the fault suite's locked-database scenario).
+                let shared = self.shared.clone();
+                tasks.spawn(async move { shared.release_all(&stale).await });
             }
 
-            if claiming.is_none() && Instant::now() >= no_claim_before {
-                let want = (self.claim_batch as usize)
-                    .saturating_sub(ready.len())
-                    .min(permits.available_permits()) as u32;
-                let busy = in_flight.busy_endpoints(&ready);
-                let retry_room = in_flight.retry_room().saturating_sub(ready.retries()) as u32;
-                let worth_it = found_nothing
+            // The room not yet asked for: free places, less what a claim or an ingest on its
+            // way may bring.
+            let asked = claiming.as_ref().map_or(0, |c| c.want) as usize
+                + ingesting.as_ref().map_or(0, |i| i.want) as usize;
+            let mut room = (self.claim_batch as usize)
+                .saturating_sub(ready.len())
+                .min(permits.available_permits())
+                .saturating_sub(asked) as u32;
+            let busy = in_flight.busy_endpoints(&ready);
+            let retry_room = in_flight.retry_room().saturating_sub(ready.retries()) as u32;
+            let claim_may_start = claiming.is_none()
+                && Instant::now() >= no_claim_before
+                && found_nothing
                     .as_ref()
                     .is_none_or(|f| f.worth_claiming(&busy, retry_room));
-                if want > 0 && worth_it {
-                    let shared = self.shared.clone();
-                    let skip = busy.clone();
-                    claiming = Some(Claiming {
-                        busy,
-                        retry_room,
-                        started: Instant::now(),
-                        woken: false,
-                        claim: Box::pin(async move { shared.claim(want, &skip, retry_room).await }),
-                    });
-                }
+            let now = Instant::now();
+            let (read_outbox, wait_for_busy) = match &outbox_blocked {
+                None => (now >= read_outbox_at, true),
+                // One of the endpoints it waited for has room.
+                Some(b) if b.skipped.iter().any(|id| !busy.contains(id)) => (true, true),
+                // Waited `poll_interval`: rows for busy endpoints are taken along.
+                Some(b) => (now >= read_outbox_at, now < b.since + self.poll_interval),
+            };
+            if ingesting.is_none() && read_outbox && room > 0 {
+                // A quarter stays for the claim when it may find due rows (retries among
+                // them): new events must not starve what is already due.
+                let want = if claim_may_start {
+                    room - room / 4
+                } else {
+                    room
+                };
+                room -= want;
+                let shared = self.shared.clone();
+                let (skip, limits) = (busy.clone(), self.limits);
+                ingesting = Some(Ingesting {
+                    want,
+                    busy: busy.clone(),
+                    waits_for_busy: wait_for_busy,
+                    started: now,
+                    ingest: Box::pin(async move {
+                        shared.ingest(want, &skip, wait_for_busy, &limits).await
+                    }),
+                });
+            }
+            if claim_may_start && room > 0 {
+                let want = room;
+                let shared = self.shared.clone();
+                let skip = busy.clone();
+                claiming = Some(Claiming {
+                    want,
+                    busy,
+                    retry_room,
+                    started: Instant::now(),
+                    woken: false,
+                    claim: Box::pin(async move { shared.claim(want, &skip, retry_room).await }),
+                });
             }
 
             let wake_at = match (&found_nothing, &claiming) {
                 (_, Some(_)) => Instant::now() + self.poll_interval,
                 (Some(f), None) => f.until,
                 (None, None) => (Instant::now() + self.poll_interval).max(no_claim_before),
+            };
+            let wake_at = match ingesting {
+                Some(_) => wake_at,
+                None => wake_at.min(read_outbox_at.max(now)),
             };
             // A waiting row is handed back on time even if nothing else happens.
             let wake_at = match ready.oldest() {
@@ -258,6 +344,50 @@ impl Dispatcher {
                         }
                     }
                 }
+                ingested = async { (&mut ingesting.as_mut().expect("guarded").ingest).await },
+                    if ingesting.is_some() =>
+                {
+                    let Ingesting { started, busy, waits_for_busy, .. } =
+                        ingesting.take().expect("an ingest was running");
+                    match ingested {
+                        Ok(ingested) => {
+                            if ingested.blocked {
+                                let since = outbox_blocked.take().map_or(started, |b| b.since);
+                                outbox_blocked = Some(OutboxBlocked { skipped: busy, since });
+                            } else if waits_for_busy {
+                                outbox_blocked = None;
+                            }
+                            // (One that took rows for busy endpoints along keeps the mark:
+                            // the next ones do too, while those stay busy.)
+                            ingest_delays = backoff().build();
+                            let metrics = &self.shared.metrics;
+                            metrics.outbox_ingested.inc_by(ingested.rows);
+                            metrics.ingest_leased.inc_by(ingested.claimed.len() as u64);
+                            if ingested.due {
+                                // Deliveries it could not lease: a claim must take them.
+                                found_nothing = None;
+                            }
+                            for c in ingested.claimed {
+                                ready.push(c, started);
+                            }
+                            // Rows left for busy endpoints are not worth reading at once.
+                            read_outbox_at = if ingested.more && !ingested.blocked {
+                                Instant::now()
+                            } else {
+                                Instant::now() + self.poll_interval
+                            };
+                        }
+                        Err(e) => {
+                            let delay = ingest_delays.next().unwrap_or(Duration::from_secs(5));
+                            tracing::warn!(error = %e, retry_in = ?delay, "cannot read the outbox");
+                            read_outbox_at = Instant::now() + delay;
+                            // It may have committed before failing (joining the endpoints of
+                            // what it leased hands those back, due).
+                            found_nothing = None;
+                        }
+                    }
+                }
+                _ = self.outbox_wake.notified() => read_outbox_at = Instant::now(),
                 // New work: ingestion, a resend, a NOTIFY, or recorded results that made
                 // something due.
                 _ = self.wake.notified() => {
@@ -273,11 +403,20 @@ impl Dispatcher {
             }
         }
 
-        // A claim cut short by shutdown may have leased rows: hand them back with the rest.
+        // A claim or an ingest cut short by shutdown may have leased rows: hand them back
+        // with the rest.
         if let Some(claiming) = claiming.take() {
             if let Ok(claimed) = claiming.claim.await {
                 for c in claimed {
                     ready.push(c, claiming.started);
+                }
+            }
+        }
+        if let Some(ingesting) = ingesting.take() {
+            if let Ok(ingested) = ingesting.ingest.await {
+                self.shared.metrics.outbox_ingested.inc_by(ingested.rows);
+                for c in ingested.claimed {
+                    ready.push(c, ingesting.started);
                 }
             }
         }
@@ -359,6 +498,28 @@ impl Shared {
         };
         let lease = self.lease.as_millis() as u64;
         self.store.claim_due(plan, busy, lease).await
+    }
+
+    /// Moves outbox rows into deliveries, leasing up to `want` of the new ones to this
+    /// dispatcher and stopping once it has. Endpoints in `busy` lease nothing: with
+    /// `wait_for_busy`, rows only they would take stay in the outbox; else they get pending
+    /// deliveries, for a claim once they have room.
+    async fn ingest(
+        &self,
+        want: u32,
+        busy: &[String],
+        wait_for_busy: bool,
+        limits: &IngestLimits,
+    ) -> hookd_store::Result<Ingested> {
+        let lease = IngestLease {
+            max: want,
+            exclude_endpoints: busy,
+            wait_for_busy,
+            lease_ms: self.lease.as_millis() as u64,
+        };
+        self.store
+            .ingest_leasing(crate::ingest::BATCH, limits, Some(lease))
+            .await
     }
 
     /// One claimed delivery, from lease to recorded result.
