@@ -364,19 +364,19 @@ pub(crate) struct RowLease {
 /// - every row up to and including the one that fills the room; the rest stay in the
 ///   outbox, the queue, until there is room again, instead of becoming deliveries that a
 ///   claim must read back;
-/// - with `wait_for_busy`, not the rows at the end whose deliveries all go to busy
+/// - with [`Consume::ToRoom`], not the rows at the end whose deliveries all go to busy
 ///   endpoints: a busy endpoint's rows are taken (as pending deliveries) only to reach
 ///   rows behind them that are not blocked, so a busy endpoint never holds the others up.
 pub(crate) fn rows_to_take(
     rows: impl IntoIterator<Item = RowLease>,
     room: usize,
-    wait_for_busy: bool,
+    consume: crate::Consume,
 ) -> (usize, bool) {
     let (mut sum, mut take, mut read) = (0, 0, 0);
     for (i, row) in rows.into_iter().enumerate() {
         read = i + 1;
         let blocked = row.leasable == 0 && row.busy > 0;
-        if !blocked || !wait_for_busy {
+        if !blocked || consume != crate::Consume::ToRoom {
             take = i + 1;
         }
         sum += row.leasable;
@@ -392,7 +392,9 @@ pub(crate) fn rows_to_take(
 /// outbox are not read for nothing.
 pub(crate) fn window(max_rows: u32, lease: Option<&crate::IngestLease<'_>>) -> u32 {
     match lease {
-        Some(l) if l.max > 0 && l.wait_for_busy => max_rows.min(l.max.saturating_mul(2).max(32)),
+        Some(l) if l.max > 0 && l.consume == crate::Consume::ToRoom => {
+            max_rows.min(l.max.saturating_mul(2).max(32))
+        }
         _ => max_rows,
     }
 }
@@ -424,7 +426,7 @@ pub(crate) fn lease_rows<'l>(
         }
         row
     });
-    let (take, blocked) = rows_to_take(per_row, lease.max as usize, lease.wait_for_busy);
+    let (take, blocked) = rows_to_take(per_row, lease.max as usize, lease.consume);
     rows.truncate(take);
     let leasing = Leasing {
         room: lease.max as usize,
@@ -444,36 +446,42 @@ mod leasing_tests {
 
     #[test]
     fn rows_to_take_fills_the_room_and_leaves_busy_rows_at_the_end() {
-        // A row: (leasable, busy) deliveries. Case: (rows, room, wait for busy, (take, blocked)).
-        type Case = (&'static [(usize, usize)], usize, bool, (usize, bool));
+        use crate::Consume::{ToRoom, ToRoomPastBusy};
+        // A row: (leasable, busy) deliveries. Case: (rows, room, consume, (take, blocked)).
+        type Case = (
+            &'static [(usize, usize)],
+            usize,
+            crate::Consume,
+            (usize, bool),
+        );
         let cases: [Case; 12] = [
-            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 2, true, (2, false)),
-            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 4, true, (4, false)),
-            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 5, true, (4, false)),
+            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 2, ToRoom, (2, false)),
+            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 4, ToRoom, (4, false)),
+            (&[(1, 0), (1, 0), (1, 0), (1, 0)], 5, ToRoom, (4, false)),
             // A fan-out row that overfills the room is taken whole.
-            (&[(10, 0), (10, 0), (10, 0)], 15, true, (2, false)),
+            (&[(10, 0), (10, 0), (10, 0)], 15, ToRoom, (2, false)),
             // Rows with nothing to deliver (no endpoint, a disabled one) are taken.
-            (&[(0, 0), (0, 0), (1, 0), (0, 0)], 1, true, (3, false)),
-            (&[(0, 0), (0, 0)], 1, true, (2, false)),
+            (&[(0, 0), (0, 0), (1, 0), (0, 0)], 1, ToRoom, (3, false)),
+            (&[(0, 0), (0, 0)], 1, ToRoom, (2, false)),
             // A busy endpoint's rows wait in the outbox...
-            (&[(0, 1), (0, 1), (0, 1)], 4, true, (0, true)),
-            (&[(1, 0), (0, 1), (0, 1)], 4, true, (1, true)),
+            (&[(0, 1), (0, 1), (0, 1)], 4, ToRoom, (0, true)),
+            (&[(1, 0), (0, 1), (0, 1)], 4, ToRoom, (1, true)),
             // ...unless a row behind them can go, or waiting is off.
-            (&[(0, 1), (0, 1), (1, 0), (0, 1)], 4, true, (3, true)),
-            (&[(0, 1), (0, 1), (0, 1)], 4, false, (3, false)),
+            (&[(0, 1), (0, 1), (1, 0), (0, 1)], 4, ToRoom, (3, true)),
+            (&[(0, 1), (0, 1), (0, 1)], 4, ToRoomPastBusy, (3, false)),
             // A row that leases some and waits for a busy endpoint with the rest is taken.
-            (&[(1, 1), (0, 1)], 4, true, (1, true)),
+            (&[(1, 1), (0, 1)], 4, ToRoom, (1, true)),
             // Room 0 is treated as 1.
-            (&[(1, 0), (1, 0)], 0, true, (1, false)),
+            (&[(1, 0), (1, 0)], 0, ToRoom, (1, false)),
         ];
-        for (rows, room, wait, expected) in cases {
+        for (rows, room, consume, expected) in cases {
             let rows = rows
                 .iter()
                 .map(|&(leasable, busy)| RowLease { leasable, busy });
             assert_eq!(
-                rows_to_take(rows.clone(), room, wait),
+                rows_to_take(rows.clone(), room, consume),
                 expected,
-                "{:?} room {room} wait {wait}",
+                "{:?} room {room} {consume:?}",
                 rows.collect::<Vec<_>>()
             );
         }

@@ -155,11 +155,21 @@ pub struct IngestLease<'a> {
     pub max: u32,
     /// Endpoints at their cap: their deliveries are not leased.
     pub exclude_endpoints: &'a [String],
-    /// Whether outbox rows whose deliveries all go to `exclude_endpoints` stay in the outbox
-    /// until those have room (when no row behind them is taken); else they become pending
-    /// deliveries, for a claim.
-    pub wait_for_busy: bool,
+    /// Which outbox rows it consumes.
+    pub consume: Consume,
     pub lease_ms: u64,
+}
+
+/// Which outbox rows an ingest under an [`IngestLease`] consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consume {
+    /// Rows up to the one that fills the room. Rows at the end whose deliveries all go to
+    /// endpoints at their cap stay in the outbox too, until those have room (rows of theirs
+    /// before a row that can go are taken along, as pending deliveries).
+    ToRoom,
+    /// Rows up to the one that fills the room; busy endpoints' rows become pending
+    /// deliveries, for a claim.
+    ToRoomPastBusy,
 }
 
 /// What one ingest did.
@@ -175,7 +185,7 @@ pub struct Ingested {
     /// lease's `max`.
     pub more: bool,
     /// Whether it left rows in the outbox only because their endpoints are busy
-    /// (`IngestLease::wait_for_busy`): worth reading again once one of those has room.
+    /// ([`Consume::ToRoom`]): worth reading again once one of those has room.
     pub blocked: bool,
 }
 

@@ -1657,11 +1657,11 @@ async fn results_wait_for_another_writer(backend: Backend) {
     assert_eq!(one_delivery(&store).await.state, DeliveryState::Succeeded);
 }
 
-fn lease(max: u32, busy: &[String], wait_for_busy: bool, lease_ms: u64) -> IngestLease<'_> {
+fn lease(max: u32, busy: &[String], consume: Consume, lease_ms: u64) -> IngestLease<'_> {
     IngestLease {
         max,
         exclude_endpoints: busy,
-        wait_for_busy,
+        consume,
         lease_ms,
     }
 }
@@ -1692,7 +1692,7 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
 
     // Room for 3: e2 (1 delivery) and e3 (fanned out to 2) fill it; e4 and e5 stay queued.
     let first = store
-        .ingest_leasing(500, &limits(), Some(lease(3, &[], true, 60_000)))
+        .ingest_leasing(500, &limits(), Some(lease(3, &[], Consume::ToRoom, 60_000)))
         .await
         .unwrap();
     assert_eq!(
@@ -1743,7 +1743,7 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
 
     // And its lease expires like a claimed one's.
     let lost = store
-        .ingest_leasing(500, &limits(), Some(lease(1, &[], true, 1)))
+        .ingest_leasing(500, &limits(), Some(lease(1, &[], Consume::ToRoom, 1)))
         .await
         .unwrap();
     assert_eq!((lost.rows, lost.claimed.len(), lost.more), (1, 1, true));
@@ -1761,13 +1761,21 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
 
     // More room than rows: everything, and the outbox is empty.
     let rest = store
-        .ingest_leasing(500, &limits(), Some(lease(10, &[], true, 60_000)))
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &[], Consume::ToRoom, 60_000)),
+        )
         .await
         .unwrap();
     assert_eq!((rest.rows, rest.claimed.len(), rest.more), (1, 1, false));
     assert_eq!(outbox_len(&db).await, 0);
     let empty = store
-        .ingest_leasing(500, &limits(), Some(lease(10, &[], true, 60_000)))
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &[], Consume::ToRoom, 60_000)),
+        )
         .await
         .unwrap();
     assert_eq!((empty.rows, empty.claimed.len(), empty.more), (0, 0, false));
@@ -1803,7 +1811,11 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
 
     // ep_a is busy: its rows before b1 become pending (so b1 can go), a3 waits in the outbox.
     let first = store
-        .ingest_leasing(500, &limits(), Some(lease(10, &busy, true, 60_000)))
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &busy, Consume::ToRoom, 60_000)),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1836,7 +1848,11 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
 
     // Nothing but ep_a's row left: it stays.
     let blocked = store
-        .ingest_leasing(500, &limits(), Some(lease(10, &busy, true, 60_000)))
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &busy, Consume::ToRoom, 60_000)),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1852,7 +1868,11 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
 
     // Not waiting for busy endpoints: it becomes a pending delivery, for a claim.
     let taken = store
-        .ingest_leasing(500, &limits(), Some(lease(10, &busy, false, 60_000)))
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &busy, Consume::ToRoomPastBusy, 60_000)),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -6,10 +6,11 @@
 //! `concurrency` attempts run at once: a semaphore permit travels with each task, and a
 //! claim never asks for more rows than there are free permits.
 //!
-//! The dispatcher also reads the outbox. An ingest creates the new deliveries it has room
-//! for already leased to this dispatcher, in its own transaction, so that a new event costs
-//! no claim; and while the pool is full it leaves the outbox alone: rows wait there, in the
-//! queue the producer wrote them to, instead of becoming deliveries a claim must read back.
+//! The dispatcher also reads the outbox. On SQLite an ingest creates the new deliveries it
+//! has room for already leased to this dispatcher, in its own transaction, so that a new
+//! event costs no claim; and while the pool is full it leaves the outbox alone: rows wait
+//! there, in the queue the producer wrote them to, instead of becoming deliveries a claim
+//! must read back. On PostgreSQL it reads the outbox as it comes, for claims.
 
 mod attempt;
 mod isolation;
@@ -30,8 +31,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use hookd_store::{
-    AttemptRecord, ClaimPlan, Claimed, Completion, IngestLease, IngestLimits, Ingested, Lease,
-    Next, Release, Store, Trigger,
+    AttemptRecord, ClaimPlan, Claimed, Completion, Consume, IngestLease, IngestLimits, Ingested,
+    Lease, Next, Release, Store, Trigger,
 };
 
 use crate::config::Config;
@@ -57,8 +58,8 @@ struct Ingesting {
     want: u32,
     /// The endpoints it leased nothing to.
     busy: Vec<String>,
-    /// Whether it left rows for those in the outbox.
-    waits_for_busy: bool,
+    /// Which rows it consumes under its lease; `None`: every row it reads, none leased.
+    lease: Option<Consume>,
     started: Instant,
     ingest: Pin<Box<dyn Future<Output = hookd_store::Result<Ingested>> + Send>>,
 }
@@ -131,6 +132,14 @@ pub struct Dispatcher {
     limits: IngestLimits,
     /// Notified when a producer committed (PostgreSQL NOTIFY).
     outbox_wake: Arc<Notify>,
+    /// Whether each outbox read takes every row it reads (up to `ingest::BATCH`), room or
+    /// not, and leases none, leaving them all to claims. PostgreSQL: its ingests and claims
+    /// run side by side on their own connections, and each ingest's commit waits for a WAL
+    /// flush, so big ingests with claims beside them go faster than ingests sized to the
+    /// room (measured: 12,719 against 10,320 deliveries/s; 13,187 against 12,309 with big
+    /// ingests leasing what room there was). SQLite: one writer, for which every claim saved
+    /// counts: reads sized to the room, leasing all they create.
+    read_whole_outbox: bool,
 }
 
 impl Dispatcher {
@@ -145,6 +154,7 @@ impl Dispatcher {
         outbox_wake: Arc<Notify>,
     ) -> Dispatcher {
         metrics.concurrency_limit.set(config.concurrency as i64);
+        let read_whole_outbox = store.backend() == "postgres";
         Dispatcher {
             shared: Arc::new(Shared {
                 store,
@@ -170,6 +180,7 @@ impl Dispatcher {
                 max_payload_bytes: config.max_payload_bytes,
             },
             outbox_wake,
+            read_whole_outbox,
         }
     }
 
@@ -252,20 +263,25 @@ impl Dispatcher {
                     .as_ref()
                     .is_none_or(|f| f.worth_claiming(&busy, retry_room));
             let now = Instant::now();
-            let (read_outbox, wait_for_busy) = match &outbox_blocked {
-                None => (now >= read_outbox_at, true),
+            let (read_outbox, consume) = match &outbox_blocked {
+                None => (now >= read_outbox_at, Consume::ToRoom),
                 // One of the endpoints it waited for has room.
-                Some(b) if b.skipped.iter().any(|id| !busy.contains(id)) => (true, true),
+                Some(b) if b.skipped.iter().any(|id| !busy.contains(id)) => (true, Consume::ToRoom),
                 // Waited `poll_interval`: rows for busy endpoints are taken along.
-                Some(b) => (now >= read_outbox_at, now < b.since + self.poll_interval),
+                Some(b) if now >= b.since + self.poll_interval => {
+                    (now >= read_outbox_at, Consume::ToRoomPastBusy)
+                }
+                Some(_) => (now >= read_outbox_at, Consume::ToRoom),
             };
-            if ingesting.is_none() && read_outbox && room > 0 {
+            if ingesting.is_none() && read_outbox && (room > 0 || self.read_whole_outbox) {
                 // A quarter stays for the claim when it may find due rows (retries among
                 // them): new events must not starve what is already due.
-                let want = if claim_may_start {
-                    room - room / 4
+                let (want, lease) = if self.read_whole_outbox {
+                    (0, None)
+                } else if claim_may_start {
+                    (room - room / 4, Some(consume))
                 } else {
-                    room
+                    (room, Some(consume))
                 };
                 room -= want;
                 let shared = self.shared.clone();
@@ -273,11 +289,11 @@ impl Dispatcher {
                 ingesting = Some(Ingesting {
                     want,
                     busy: busy.clone(),
-                    waits_for_busy: wait_for_busy,
+                    lease,
                     started: now,
-                    ingest: Box::pin(async move {
-                        shared.ingest(want, &skip, wait_for_busy, &limits).await
-                    }),
+                    ingest: Box::pin(
+                        async move { shared.ingest(want, &skip, lease, &limits).await },
+                    ),
                 });
             }
             if claim_may_start && room > 0 {
@@ -347,14 +363,14 @@ impl Dispatcher {
                 ingested = async { (&mut ingesting.as_mut().expect("guarded").ingest).await },
                     if ingesting.is_some() =>
                 {
-                    let Ingesting { started, busy, waits_for_busy, .. } =
+                    let Ingesting { started, busy, lease, .. } =
                         ingesting.take().expect("an ingest was running");
                     match ingested {
                         Ok(ingested) => {
                             if ingested.blocked {
                                 let since = outbox_blocked.take().map_or(started, |b| b.since);
                                 outbox_blocked = Some(OutboxBlocked { skipped: busy, since });
-                            } else if waits_for_busy {
+                            } else if lease == Some(Consume::ToRoom) {
                                 outbox_blocked = None;
                             }
                             // (One that took rows for busy endpoints along keeps the mark:
@@ -501,24 +517,23 @@ impl Shared {
     }
 
     /// Moves outbox rows into deliveries, leasing up to `want` of the new ones to this
-    /// dispatcher and stopping once it has. Endpoints in `busy` lease nothing: with
-    /// `wait_for_busy`, rows only they would take stay in the outbox; else they get pending
-    /// deliveries, for a claim once they have room.
+    /// dispatcher; `consume` says which rows it takes (`None`: all it reads, up to
+    /// `ingest::BATCH`, none leased). Endpoints in `busy` lease nothing.
     async fn ingest(
         &self,
         want: u32,
         busy: &[String],
-        wait_for_busy: bool,
+        consume: Option<Consume>,
         limits: &IngestLimits,
     ) -> hookd_store::Result<Ingested> {
-        let lease = IngestLease {
+        let lease = consume.map(|consume| IngestLease {
             max: want,
             exclude_endpoints: busy,
-            wait_for_busy,
+            consume,
             lease_ms: self.lease.as_millis() as u64,
-        };
+        });
         self.store
-            .ingest_leasing(crate::ingest::BATCH, limits, Some(lease))
+            .ingest_leasing(crate::ingest::BATCH, limits, lease)
             .await
     }
 
