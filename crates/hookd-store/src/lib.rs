@@ -275,7 +275,8 @@ pub trait Store: Send + Sync + 'static {
     /// Like [`Store::ingest_outbox`], and in the same transaction leases to the caller the
     /// new deliveries that are due now, up to `lease.max`: they are created `in_flight`, as
     /// a claim would leave them, with their first attempt counted. With a lease it stops
-    /// consuming rows once `lease.max` deliveries are leased.
+    /// consuming rows once `lease.max` deliveries are leased (see [`Consume`]). The
+    /// dispatcher leases on SQLite; on PostgreSQL it ingests without a lease, for claims.
     async fn ingest_leasing(
         &self,
         max_rows: u32,

@@ -261,7 +261,8 @@ pub(crate) static INSERT_EVENTS: Batch = Batch::new(
 
 /// New deliveries, in `ord` order. `state`: 'pending' or 'failed'; `parked`: pending with
 /// no due time; `held`: behind an earlier delivery of an ordered endpoint; `error`: why it
-/// failed.
+/// failed; `lease_token` and `lease_ms`: set for a delivery created leased, `in_flight`
+/// (those go through [`INSERT_LEASED_DELIVERIES`]).
 pub(crate) static INSERT_DELIVERIES: Batch =
     Batch::new(DELIVERY_COLUMNS, INSERT_DELIVERIES_STATEMENT);
 
