@@ -210,3 +210,48 @@ async fn a_hanging_endpoints_outbox_rows_do_not_hold_up_others() {
     );
     app.stop().await;
 }
+
+/// How many times this test's runtime (hookd's, the receiver's) has gone to sleep, all
+/// workers together: other tests run in other runtimes of the same process.
+fn runtime_parks() -> u64 {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    (0..metrics.num_workers())
+        .map(|w| metrics.worker_park_count(w))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_waits_without_spinning() {
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.concurrency = 2;
+    config.request_timeout = Duration::from_secs(30);
+    config.retry_schedule = Vec::new();
+    config.poll_interval = Duration::from_millis(200);
+    let app = TestApp::spawn_with(config).await;
+    let hanging = Receiver::start(|_, _| Reply::hang(Duration::from_secs(60))).await;
+    app.endpoint(json!({ "url": hanging.url() })).await;
+    let rows = "INSERT INTO hookd_outbox (event_type, payload) VALUES ('x', '{}');\n".repeat(10);
+    db.exec(&rows).await;
+    hanging.wait_for(2, WAIT).await;
+
+    // Both places are taken for 30 s and eight rows wait in the outbox: the dispatcher has
+    // nothing to do until a place frees, and must sleep meanwhile, past its poll interval,
+    // instead of looping on an outbox read it cannot start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (parks, wall) = (runtime_parks(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let woke = runtime_parks() - parks;
+    println!(
+        "the runtime slept {woke} times in {:?} with a full pool",
+        wall.elapsed()
+    );
+    // Measured: about 70 (the poll interval, the rescue and gauge jobs, this sleep); a loop
+    // woken every millisecond (the timer's resolution) to find it still cannot read the
+    // outbox slept about 3,500 times.
+    assert!(
+        woke < 400,
+        "woke {woke} times in two seconds with nothing to do"
+    );
+    app.stop().await;
+}

@@ -273,16 +273,19 @@ impl Dispatcher {
                 }
                 Some(_) => (now >= read_outbox_at, Consume::ToRoom),
             };
-            if ingesting.is_none() && read_outbox && (room > 0 || self.read_whole_outbox) {
-                // A quarter stays for the claim when it may find due rows (retries among
-                // them): new events must not starve what is already due.
-                let (want, lease) = if self.read_whole_outbox {
-                    (0, None)
-                } else if claim_may_start {
-                    (room - room / 4, Some(consume))
-                } else {
-                    (room, Some(consume))
-                };
+            // Whether an ingest may start once the outbox is due for a read: with no room, only
+            // a freed place (`freed`) makes it worth waking for.
+            let may_ingest = ingesting.is_none() && (room > 0 || self.read_whole_outbox);
+            // A quarter (at least one place) stays for the claim when it may find due rows
+            // (retries among them): new events must not starve what is already due.
+            let (want, lease) = if self.read_whole_outbox {
+                (0, None)
+            } else if claim_may_start {
+                (room - (room / 4).max(1).min(room), Some(consume))
+            } else {
+                (room, Some(consume))
+            };
+            if may_ingest && read_outbox && (want > 0 || self.read_whole_outbox) {
                 room -= want;
                 let shared = self.shared.clone();
                 let (skip, limits) = (busy.clone(), self.limits);
@@ -315,9 +318,10 @@ impl Dispatcher {
                 (Some(f), None) => f.until,
                 (None, None) => (Instant::now() + self.poll_interval).max(no_claim_before),
             };
-            let wake_at = match ingesting {
-                Some(_) => wake_at,
-                None => wake_at.min(read_outbox_at.max(now)),
+            let wake_at = if may_ingest && ingesting.is_none() {
+                wake_at.min(read_outbox_at.max(now))
+            } else {
+                wake_at
             };
             // A waiting row is handed back on time even if nothing else happens.
             let wake_at = match ready.oldest() {
@@ -397,6 +401,8 @@ impl Dispatcher {
                             let delay = ingest_delays.next().unwrap_or(Duration::from_secs(5));
                             tracing::warn!(error = %e, retry_in = ?delay, "cannot read the outbox");
                             read_outbox_at = Instant::now() + delay;
+                            // The backoff holds even for rows waiting for a busy endpoint.
+                            outbox_blocked = None;
                             // It may have committed before failing (joining the endpoints of
                             // what it leased hands those back, due).
                             found_nothing = None;
@@ -420,20 +426,32 @@ impl Dispatcher {
         }
 
         // A claim or an ingest cut short by shutdown may have leased rows: hand them back
-        // with the rest.
-        if let Some(claiming) = claiming.take() {
-            if let Ok(claimed) = claiming.claim.await {
-                for c in claimed {
-                    ready.push(c, claiming.started);
-                }
+        // with the rest. Both are awaited together: one may hold the SQLite writer that the
+        // other waits for.
+        let claimed = async {
+            match claiming.take() {
+                Some(c) => Some((c.started, c.claim.await)),
+                None => None,
+            }
+        };
+        let ingested = async {
+            match ingesting.take() {
+                Some(i) => Some((i.started, i.ingest.await)),
+                None => None,
+            }
+        };
+        let (claimed, ingested) = tokio::join!(claimed, ingested);
+        if let Some((started, Ok(claimed))) = claimed {
+            for c in claimed {
+                ready.push(c, started);
             }
         }
-        if let Some(ingesting) = ingesting.take() {
-            if let Ok(ingested) = ingesting.ingest.await {
-                self.shared.metrics.outbox_ingested.inc_by(ingested.rows);
-                for c in ingested.claimed {
-                    ready.push(c, ingesting.started);
-                }
+        if let Some((started, Ok(ingested))) = ingested {
+            let metrics = &self.shared.metrics;
+            metrics.outbox_ingested.inc_by(ingested.rows);
+            metrics.ingest_leased.inc_by(ingested.claimed.len() as u64);
+            for c in ingested.claimed {
+                ready.push(c, started);
             }
         }
         let waiting = ready.drain();
