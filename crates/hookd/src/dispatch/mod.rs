@@ -421,7 +421,13 @@ impl Dispatcher {
                 // An attempt ended, or its result was recorded and its permit freed: a
                 // waiting row may start; a claim may find room.
                 _ = freed.notified() => {}
-                _ = tokio::time::sleep_until(wake_at.into()) => found_nothing = None,
+                // The wait after an empty claim ends at its own time, not at the outbox's
+                // next read or a waiting row's hand-back.
+                _ = tokio::time::sleep_until(wake_at.into()) => {
+                    if found_nothing.as_ref().is_some_and(|f| Instant::now() >= f.until) {
+                        found_nothing = None;
+                    }
+                }
             }
         }
 
