@@ -25,7 +25,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 
 /// The NOTIFY channel.
 const CHANNEL: &str = "hookd";
-/// Connections per instance: the dispatcher, the recorder, the ingester and the API share them.
+/// Connections per instance: the dispatcher (its claims and outbox reads), the recorder and
+/// the API share them.
 const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgStore {

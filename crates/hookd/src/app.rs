@@ -78,7 +78,7 @@ impl Application {
         self.metrics.clone()
     }
 
-    /// Runs the dispatcher, the outbox ingester, the maintenance jobs and the HTTP server
+    /// Runs the dispatcher (which reads the outbox), the maintenance jobs and the HTTP server
     /// until `shutdown` is cancelled; then stops claiming, lets attempts in flight finish
     /// (up to `shutdown_timeout`), records them, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 /// Outbox rows per ingest transaction at most.
 pub const BATCH: u32 = 500;
 
-/// Relays the database's wake-ups (PostgreSQL LISTEN) to the ingester and the dispatcher.
+/// Relays the database's wake-ups (PostgreSQL LISTEN) to the dispatcher: new outbox rows,
+/// new deliveries.
 /// Returns at once for a database without them.
 pub async fn relay_wakeups(
     store: Arc<dyn Store>,

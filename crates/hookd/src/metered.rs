@@ -103,10 +103,7 @@ impl Store for MeteredStore {
     async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
         metered!(self, enqueue_event(event, limits))
     }
-    async fn ingest_outbox(&self, max_rows: u32, limits: &IngestLimits) -> Result<u64> {
-        metered!(self, ingest_outbox(max_rows, limits))
-    }
-    /// Observed as `ingest_outbox`: the same work, with or without leases.
+    /// Observed as `ingest_outbox` (which calls it): the same work, with or without leases.
     async fn ingest_leasing(
         &self,
         max_rows: u32,

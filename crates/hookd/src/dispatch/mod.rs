@@ -380,15 +380,9 @@ impl Dispatcher {
                             // (One that took rows for busy endpoints along keeps the mark:
                             // the next ones do too, while those stay busy.)
                             ingest_delays = backoff().build();
-                            let metrics = &self.shared.metrics;
-                            metrics.outbox_ingested.inc_by(ingested.rows);
-                            metrics.ingest_leased.inc_by(ingested.claimed.len() as u64);
                             if ingested.due {
                                 // Deliveries it could not lease: a claim must take them.
                                 found_nothing = None;
-                            }
-                            for c in ingested.claimed {
-                                ready.push(c, started);
                             }
                             // Rows left for busy endpoints are not worth reading at once.
                             read_outbox_at = if ingested.more && !ingested.blocked {
@@ -396,6 +390,7 @@ impl Dispatcher {
                             } else {
                                 Instant::now() + self.poll_interval
                             };
+                            self.take_ingested(ingested, started, &mut ready);
                         }
                         Err(e) => {
                             let delay = ingest_delays.next().unwrap_or(Duration::from_secs(5));
@@ -453,12 +448,7 @@ impl Dispatcher {
             }
         }
         if let Some((started, Ok(ingested))) = ingested {
-            let metrics = &self.shared.metrics;
-            metrics.outbox_ingested.inc_by(ingested.rows);
-            metrics.ingest_leased.inc_by(ingested.claimed.len() as u64);
-            for c in ingested.claimed {
-                ready.push(c, started);
-            }
+            self.take_ingested(ingested, started, &mut ready);
         }
         let waiting = ready.drain();
         if !waiting.is_empty() {
@@ -494,6 +484,16 @@ impl Dispatcher {
             recorder.abort();
         }
         self.shared.metrics.up.set(0);
+    }
+
+    /// Counts an ingest and queues the deliveries it leased, as of `started`.
+    fn take_ingested(&self, ingested: Ingested, started: Instant, ready: &mut Ready) {
+        let metrics = &self.shared.metrics;
+        metrics.outbox_ingested.inc_by(ingested.rows);
+        metrics.ingest_leased.inc_by(ingested.claimed.len() as u64);
+        for c in ingested.claimed {
+            ready.push(c, started);
+        }
     }
 
     /// How long a claimed row may wait for a place: a quarter of its lease, so that its
