@@ -23,7 +23,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("allow_targets", Some("")),
     ("https_only", Some("false")),
     ("concurrency", Some("512")),
-    ("claim_batch", Some("128")),
+    ("claim_batch", Some("512")),
     ("endpoint_concurrency", Some("64")),
     ("retry_concurrency", Some("0")),
     ("poll_interval", Some("100ms")),

@@ -201,6 +201,7 @@ impl Dispatcher {
                 new_work: self.wake.clone(),
                 soon: self.poll_interval,
             },
+            self.concurrency,
         ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();

@@ -15,6 +15,14 @@ use crate::metrics::Metrics;
 /// Results written per transaction, at most.
 pub const MAX_BATCH: usize = 512;
 
+/// How long a small batch may wait for more results when the last write took at least as
+/// long (the database is the bottleneck). On SQLite at saturation that halves the result
+/// transactions (docs/benchmarks.md, tenth session): each costs a `BEGIN`, a `COMMIT` and a
+/// few hand-offs whatever its size. A database that answers fast never makes a result wait.
+const LINGER: Duration = Duration::from_millis(4);
+/// A batch this large (or half the pool, when that is smaller) is written at once.
+const FULL_BATCH: usize = 256;
+
 /// Records completions until every sender is dropped and the channel is drained.
 ///
 /// A transient database error is retried with backoff for as long as it lasts; meanwhile
@@ -26,10 +34,26 @@ pub async fn run(
     metrics: Metrics,
     disable_after: Duration,
     wakes: Wakes,
+    concurrency: usize,
 ) {
     let mut received = Vec::with_capacity(MAX_BATCH);
     let mut healthy = Healthy::default();
+    let full = FULL_BATCH.min(concurrency / 2).max(1);
+    let mut last_write = Duration::ZERO;
     while rx.recv_many(&mut received, MAX_BATCH).await > 0 {
+        if let Some(linger) = linger(&received, last_write, full) {
+            let until = tokio::time::Instant::now() + linger;
+            while received.len() < full {
+                let room = MAX_BATCH - received.len();
+                let more = tokio::time::timeout_at(until, rx.recv_many(&mut received, room)).await;
+                // Out of time, or every sender gone (shutdown): write what there is.
+                if !matches!(more, Ok(n) if n > 0) || received.iter().any(|f| f.completion.ordered)
+                {
+                    break;
+                }
+            }
+        }
+        let writing = Instant::now();
         // Each result keeps its attempt's concurrency permit until it is written, so the
         // deliveries a crash would send again never exceed `concurrency`.
         let (batch, permits): (Vec<Completion>, Vec<OwnedSemaphorePermit>) =
@@ -41,6 +65,7 @@ pub async fn run(
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot record attempt results yet");
             })
             .await;
+        last_write = writing.elapsed();
         match written {
             Ok(recorded) => {
                 for (c, ok) in batch.iter().zip(recorded.iter().copied()) {
@@ -94,6 +119,16 @@ pub async fn run(
             wakes.room.notify_one();
         }
     }
+}
+
+/// How long `received` may wait for more results before it is written: [`LINGER`] when the
+/// last write took at least that long and the batch is smaller than `full`; never when one
+/// of them is a result of an ordered endpoint, whose next delivery waits for it.
+fn linger(received: &[Finished], last_write: Duration, full: usize) -> Option<Duration> {
+    let wait = last_write >= LINGER
+        && received.len() < full
+        && !received.iter().any(|f| f.completion.ordered);
+    wait.then_some(LINGER)
 }
 
 /// How the recorder tells the dispatcher what a recorded batch changed.
@@ -229,6 +264,38 @@ mod tests {
                 response_body: None,
             },
             next,
+        }
+    }
+
+    #[test]
+    fn a_small_batch_waits_only_after_a_slow_write() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1_000));
+        let finished = |n: usize, ordered: bool| -> Vec<Finished> {
+            (0..n)
+                .map(|i| Finished {
+                    completion: completion(Next::Succeeded, ordered && i == 0),
+                    permit: permits.clone().try_acquire_owned().expect("permit"),
+                })
+                .collect()
+        };
+        let slow = LINGER;
+        let fast = LINGER - Duration::from_micros(1);
+        let cases = [
+            // (results, ordered among them, last write, full, waits)
+            (1, false, slow, 256, true),
+            (255, false, slow, 256, true),
+            (256, false, slow, 256, false),
+            (1, false, fast, 256, false),
+            (1, false, Duration::ZERO, 256, false),
+            (1, true, slow, 256, false),
+            (10, false, slow * 10, 8, false),
+        ];
+        for (n, ordered, last_write, full, waits) in cases {
+            assert_eq!(
+                linger(&finished(n, ordered), last_write, full),
+                waits.then_some(LINGER),
+                "{n} results, ordered: {ordered}, last write {last_write:?}, full at {full}"
+            );
         }
     }
 
