@@ -41,16 +41,13 @@ pub async fn run(
     let full = FULL_BATCH.min(concurrency / 2).max(1);
     let mut last_write = Duration::ZERO;
     while rx.recv_many(&mut received, MAX_BATCH).await > 0 {
-        if let Some(linger) = linger(&received, last_write, full) {
-            let until = tokio::time::Instant::now() + linger;
-            while received.len() < full {
-                let room = MAX_BATCH - received.len();
-                let more = tokio::time::timeout_at(until, rx.recv_many(&mut received, room)).await;
-                // Out of time, or every sender gone (shutdown): write what there is.
-                if !matches!(more, Ok(n) if n > 0) || received.iter().any(|f| f.completion.ordered)
-                {
-                    break;
-                }
+        let until = tokio::time::Instant::now() + LINGER;
+        while waits(&received, last_write, full) {
+            let room = MAX_BATCH - received.len();
+            let more = tokio::time::timeout_at(until, rx.recv_many(&mut received, room)).await;
+            // Out of time, or every sender gone (shutdown): write what there is.
+            if !matches!(more, Ok(n) if n > 0) {
+                break;
             }
         }
         let writing = Instant::now();
@@ -121,14 +118,12 @@ pub async fn run(
     }
 }
 
-/// How long `received` may wait for more results before it is written: [`LINGER`] when the
-/// last write took at least that long and the batch is smaller than `full`; never when one
-/// of them is a result of an ordered endpoint, whose next delivery waits for it.
-fn linger(received: &[Finished], last_write: Duration, full: usize) -> Option<Duration> {
-    let wait = last_write >= LINGER
-        && received.len() < full
-        && !received.iter().any(|f| f.completion.ordered);
-    wait.then_some(LINGER)
+/// Whether `received` waits (up to [`LINGER`] in all) for more results before it is
+/// written: when the last write took at least that long and the batch is smaller than
+/// `full`; never when one of them is a result of an ordered endpoint, whose next delivery
+/// waits for it.
+fn waits(received: &[Finished], last_write: Duration, full: usize) -> bool {
+    last_write >= LINGER && received.len() < full && !received.iter().any(|f| f.completion.ordered)
 }
 
 /// How the recorder tells the dispatcher what a recorded batch changed.
@@ -292,8 +287,8 @@ mod tests {
         ];
         for (n, ordered, last_write, full, waits) in cases {
             assert_eq!(
-                linger(&finished(n, ordered), last_write, full),
-                waits.then_some(LINGER),
+                super::waits(&finished(n, ordered), last_write, full),
+                waits,
                 "{n} results, ordered: {ordered}, last write {last_write:?}, full at {full}"
             );
         }
