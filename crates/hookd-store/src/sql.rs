@@ -245,24 +245,35 @@ impl Batch {
 }
 
 /// New events; returns the ids inserted (an id already stored is left alone).
-pub(crate) static INSERT_EVENTS: Batch = Batch::new(
-    &[
-        ("event_id", "TEXT"),
-        ("event_type", "TEXT"),
-        ("payload", "TEXT"),
-        ("endpoint_id", "TEXT"),
-        ("payload_error", "TEXT"),
-    ],
-    // WHERE TRUE: SQLite would read ON CONFLICT as a join constraint of the FROM.
-    "INSERT INTO hookd_events (event_id, event_type, payload, endpoint_id, payload_error, \
-     created_at) SELECT v.event_id, v.event_type, v.payload, v.endpoint_id, v.payload_error, \
-     hookd_now_ms() FROM v WHERE TRUE ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+pub(crate) static INSERT_EVENTS: Batch = Batch::with_suffix(
+    EVENT_COLUMNS,
+    INSERT_EVENTS_STATEMENT,
+    " RETURNING event_id",
 );
+
+/// The same, returning nothing: SQLite's writer counts the rows inserted instead of reading
+/// each id back (see `SqliteStore::insert_events`).
+pub(crate) static INSERT_NEW_EVENTS: Batch = Batch::new(EVENT_COLUMNS, INSERT_EVENTS_STATEMENT);
+
+const EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("event_id", "TEXT"),
+    ("event_type", "TEXT"),
+    ("payload", "TEXT"),
+    ("endpoint_id", "TEXT"),
+    ("payload_error", "TEXT"),
+];
+
+// WHERE TRUE: SQLite would read ON CONFLICT as a join constraint of the FROM.
+const INSERT_EVENTS_STATEMENT: &str = "INSERT INTO hookd_events (event_id, event_type, payload, \
+     endpoint_id, payload_error, created_at) SELECT v.event_id, v.event_type, v.payload, \
+     v.endpoint_id, v.payload_error, hookd_now_ms() FROM v WHERE TRUE \
+     ON CONFLICT (event_id) DO NOTHING";
 
 /// New deliveries, in `ord` order. `state`: 'pending' or 'failed'; `parked`: pending with
 /// no due time; `held`: behind an earlier delivery of an ordered endpoint; `error`: why it
 /// failed; `lease_token` and `lease_ms`: set for a delivery created leased, `in_flight`
-/// (those go through [`INSERT_LEASED_DELIVERIES`]).
+/// (on PostgreSQL those go through [`INSERT_LEASED_DELIVERIES`]; SQLite knows their ids
+/// without reading them back).
 pub(crate) static INSERT_DELIVERIES: Batch =
     Batch::new(DELIVERY_COLUMNS, INSERT_DELIVERIES_STATEMENT);
 

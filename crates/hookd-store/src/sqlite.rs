@@ -375,18 +375,39 @@ impl SqliteStore {
         Ok(done)
     }
 
-    /// New events, in chunks; returns the ids inserted.
+    /// New events, in chunks; returns the ids inserted. It counts them instead of reading
+    /// each id back (`RETURNING`, one row handed from SQLite's thread to the runtime per
+    /// event while the write lock is held): all of them are new, the usual case, or the new
+    /// ones are the last rows by rowid, since SQLite gives each new row the largest rowid
+    /// plus one (chosen at random only once rowids reach 2^63 - 1).
     async fn insert_events(
         tx: &mut WriteTx,
         rows: &[crate::ingest::PreparedEvent<'_>],
     ) -> Result<Vec<String>> {
         let mut inserted = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(values::MAX_ROWS) {
-            let (text, args) = sql::INSERT_EVENTS.sqlite_bind(chunk);
-            let ids: Vec<String> = sqlx::query_scalar_with(text, args)
+            let (text, args) = sql::INSERT_NEW_EVENTS.sqlite_bind(chunk);
+            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            let new = done.rows_affected() as i64;
+            if new == chunk.len() as i64 {
+                inserted.extend(chunk.iter().map(|r| r.event_id.clone()));
+            } else if new > 0 {
+                let last = done.last_insert_rowid();
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT event_id FROM hookd_events WHERE rowid > $1 AND rowid <= $2",
+                )
+                .bind(last - new)
+                .bind(last)
                 .fetch_all(&mut **tx)
                 .await?;
-            inserted.extend(ids);
+                if ids.len() as i64 != new {
+                    return Err(crate::StoreError::Corrupt(format!(
+                        "{new} new events, but {} rows by rowid",
+                        ids.len()
+                    )));
+                }
+                inserted.extend(ids);
+            }
         }
         Ok(inserted)
     }
@@ -403,18 +424,33 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// New deliveries created leased; returns each one's id, event and endpoint.
+    /// New deliveries created leased; returns each one's id, event and endpoint. The ids are
+    /// not read back either: the statement inserts in `ord` order and AUTOINCREMENT gives
+    /// each row the next id, so a chunk's ids are the `rows_affected` up to
+    /// `last_insert_rowid`.
     async fn insert_leased_deliveries(
         tx: &mut WriteTx,
         rows: &[crate::ingest::NewDelivery<'_>],
     ) -> Result<Vec<(i64, String, String)>> {
         let mut created = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(values::MAX_ROWS) {
-            let (text, args) = sql::INSERT_LEASED_DELIVERIES.sqlite_bind(chunk);
+            let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
+            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(crate::StoreError::Corrupt(format!(
+                    "{} of {} new deliveries inserted",
+                    done.rows_affected(),
+                    chunk.len()
+                )));
+            }
+            let mut in_order: Vec<_> = chunk.iter().collect();
+            in_order.sort_by_key(|d| d.ord);
+            let first = done.last_insert_rowid() - chunk.len() as i64 + 1;
             created.extend(
-                sqlx::query_as_with::<_, (i64, String, String), _>(text, args)
-                    .fetch_all(&mut **tx)
-                    .await?,
+                in_order
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(d, id)| (id, d.event_id.to_string(), d.endpoint_id.clone())),
             );
         }
         Ok(created)

@@ -140,6 +140,7 @@ mod tests {
         use crate::ingest::{NewDelivery, PreparedEvent};
         use crate::sql::{
             Batch, COMPLETION_COLUMNS, INSERT_DELIVERIES, INSERT_EVENTS, INSERT_LEASED_DELIVERIES,
+            INSERT_NEW_EVENTS,
         };
 
         fn check<R: Row>(row: &R, batch: &'static Batch) {
@@ -155,6 +156,7 @@ mod tests {
             payload_error: None,
         };
         check(&event, &INSERT_EVENTS);
+        check(&event, &INSERT_NEW_EVENTS);
         let delivery = NewDelivery {
             ord: 0,
             event_id: "evt_1",

@@ -35,6 +35,7 @@ hookd_testkit::each_backend!(
     batches_larger_than_one_statement_are_written_whole,
     results_wait_for_another_writer,
     an_ingest_leases_what_it_has_room_for,
+    a_large_ingest_hands_out_the_id_of_each_new_delivery,
     an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox,
 );
 
@@ -1724,6 +1725,11 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
         );
         let d = store.delivery(c.delivery_id).await.unwrap().unwrap();
         assert_eq!((d.state, d.attempts), (DeliveryState::InFlight, 1));
+        // The id handed out is the row of that event and endpoint.
+        assert_eq!(
+            (d.event_id.as_str(), d.endpoint_id.as_str()),
+            (c.event_id.as_str(), c.endpoint.id.as_str())
+        );
     }
     assert_eq!(first.claimed[1].payload, r#"{"n":3}"#);
     assert_eq!(
@@ -1779,6 +1785,74 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((empty.rows, empty.claimed.len(), empty.more), (0, 0, false));
+}
+
+/// More events and deliveries than one statement writes, some already stored: every new
+/// delivery is leased once, under the id of its own row.
+async fn a_large_ingest_hands_out_the_id_of_each_new_delivery(backend: Backend) {
+    let (db, store) = open_with_endpoint(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_2", &["purchase"]))
+        .await
+        .unwrap();
+    let stored = ["e10", "e511", "e512", "e699"];
+    for id in stored {
+        store
+            .enqueue_event(&event(Some(id), "purchase"), &limits())
+            .await
+            .unwrap();
+    }
+    let values: Vec<String> = (0..700)
+        .map(|i| format!("('e{i}', 'purchase', '{{\"n\":{i}}}')"))
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    let ingested = store
+        .ingest_leasing(
+            1000,
+            &limits(),
+            Some(lease(5000, &[], Consume::ToRoom, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ingested.rows, 700);
+    assert_eq!(ingested.claimed.len(), 2 * (700 - stored.len()));
+    let mut ids = HashSet::new();
+    let mut pairs = HashSet::new();
+    for c in &ingested.claimed {
+        assert!(
+            ids.insert(c.delivery_id),
+            "id {} handed out twice",
+            c.delivery_id
+        );
+        assert!(pairs.insert((c.event_id.clone(), c.endpoint.id.clone())));
+        assert!(
+            !stored.contains(&c.event_id.as_str()),
+            "{} was stored",
+            c.event_id
+        );
+        let n = c.event_id.trim_start_matches('e');
+        assert_eq!(c.payload, format!("{{\"n\":{n}}}"));
+        let d = store.delivery(c.delivery_id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.event_id.as_str(), d.endpoint_id.as_str(), d.state),
+            (
+                c.event_id.as_str(),
+                c.endpoint.id.as_str(),
+                DeliveryState::InFlight
+            )
+        );
+    }
+    // The stored events kept their own deliveries, pending, and gained none.
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'pending'")
+            .await,
+        2 * stored.len() as i64
+    );
+    assert_eq!(outbox_len(&db).await, 0);
 }
 
 async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend) {
