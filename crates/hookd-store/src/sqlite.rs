@@ -186,6 +186,8 @@ type Transactions = <Sqlite as sqlx::Database>::TransactionManager;
 /// the readers. It runs after writes, at most every [`CHECKPOINT_EVERY`], and ends when
 /// the store is dropped.
 async fn checkpointer(mut conn: SqliteConnection, writes: Weak<Holding>) {
+    // Said once per run of failures, not after every write while the database is unwell.
+    let mut failing = false;
     loop {
         let Some(holding) = writes.upgrade() else {
             return;
@@ -197,11 +199,20 @@ async fn checkpointer(mut conn: SqliteConnection, writes: Weak<Holding>) {
         if !wrote {
             continue;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&mut conn)
             .await
         {
-            tracing::warn!(error = %e, "cannot checkpoint the WAL; the writer will, past {WRITER_AUTOCHECKPOINT} pages");
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot checkpoint the WAL; the writer will, past {WRITER_AUTOCHECKPOINT} pages");
+            }
+            Err(_) => {}
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints work again");
+            }
+            Ok(_) => {}
         }
         tokio::time::sleep(CHECKPOINT_EVERY).await;
     }
