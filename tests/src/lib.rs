@@ -1,4 +1,4 @@
-//! Shared harness of the fault-injection suite (issue 5).
+//! Shared harness of the fault-injection suite.
 //!
 //! Every scenario runs the REAL `hookd` binary as child processes ([`Hookd`]) against a
 //! fresh database ([`TestDb`]), feeds it a workload through the outbox with plain SQL the

@@ -2,7 +2,7 @@
 //!
 //! With glibc's malloc, `malloc`, `free` and their helpers were about a quarter of the
 //! SQLite writer thread's samples at saturation, and that thread is the one every write
-//! waits for (docs/benchmarks.md, sixth session). mimalloc's `override` feature would
+//! waits for (docs/benchmarks.md). mimalloc's `override` feature would
 //! replace `malloc` for every C library in the process, but then an `LD_PRELOAD`ed library
 //! that allocates while it loads (libfaketime, in the fault suite) crashes hookd at start;
 //! so SQLite is pointed at mimalloc through its own setting instead.

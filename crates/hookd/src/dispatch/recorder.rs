@@ -17,7 +17,7 @@ pub const MAX_BATCH: usize = 512;
 
 /// How long a small batch may wait for more results when the last write took at least as
 /// long (the database is the bottleneck). On SQLite at saturation that halves the result
-/// transactions (docs/benchmarks.md, tenth session): each costs a `BEGIN`, a `COMMIT` and a
+/// transactions (docs/benchmarks.md): each costs a `BEGIN`, a `COMMIT` and a
 /// few hand-offs whatever its size. A database that answers fast never makes a result wait.
 const LINGER: Duration = Duration::from_millis(4);
 /// A batch this large (or half the pool, when that is smaller) is written at once.
