@@ -207,7 +207,7 @@ pub async fn connect_sealed(url: &str, secret_key: Option<&str>) -> anyhow::Resu
                 .with_max_times(8),
         )
         .when(|e| e.is_transient())
-        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "cannot reach the database yet"))
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot reach the database yet"))
         .await
         .with_context(|| format!("cannot open the database {}", redact(url)))
 }

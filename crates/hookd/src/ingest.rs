@@ -36,7 +36,7 @@ pub async fn relay_wakeups(
             Ok(None) => return,
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot LISTEN; polling meanwhile");
+                tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot LISTEN; polling meanwhile");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,
@@ -54,7 +54,7 @@ pub async fn relay_wakeups(
                 Err(e) => {
                     metrics.store_error("listen_wait");
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %e, retry_in = ?delay, "LISTEN connection lost; polling meanwhile");
+                    tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "LISTEN connection lost; polling meanwhile");
                     // Whatever was notified while the connection was down is found by polling.
                     wakes.iter().for_each(|w| w.notify_one());
                     tokio::select! {

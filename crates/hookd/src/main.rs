@@ -1,8 +1,10 @@
 //! The `hookd` command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -10,7 +12,7 @@ use hookd::{telemetry, Application, Config};
 
 /// A reliable outbound webhook dispatcher.
 #[derive(Parser)]
-#[command(name = "hookd", version, about, long_about = None)]
+#[command(name = "hookd", version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
     /// A TOML file of settings (see docs/configuration.md).
     #[arg(long, global = true, value_name = "FILE")]
@@ -93,7 +95,21 @@ impl ServeArgs {
 fn main() -> ExitCode {
     // First, before any SQLite connection can open.
     let sqlite_on_mimalloc = hookd::allocator::use_for_sqlite();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `hookd` or `hookd deliveries` alone asks what there is: the help, as `--help`
+            // prints it (stdout, exit 0), rather than a usage error.
+            let help = e.render();
+            if std::io::stdout().is_terminal() {
+                print!("{}", help.ansi());
+            } else {
+                print!("{help}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     let (flags, serve) = match cli.command {
         Command::Serve(args) => (args.flags(), true),
         Command::Migrate(args) => (vec![("database_url", args.database_url)], false),

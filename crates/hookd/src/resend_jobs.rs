@@ -50,7 +50,7 @@ impl ResendJobs {
                 }
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot work on resend jobs");
+                    tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot work on resend jobs");
                     delay
                 }
             };

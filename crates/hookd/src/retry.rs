@@ -24,9 +24,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {text:?}: {e} (write it like 250ms, 10s, 1m, 2h)"))
 }
 
-/// Formats a duration the way it is written in configuration: `1m`, `1s 500ms`.
+/// Formats a duration the way it is written in configuration: `1m`, `1s 500ms`. Whole
+/// milliseconds: nothing finer is ever configured, and a jittered backoff's nanoseconds
+/// would only be noise.
 pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+/// Where a delivery goes after an attempt, in words for the log: `succeeded`, `retry in
+/// 1m`, `failed, no more retries`.
+pub fn describe_next(next: Next) -> String {
+    match next {
+        Next::Succeeded => "succeeded".to_string(),
+        Next::RetryIn(ms) => format!("retry in {}", format_duration(Duration::from_millis(ms))),
+        Next::Failed => "failed, no more retries".to_string(),
+    }
 }
 
 /// The delay before the next automatic attempt after a failure, or `None` when the delivery
@@ -128,6 +140,24 @@ mod tests {
                 .as_millis(),
             1500
         );
+        assert_eq!(
+            format_duration(Duration::from_nanos(1_234_567_891)),
+            "1s 234ms"
+        );
+    }
+
+    #[test]
+    fn describes_the_next_step_in_words() {
+        let cases: &[(Next, &str)] = &[
+            (Next::Succeeded, "succeeded"),
+            (Next::RetryIn(60_000), "retry in 1m"),
+            (Next::RetryIn(90_500), "retry in 1m 30s 500ms"),
+            (Next::RetryIn(0), "retry in 0s"),
+            (Next::Failed, "failed, no more retries"),
+        ];
+        for &(next, want) in cases {
+            assert_eq!(describe_next(next), want, "{next:?}");
+        }
     }
 
     #[test]

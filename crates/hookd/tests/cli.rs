@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hookd_testkit::{Receiver, Reply, TestDb};
+use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
 use support::{free_port, Running};
 
 mod support;
@@ -39,6 +39,43 @@ fn every_command_has_help() {
         "--allow-private-targets",
     ] {
         assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+/// `hookd`, `hookd deliveries` or `hookd endpoints` alone asks what there is: the help on
+/// stdout and exit 0, as with `--help`, not a usage error.
+#[test]
+fn a_command_without_its_subcommand_prints_its_help() {
+    for (args, usage, commands) in [
+        (
+            vec![],
+            "Usage: hookd [OPTIONS] <COMMAND>",
+            vec!["serve", "deliveries"],
+        ),
+        (
+            vec!["deliveries"],
+            "Usage: hookd deliveries [OPTIONS] <COMMAND>",
+            vec!["list", "show"],
+        ),
+        (
+            vec!["endpoints"],
+            "Usage: hookd endpoints [OPTIONS] <COMMAND>",
+            vec!["list", "add", "rotate-secret"],
+        ),
+    ] {
+        let out = Command::new(HOOKD).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert!(text.contains(usage), "{args:?}: {text}");
+        for command in commands {
+            assert!(
+                text.lines().any(|l| l.trim_start().starts_with(command)),
+                "{args:?} lacks {command}: {text}"
+            );
+        }
+        assert!(!text.contains('\x1b'), "no colour into a pipe: {text:?}");
     }
 }
 
@@ -271,4 +308,70 @@ async fn secrets_never_reach_the_log() {
             );
         }
     }
+}
+
+/// Text logs written to a file (or a pipe, a journal) carry no colour escape codes, and a
+/// failed attempt says what comes next in words: `next=retry in 1m`, not `RetryIn(60000)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_in_a_file_are_plain_words() {
+    let db = TestDb::sqlite();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("hookd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(HOOKD)
+        .args(["serve"])
+        .env("HOOKD_DATABASE_URL", &db.url)
+        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
+        .env("HOOKD_RETRY_SCHEDULE", "1m")
+        .env("HOOKD_LOG_FORMAT", "text")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let child = Running(Some(child));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+    let receiver = Receiver::start(|_, _| Reply::status(500)).await;
+    let resp = http
+        .post(format!("{base}/v1/endpoints"))
+        .json(&json!({ "url": receiver.url() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = http
+        .post(format!("{base}/v1/events"))
+        .json(&json!({ "event_type": "purchase", "payload": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    let line = wait_until(
+        Duration::from_secs(20),
+        "the failed attempt's log line",
+        || {
+            let text = std::fs::read_to_string(&log_path).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.contains("attempt failed"))
+                .map(str::to_string);
+            async move { line }
+        },
+    )
+    .await;
+    assert!(child.terminate().await.success());
+    assert!(line.contains("next=retry in 1m"), "{line}");
+    assert!(!line.contains("RetryIn"), "{line}");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("hookd is serving"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in a log file:\n{text}"
+    );
 }

@@ -89,6 +89,8 @@ pub struct DeliveryDetail {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterFields {
+    /// pending, in_flight, succeeded or failed. failed = given up after the whole retry
+    /// schedule; a delivery still being retried is pending (attempts > 0, last_error set).
     state: Option<String>,
     endpoint_id: Option<String>,
     event_id: Option<String>,
@@ -138,7 +140,7 @@ pub struct ListQuery {
     until: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(("state" = Option<String>, Query, description = "pending, in_flight, succeeded or failed"), ("endpoint_id" = Option<String>, Query), ("event_id" = Option<String>, Query), ("event_type" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339, or a duration ago such as 1h"), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query)), security(("admin_token" = [])), responses((status = 200, description = "newest first", body = Page<DeliveryView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(("state" = Option<String>, Query, description = "pending, in_flight, succeeded or failed. failed = given up after the whole retry schedule; a delivery still being retried is pending (attempts > 0, last_error set)"), ("endpoint_id" = Option<String>, Query), ("event_id" = Option<String>, Query), ("event_type" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339, or a duration ago such as 1h"), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query)), security(("admin_token" = [])), responses((status = 200, description = "newest first", body = Page<DeliveryView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,

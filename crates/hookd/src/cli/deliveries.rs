@@ -11,6 +11,7 @@ use super::output::{self, cut, details, first_line, millis, relative, state_cell
 use crate::cli_client::describe;
 
 #[derive(clap::Args, Debug)]
+#[command(arg_required_else_help = true)]
 pub struct DeliveriesArgs {
     #[command(subcommand)]
     pub command: DeliveriesCommand,
@@ -28,7 +29,9 @@ pub enum DeliveriesCommand {
 /// Which deliveries: shared by `deliveries list` and the bulk `resend`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct FilterArgs {
-    /// Only deliveries in this state
+    /// Only deliveries in this state. `failed` = given up after its whole retry schedule; one
+    /// still being retried is `pending` (attempts made, a last error), so right after an
+    /// outage it is `--state pending --endpoint ID` that finds the deliveries waiting to retry
     #[arg(long, value_name = "STATE", value_parser = ["pending", "in_flight", "succeeded", "failed"])]
     pub state: Option<String>,
     /// Only deliveries to this endpoint (ep_...)

@@ -11,6 +11,7 @@ use super::client::{self, Api, ClientArgs, Output};
 use super::output::{self, details, relative, text, time_and_relative};
 
 #[derive(clap::Args, Debug)]
+#[command(arg_required_else_help = true)]
 pub struct EndpointsArgs {
     #[command(subcommand)]
     pub command: EndpointsCommand,

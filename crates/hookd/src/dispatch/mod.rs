@@ -360,7 +360,7 @@ impl Dispatcher {
                         }
                         Err(e) => {
                             let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                            tracing::warn!(error = %e, retry_in = ?delay, "cannot claim deliveries");
+                            tracing::warn!(error = %e, retry_in = %retry::format_duration(delay), "cannot claim deliveries");
                             no_claim_before = Instant::now() + delay;
                         }
                     }
@@ -395,7 +395,7 @@ impl Dispatcher {
                         }
                         Err(e) => {
                             let delay = ingest_delays.next().unwrap_or(Duration::from_secs(5));
-                            tracing::warn!(error = %e, retry_in = ?delay, "cannot read the outbox");
+                            tracing::warn!(error = %e, retry_in = %retry::format_duration(delay), "cannot read the outbox");
                             read_outbox_at = Instant::now() + delay;
                             // The backoff holds even for rows waiting for a busy endpoint.
                             outbox_blocked = None;
@@ -458,7 +458,7 @@ impl Dispatcher {
         tasks.close();
         let in_flight = tasks.len();
         if in_flight > 0 {
-            tracing::info!(in_flight, timeout = ?self.shutdown_timeout, "waiting for attempts in flight");
+            tracing::info!(in_flight, timeout = %retry::format_duration(self.shutdown_timeout), "waiting for attempts in flight");
         }
         if tokio::time::timeout(self.shutdown_timeout, tasks.wait())
             .await
@@ -639,9 +639,11 @@ impl Shared {
             span.record("status", status);
         }
         span.in_scope(|| match outcome {
-            hookd_store::Outcome::Success => tracing::debug!(?next, "delivered"),
+            hookd_store::Outcome::Success => {
+                tracing::debug!(next = %retry::describe_next(next), "delivered")
+            }
             _ => tracing::info!(
-                ?next,
+                next = %retry::describe_next(next),
                 error = result.error.as_deref().unwrap_or(""),
                 "attempt failed"
             ),

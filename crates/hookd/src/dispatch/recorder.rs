@@ -59,7 +59,7 @@ pub async fn run(
             .retry(super::backoff())
             .when(|e| e.is_transient())
             .notify(|e, delay| {
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot record attempt results yet");
+                tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot record attempt results yet");
             })
             .await;
         last_write = writing.elapsed();

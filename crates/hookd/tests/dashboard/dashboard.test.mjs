@@ -350,6 +350,53 @@ try {
     });
   }
 
+  await step('a 1280-px window shows every column: long ids, URLs and event types wrap', async () => {
+    // Real ids are long (evt_ + 32 hex digits), an endpoint without a description is named
+    // by its URL, and event types can be long: none may push the last column out of view.
+    const endpoint = await api('/v1/endpoints', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ url: `${RECEIVER}/always-ok/${'a-rather-long-path/'.repeat(4)}webhooks` }),
+    });
+    let eventId;
+    for (const type of ['customer.subscription.trial_will_end', 'invoice.payment_action_required']) {
+      ({ event_id: eventId } = await api('/v1/events', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ event_type: type, endpoint_id: endpoint.id, payload: { wide: true } }),
+      }));
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+    for (const [hash, ready] of [
+      ['#/deliveries', () => rowOf(eventId).and(page.locator('[data-state="succeeded"]'))],
+      // The health columns fill in after the table is drawn: wait for them.
+      ['#/endpoints', () => rowOf(endpoint.url.slice(-20)).getByText('100%')],
+    ]) {
+      await page.goto(`${BASE}/${hash}`);
+      await ready().waitFor();
+      const fit = await page.evaluate(() => {
+        const wrap = document.querySelector('.table-wrap');
+        const box = (el) => el.getBoundingClientRect();
+        return {
+          window: window.innerWidth,
+          page: document.documentElement.scrollWidth,
+          wrapScroll: wrap.scrollWidth,
+          wrapClient: wrap.clientWidth,
+          wrapRight: box(wrap).right,
+          lastColumnRight: box(wrap.querySelector('thead th:last-child')).right,
+          lastCellRight: box(wrap.querySelector('tbody tr td:last-child')).right,
+        };
+      });
+      const what = `${hash} at 1280 px: ${JSON.stringify(fit)}`;
+      assert.ok(fit.wrapScroll <= fit.wrapClient, `the table scrolls sideways: ${what}`);
+      assert.ok(fit.page <= fit.window, `the page scrolls sideways: ${what}`);
+      assert.ok(fit.lastColumnRight <= fit.wrapRight && fit.lastCellRight <= fit.wrapRight, `last column cut off: ${what}`);
+      assert.ok(fit.wrapRight <= fit.window, `the table ends past the window: ${what}`);
+      await pageShot(`${hash.slice(2)}-1280`);
+    }
+    await page.setViewportSize({ width: 1366, height: 768 });
+  });
+
   await step('no console error, no script error, no request outside hookd', async () => {
     assert.deepEqual(problems, []);
   });
