@@ -155,8 +155,9 @@ impl_str_enum!(
 );
 impl_str_enum!(Outcome, "outcome", Outcome::ALL);
 
-/// A registered receiver of webhooks.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A registered receiver of webhooks. Its `Debug` shows `"***"` for the secrets, the bearer
+/// token and the values of the static headers (often credentials too).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
     pub id: String,
     pub url: String,
@@ -188,6 +189,71 @@ pub struct Endpoint {
     pub deleted: bool,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// Every field, the secret ones as `"***"` when set. Written out field by field so that a new
+/// field cannot be added without deciding whether it is a secret.
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Endpoint {
+            id,
+            url,
+            description,
+            event_types,
+            bearer_token,
+            signature_scheme,
+            secret: _,
+            previous_secret,
+            previous_secret_expires_at,
+            ordered,
+            retry_schedule_ms,
+            timeout_ms,
+            headers,
+            enabled,
+            disabled_reason,
+            disabled_at,
+            last_success_at,
+            failing_since,
+            deleted,
+            created_at,
+            updated_at,
+        } = self;
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| Hidden);
+        let headers: BTreeMap<&str, Hidden> =
+            headers.keys().map(|k| (k.as_str(), Hidden)).collect();
+        f.debug_struct("Endpoint")
+            .field("id", id)
+            .field("url", url)
+            .field("description", description)
+            .field("event_types", event_types)
+            .field("bearer_token", &hidden(bearer_token))
+            .field("signature_scheme", signature_scheme)
+            .field("secret", &Hidden)
+            .field("previous_secret", &hidden(previous_secret))
+            .field("previous_secret_expires_at", previous_secret_expires_at)
+            .field("ordered", ordered)
+            .field("retry_schedule_ms", retry_schedule_ms)
+            .field("timeout_ms", timeout_ms)
+            .field("headers", &headers)
+            .field("enabled", enabled)
+            .field("disabled_reason", disabled_reason)
+            .field("disabled_at", disabled_at)
+            .field("last_success_at", last_success_at)
+            .field("failing_since", failing_since)
+            .field("deleted", deleted)
+            .field("created_at", created_at)
+            .field("updated_at", updated_at)
+            .finish()
+    }
+}
+
+/// A secret in `Debug` output.
+struct Hidden;
+
+impl fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 /// An event handed to hookd through the API (the outbox path builds the same from a row).
@@ -354,5 +420,65 @@ pub struct Purged {
 impl Purged {
     pub fn total(&self) -> u64 {
         self.deliveries + self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_debug_hides_secrets() {
+        let endpoint = Endpoint {
+            id: "ep_1".into(),
+            url: "https://example.com/hook".into(),
+            bearer_token: Some("bearer-token-text".into()),
+            secret: "whsec_secret-text".into(),
+            previous_secret: Some("whsec_previous-secret-text".into()),
+            headers: BTreeMap::from([("x-api-key".into(), "header-value-text".into())]),
+            ..Default::default()
+        };
+        let claimed = Claimed {
+            delivery_id: 1,
+            lease_token: "lease".into(),
+            event_id: "e1".into(),
+            event_type: "x".into(),
+            attempt: 1,
+            trigger: Trigger::Auto,
+            auto_attempts: 1,
+            manual_only: false,
+            payload: bytes::Bytes::from_static(b"{}"),
+            payload_error: None,
+            endpoint: std::sync::Arc::new(endpoint.clone()),
+        };
+        for shown in [
+            format!("{endpoint:?}"),
+            format!("{endpoint:#?}"),
+            format!("{claimed:?}"),
+        ] {
+            for secret in [
+                "bearer-token-text",
+                "secret-text",
+                "previous-secret-text",
+                "header-value-text",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("ep_1") && shown.contains("x-api-key"),
+                "{shown}"
+            );
+        }
+        let shown = format!("{endpoint:?}");
+        assert!(shown.contains(r#"secret: "***""#), "{shown}");
+        assert!(shown.contains(r#"bearer_token: Some("***")"#), "{shown}");
+        let plain = format!(
+            "{:?}",
+            Endpoint {
+                secret: "s".into(),
+                ..Default::default()
+            }
+        );
+        assert!(plain.contains("bearer_token: None"), "{plain}");
     }
 }

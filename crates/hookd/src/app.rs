@@ -145,6 +145,7 @@ impl Application {
             dispatch_wake,
             jobs_wake,
             admin_token: config.admin_token.as_deref().map(Arc::from),
+            allowed_hosts: Arc::new(config.allowed_hosts()),
             targets: Arc::new(config.target_policy()),
             limits,
             health: health.clone(),

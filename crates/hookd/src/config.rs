@@ -9,13 +9,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::api::browser::AllowedHosts;
 use crate::retry;
+
+/// Retention may not be shorter: it is also how long an `event_id` is remembered for
+/// dedupe, and `0s` would delete every finished delivery at each run.
+pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// Nor longer (100 years): the cutoff must stay a time the database can hold.
+pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 86400);
 
 /// Every setting with its default (`None`: unset unless given).
 pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("database_url", Some("sqlite://hookd.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
+    ("allowed_hosts", None),
     ("secret_key", None),
     ("retry_schedule", Some(retry::DEFAULT_SCHEDULE)),
     ("request_timeout", Some("10s")),
@@ -41,8 +49,9 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("log_level", Some("info")),
 ];
 
-/// The daemon's configuration, checked.
-#[derive(Debug, Clone)]
+/// The daemon's configuration, checked. Its `Debug` hides the admin token, the secret key
+/// and the database password.
+#[derive(Clone)]
 pub struct Config {
     /// `sqlite://REL/PATH`, `sqlite:///ABS/PATH` or `postgres://...`.
     pub database_url: String,
@@ -50,6 +59,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// When set, every `/v1` call needs `Authorization: Bearer <token>`.
     pub admin_token: Option<String>,
+    /// The `Host` names the HTTP server answers to; `None`: the default for `listen` (see
+    /// [`Config::allowed_hosts`]).
+    pub allowed_hosts: Option<AllowedHosts>,
     /// Base64 of 32 bytes: encrypts endpoint secrets and bearer tokens at rest.
     pub secret_key: Option<String>,
     /// Delay before each retry; N entries = N retries = N+1 attempts.
@@ -279,6 +291,12 @@ impl Layers {
                 Some(g) if !g.value.is_empty() => Some(g.value.clone()),
                 _ => None,
             },
+            allowed_hosts: match self.get("allowed_hosts") {
+                Some(g) if !g.value.trim().is_empty() => {
+                    Some(self.parse("allowed_hosts", AllowedHosts::parse)?)
+                }
+                _ => None,
+            },
             secret_key: match self.get("secret_key") {
                 Some(g) if !g.value.is_empty() => {
                     crate::sealing::AesGcmSealer::from_base64(&g.value)
@@ -304,7 +322,22 @@ impl Layers {
             max_response_bytes: number("max_response_bytes", 0, 1024 * 1024)? as usize,
             gauge_schedule: self.parse("gauge_schedule", check_cron)?,
             disable_after: duration("disable_after")?,
-            retention_period: duration("retention_period")?,
+            retention_period: self.parse("retention_period", |s| {
+                let d = retry::parse_duration(s)?;
+                if d < MIN_RETENTION {
+                    Err(format!(
+                        "must be at least {}: it is also how long an event_id is remembered for dedupe, and a shorter one deletes finished deliveries before anyone can look at them",
+                        retry::format_duration(MIN_RETENTION)
+                    ))
+                } else if d > MAX_RETENTION {
+                    Err(format!(
+                        "must be at most {}",
+                        retry::format_duration(MAX_RETENTION)
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })?,
             retention_schedule: self.parse("retention_schedule", check_cron)?,
             retention_batch: number("retention_batch", 1, 100_000)? as u32,
             log_format: self.parse("log_format", |s| match s {
@@ -343,6 +376,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 impl Config {
+    /// The `Host` names the HTTP server answers to: `allowed_hosts`, or by default the names
+    /// of loopback on a loopback listen address and every host on any other.
+    pub fn allowed_hosts(&self) -> AllowedHosts {
+        self.allowed_hosts
+            .clone()
+            .unwrap_or_else(|| AllowedHosts::default_for(self.listen))
+    }
+
     /// Retries allowed in flight: `retry_concurrency`, or three quarters of the pool.
     pub fn retry_concurrency(&self) -> usize {
         match self.retry_concurrency {
@@ -375,6 +416,72 @@ impl Config {
     /// The built-in defaults, for tests and embedding.
     pub fn defaults() -> Config {
         Layers::defaults().build().expect("defaults are valid")
+    }
+}
+
+/// Every field, with the secrets shown only as set (`"***"`). Written out field by field
+/// so that a new field cannot be added without deciding whether it is a secret.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Config {
+            database_url,
+            listen,
+            admin_token,
+            allowed_hosts,
+            secret_key,
+            retry_schedule,
+            request_timeout,
+            allow_private_targets,
+            allow_targets,
+            https_only,
+            concurrency,
+            endpoint_concurrency,
+            retry_concurrency,
+            claim_batch,
+            poll_interval,
+            lease_duration,
+            rescue_schedule,
+            shutdown_timeout,
+            max_payload_bytes,
+            max_response_bytes,
+            gauge_schedule,
+            disable_after,
+            retention_period,
+            retention_schedule,
+            retention_batch,
+            log_format,
+            log_level,
+        } = self;
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("Config")
+            .field("database_url", &crate::app::redact(database_url))
+            .field("listen", listen)
+            .field("admin_token", &hidden(admin_token))
+            .field("allowed_hosts", allowed_hosts)
+            .field("secret_key", &hidden(secret_key))
+            .field("retry_schedule", retry_schedule)
+            .field("request_timeout", request_timeout)
+            .field("allow_private_targets", allow_private_targets)
+            .field("allow_targets", allow_targets)
+            .field("https_only", https_only)
+            .field("concurrency", concurrency)
+            .field("endpoint_concurrency", endpoint_concurrency)
+            .field("retry_concurrency", retry_concurrency)
+            .field("claim_batch", claim_batch)
+            .field("poll_interval", poll_interval)
+            .field("lease_duration", lease_duration)
+            .field("rescue_schedule", rescue_schedule)
+            .field("shutdown_timeout", shutdown_timeout)
+            .field("max_payload_bytes", max_payload_bytes)
+            .field("max_response_bytes", max_response_bytes)
+            .field("gauge_schedule", gauge_schedule)
+            .field("disable_after", disable_after)
+            .field("retention_period", retention_period)
+            .field("retention_schedule", retention_schedule)
+            .field("retention_batch", retention_batch)
+            .field("log_format", log_format)
+            .field("log_level", log_level)
+            .finish()
     }
 }
 
@@ -436,6 +543,7 @@ mod tests {
             .flags([
                 ("listen", Some("127.0.0.1:3".to_string())),
                 ("admin_token", None),
+                ("allowed_hosts", None),
             ])
             .build()
             .unwrap();
@@ -490,5 +598,96 @@ mod tests {
         std::fs::write(&file, "no_such_setting = 1\n").unwrap();
         let err = Layers::defaults().toml_file(&file).unwrap_err().to_string();
         assert!(err.contains("unknown setting"), "{err}");
+    }
+
+    #[test]
+    fn retention_must_keep_rows_for_a_while() {
+        let cases = [
+            ("0s", Err("at least 1h")),
+            ("0", Err("at least 1h")),
+            ("59m", Err("at least 1h")),
+            ("1h", Ok(Duration::from_secs(3600))),
+            ("30days", Ok(Duration::from_secs(30 * 86400))),
+            ("100years", Err("at most")),
+            ("300000000years", Err("at most")),
+            ("18446744073709551615s", Err("at most")),
+        ];
+        for (value, want) in cases {
+            let got = Layers::defaults()
+                .env(env(&[("HOOKD_RETENTION_PERIOD", value)]))
+                .build()
+                .map(|c| c.retention_period)
+                .map_err(|e| e.to_string());
+            match (got, want) {
+                (Ok(d), Ok(want)) => assert_eq!(d, want, "{value}"),
+                (Err(e), Err(want)) => assert!(
+                    e.contains(want) && e.contains("HOOKD_RETENTION_PERIOD"),
+                    "{value}: {e}"
+                ),
+                (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_parse_and_default() {
+        let c = Config::defaults();
+        assert_eq!(c.allowed_hosts, None);
+        assert_eq!(c.allowed_hosts().to_string(), "localhost,127.0.0.1,[::1]");
+        let c = Layers::defaults()
+            .env(env(&[("HOOKD_LISTEN", "0.0.0.0:8080")]))
+            .build()
+            .unwrap();
+        assert_eq!(c.allowed_hosts(), AllowedHosts::Any);
+        let c = Layers::defaults()
+            .env(env(&[("HOOKD_ALLOWED_HOSTS", "hooks.internal, localhost")]))
+            .build()
+            .unwrap();
+        assert!(c.allowed_hosts().allows("hooks.internal:8080"));
+        assert!(!c.allowed_hosts().allows("127.0.0.1:8080"));
+        let c = Layers::defaults()
+            .env(env(&[("HOOKD_ALLOWED_HOSTS", "")]))
+            .build()
+            .unwrap();
+        assert_eq!(c.allowed_hosts, None, "set but empty: the default");
+        let err = Layers::defaults()
+            .env(env(&[("HOOKD_ALLOWED_HOSTS", "localhost:8080")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HOOKD_ALLOWED_HOSTS") && err.contains("without a port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = Layers::defaults()
+            .env(env(&[
+                ("HOOKD_ADMIN_TOKEN", "admin-token-text"),
+                (
+                    "HOOKD_SECRET_KEY",
+                    "c2VjcmV0LWtleS10ZXh0LXRoaXJ0eS10d28tYnl0ZXM=",
+                ),
+                (
+                    "HOOKD_DATABASE_URL",
+                    "postgres://hookd:db-password-text@db.internal/hookd",
+                ),
+            ]))
+            .build()
+            .unwrap();
+        let shown = format!("{c:?}");
+        for secret in [
+            "admin-token-text",
+            "c2VjcmV0LWtleS10ZXh0LXRoaXJ0eS10d28tYnl0ZXM=",
+            "db-password-text",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("admin_token: Some(\"***\")"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
+        let shown = format!("{:#?}", Config::defaults());
+        assert!(shown.contains("admin_token: None"), "{shown}");
     }
 }

@@ -153,7 +153,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    let open = config.admin_token.is_none().then_some(config.listen);
     let app = Application::build(config).await?;
+    if let Some(listen) = open {
+        tracing::warn!(
+            %listen,
+            "no HOOKD_ADMIN_TOKEN: the admin API is open to every process on this machine (web pages are kept out); set a token where other users or programs share it"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await

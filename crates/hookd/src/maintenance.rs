@@ -119,7 +119,9 @@ pub async fn refresh_gauges(store: &dyn Store, metrics: &Metrics) {
 /// waits long behind it.
 pub async fn purge(store: &dyn Store, metrics: &Metrics, period: Duration, batch: u32) {
     let cutoff = match store.now_ms().await {
-        Ok(now) => now - period.as_millis() as i64,
+        // Saturating: a period past what 64 bits of ms hold keeps everything, never wraps
+        // around into a cutoff in the future that would delete everything.
+        Ok(now) => now.saturating_sub(i64::try_from(period.as_millis()).unwrap_or(i64::MAX)),
         Err(e) => {
             return tracing::warn!(error = %e, "retention skipped: cannot read the database clock")
         }

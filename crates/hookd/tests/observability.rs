@@ -174,3 +174,24 @@ async fn retention_purges_while_deliveries_flow(backend: Backend) {
     assert_eq!(receiver.count(), 40);
     app.stop().await;
 }
+
+/// A retention period past what 64 bits of milliseconds hold keeps everything: the cutoff
+/// never wraps around into the future, where it would delete every finished delivery.
+#[tokio::test]
+async fn retention_past_the_calendar_deletes_nothing() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db).await;
+    let receiver = Receiver::ok().await;
+    app.endpoint(json!({ "url": receiver.url() })).await;
+    app.event(json!({ "event_type": "x", "payload": {} })).await;
+    app.wait_all_finished(1).await;
+    for period in [
+        Duration::from_millis(i64::MAX as u64 + 1),
+        Duration::from_millis(u64::MAX),
+        Duration::MAX,
+    ] {
+        hookd::maintenance::purge(&*app.store, &app.metrics, period, 100).await;
+        assert_eq!(app.deliveries("").await.len(), 1, "{period:?}");
+    }
+    app.stop().await;
+}

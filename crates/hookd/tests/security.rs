@@ -122,7 +122,13 @@ async fn bodies_built_to_hurt_are_refused_cleanly() {
     let send = |body: String| {
         let (http, url) = (app.http.clone(), format!("{}/v1/events", app.base));
         async move {
-            let resp = http.post(url).body(body).send().await.unwrap();
+            let resp = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = resp.status();
             (status, resp.json::<Value>().await.unwrap())
         }
@@ -153,6 +159,7 @@ async fn bodies_built_to_hurt_are_refused_cleanly() {
     let (status, _) = app
         .http
         .post(format!("{}/v1/events", app.base))
+        .header("content-type", "application/json")
         .body(vec![0xff, 0xfe, 0x00])
         .send()
         .await

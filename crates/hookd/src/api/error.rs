@@ -15,6 +15,15 @@ pub enum ApiError {
     /// 401: missing or wrong admin token.
     #[error("missing or wrong admin token: send Authorization: Bearer <HOOKD_ADMIN_TOKEN>")]
     Unauthorized,
+    /// 403: a web page of another origin sent the request.
+    #[error("{0}")]
+    ForeignOrigin(String),
+    /// 421: the `Host` is not one this server answers to.
+    #[error("{0}")]
+    MisdirectedRequest(String),
+    /// 415: a body not labelled `Content-Type: application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 405: the path exists, the method does not.
     #[error("method not allowed on this path")]
     MethodNotAllowed,
@@ -43,8 +52,9 @@ pub struct ErrorBody {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// malformed_json, unauthorized, not_found, method_not_allowed, conflict,
-    /// payload_too_large, invalid_request, database_unavailable, internal_error.
+    /// malformed_json, unauthorized, foreign_origin, misdirected_request,
+    /// unsupported_media_type, not_found, method_not_allowed, conflict, payload_too_large,
+    /// invalid_request, database_unavailable, internal_error.
     code: String,
     message: String,
 }
@@ -64,6 +74,13 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
+            ApiError::MisdirectedRequest(_) => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
+            }
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -1,6 +1,6 @@
 //! Request bodies: JSON that is not JSON is a 400, JSON of the wrong shape a 422, a body
-//! over the limit a 413, always in the API's error format. The content type is not
-//! required: `curl -d` users forget it.
+//! over the limit a 413, always in the API's error format. The `Content-Type` label is
+//! checked before the handlers run (`browser`: a body not labelled JSON is a 415).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};

@@ -5,7 +5,9 @@
 //! - `deliveries`: the delivery log with every attempt, and resends.
 //! - `error`, `json`, `time`: the error format, body parsing, and RFC 3339 times.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
+//! - `browser`: `Host`, `Origin` and content-type checks that keep web pages out.
 
+pub mod browser;
 mod deliveries;
 mod endpoints;
 pub mod error;
@@ -50,6 +52,8 @@ pub struct AppState {
     /// Notified when a bulk resend job is created.
     pub jobs_wake: Arc<Notify>,
     pub admin_token: Option<Arc<str>>,
+    /// The `Host` names the server answers to.
+    pub allowed_hosts: Arc<browser::AllowedHosts>,
     /// Which endpoint URLs may be registered.
     pub targets: Arc<crate::ssrf::TargetPolicy>,
     pub limits: IngestLimits,
@@ -134,6 +138,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.allowed_hosts.clone(),
+            browser::guard,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
