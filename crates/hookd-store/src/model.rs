@@ -188,6 +188,12 @@ pub struct Endpoint {
     pub deleted: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Why its stored secrets cannot be decrypted with this store's key (`HOOKD_SECRET_KEY`
+    /// missing or wrong); `None` when they can. While set, `secret` is empty,
+    /// `previous_secret` is `None` and `bearer_token` is `Some("")` when one is stored:
+    /// nothing can be signed or sent, and `update_endpoint` keeps the stored values as
+    /// they are.
+    pub unreadable: Option<String>,
 }
 
 /// An event handed to hookd through the API (the outbox path builds the same from a row).
