@@ -79,8 +79,25 @@ macro_rules! store_impl {
                     .fetch_all(self.reader())
                     .await?
                     .into_iter()
-                    .map(|row| self.open_endpoint($crate::Endpoint::try_from(row)?))
+                    .map(|row| Ok($crate::open_endpoint(self.sealer(), $crate::Endpoint::try_from(row)?)))
                     .collect()
+            }
+
+            async fn unreadable_endpoints(&self) -> $crate::Result<Vec<(String, String)>> {
+                let rows: Vec<(String, String, Option<String>, Option<String>)> =
+                    sqlx::query_as(&Self::sql($crate::sql::SEALED_ENDPOINTS))
+                        .fetch_all(self.reader())
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, secret, previous, token)| {
+                        [Some(secret), previous, token]
+                            .into_iter()
+                            .flatten()
+                            .find_map(|value| $crate::open(self.sealer(), value, &id).err())
+                            .map(|reason| (id, reason))
+                    })
+                    .collect())
             }
 
             async fn update_endpoint(&self, e: &$crate::Endpoint) -> $crate::Result<Option<$crate::Endpoint>> {
@@ -103,6 +120,7 @@ macro_rules! store_impl {
                     .bind(e.previous_secret.as_deref().map(|p| $crate::seal(self.sealer(), p, &e.id)))
                     .bind(e.previous_secret_expires_at)
                     .bind(e.ordered)
+                    .bind(e.unreadable.is_some())
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -458,17 +476,8 @@ macro_rules! store_impl {
                     .bind(id)
                     .fetch_optional(executor)
                     .await?
-                    .map(|row| self.open_endpoint($crate::Endpoint::try_from(row)?))
+                    .map(|row| Ok($crate::open_endpoint(self.sealer(), $crate::Endpoint::try_from(row)?)))
                     .transpose()
-            }
-
-            /// Decrypts the secrets of an endpoint read from the database.
-            fn open_endpoint(&self, mut e: $crate::Endpoint) -> $crate::Result<$crate::Endpoint> {
-                let sealer = self.sealer();
-                e.secret = $crate::open(sealer, std::mem::take(&mut e.secret), &e.id)?;
-                e.previous_secret = e.previous_secret.take().map(|p| $crate::open(sealer, p, &e.id)).transpose()?;
-                e.bearer_token = e.bearer_token.take().map(|t| $crate::open(sealer, t, &e.id)).transpose()?;
-                Ok(e)
             }
 
             async fn load_resend_job(
@@ -504,7 +513,7 @@ macro_rules! store_impl {
                 }
                 q.push(")");
                 for row in q.build_query_as::<$crate::rows::EndpointRow>().fetch_all(self.reader()).await? {
-                    let e = self.open_endpoint($crate::Endpoint::try_from(row)?)?;
+                    let e = $crate::open_endpoint(self.sealer(), $crate::Endpoint::try_from(row)?);
                     found.insert(e.id.clone(), std::sync::Arc::new(e));
                 }
                 Ok(found)

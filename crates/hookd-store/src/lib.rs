@@ -248,6 +248,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an endpoint's mutable fields. Disabling parks its pending deliveries;
     /// enabling makes parked ones due at once. `None` when there is no such live endpoint.
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>>;
+    /// Live endpoints whose stored secrets this store cannot decrypt (no key, or another
+    /// key than they were sealed with), as `(id, reason)`, ordered by id. Without a key,
+    /// every live endpoint holding a sealed value. One read of the endpoints table.
+    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>>;
     /// Deletes an endpoint (its history stays readable) and fails its pending deliveries.
     async fn delete_endpoint(&self, id: &str) -> Result<bool>;
     /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
@@ -390,18 +394,55 @@ pub(crate) fn seal(sealer: Option<&dyn Sealer>, value: &str, context: &str) -> S
     }
 }
 
-pub(crate) fn open(sealer: Option<&dyn Sealer>, value: String, context: &str) -> Result<String> {
+/// The plaintext of a stored value, or why this store cannot read it (the reason an
+/// endpoint is `unreadable`).
+pub(crate) fn open(
+    sealer: Option<&dyn Sealer>,
+    value: String,
+    context: &str,
+) -> std::result::Result<String, String> {
     if !value.starts_with(SEALED_PREFIX) {
         return Ok(value);
     }
     match sealer {
         Some(s) => s
             .open(&value, context)
-            .map_err(|e| StoreError::Invalid(format!("cannot decrypt a secret of endpoint {context}: {e}"))),
-        None => Err(StoreError::Invalid(format!(
-            "the secrets of endpoint {context} are encrypted: set HOOKD_SECRET_KEY to the key they were written with"
-        ))),
+            .map_err(|e| format!("the endpoint's secrets cannot be decrypted: {e}")),
+        None => Err(
+            "the endpoint's secrets are encrypted and HOOKD_SECRET_KEY is not set: set it to the key they were encrypted with"
+                .into(),
+        ),
     }
+}
+
+/// Decrypts the secrets of an endpoint read from the database. One that cannot be
+/// decrypted comes back `unreadable`, its secret values blanked, instead of failing the
+/// read: a claim or a list holding it must still serve every other endpoint.
+pub(crate) fn open_endpoint(sealer: Option<&dyn Sealer>, mut e: Endpoint) -> Endpoint {
+    let has_token = e.bearer_token.is_some();
+    let secret = open(sealer, std::mem::take(&mut e.secret), &e.id);
+    let previous = e
+        .previous_secret
+        .take()
+        .map(|p| open(sealer, p, &e.id))
+        .transpose();
+    let token = e
+        .bearer_token
+        .take()
+        .map(|t| open(sealer, t, &e.id))
+        .transpose();
+    match (secret, previous, token) {
+        (Ok(secret), Ok(previous), Ok(token)) => {
+            e.secret = secret;
+            e.previous_secret = previous;
+            e.bearer_token = token;
+        }
+        (secret, previous, token) => {
+            e.unreadable = secret.err().or(previous.err()).or(token.err());
+            e.bearer_token = has_token.then(String::new);
+        }
+    }
+    e
 }
 
 /// A fresh random token (lease tokens).

@@ -189,6 +189,12 @@ pub struct Endpoint {
     pub deleted: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Why its stored secrets cannot be decrypted with this store's key (`HOOKD_SECRET_KEY`
+    /// missing or wrong); `None` when they can. While set, `secret` is empty,
+    /// `previous_secret` is `None` and `bearer_token` is `Some("")` when one is stored:
+    /// nothing can be signed or sent, and `update_endpoint` keeps the stored values as
+    /// they are.
+    pub unreadable: Option<String>,
 }
 
 /// Every field, the secret ones as `"***"` when set. Written out field by field so that a new
@@ -217,6 +223,7 @@ impl fmt::Debug for Endpoint {
             deleted,
             created_at,
             updated_at,
+            unreadable,
         } = self;
         let hidden = |s: &Option<String>| s.as_ref().map(|_| Hidden);
         let headers: BTreeMap<&str, Hidden> =
@@ -243,6 +250,7 @@ impl fmt::Debug for Endpoint {
             .field("deleted", deleted)
             .field("created_at", created_at)
             .field("updated_at", updated_at)
+            .field("unreadable", unreadable)
             .finish()
     }
 }

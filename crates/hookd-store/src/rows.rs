@@ -82,6 +82,7 @@ impl TryFrom<EndpointRow> for Endpoint {
             deleted: r.deleted_at.is_some(),
             created_at: r.created_at,
             updated_at: r.updated_at,
+            unreadable: None,
         })
     }
 }

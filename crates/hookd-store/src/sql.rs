@@ -56,10 +56,15 @@ pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO hookd_endpoints (id, url, 
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
     hookd_now_ms(), hookd_now_ms())";
 
+/// `$17`: the endpoint is unreadable (its secrets could not be decrypted), so its stored
+/// secret values are kept as they are instead of being overwritten with blanks.
 pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, description = $3, \
-    event_types = $4, bearer_token = $5, signature_scheme = $6, secret = $7, retry_schedule = $8, \
+    event_types = $4, bearer_token = CASE WHEN $17 THEN bearer_token ELSE $5 END, \
+    signature_scheme = $6, secret = CASE WHEN $17 THEN secret ELSE $7 END, retry_schedule = $8, \
     timeout_ms = $9, headers = $10, enabled = $11, disabled_reason = $12, disabled_at = $13, \
-    previous_secret = $14, previous_secret_expires_at = $15, ordered = $16, \
+    previous_secret = CASE WHEN $17 THEN previous_secret ELSE $14 END, \
+    previous_secret_expires_at = CASE WHEN $17 THEN previous_secret_expires_at ELSE $15 END, \
+    ordered = $16, \
     failing_since = CASE WHEN $11 AND NOT enabled THEN NULL ELSE failing_since END, \
     updated_at = hookd_now_ms() WHERE id = $1 AND deleted_at IS NULL";
 
@@ -118,6 +123,11 @@ pub(crate) const FAIL_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
     SET state = 'failed', next_attempt_at = NULL, last_error = 'endpoint deleted', \
     finished_at = hookd_now_ms(), updated_at = hookd_now_ms() \
     WHERE endpoint_id = $1 AND state = 'pending'";
+
+/// Live endpoints holding a sealed value, for `unreadable_endpoints` (a small table).
+pub(crate) const SEALED_ENDPOINTS: &str = "SELECT id, secret, previous_secret, bearer_token \
+    FROM hookd_endpoints WHERE deleted_at IS NULL AND (secret LIKE 'sealed:%' \
+    OR previous_secret LIKE 'sealed:%' OR bearer_token LIKE 'sealed:%') ORDER BY id";
 
 pub(crate) const TARGETS: &str =
     "SELECT id, event_types, enabled, ordered FROM hookd_endpoints WHERE deleted_at IS NULL";

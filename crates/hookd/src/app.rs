@@ -49,6 +49,9 @@ impl Application {
             .migrate()
             .await
             .context("cannot apply database migrations")?;
+        if config.secret_key.is_none() {
+            refuse_sealed_without_key(&*store).await?;
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -183,6 +186,31 @@ impl Application {
         tracing::info!("hookd stopped");
         Ok(())
     }
+}
+
+/// Without `HOOKD_SECRET_KEY`, no endpoint whose secrets are sealed could be sent to: refuse
+/// to serve, and say what to set. (A wrong key is not refused: the endpoints it cannot
+/// open fail alone, logged and counted in `hookd_endpoints_unreadable`.)
+async fn refuse_sealed_without_key(store: &dyn Store) -> anyhow::Result<()> {
+    let sealed = store
+        .unreadable_endpoints()
+        .await
+        .context("cannot look for encrypted endpoint secrets")?;
+    if sealed.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<&str> = sealed.iter().take(3).map(|(id, _)| id.as_str()).collect();
+    if sealed.len() > ids.len() {
+        ids.push("...");
+    }
+    let (count, have) = match sealed.len() {
+        1 => ("1 endpoint".to_string(), "has its"),
+        n => (format!("{n} endpoints"), "have their"),
+    };
+    bail!(
+        "{count} ({}) {have} secrets encrypted at rest, and HOOKD_SECRET_KEY is not set: set HOOKD_SECRET_KEY to the key they were encrypted with",
+        ids.join(", ")
+    )
 }
 
 /// Opens the database, waiting out a database that is still starting (up to ~30 s).

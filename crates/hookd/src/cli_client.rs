@@ -131,10 +131,10 @@ async fn send_test(
     endpoint: &str,
     wait: Duration,
 ) -> anyhow::Result<bool> {
+    let url = url::Url::parse(base).map_err(|e| anyhow::anyhow!("{base:?} is not a URL: {e}"))?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10));
     let api = Api {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
+        http: crate::cli::client::no_proxy_for_loopback(http, &url).build()?,
         base,
         token,
     };

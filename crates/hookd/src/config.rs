@@ -30,6 +30,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("allow_private_targets", Some("false")),
     ("allow_targets", Some("")),
     ("https_only", Some("false")),
+    ("egress_proxy", None),
     ("concurrency", Some("512")),
     ("claim_batch", Some("512")),
     ("endpoint_concurrency", Some("64")),
@@ -74,6 +75,10 @@ pub struct Config {
     pub allow_targets: Vec<ipnet::IpNet>,
     /// Refuse `http://` endpoint URLs.
     pub https_only: bool,
+    /// Every delivery goes through this proxy (`http://`, `socks5://` or `socks5h://`),
+    /// typically an SSRF-filtering one such as Smokescreen. The usual proxy variables
+    /// (`HTTP_PROXY`...) are never used for deliveries.
+    pub egress_proxy: Option<url::Url>,
     /// Attempts in flight at once, across all endpoints, counting each until its result is
     /// written. 512 by default: eight endpoints that hang for the whole timeout at their
     /// `endpoint_concurrency` (64) before the pool is full, and about 2,500 attempts/s at
@@ -310,6 +315,12 @@ impl Layers {
             allow_private_targets: self.parse("allow_private_targets", parse_bool)?,
             allow_targets: self.parse("allow_targets", crate::ssrf::parse_ranges)?,
             https_only: self.parse("https_only", parse_bool)?,
+            egress_proxy: match self.get("egress_proxy") {
+                Some(g) if !g.value.trim().is_empty() => {
+                    Some(self.parse("egress_proxy", parse_egress_proxy)?)
+                }
+                _ => None,
+            },
             concurrency: number("concurrency", 1, 10_000)? as usize,
             claim_batch: number("claim_batch", 1, 10_000)? as u32,
             endpoint_concurrency: number("endpoint_concurrency", 1, 10_000)? as usize,
@@ -365,6 +376,29 @@ fn check_cron(s: &str) -> Result<String, String> {
         .map_err(|_| {
             format!("{s:?} is not a cron expression with seconds, such as \"0 */5 * * * *\"")
         })
+}
+
+/// An egress proxy: `http://`, `socks5://` (names resolved by hookd, through its guard) or
+/// `socks5h://` (names resolved by the proxy), with a host and nothing after the port. The
+/// value is never echoed: it may carry the proxy's password.
+fn parse_egress_proxy(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s)
+        .map_err(|e| format!("not a proxy URL such as http://127.0.0.1:4750 ({e})"))?;
+    if !matches!(url.scheme(), "http" | "socks5" | "socks5h") {
+        return Err(format!(
+            "the proxy must be http://, socks5:// or socks5h://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the proxy URL has no host".into());
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "the proxy URL must be scheme://[user:password@]host:port, with no path".into(),
+        );
+    }
+    Ok(url)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -434,6 +468,7 @@ impl std::fmt::Debug for Config {
             allow_private_targets,
             allow_targets,
             https_only,
+            egress_proxy,
             concurrency,
             endpoint_concurrency,
             retry_concurrency,
@@ -464,6 +499,10 @@ impl std::fmt::Debug for Config {
             .field("allow_private_targets", allow_private_targets)
             .field("allow_targets", allow_targets)
             .field("https_only", https_only)
+            .field(
+                "egress_proxy",
+                &egress_proxy.as_ref().map(|u| crate::app::redact(u.as_str())),
+            )
             .field("concurrency", concurrency)
             .field("endpoint_concurrency", endpoint_concurrency)
             .field("retry_concurrency", retry_concurrency)
@@ -689,5 +728,58 @@ mod tests {
         assert!(shown.contains("db.internal"), "{shown}");
         let shown = format!("{:#?}", Config::defaults());
         assert!(shown.contains("admin_token: None"), "{shown}");
+    }
+
+    #[test]
+    fn egress_proxy_table() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("http://127.0.0.1:4750", Ok("http://127.0.0.1:4750/")),
+            (
+                "http://smokescreen.internal:4750/",
+                Ok("http://smokescreen.internal:4750/"),
+            ),
+            (
+                "http://user:pw@proxy:3128",
+                Ok("http://user:pw@proxy:3128/"),
+            ),
+            ("socks5://127.0.0.1:1080", Ok("socks5://127.0.0.1:1080")),
+            ("socks5h://proxy:1080", Ok("socks5h://proxy:1080")),
+            ("https://proxy:443", Err("not https://")),
+            ("ftp://proxy:21", Err("not ftp://")),
+            ("127.0.0.1:4750", Err("not a proxy URL")),
+            ("proxy:4750", Err("not proxy://")),
+            ("http://", Err("not a proxy URL")),
+            ("http://proxy:4750/path", Err("no path")),
+            ("http://proxy:4750/?q=1", Err("no path")),
+            ("http://user:secret@proxy:4750/path", Err("no path")),
+        ];
+        for (text, want) in cases {
+            let got = parse_egress_proxy(text);
+            match (want, &got) {
+                (Ok(url), Ok(parsed)) => assert_eq!(parsed.as_str(), *url, "{text}"),
+                (Err(part), Err(message)) => {
+                    assert!(message.contains(part), "{text}: {message}");
+                    assert!(!message.contains("secret"), "{text}: {message}");
+                }
+                _ => panic!("{text}: {got:?}"),
+            }
+        }
+        let c = Layers::defaults()
+            .env(env(&[("HOOKD_EGRESS_PROXY", "socks5://127.0.0.1:1080")]))
+            .build()
+            .unwrap();
+        assert_eq!(c.egress_proxy.unwrap().scheme(), "socks5");
+        assert_eq!(Config::defaults().egress_proxy, None);
+        let empty = Layers::defaults().env(env(&[("HOOKD_EGRESS_PROXY", "")]));
+        assert_eq!(empty.build().unwrap().egress_proxy, None);
+        let err = Layers::defaults()
+            .env(env(&[("HOOKD_EGRESS_PROXY", "https://proxy:443")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("egress_proxy") && err.contains("HOOKD_EGRESS_PROXY"),
+            "{err}"
+        );
     }
 }

@@ -190,12 +190,14 @@ pub async fn serve(
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     eprintln!("{}", banner(&args, addr));
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(std::io::Error::other)?;
+        .timeout(Duration::from_secs(60));
+    if let Some(url) = &args.forward {
+        client = crate::cli::client::no_proxy_for_loopback(client, url);
+    }
+    let client = client.build().map_err(std::io::Error::other)?;
     let shared = Arc::new(Shared {
         args,
         client,

@@ -1,6 +1,8 @@
 //! Periodic jobs on tokio-cron-scheduler, each on a cron expression from the configuration:
-//! the lease rescuer, the backlog gauges, and retention. (Its resolution is one second.)
+//! the lease rescuer, the backlog gauges (with the unreadable endpoints), and retention.
+//! (Its resolution is one second.)
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +114,52 @@ pub async fn refresh_gauges(store: &dyn Store, metrics: &Metrics) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the backlog"),
     }
+    check_unreadable(store, metrics).await;
+}
+
+/// Sets `hookd_endpoints_unreadable` and logs an error once for each endpoint whose secrets
+/// cannot be decrypted (again if it was readable in between): its deliveries fail until
+/// `HOOKD_SECRET_KEY` is the key they were sealed with.
+pub async fn check_unreadable(store: &dyn Store, metrics: &Metrics) {
+    let found = match store.unreadable_endpoints().await {
+        Ok(found) => found,
+        Err(e) => return tracing::warn!(error = %e, "cannot look for unreadable endpoints"),
+    };
+    metrics.endpoints_unreadable.set(found.len() as i64);
+    let mut reported = metrics
+        .unreadable_reported
+        .lock()
+        .expect("unreadable endpoints lock");
+    let (new, readable) = unreadable_changes(&reported, &found);
+    for (id, reason) in new {
+        tracing::error!(
+            endpoint_id = %id,
+            reason = %reason,
+            "endpoint unreadable: its deliveries fail until its secrets can be decrypted"
+        );
+    }
+    for id in readable {
+        tracing::info!(endpoint_id = %id, "endpoint no longer unreadable");
+    }
+    *reported = found.into_iter().map(|(id, _)| id).collect();
+}
+
+/// Of the unreadable endpoints `found` now, those not `reported` yet; and the reported
+/// ones not found any more (readable again, or deleted).
+fn unreadable_changes<'a>(
+    reported: &BTreeSet<String>,
+    found: &'a [(String, String)],
+) -> (Vec<&'a (String, String)>, Vec<String>) {
+    let new = found
+        .iter()
+        .filter(|(id, _)| !reported.contains(id))
+        .collect();
+    let readable = reported
+        .iter()
+        .filter(|id| !found.iter().any(|(f, _)| f == *id))
+        .cloned()
+        .collect();
+    (new, readable)
 }
 
 /// Deletes finished deliveries older than `period`, and events left without deliveries, in
@@ -157,5 +205,38 @@ pub async fn purge(store: &dyn Store, metrics: &Metrics, period: Duration, batch
             events = total.events,
             "retention deleted old rows"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_unreadable_endpoint_is_reported_once() {
+        let found = |ids: &[&str]| -> Vec<(String, String)> {
+            ids.iter()
+                .map(|id| (id.to_string(), "why".to_string()))
+                .collect()
+        };
+        let set =
+            |ids: &[&str]| -> BTreeSet<String> { ids.iter().map(|s| s.to_string()).collect() };
+        // (reported before, found now, newly reported, readable again)
+        type Ids = &'static [&'static str];
+        let cases: &[(Ids, Ids, Ids, Ids)] = &[
+            (&[], &[], &[], &[]),
+            (&[], &["ep_1"], &["ep_1"], &[]),
+            (&["ep_1"], &["ep_1"], &[], &[]),
+            (&["ep_1"], &["ep_1", "ep_2"], &["ep_2"], &[]),
+            (&["ep_1", "ep_2"], &["ep_2"], &[], &["ep_1"]),
+            (&["ep_1"], &[], &[], &["ep_1"]),
+        ];
+        for (before, now, new, readable) in cases {
+            let now = found(now);
+            let (got_new, got_readable) = unreadable_changes(&set(before), &now);
+            let got_new: Vec<&str> = got_new.iter().map(|(id, _)| id.as_str()).collect();
+            assert_eq!(got_new, *new, "{before:?} -> {now:?}");
+            assert_eq!(got_readable, *readable, "{before:?} -> {now:?}");
+        }
     }
 }

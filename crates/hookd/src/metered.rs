@@ -74,6 +74,9 @@ impl Store for MeteredStore {
     async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>> {
         metered!(self, update_endpoint(endpoint))
     }
+    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+        metered!(self, unreadable_endpoints())
+    }
     async fn delete_endpoint(&self, id: &str) -> Result<bool> {
         metered!(self, delete_endpoint(id))
     }

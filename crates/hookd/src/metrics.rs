@@ -1,7 +1,8 @@
 //! Prometheus metrics. Every label is bounded: outcomes, states and operations, never an
 //! event id, endpoint id or URL.
 
-use std::sync::{Arc, Weak};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
 
 use prometheus::core::{Collector, Desc, Describer};
 use prometheus::proto::MetricFamily;
@@ -44,6 +45,11 @@ pub struct Metrics {
     pub endpoint_disables: IntCounterVec,
     /// `hookd_retention_deleted_total{table}`.
     pub retention_deleted: IntCounterVec,
+    /// `hookd_endpoints_unreadable`: endpoints whose secrets cannot be decrypted now.
+    pub endpoints_unreadable: IntGauge,
+    /// The endpoints behind `endpoints_unreadable` whose error was already logged: once
+    /// each, not once per attempt or per refresh.
+    pub unreadable_reported: Arc<Mutex<BTreeSet<String>>>,
     pub up: IntGauge,
 }
 
@@ -168,6 +174,15 @@ impl Metrics {
                 "Rows deleted by retention, by table (deliveries, events).",
                 "table",
             ),
+            endpoints_unreadable: register(
+                &r,
+                IntGauge::new(
+                    "hookd_endpoints_unreadable",
+                    "Endpoints whose secret or bearer token cannot be decrypted with HOOKD_SECRET_KEY (missing or wrong): their deliveries fail.",
+                )
+                .unwrap(),
+            ),
+            unreadable_reported: Arc::default(),
             up: register(&r, IntGauge::new("hookd_up", "1 while the dispatcher runs.").unwrap()),
             registry: r,
         };

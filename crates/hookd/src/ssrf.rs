@@ -166,17 +166,28 @@ pub fn is_blocked(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Resolves with the system resolver, then drops every address the policy refuses; a name
 /// left with none fails with [`Blocked`]. Installed in the HTTP client unless private
 /// targets are allowed.
+///
+/// The egress proxy's own host name, when there is one, is resolved unfiltered: the client
+/// resolves it with this resolver too, and a proxy usually sits at a private address.
 #[derive(Debug, Default)]
 pub struct GuardedResolver {
     policy: Arc<TargetPolicy>,
+    proxy_host: Option<String>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let is_proxy = self
+            .proxy_host
+            .as_deref()
+            .is_some_and(|proxy| proxy.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
             let host = name.as_str().to_string();
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if is_proxy {
+                return Ok(Box::new(all.into_iter()) as reqwest::dns::Addrs);
+            }
             let permitted: Vec<SocketAddr> = all
                 .iter()
                 .copied()
@@ -199,7 +210,19 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// The resolver for the HTTP client.
 pub fn resolver(policy: Arc<TargetPolicy>) -> Arc<GuardedResolver> {
-    Arc::new(GuardedResolver { policy })
+    Arc::new(GuardedResolver {
+        policy,
+        proxy_host: None,
+    })
+}
+
+/// The resolver for an HTTP client whose every request goes through the egress proxy at
+/// `proxy_host`, which it resolves unfiltered.
+pub fn resolver_with_proxy(policy: Arc<TargetPolicy>, proxy_host: &str) -> Arc<GuardedResolver> {
+    Arc::new(GuardedResolver {
+        policy,
+        proxy_host: Some(proxy_host.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -330,6 +353,23 @@ mod tests {
         let name: reqwest::dns::Name = "localhost".parse().unwrap();
         let err = match GuardedResolver::default().resolve(name).await {
             Ok(_) => panic!("localhost must be refused"),
+            Err(e) => e,
+        };
+        assert!(is_blocked(err.as_ref()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn only_the_proxys_own_name_resolves_unfiltered() {
+        use reqwest::dns::Resolve;
+        let localhost = || "localhost".parse::<reqwest::dns::Name>().unwrap();
+        let proxy_here = resolver_with_proxy(Default::default(), "LOCALHOST");
+        assert!(
+            proxy_here.resolve(localhost()).await.is_ok(),
+            "the proxy's name resolves, private or not"
+        );
+        let proxy_elsewhere = resolver_with_proxy(Default::default(), "proxy.internal");
+        let err = match proxy_elsewhere.resolve(localhost()).await {
+            Ok(_) => panic!("a private name that is not the proxy's must be refused"),
             Err(e) => e,
         };
         assert!(is_blocked(err.as_ref()), "{err}");

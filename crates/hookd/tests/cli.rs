@@ -375,3 +375,113 @@ async fn text_logs_in_a_file_are_plain_words() {
         "escape codes in a log file:\n{text}"
     );
 }
+
+/// An endpoint whose secrets the key does not open is logged once, as an error, however
+/// many of its attempts fail and however often the gauge is refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_endpoint_is_logged_once() {
+    const KEY_A: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+    const KEY_B: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    let db = TestDb::sqlite();
+    let sealed_with_a = hookd::app::connect_sealed(&db.url, Some(KEY_A))
+        .await
+        .unwrap();
+    sealed_with_a.migrate().await.unwrap();
+    sealed_with_a
+        .insert_endpoint(&hookd_store::Endpoint {
+            id: "ep_sealed_with_a".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            event_types: vec!["*".into()],
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            bearer_token: Some("tok-sealed".into()),
+            enabled: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("hookd.log");
+    let child = Command::new(HOOKD)
+        .args(["serve"])
+        .env("HOOKD_DATABASE_URL", &db.url)
+        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKD_SECRET_KEY", KEY_B)
+        .env("HOOKD_RETRY_SCHEDULE", "50ms,50ms,50ms")
+        .env("HOOKD_GAUGE_SCHEDULE", "* * * * * *")
+        .env("HOOKD_LOG_FORMAT", "json")
+        .env("HOOKD_LOG_LEVEL", "info")
+        .env_remove("RUST_LOG")
+        .env_remove("HOOKD_ADMIN_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let child = Running(Some(child));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+    for i in 0..3 {
+        let resp = http
+            .post(format!("{base}/v1/events"))
+            .json(&json!({ "event_type": "x", "payload": { "i": i } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    // Every attempt of every delivery made (4 each), and the gauge refreshed 3 times.
+    hookd_testkit::wait_until(support::WAIT, "12 failed attempts, 3 refreshes", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let page: Value = http
+                .get(format!("{base}/v1/deliveries?state=failed"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let failed = page["data"].as_array()?.len();
+            let metrics = http.get(format!("{base}/metrics")).send().await.ok()?;
+            let metrics = metrics.text().await.ok()?;
+            let refreshes: f64 = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("hookd_store_query_duration_seconds_count")
+                        && l.contains("operation=\"unreadable_endpoints\"")
+                })?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            let gauge = metrics.lines().any(|l| l == "hookd_endpoints_unreadable 1");
+            (failed == 3 && refreshes >= 4.0 && gauge).then_some(())
+        }
+    })
+    .await;
+    assert!(child.terminate().await.success());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let reports: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("endpoint unreadable"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{text}");
+    let report: Value = serde_json::from_str(reports[0]).unwrap();
+    assert_eq!(report["level"], "ERROR", "{report}");
+    assert_eq!(report["endpoint_id"], "ep_sealed_with_a", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HOOKD_SECRET_KEY"),
+        "{report}"
+    );
+    assert!(
+        !text.contains("tok-sealed"),
+        "the token never reaches the log"
+    );
+}

@@ -684,3 +684,52 @@ fn every_api_command_has_help() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_a_local_api_whatever_the_proxy_variables_say() {
+    let daemon = Daemon::start(&[]).await;
+    let receiver = Receiver::ok().await;
+    // A proxy that is not there: a command that used it would fail to connect.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let env: Vec<(&str, &str)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|name| (name, dead.as_str()))
+    .collect();
+    let added = hookd(
+        &[
+            "endpoints",
+            "add",
+            "--url",
+            &receiver.url(),
+            "--api-url",
+            &daemon.base,
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    added.assert_ok();
+    let ep: Value = serde_json::from_str(&added.stdout).unwrap();
+    hookd(&["endpoints", "list", "--url", &daemon.base], &env)
+        .await
+        .assert_ok();
+    let sent = hookd(
+        &[
+            "send-test",
+            "--endpoint",
+            str_of(&ep, "id"),
+            "--url",
+            &daemon.base,
+        ],
+        &env,
+    )
+    .await;
+    sent.assert_ok();
+    assert!(sent.stdout.contains("succeeded: HTTP 200"), "{sent:?}");
+}

@@ -72,7 +72,8 @@ pub struct EndpointPatch {
     ordered: Option<bool>,
 }
 
-/// An endpoint as the API shows it. Lists leave out `secret` and `bearer_token`.
+/// An endpoint as the API shows it. Lists leave out `secret` and `bearer_token`, and so
+/// does every view of an endpoint whose secrets cannot be decrypted (`unreadable`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     id: String,
@@ -100,12 +101,16 @@ pub struct EndpointView {
     last_success_at: Option<String>,
     /// Failing with no success since then; `null` while healthy.
     failing_since: Option<String>,
+    /// Why its secret and bearer token cannot be decrypted (`HOOKD_SECRET_KEY` missing or
+    /// wrong): its deliveries fail until they can. `null` normally.
+    unreadable: Option<String>,
     created_at: String,
     updated_at: String,
 }
 
 impl EndpointView {
     pub fn new(e: Endpoint, with_secrets: bool) -> EndpointView {
+        let with_secrets = with_secrets && e.unreadable.is_none();
         EndpointView {
             has_bearer_token: e.bearer_token.is_some(),
             bearer_token: e.bearer_token.filter(|_| with_secrets),
@@ -127,6 +132,7 @@ impl EndpointView {
             ),
             last_success_at: rfc3339_opt(e.last_success_at),
             failing_since: rfc3339_opt(e.failing_since),
+            unreadable: e.unreadable,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             id: e.id,
@@ -205,7 +211,7 @@ pub async fn show(
     Ok(Json(EndpointView::new(endpoint, true)))
 }
 
-#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), request_body = EndpointPatch, security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), request_body = EndpointPatch, security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "the endpoint is unreadable and the patch changes some of its secrets, not all", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -216,6 +222,20 @@ pub async fn update(
         .endpoint(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    if let Some(reason) = &e.unreadable {
+        // Its stored secrets are kept as they are (they cannot be read back): they can be
+        // replaced all at once, not changed one by one.
+        if patch.secret.is_some() && patch.bearer_token.is_some() {
+            e.unreadable = None;
+        } else if patch.secret.is_some()
+            || patch.bearer_token.is_some()
+            || patch.signature_scheme.is_some()
+        {
+            return Err(ApiError::Conflict(format!(
+                "{reason}; or replace them: send both secret and bearer_token (null for none)"
+            )));
+        }
+    }
     if let Some(url) = patch.url {
         e.url = url;
     }
@@ -306,10 +326,11 @@ pub struct Rotation {
 const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-#[utoipa::path(post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", params(("id" = String, Path)), request_body(content = Option<Rotation>), security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "a rotation is in progress", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", params(("id" = String, Path)), request_body(content = Option<Rotation>), security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "a rotation is in progress, or the endpoint is unreadable", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// `POST /v1/endpoints/{id}/rotate-secret`: a new secret now; with `standard`, the old one
 /// keeps signing beside it for the grace period, so receivers switch keys without losing an
-/// event. `409` while an earlier rotation's grace period runs.
+/// event. `409` while an earlier rotation's grace period runs, or while its secret cannot
+/// be decrypted.
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -334,6 +355,11 @@ pub async fn rotate_secret(
         .endpoint(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+    if let Some(reason) = &e.unreadable {
+        return Err(ApiError::Conflict(format!(
+            "{reason}; an endpoint whose secret cannot be read cannot be rotated"
+        )));
+    }
     let now = chrono::Utc::now().timestamp_millis();
     if e.previous_secret.is_some()
         && e.previous_secret_expires_at
@@ -423,9 +449,13 @@ async fn validate(e: &Endpoint, targets: &ssrf::TargetPolicy) -> Result<(), ApiE
             "event_types: {bad:?} is not an event type, \"*\", or a prefix such as \"payment.*\""
         )));
     }
-    signing::validate_secret(e.signature_scheme, &e.secret)
-        .map_err(|m| ApiError::invalid(format!("secret: {m}")))?;
-    if let Some(token) = &e.bearer_token {
+    // An unreadable endpoint's secrets are blanks standing for the stored values, which an
+    // update keeps.
+    if e.unreadable.is_none() {
+        signing::validate_secret(e.signature_scheme, &e.secret)
+            .map_err(|m| ApiError::invalid(format!("secret: {m}")))?;
+    }
+    if let Some(token) = e.bearer_token.as_ref().filter(|_| e.unreadable.is_none()) {
         if token.is_empty() || token.len() > 4096 || !token.chars().all(|c| c.is_ascii_graphic()) {
             return Err(ApiError::invalid(
                 "bearer_token must be 1 to 4096 visible ASCII characters",

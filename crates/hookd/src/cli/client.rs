@@ -68,6 +68,33 @@ fn resolve(
     ))
 }
 
+/// Leaves the proxy variables (`HTTP_PROXY`...) out of `builder` when `url` is on this
+/// machine's loopback: no proxy can reach it there, and the proxy would see what is sent
+/// (the admin token) before failing. Other addresses go through them as any HTTP tool's do.
+pub fn no_proxy_for_loopback(
+    builder: reqwest::ClientBuilder,
+    url: &url::Url,
+) -> reqwest::ClientBuilder {
+    if is_loopback(url) {
+        builder.no_proxy()
+    } else {
+        builder
+    }
+}
+
+/// Whether `url` names this machine: a loopback address, `localhost` or a `.localhost` name.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 /// What a command prints on stdout, a note for people printed after it on stderr, and its
 /// exit code.
 #[derive(Default)]
@@ -194,8 +221,9 @@ impl Api {
         if base.cannot_be_a_base() {
             anyhow::bail!("{base} is not an http(s) URL (--url)");
         }
+        let http = reqwest::Client::builder().timeout(CALL_TIMEOUT);
         Ok(Api {
-            http: reqwest::Client::builder().timeout(CALL_TIMEOUT).build()?,
+            http: no_proxy_for_loopback(http, &base).build()?,
             base,
             token,
         })
@@ -360,6 +388,28 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn loopback_table() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:8080", true),
+            ("http://127.1.2.3:8080", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost:8080", true),
+            ("http://LOCALHOST.:8080", true),
+            ("http://api.localhost", true),
+            ("http://10.0.0.1:8080", false),
+            ("https://hookd.example.com", false),
+            ("http://localhost.example.com", false),
+            ("http://[::ffff:127.0.0.1]", false),
+        ] {
+            assert_eq!(
+                is_loopback(&url::Url::parse(url).unwrap()),
+                loopback,
+                "{url}"
+            );
+        }
+    }
 
     #[test]
     fn base_urls_are_checked_and_trimmed() {

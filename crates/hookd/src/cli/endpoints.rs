@@ -358,13 +358,17 @@ fn yes_no(v: &Value) -> &'static str {
     }
 }
 
-/// `enabled`, `enabled, failing since 5m ago` or `disabled: <reason>`.
+/// `enabled`, `enabled, failing since 5m ago`, `enabled, secrets unreadable` or
+/// `disabled: <reason>`.
 fn status(e: &Value) -> String {
     if e["enabled"].as_bool() == Some(false) {
         return match e["disabled_reason"].as_str() {
             Some(reason) => format!("disabled: {reason}"),
             None => "disabled".to_string(),
         };
+    }
+    if e["unreadable"].is_string() {
+        return "enabled, secrets unreadable".to_string();
     }
     match e["failing_since"].as_str() {
         Some(_) => format!("enabled, failing since {}", relative(&e["failing_since"])),
@@ -373,7 +377,7 @@ fn status(e: &Value) -> String {
 }
 
 fn status_cell(e: &Value) -> Cell {
-    let colour = if e["enabled"].as_bool() == Some(false) {
+    let colour = if e["enabled"].as_bool() == Some(false) || e["unreadable"].is_string() {
         Color::Red
     } else if e["failing_since"].is_string() {
         Color::Yellow
@@ -391,6 +395,9 @@ fn endpoint_details(e: &Value) -> String {
     }
     rows.push(("event types", event_types(e)));
     rows.push(("status", status(e)));
+    if e["unreadable"].is_string() {
+        rows.push(("unreadable", text(&e["unreadable"])));
+    }
     if e["disabled_at"].is_string() {
         rows.push(("disabled at", time_and_relative(&e["disabled_at"])));
     }
@@ -469,6 +476,12 @@ mod tests {
         assert!(
             status(&json!({"enabled": true, "failing_since": "2020-01-01T00:00:00.000Z"}))
                 .starts_with("enabled, failing since ")
+        );
+        assert_eq!(
+            status(
+                &json!({"enabled": true, "failing_since": "2020-01-01T00:00:00.000Z", "unreadable": "why"})
+            ),
+            "enabled, secrets unreadable"
         );
     }
 

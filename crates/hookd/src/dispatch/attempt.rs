@@ -66,8 +66,12 @@ impl ParsedUrls {
 }
 
 impl Sender {
+    /// With `egress_proxy`, every request goes through that proxy, which resolves (`http`,
+    /// `socks5h`) and filters the destination's name; without it, straight to the
+    /// destination. Either way the environment's proxy variables are ignored.
     pub fn new(
         policy: ssrf::TargetPolicy,
+        egress_proxy: Option<&Url>,
         max_response_bytes: usize,
         pool_per_host: usize,
     ) -> Sender {
@@ -80,9 +84,23 @@ impl Sender {
             .pool_max_idle_per_host(pool_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
-            .https_only(false);
+            .https_only(false)
+            // Never `HTTP_PROXY`, `HTTPS_PROXY` or `ALL_PROXY`: through a proxy, the guarded
+            // resolver would only ever see the proxy's name, and every destination would pass.
+            .no_proxy();
+        if let Some(proxy) = egress_proxy {
+            let proxy_all = reqwest::Proxy::all(proxy.as_str()).expect("a checked proxy URL");
+            builder = builder.proxy(proxy_all);
+            tracing::info!(
+                proxy = %crate::app::redact(proxy.as_str()),
+                "deliveries go through the egress proxy"
+            );
+        }
         if !policy.allow_private {
-            builder = builder.dns_resolver(ssrf::resolver(policy.clone()));
+            builder = builder.dns_resolver(match egress_proxy.and_then(Url::host_str) {
+                Some(proxy_host) => ssrf::resolver_with_proxy(policy.clone(), proxy_host),
+                None => ssrf::resolver(policy.clone()),
+            });
         }
         Sender {
             client: builder
@@ -198,6 +216,11 @@ impl Sender {
         c: &Claimed,
         now: SystemTime,
     ) -> Result<reqwest::RequestBuilder, (Outcome, String)> {
+        if let Some(reason) = &c.endpoint.unreadable {
+            // Its secret and bearer token could not be decrypted: nothing to sign or send
+            // with. A failed attempt on the ladder, so that fixing the key recovers it.
+            return Err((Outcome::NetworkError, reason.clone()));
+        }
         let url = self.urls.get(&c.endpoint.url).map_err(|e| {
             (
                 Outcome::NetworkError,

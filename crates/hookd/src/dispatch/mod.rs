@@ -160,6 +160,7 @@ impl Dispatcher {
                 store,
                 sender: Sender::new(
                     config.target_policy(),
+                    config.egress_proxy.as_ref(),
                     config.max_response_bytes,
                     config.concurrency,
                 ),

@@ -462,6 +462,12 @@ function healthCell(e) {
       e.disabled_at ? h('div', { class: 'meta' }, 'since ', timeEl(e.disabled_at)) : null,
     ];
   }
+  if (e.unreadable) {
+    return [
+      h('span', { class: 'badge bad' }, 'secrets unreadable'),
+      h('div', { class: 'reason' }, e.unreadable),
+    ];
+  }
   if (e.failing_since) {
     return [h('span', { class: 'badge warn' }, 'enabled, failing')];
   }
