@@ -245,11 +245,30 @@ pub trait Store: Send + Sync + 'static {
     async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>>;
     /// Live endpoints ordered by id, after `after`.
     async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>>;
-    /// Replaces an endpoint's mutable fields. Disabling parks its pending deliveries;
-    /// enabling makes parked ones due at once. `None` when there is no such live endpoint.
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>>;
-    /// Deletes an endpoint (its history stays readable) and fails its pending deliveries.
-    async fn delete_endpoint(&self, id: &str) -> Result<bool>;
+    /// Replaces an endpoint's mutable fields and adds one to its version; with `if_version`,
+    /// only while the endpoint still has that version (compared in the same statement).
+    /// Disabling parks its pending deliveries; enabling makes parked ones due at once.
+    async fn update_endpoint_if(
+        &self,
+        endpoint: &Endpoint,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<Endpoint>>;
+    /// [`Store::update_endpoint_if`] with no condition. `None` when there is no such live
+    /// endpoint.
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>> {
+        Ok(match self.update_endpoint_if(endpoint, None).await? {
+            Versioned::Done(e) => Some(e),
+            Versioned::NotFound | Versioned::Changed => None,
+        })
+    }
+    /// Deletes an endpoint (its history stays readable) and fails its pending deliveries;
+    /// with `if_version`, only while the endpoint still has that version.
+    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>>;
+    /// [`Store::delete_endpoint_if`] with no condition: `false` when there is no such live
+    /// endpoint.
+    async fn delete_endpoint(&self, id: &str) -> Result<bool> {
+        Ok(self.delete_endpoint_if(id, None).await? == Versioned::Done(()))
+    }
     /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
     /// when it was already disabled (or does not exist).
     async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool>;

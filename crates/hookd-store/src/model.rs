@@ -186,8 +186,22 @@ pub struct Endpoint {
     pub failing_since: Option<i64>,
     /// Deleted endpoints are kept so that their deliveries' history stays readable.
     pub deleted: bool,
+    /// Counts the changes of the settings above (1 when created): every update, a disabling
+    /// by hookd, the delete. Health figures (`last_success_at`, `failing_since`) leave it.
+    pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// What a write conditional on an endpoint's version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Versioned<T> {
+    /// Written; the endpoint as it is now.
+    Done(T),
+    /// No such live endpoint.
+    NotFound,
+    /// The endpoint no longer has the version named: it changed since it was read.
+    Changed,
 }
 
 /// An event handed to hookd through the API (the outbox path builds the same from a row).
