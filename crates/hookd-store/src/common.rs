@@ -100,7 +100,11 @@ macro_rules! store_impl {
                     .collect())
             }
 
-            async fn update_endpoint(&self, e: &$crate::Endpoint) -> $crate::Result<Option<$crate::Endpoint>> {
+            async fn update_endpoint_if(
+                &self,
+                e: &$crate::Endpoint,
+                if_version: Option<i64>,
+            ) -> $crate::Result<$crate::Versioned<$crate::Endpoint>> {
                 let (event_types, schedule, headers) = $crate::rows::endpoint_json(e);
                 let mut tx = self.begin_write().await?;
                 let updated = sqlx::query(&Self::sql($crate::sql::UPDATE_ENDPOINT))
@@ -121,11 +125,12 @@ macro_rules! store_impl {
                     .bind(e.previous_secret_expires_at)
                     .bind(e.ordered)
                     .bind(e.unreadable.is_some())
+                    .bind(if_version)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
                 if updated == 0 {
-                    return Ok(None);
+                    return Self::unwritten(&mut tx, &e.id).await;
                 }
                 let follow = if e.enabled {
                     $crate::sql::UNPARK_ENDPOINT_DELIVERIES
@@ -141,25 +146,33 @@ macro_rules! store_impl {
                         .await?;
                 }
                 tx.commit().await?;
-                self.endpoint_any(&mut *self.writer().await?, &e.id).await
+                Ok(match self.endpoint_any(&mut *self.writer().await?, &e.id).await? {
+                    Some(updated) => $crate::Versioned::Done(updated),
+                    None => $crate::Versioned::NotFound,
+                })
             }
 
-            async fn delete_endpoint(&self, id: &str) -> $crate::Result<bool> {
+            async fn delete_endpoint_if(
+                &self,
+                id: &str,
+                if_version: Option<i64>,
+            ) -> $crate::Result<$crate::Versioned<()>> {
                 let mut tx = self.begin_write().await?;
                 let deleted = sqlx::query(&Self::sql($crate::sql::DELETE_ENDPOINT))
                     .bind(id)
+                    .bind(if_version)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
                 if deleted == 0 {
-                    return Ok(false);
+                    return Self::unwritten(&mut tx, id).await;
                 }
                 sqlx::query(&Self::sql($crate::sql::FAIL_ENDPOINT_DELIVERIES))
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok($crate::Versioned::Done(()))
             }
 
             async fn disable_endpoint(&self, id: &str, reason: &str) -> $crate::Result<bool> {
@@ -464,6 +477,16 @@ macro_rules! store_impl {
         }
 
         impl $store {
+            /// Why a conditional write of an endpoint changed no row: no such live endpoint,
+            /// or it no longer has the version named.
+            async fn unwritten<T>(tx: &mut WriteTx, id: &str) -> $crate::Result<$crate::Versioned<T>> {
+                let live: bool = sqlx::query_scalar(&Self::sql($crate::sql::ENDPOINT_LIVE))
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Ok(if live { $crate::Versioned::Changed } else { $crate::Versioned::NotFound })
+            }
+
             async fn endpoint_any<'e, E>(&self, executor: E, id: &str) -> $crate::Result<Option<$crate::Endpoint>>
             where
                 E: sqlx::Executor<'e, Database = $db>,

@@ -245,15 +245,34 @@ pub trait Store: Send + Sync + 'static {
     async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>>;
     /// Live endpoints ordered by id, after `after`.
     async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>>;
-    /// Replaces an endpoint's mutable fields. Disabling parks its pending deliveries;
-    /// enabling makes parked ones due at once. `None` when there is no such live endpoint.
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>>;
+    /// Replaces an endpoint's mutable fields and adds one to its version; with `if_version`,
+    /// only while the endpoint still has that version (compared in the same statement).
+    /// Disabling parks its pending deliveries; enabling makes parked ones due at once.
+    async fn update_endpoint_if(
+        &self,
+        endpoint: &Endpoint,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<Endpoint>>;
+    /// [`Store::update_endpoint_if`] with no condition. `None` when there is no such live
+    /// endpoint.
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>> {
+        Ok(match self.update_endpoint_if(endpoint, None).await? {
+            Versioned::Done(e) => Some(e),
+            Versioned::NotFound | Versioned::Changed => None,
+        })
+    }
     /// Live endpoints whose stored secrets this store cannot decrypt (no key, or another
     /// key than they were sealed with), as `(id, reason)`, ordered by id. Without a key,
     /// every live endpoint holding a sealed value. One read of the endpoints table.
     async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>>;
-    /// Deletes an endpoint (its history stays readable) and fails its pending deliveries.
-    async fn delete_endpoint(&self, id: &str) -> Result<bool>;
+    /// Deletes an endpoint (its history stays readable) and fails its pending deliveries;
+    /// with `if_version`, only while the endpoint still has that version.
+    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>>;
+    /// [`Store::delete_endpoint_if`] with no condition: `false` when there is no such live
+    /// endpoint.
+    async fn delete_endpoint(&self, id: &str) -> Result<bool> {
+        Ok(self.delete_endpoint_if(id, None).await? == Versioned::Done(()))
+    }
     /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
     /// when it was already disabled (or does not exist).
     async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool>;

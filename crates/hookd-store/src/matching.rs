@@ -78,6 +78,22 @@ pub fn plan(event_type: &str, endpoint_id: Option<&str>, targets: &[Target]) -> 
     }
 }
 
+/// Whether any of `events` (event type, `endpoint_id`) goes to an ordered endpoint: then
+/// the order in which its deliveries are created is the order they are sent in.
+pub fn reaches_ordered<'a>(
+    events: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    targets: &[Target],
+) -> bool {
+    if !targets.iter().any(|t| t.ordered) {
+        return false;
+    }
+    events.into_iter().any(|(event_type, endpoint_id)| {
+        plan(event_type, endpoint_id, targets)
+            .iter()
+            .any(|p| p.ordered)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +187,42 @@ mod tests {
             vec![("c".into(), true)]
         );
         assert!(plan("purchase", Some("zz"), &targets).is_empty());
+    }
+
+    #[test]
+    fn reaching_ordered_endpoints() {
+        let target = |id: &str, types: &[&str], enabled, ordered| Target {
+            id: id.into(),
+            event_types: pats(types),
+            enabled,
+            ordered,
+        };
+        let targets = vec![
+            target("plain", &["*"], true, false),
+            target("seq", &["order.*"], true, true),
+            target("seq_off", &["*"], false, true),
+        ];
+        type Event<'a> = (&'a str, Option<&'a str>);
+        // (events as (event type, endpoint_id), reaches an ordered endpoint)
+        let cases: &[(&[Event], bool)] = &[
+            (&[], false),
+            (&[("purchase", None)], false),
+            (&[("order.paid", None)], true),
+            (&[("purchase", None), ("order.paid", None)], true),
+            // A disabled ordered endpoint is no fan-out target, but a targeted row reaches it
+            // (parked, still in order).
+            (&[("purchase", Some("seq_off"))], true),
+            (&[("order.paid", Some("plain"))], false),
+            (&[("order.paid", Some("nobody"))], false),
+        ];
+        for (events, want) in cases {
+            assert_eq!(
+                reaches_ordered(events.iter().copied(), &targets),
+                *want,
+                "{events:?}"
+            );
+        }
+        let unordered = vec![target("plain", &["*"], true, false)];
+        assert!(!reaches_ordered([("order.paid", None)], &unordered));
     }
 }

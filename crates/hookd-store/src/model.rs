@@ -187,6 +187,9 @@ pub struct Endpoint {
     pub failing_since: Option<i64>,
     /// Deleted endpoints are kept so that their deliveries' history stays readable.
     pub deleted: bool,
+    /// Counts the changes of the settings above (1 when created): every update, a disabling
+    /// by hookd, the delete. Health figures (`last_success_at`, `failing_since`) leave it.
+    pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
     /// Why its stored secrets cannot be decrypted with this store's key (`HOOKD_SECRET_KEY`
@@ -224,6 +227,7 @@ impl fmt::Debug for Endpoint {
             created_at,
             updated_at,
             unreadable,
+            version,
         } = self;
         let hidden = |s: &Option<String>| s.as_ref().map(|_| Hidden);
         let headers: BTreeMap<&str, Hidden> =
@@ -251,6 +255,7 @@ impl fmt::Debug for Endpoint {
             .field("created_at", created_at)
             .field("updated_at", updated_at)
             .field("unreadable", unreadable)
+            .field("version", version)
             .finish()
     }
 }
@@ -262,6 +267,17 @@ impl fmt::Debug for Hidden {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
     }
+}
+
+/// What a write conditional on an endpoint's version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Versioned<T> {
+    /// Written; the endpoint as it is now.
+    Done(T),
+    /// No such live endpoint.
+    NotFound,
+    /// The endpoint no longer has the version named: it changed since it was read.
+    Changed,
 }
 
 /// An event handed to hookd through the API (the outbox path builds the same from a row).

@@ -220,7 +220,7 @@ store_impl!(PgStore, Postgres, {
         let window = crate::ingest::window(max_rows, lease.as_ref());
         let mut tx = self.begin_write().await?;
         // SKIP LOCKED: several instances ingest disjoint rows side by side.
-        let rows: Vec<OutboxRow> = sqlx::query_as(
+        let mut rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
@@ -230,10 +230,33 @@ store_impl!(PgStore, Postgres, {
         if rows.is_empty() {
             return Ok(crate::Ingested::default());
         }
-        let read = rows.len();
+        let full = rows.len() == window as usize;
         let targets = Self::targets(&mut tx).await?;
+        let ordered = crate::matching::reaches_ordered(
+            rows.iter()
+                .map(|r| (r.event_type.as_str(), r.endpoint_id.as_deref())),
+            &targets,
+        );
+        if ordered {
+            // An ordered endpoint's deliveries go in the order they are created, so they
+            // must be created in outbox order. Earlier rows skipped above are being ingested
+            // by another instance: wait for it to commit (they are gone then), and take any
+            // it left (or a producer committed late) ahead of ours. Waits only on earlier
+            // rows, so ingestions never wait on each other in a circle.
+            let earlier: Vec<OutboxRow> = sqlx::query_as(
+                "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
+                 WHERE seq < $1 ORDER BY seq FOR UPDATE",
+            )
+            .bind(rows[0].seq)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !earlier.is_empty() {
+                rows.splice(0..0, earlier);
+            }
+        }
+        let read = rows.len();
         let (rows, mut leasing) = crate::ingest::lease_rows(rows, &targets, lease);
-        let more = read == window as usize || rows.len() < read;
+        let more = full || rows.len() < read;
         let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
         // The rows not taken stay locked until the commit, then wait for the next ingest.

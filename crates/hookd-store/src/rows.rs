@@ -26,7 +26,7 @@ fn json<T: serde::de::DeserializeOwned>(column: &str, value: &str) -> Result<T, 
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, bearer_token, \
     signature_scheme, secret, previous_secret, previous_secret_expires_at, ordered, \
     retry_schedule, timeout_ms, headers, enabled, disabled_reason, disabled_at, \
-    last_success_at, failing_since, deleted_at, created_at, updated_at";
+    last_success_at, failing_since, deleted_at, version, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EndpointRow {
@@ -49,6 +49,7 @@ pub(crate) struct EndpointRow {
     last_success_at: Option<i64>,
     failing_since: Option<i64>,
     pub deleted_at: Option<i64>,
+    version: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -80,6 +81,7 @@ impl TryFrom<EndpointRow> for Endpoint {
             last_success_at: r.last_success_at,
             failing_since: r.failing_since,
             deleted: r.deleted_at.is_some(),
+            version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
             unreadable: None,

@@ -58,6 +58,7 @@ pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO hookd_endpoints (id, url, 
 
 /// `$17`: the endpoint is unreadable (its secrets could not be decrypted), so its stored
 /// secret values are kept as they are instead of being overwritten with blanks.
+/// `$18`: the version the write depends on, compared in the same statement (NULL: none).
 pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, description = $3, \
     event_types = $4, bearer_token = CASE WHEN $17 THEN bearer_token ELSE $5 END, \
     signature_scheme = $6, secret = CASE WHEN $17 THEN secret ELSE $7 END, retry_schedule = $8, \
@@ -66,13 +67,18 @@ pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, d
     previous_secret_expires_at = CASE WHEN $17 THEN previous_secret_expires_at ELSE $15 END, \
     ordered = $16, \
     failing_since = CASE WHEN $11 AND NOT enabled THEN NULL ELSE failing_since END, \
-    updated_at = hookd_now_ms() WHERE id = $1 AND deleted_at IS NULL";
+    version = version + 1, updated_at = hookd_now_ms() \
+    WHERE id = $1 AND deleted_at IS NULL AND version = COALESCE($18, version)";
+
+/// Whether a live endpoint exists (a conditional write that changed nothing: gone, or changed).
+pub(crate) const ENDPOINT_LIVE: &str =
+    "SELECT EXISTS (SELECT 1 FROM hookd_endpoints WHERE id = $1 AND deleted_at IS NULL)";
 
 /// Disables a live endpoint for a reason (410 Gone, failing too long); `false` if it was
 /// already disabled.
 pub(crate) const DISABLE_ENDPOINT: &str = "UPDATE hookd_endpoints SET enabled = FALSE, \
-    disabled_reason = $2, disabled_at = hookd_now_ms(), updated_at = hookd_now_ms() \
-    WHERE id = $1 AND enabled AND deleted_at IS NULL";
+    disabled_reason = $2, disabled_at = hookd_now_ms(), updated_at = hookd_now_ms(), \
+    version = version + 1 WHERE id = $1 AND enabled AND deleted_at IS NULL";
 
 /// A success (written at most once a minute per endpoint while healthy).
 pub(crate) const ENDPOINT_SUCCEEDED: &str = "UPDATE hookd_endpoints \
@@ -85,8 +91,8 @@ pub(crate) const ENDPOINT_FAILED: &str = "UPDATE hookd_endpoints \
 
 /// Disables an endpoint failing for `$3` ms or more.
 pub(crate) const DISABLE_IF_FAILING: &str = "UPDATE hookd_endpoints SET enabled = FALSE, \
-    disabled_reason = $2, disabled_at = hookd_now_ms(), updated_at = hookd_now_ms() \
-    WHERE id = $1 AND enabled AND deleted_at IS NULL AND failing_since <= hookd_now_ms() - $3";
+    disabled_reason = $2, disabled_at = hookd_now_ms(), updated_at = hookd_now_ms(), \
+    version = version + 1 WHERE id = $1 AND enabled AND deleted_at IS NULL AND failing_since <= hookd_now_ms() - $3";
 
 /// Disabling an endpoint parks its automatic pending deliveries (manual ones still go).
 pub(crate) const PARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
@@ -115,9 +121,11 @@ pub(crate) const UNPARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
     SET next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
     WHERE endpoint_id = $1 AND state = 'pending' AND next_attempt_at IS NULL AND NOT held";
 
+/// `$2`: the version the delete depends on (NULL: none).
 pub(crate) const DELETE_ENDPOINT: &str = "UPDATE hookd_endpoints \
-    SET deleted_at = hookd_now_ms(), enabled = FALSE, updated_at = hookd_now_ms() \
-    WHERE id = $1 AND deleted_at IS NULL";
+    SET deleted_at = hookd_now_ms(), enabled = FALSE, updated_at = hookd_now_ms(), \
+    version = version + 1 \
+    WHERE id = $1 AND deleted_at IS NULL AND version = COALESCE($2, version)";
 
 pub(crate) const FAIL_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
     SET state = 'failed', next_attempt_at = NULL, last_error = 'endpoint deleted', \

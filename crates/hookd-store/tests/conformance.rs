@@ -38,6 +38,8 @@ hookd_testkit::each_backend!(
     a_large_ingest_hands_out_the_id_of_each_new_delivery,
     an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox,
     an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable,
+    endpoint_writes_compare_versions,
+    concurrent_writes_from_one_version_apply_once,
 );
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
@@ -175,7 +177,10 @@ async fn endpoints_round_trip(backend: Backend) {
             updated_at: 0,
             ..stored.clone()
         },
-        ep
+        Endpoint {
+            version: 1, // a new endpoint's
+            ..ep.clone()
+        }
     );
     assert_eq!(store.endpoint("ep_a").await.unwrap().unwrap(), stored);
     assert!(store.endpoint("nope").await.unwrap().is_none());
@@ -2112,4 +2117,166 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
         .map(|(id, _)| id)
         .collect();
     assert_eq!(ids, ["ep_a"]);
+}
+
+/// An endpoint's version counts the changes of its settings: every update, a disabling by
+/// hookd and a delete add one; health figures do not. A write given a version happens only
+/// while the endpoint still has it.
+async fn endpoint_writes_compare_versions(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let stored = store
+        .insert_endpoint(&endpoint("ep_v", &["*"]))
+        .await
+        .unwrap();
+    assert_eq!(stored.version, 1);
+
+    let mut changed = stored.clone();
+    changed.description = Some("first".into());
+    let Versioned::Done(v2) = store.update_endpoint_if(&changed, Some(1)).await.unwrap() else {
+        panic!("version 1 is current");
+    };
+    assert_eq!((v2.version, v2.description.as_deref()), (2, Some("first")));
+
+    // A second write from version 1 is refused and changes nothing.
+    let mut stale = stored.clone();
+    stale.url = "https://example.com/stale".into();
+    assert_eq!(
+        store.update_endpoint_if(&stale, Some(1)).await.unwrap(),
+        Versioned::Changed
+    );
+    assert_eq!(
+        store.delete_endpoint_if("ep_v", Some(1)).await.unwrap(),
+        Versioned::Changed
+    );
+    let now = store.endpoint("ep_v").await.unwrap().unwrap();
+    assert_eq!(
+        (now.version, now.url.as_str()),
+        (2, "http://127.0.0.1:9/ep_v")
+    );
+
+    // Without a version: today's unconditional write, still counted.
+    let Versioned::Done(v3) = store.update_endpoint_if(&stale, None).await.unwrap() else {
+        panic!("no condition");
+    };
+    assert_eq!(
+        (v3.version, v3.url.as_str()),
+        (3, "https://example.com/stale")
+    );
+    assert_eq!(
+        store.update_endpoint(&v3).await.unwrap().unwrap().version,
+        4
+    );
+
+    // Health figures are not settings; hookd disabling the endpoint changes one.
+    store
+        .record_endpoint_health(&[("ep_v".into(), true)], None, "failing")
+        .await
+        .unwrap();
+    store
+        .record_endpoint_health(&[("ep_v".into(), false)], None, "failing")
+        .await
+        .unwrap();
+    let now = store.endpoint("ep_v").await.unwrap().unwrap();
+    assert!(now.failing_since.is_some());
+    assert_eq!(now.version, 4);
+    assert!(store.disable_endpoint("ep_v", "gone").await.unwrap());
+    assert_eq!(store.endpoint("ep_v").await.unwrap().unwrap().version, 5);
+    store
+        .record_endpoint_health(&[("ep_v".into(), false)], Some(0), "failing too long")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.endpoint("ep_v").await.unwrap().unwrap().version,
+        5,
+        "already disabled: nothing changed"
+    );
+    let mut enabled = store.endpoint("ep_v").await.unwrap().unwrap();
+    enabled.enabled = true;
+    enabled.disabled_reason = None;
+    enabled.disabled_at = None;
+    store.update_endpoint_if(&enabled, Some(5)).await.unwrap();
+    let disabled = store
+        .record_endpoint_health(&[("ep_v".into(), false)], Some(0), "failing too long")
+        .await
+        .unwrap();
+    assert_eq!(disabled, ["ep_v"]);
+    assert_eq!(store.endpoint("ep_v").await.unwrap().unwrap().version, 7);
+
+    // Deleting from the current version; then nothing is left to write.
+    assert_eq!(
+        store.delete_endpoint_if("ep_v", Some(7)).await.unwrap(),
+        Versioned::Done(())
+    );
+    assert_eq!(
+        store.delete_endpoint_if("ep_v", Some(8)).await.unwrap(),
+        Versioned::NotFound
+    );
+    assert_eq!(
+        store.update_endpoint_if(&enabled, Some(8)).await.unwrap(),
+        Versioned::NotFound
+    );
+    assert_eq!(
+        store
+            .update_endpoint_if(&endpoint("ghost", &["*"]), None)
+            .await
+            .unwrap(),
+        Versioned::NotFound
+    );
+    assert!(!store.delete_endpoint("ep_v").await.unwrap());
+}
+
+/// Many writers from the same version at once: exactly one of them changes the endpoint.
+async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let stored = store
+        .insert_endpoint(&endpoint("ep_c", &["*"]))
+        .await
+        .unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let mut mine = stored.clone();
+        mine.description = Some(format!("writer {i}"));
+        writers.spawn(async move {
+            (
+                i,
+                store
+                    .update_endpoint_if(&mine, Some(stored.version))
+                    .await
+                    .unwrap(),
+            )
+        });
+    }
+    let deleter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_endpoint_if("ep_c", Some(1)).await.unwrap() })
+    };
+    let mut done = Vec::new();
+    for (i, result) in writers.join_all().await {
+        match result {
+            Versioned::Done(e) => {
+                assert_eq!(e.version, 2);
+                done.push(format!("writer {i}"));
+            }
+            Versioned::Changed => {}
+            Versioned::NotFound => panic!("writer {i}: the endpoint was there"),
+        }
+    }
+    let deleted = deleter.await.unwrap();
+    match deleted {
+        Versioned::Done(()) => {
+            assert!(
+                done.is_empty(),
+                "deleted and changed from one version: {done:?}"
+            );
+            assert!(store.endpoint("ep_c").await.unwrap().is_none());
+        }
+        Versioned::Changed => {
+            assert_eq!(done.len(), 1, "exactly one writer: {done:?}");
+            let now = store.endpoint("ep_c").await.unwrap().unwrap();
+            assert_eq!(now.description.as_ref(), done.first());
+            assert_eq!(now.version, 2);
+        }
+        Versioned::NotFound => panic!("the endpoint was there"),
+    }
 }

@@ -71,14 +71,26 @@ impl Store for MeteredStore {
     async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
         metered!(self, endpoints(after, limit))
     }
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Option<Endpoint>> {
-        metered!(self, update_endpoint(endpoint))
+    /// Observed as `update_endpoint`, with or without a version to compare.
+    async fn update_endpoint_if(
+        &self,
+        endpoint: &Endpoint,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<Endpoint>> {
+        let started = Instant::now();
+        let result = self.inner.update_endpoint_if(endpoint, if_version).await;
+        self.observe("update_endpoint", started, &result);
+        result
     }
     async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
         metered!(self, unreadable_endpoints())
     }
-    async fn delete_endpoint(&self, id: &str) -> Result<bool> {
-        metered!(self, delete_endpoint(id))
+    /// Observed as `delete_endpoint`, with or without a version to compare.
+    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+        let started = Instant::now();
+        let result = self.inner.delete_endpoint_if(id, if_version).await;
+        self.observe("delete_endpoint", started, &result);
+        result
     }
     async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
         metered!(self, disable_endpoint(id, reason))

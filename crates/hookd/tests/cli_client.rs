@@ -733,3 +733,89 @@ async fn the_cli_reaches_a_local_api_whatever_the_proxy_variables_say() {
     sent.assert_ok();
     assert!(sent.stdout.contains("succeeded: HTTP 200"), "{sent:?}");
 }
+
+/// `endpoints disable|enable|rotate-secret|delete` read the endpoint and send its ETag in
+/// `If-Match`; a 412 (someone changed it in between) is reported as such, and nothing is
+/// retried behind the operator's back. Against a stand-in API that always answers 412.
+#[tokio::test]
+async fn endpoint_changes_send_the_etag_they_read() {
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+        let record = record.clone();
+        async move {
+            let if_match = headers
+                .get("if-match")
+                .map(|v| v.to_str().unwrap().to_string());
+            record
+                .lock()
+                .unwrap()
+                .push((method.to_string(), uri.path().to_string(), if_match));
+            if method == Method::GET {
+                let body = json!({ "id": "ep_x", "url": "http://127.0.0.1:9/", "enabled": true });
+                (StatusCode::OK, [("etag", "\"v7\"")], body.to_string())
+            } else {
+                let body =
+                    json!({ "error": { "code": "precondition_failed", "message": "changed" } });
+                (
+                    StatusCode::PRECONDITION_FAILED,
+                    [("etag", "\"v8\"")],
+                    body.to_string(),
+                )
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let cases = [
+        (
+            vec!["endpoints", "disable", "ep_x"],
+            "PATCH",
+            "/v1/endpoints/ep_x",
+        ),
+        (
+            vec!["endpoints", "enable", "ep_x"],
+            "PATCH",
+            "/v1/endpoints/ep_x",
+        ),
+        (
+            vec!["endpoints", "rotate-secret", "ep_x"],
+            "POST",
+            "/v1/endpoints/ep_x/rotate-secret",
+        ),
+        (
+            vec!["endpoints", "delete", "ep_x"],
+            "DELETE",
+            "/v1/endpoints/ep_x",
+        ),
+    ];
+    for (args, method, path) in cases {
+        seen.lock().unwrap().clear();
+        let mut all = args.clone();
+        all.extend(["--url", &base]);
+        let run = hookd(&all, &[]).await;
+        run.assert_fails(
+            1,
+            "endpoint ep_x changed since it was read; run the command again",
+        );
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(
+            requests,
+            [
+                ("GET".to_string(), "/v1/endpoints/ep_x".to_string(), None),
+                (
+                    method.to_string(),
+                    path.to_string(),
+                    Some("\"v7\"".to_string())
+                ),
+            ],
+            "{args:?}"
+        );
+    }
+}

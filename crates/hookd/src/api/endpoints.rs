@@ -5,13 +5,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use hookd_store::{matching, Endpoint, SignatureScheme};
+use hookd_store::{matching, Endpoint, SignatureScheme, Versioned};
 
 use super::error::{ApiError, ErrorBody};
+use super::etag::{self, IfMatch};
 use super::json::{nullable, Body};
 use super::time::{rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
@@ -146,11 +147,11 @@ impl EndpointView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = NewEndpoint, security(("admin_token" = [])), responses((status = 201, description = "the endpoint, with its secret", body = EndpointView), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = NewEndpoint, security(("admin_token" = [])), responses((status = 201, description = "the endpoint, with its secret", body = EndpointView, headers(("ETag" = String, description = "the endpoint's version, `\"v1\"`: send it as `If-Match` to change it"))), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Body(req): Body<NewEndpoint>,
-) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
+) -> Result<(StatusCode, Tagged, Json<EndpointView>), ApiError> {
     let scheme = parse_scheme(req.signature_scheme.as_deref())?;
     let enabled = req.enabled.unwrap_or(true);
     let endpoint = Endpoint {
@@ -175,7 +176,11 @@ pub async fn create(
     validate(&endpoint, &state.targets).await?;
     let stored = state.store.insert_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %stored.id, "endpoint registered");
-    Ok((StatusCode::CREATED, Json(EndpointView::new(stored, true))))
+    Ok((
+        StatusCode::CREATED,
+        etag::header(stored.version),
+        Json(EndpointView::new(stored, true)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), security(("admin_token" = [])), responses((status = 200, description = "endpoints, oldest first, without secrets", body = Page<EndpointView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
@@ -198,30 +203,51 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 200, body = EndpointView, headers(("ETag" = String, description = "the endpoint's version, such as `\"v3\"`: send it as `If-Match` to change it"))), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = state
-        .store
-        .endpoint(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
-    Ok(Json(EndpointView::new(endpoint, true)))
+) -> Result<(Tagged, Json<EndpointView>), ApiError> {
+    let endpoint = read(&state, &id).await?;
+    Ok(tagged(endpoint))
 }
 
-#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), request_body = EndpointPatch, security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "the endpoint is unreadable and the patch changes some of its secrets, not all", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC)), request_body = EndpointPatch, security(("admin_token" = [])), responses((status = 200, body = EndpointView, headers(("ETag" = String, description = "the endpoint's new version"))), (status = 404, description = "unknown id", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 409, description = "without If-Match: the endpoint kept changing while the change was applied; or the endpoint is unreadable and the patch changes some of its secrets, not all", body = ErrorBody), (status = 412, description = "the endpoint changed since the If-Match version was read; nothing was changed", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Body(patch): Body<EndpointPatch>,
-) -> Result<Json<EndpointView>, ApiError> {
-    let mut e = state
-        .store
-        .endpoint(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
+) -> Result<(Tagged, Json<EndpointView>), ApiError> {
+    let condition = IfMatch::from_headers(&headers);
+    for tries in 1.. {
+        let mut e = read(&state, &id).await?;
+        let version = condition.check(&id, e.version)?;
+        let disabling = apply(&mut e, &patch)?;
+        validate(&e, &state.targets).await?;
+        match state.store.update_endpoint_if(&e, Some(version)).await? {
+            Versioned::Done(updated) => {
+                if disabling {
+                    state
+                        .metrics
+                        .endpoint_disables
+                        .with_label_values(&["operator"])
+                        .inc();
+                }
+                if updated.enabled {
+                    state.dispatch_wake.notify_one(); // parked deliveries may be due now
+                }
+                return Ok(tagged(updated));
+            }
+            Versioned::NotFound => return Err(ApiError::not_found("endpoint", &id)),
+            Versioned::Changed => condition.retry(&id, tries)?,
+        }
+    }
+    unreachable!("the tries end in an answer")
+}
+
+/// Applies a `PATCH` to an endpoint as read; returns whether it disables the endpoint.
+fn apply(e: &mut Endpoint, patch: &EndpointPatch) -> Result<bool, ApiError> {
     if let Some(reason) = &e.unreadable {
         // Its stored secrets are kept as they are (they cannot be read back): they can be
         // replaced all at once, not changed one by one.
@@ -236,17 +262,17 @@ pub async fn update(
             )));
         }
     }
-    if let Some(url) = patch.url {
-        e.url = url;
+    if let Some(url) = &patch.url {
+        e.url = url.clone();
     }
-    if let Some(description) = patch.description {
-        e.description = description;
+    if let Some(description) = &patch.description {
+        e.description = description.clone();
     }
-    if let Some(types) = patch.event_types {
-        e.event_types = types;
+    if let Some(types) = &patch.event_types {
+        e.event_types = types.clone();
     }
-    if let Some(token) = patch.bearer_token {
-        e.bearer_token = token;
+    if let Some(token) = &patch.bearer_token {
+        e.bearer_token = token.clone();
     }
     if patch.signature_scheme.is_some() || patch.secret.is_some() {
         // A new scheme or a secret set by hand ends any rotation: the previous secret may
@@ -254,24 +280,25 @@ pub async fn update(
         e.previous_secret = None;
         e.previous_secret_expires_at = None;
     }
-    if let Some(scheme) = patch.signature_scheme {
-        e.signature_scheme = parse_scheme(Some(&scheme))?;
+    if let Some(scheme) = &patch.signature_scheme {
+        e.signature_scheme = parse_scheme(Some(scheme))?;
     }
-    if let Some(secret) = patch.secret {
-        e.secret = secret;
+    if let Some(secret) = &patch.secret {
+        e.secret = secret.clone();
     }
-    if let Some(schedule) = patch.retry_schedule {
+    if let Some(schedule) = &patch.retry_schedule {
         e.retry_schedule_ms = schedule.as_deref().map(parse_schedule).transpose()?;
     }
-    if let Some(timeout) = patch.timeout {
+    if let Some(timeout) = &patch.timeout {
         e.timeout_ms = timeout.as_deref().map(parse_timeout).transpose()?;
     }
-    if let Some(headers) = patch.headers {
-        e.headers = headers;
+    if let Some(headers) = &patch.headers {
+        e.headers = headers.clone();
     }
     if let Some(ordered) = patch.ordered {
         e.ordered = ordered;
     }
+    let mut disabling = false;
     if let Some(enabled) = patch.enabled {
         if enabled && !e.enabled {
             e.disabled_reason = None;
@@ -279,36 +306,31 @@ pub async fn update(
         } else if !enabled && e.enabled {
             e.disabled_reason = Some("disabled by an operator".into());
             e.disabled_at = Some(chrono::Utc::now().timestamp_millis());
-            state
-                .metrics
-                .endpoint_disables
-                .with_label_values(&["operator"])
-                .inc();
+            disabling = true;
         }
         e.enabled = enabled;
     }
-    validate(&e, &state.targets).await?;
-    let updated = state
-        .store
-        .update_endpoint(&e)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
-    if updated.enabled {
-        state.dispatch_wake.notify_one(); // parked deliveries may be due now
-    }
-    Ok(Json(EndpointView::new(updated, true)))
+    Ok(disabling)
 }
 
-#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 204, description = "deleted; its history stays readable"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC)), security(("admin_token" = [])), responses((status = 204, description = "deleted; its history stays readable"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 412, description = "the endpoint changed since the If-Match version was read; it was not deleted", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.delete_endpoint(&id).await? {
-        tracing::info!(endpoint_id = %id, "endpoint deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("endpoint", &id))
+    let condition = IfMatch::from_headers(&headers);
+    let version = match condition {
+        IfMatch::Any => None,
+        IfMatch::Versions(_) => Some(condition.check(&id, read(&state, &id).await?.version)?),
+    };
+    match state.store.delete_endpoint_if(&id, version).await? {
+        Versioned::Done(()) => {
+            tracing::info!(endpoint_id = %id, "endpoint deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Versioned::NotFound => Err(ApiError::not_found("endpoint", &id)),
+        Versioned::Changed => Err(etag::changed(&id, None)),
     }
 }
 
@@ -326,7 +348,7 @@ pub struct Rotation {
 const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-#[utoipa::path(post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", params(("id" = String, Path)), request_body(content = Option<Rotation>), security(("admin_token" = [])), responses((status = 200, body = EndpointView), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "a rotation is in progress, or the endpoint is unreadable", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC)), request_body(content = Option<Rotation>), security(("admin_token" = [])), responses((status = 200, body = EndpointView, headers(("ETag" = String, description = "the endpoint's new version"))), (status = 412, description = "the endpoint changed since the If-Match version was read; nothing was changed", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 409, description = "a rotation is in progress, or the endpoint is unreadable", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// `POST /v1/endpoints/{id}/rotate-secret`: a new secret now; with `standard`, the old one
 /// keeps signing beside it for the grace period, so receivers switch keys without losing an
 /// event. `409` while an earlier rotation's grace period runs, or while its secret cannot
@@ -334,8 +356,9 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<EndpointView>, ApiError> {
+) -> Result<(Tagged, Json<EndpointView>), ApiError> {
     let rotation: Rotation = if body.iter().all(u8::is_ascii_whitespace) {
         Rotation::default()
     } else {
@@ -350,47 +373,69 @@ pub async fn rotate_secret(
     if grace > MAX_GRACE {
         return Err(ApiError::invalid("grace must be at most 30 days"));
     }
-    let mut e = state
-        .store
-        .endpoint(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
-    if let Some(reason) = &e.unreadable {
-        return Err(ApiError::Conflict(format!(
-            "{reason}; an endpoint whose secret cannot be read cannot be rotated"
-        )));
-    }
-    let now = chrono::Utc::now().timestamp_millis();
-    if e.previous_secret.is_some()
-        && e.previous_secret_expires_at
-            .is_some_and(|until| until > now)
-    {
-        return Err(ApiError::Conflict(
-            "a rotation is in progress: its previous secret is still in its grace period".into(),
-        ));
-    }
+    let condition = IfMatch::from_headers(&headers);
     let new_secret = rotation.secret.unwrap_or_else(signing::generate_secret);
-    if new_secret == e.secret {
-        return Err(ApiError::invalid(
-            "secret: the new secret is the current one",
-        ));
+    for tries in 1.. {
+        let mut e = read(&state, &id).await?;
+        let version = condition.check(&id, e.version)?;
+        if let Some(reason) = &e.unreadable {
+            return Err(ApiError::Conflict(format!(
+                "{reason}; an endpoint whose secret cannot be read cannot be rotated"
+            )));
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        if e.previous_secret.is_some()
+            && e.previous_secret_expires_at
+                .is_some_and(|until| until > now)
+        {
+            return Err(ApiError::Conflict(
+                "a rotation is in progress: its previous secret is still in its grace period"
+                    .into(),
+            ));
+        }
+        if new_secret == e.secret {
+            return Err(ApiError::invalid(
+                "secret: the new secret is the current one",
+            ));
+        }
+        let old = std::mem::replace(&mut e.secret, new_secret.clone());
+        // Only Standard Webhooks can carry two signatures; other schemes switch at once.
+        let overlap = e.signature_scheme == SignatureScheme::Standard && !grace.is_zero();
+        (e.previous_secret, e.previous_secret_expires_at) = if !overlap {
+            (None, None)
+        } else {
+            (Some(old), Some(now + grace.as_millis() as i64))
+        };
+        validate(&e, &state.targets).await?;
+        match state.store.update_endpoint_if(&e, Some(version)).await? {
+            Versioned::Done(rotated) => {
+                tracing::info!(endpoint_id = %id, grace = %retry::format_duration(grace), "endpoint secret rotated");
+                return Ok(tagged(rotated));
+            }
+            Versioned::NotFound => return Err(ApiError::not_found("endpoint", &id)),
+            Versioned::Changed => condition.retry(&id, tries)?,
+        }
     }
-    let old = std::mem::replace(&mut e.secret, new_secret);
-    // Only Standard Webhooks can carry two signatures; other schemes switch at once.
-    let overlap = e.signature_scheme == SignatureScheme::Standard && !grace.is_zero();
-    (e.previous_secret, e.previous_secret_expires_at) = if !overlap {
-        (None, None)
-    } else {
-        (Some(old), Some(now + grace.as_millis() as i64))
-    };
-    validate(&e, &state.targets).await?;
-    let rotated = state
+    unreachable!("the tries end in an answer")
+}
+
+/// The `ETag` header of an answer that carries one endpoint.
+type Tagged = [(HeaderName, HeaderValue); 1];
+
+const IF_MATCH_DOC: &str = "an ETag of the endpoint (`\"v3\"`, or a list): the change is made only if the endpoint is still at one of them, else 412; `*` or none: whatever its version";
+
+/// A live endpoint, or `404`.
+async fn read(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
+    state
         .store
-        .update_endpoint(&e)
+        .endpoint(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("endpoint", &id))?;
-    tracing::info!(endpoint_id = %id, grace = %retry::format_duration(grace), "endpoint secret rotated");
-    Ok(Json(EndpointView::new(rotated, true)))
+        .ok_or_else(|| ApiError::not_found("endpoint", id))
+}
+
+/// One endpoint as the API answers it: secrets included, with its `ETag`.
+fn tagged(e: Endpoint) -> (Tagged, Json<EndpointView>) {
+    (etag::header(e.version), Json(EndpointView::new(e, true)))
 }
 
 fn parse_scheme(text: Option<&str>) -> Result<SignatureScheme, ApiError> {

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// 412: `If-Match` names a version the resource no longer has.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// 413: the body is over the size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -53,8 +56,8 @@ pub struct ErrorBody {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// malformed_json, unauthorized, foreign_origin, misdirected_request,
-    /// unsupported_media_type, not_found, method_not_allowed, conflict, payload_too_large,
-    /// invalid_request, database_unavailable, internal_error.
+    /// unsupported_media_type, not_found, method_not_allowed, conflict, precondition_failed,
+    /// payload_too_large, invalid_request, database_unavailable, internal_error.
     code: String,
     message: String,
 }
@@ -84,6 +87,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Store(e) if e.is_transient() => {

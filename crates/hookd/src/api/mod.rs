@@ -4,6 +4,7 @@
 //! - `events`: accept events over HTTP.
 //! - `deliveries`: the delivery log with every attempt, and resends.
 //! - `error`, `json`, `time`: the error format, body parsing, and RFC 3339 times.
+//! - `etag`: endpoints' `ETag` and `If-Match`.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
 //! - `browser`: `Host`, `Origin` and content-type checks that keep web pages out.
 
@@ -11,6 +12,7 @@ pub mod browser;
 mod deliveries;
 mod endpoints;
 pub mod error;
+mod etag;
 mod events;
 #[cfg(test)]
 mod fuzz;

@@ -183,7 +183,24 @@ pub struct Answer {
     pub status: u16,
     pub text: String,
     pub body: Value,
+    /// The `ETag` header, when the answer has one (a single endpoint).
+    pub etag: Option<String>,
 }
+
+/// An answer with a 4xx or 5xx status, as an error: the API's message, status and code.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 /// A page of a list, each item kept exactly as the API wrote it.
 #[derive(Serialize, Deserialize)]
@@ -260,8 +277,8 @@ impl Api {
         self.call(Method::DELETE, segments, &[], None).await
     }
 
-    /// One call. A 4xx or 5xx answer is an error carrying the API's `error.message`; so is
-    /// a failure to reach the API, naming the URL it tried.
+    /// One call. A 4xx or 5xx answer is an error carrying the API's `error.message` (an
+    /// [`ApiFailure`]); so is a failure to reach the API, naming the URL it tried.
     pub async fn call(
         &self,
         method: Method,
@@ -269,8 +286,24 @@ impl Api {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
+        self.call_if(method, segments, query, body, None).await
+    }
+
+    /// [`Api::call`] with `If-Match: <if_match>` when given: the API answers 412 if the
+    /// resource no longer has that ETag.
+    pub async fn call_if(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> anyhow::Result<Answer> {
         let url = self.url(segments);
         let mut request = self.http.request(method, url.clone());
+        if let Some(tag) = if_match {
+            request = request.header(reqwest::header::IF_MATCH, tag);
+        }
         if !query.is_empty() {
             request = request.query(query);
         }
@@ -296,6 +329,11 @@ impl Api {
             }
         })?;
         let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = response
             .text()
             .await
@@ -306,9 +344,15 @@ impl Api {
             serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
         };
         if status >= 400 {
-            return Err(anyhow!(api_error(status, &body)));
+            let message = api_error(status, &body);
+            return Err(ApiFailure { status, message }.into());
         }
-        Ok(Answer { status, text, body })
+        Ok(Answer {
+            status,
+            text,
+            body,
+            etag,
+        })
     }
 
     /// Up to `limit` items of a list (all of them when `None`), following `next_cursor`.

@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use comfy_table::{Cell, Color};
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::client::{self, Api, ClientArgs, Output};
+use super::client::{self, Answer, Api, ApiFailure, ClientArgs, Output};
 use super::output::{self, details, relative, text, time_and_relative};
 
 #[derive(clap::Args, Debug)]
@@ -267,9 +269,14 @@ async fn show(api: Api, id: String, json: bool) -> anyhow::Result<Output> {
 }
 
 async fn set_enabled(api: Api, id: String, enabled: bool, json: bool) -> anyhow::Result<Output> {
-    let answer = api
-        .patch(&["v1", "endpoints", &id], &json!({ "enabled": enabled }))
-        .await?;
+    let answer = change(
+        &api,
+        &id,
+        Method::PATCH,
+        &[],
+        Some(&json!({ "enabled": enabled })),
+    )
+    .await?;
     if json {
         return Ok(answer.text.into());
     }
@@ -303,12 +310,14 @@ async fn rotate(
     if let Some(s) = secret {
         body.insert("secret".into(), json!(s));
     }
-    let answer = api
-        .post(
-            &["v1", "endpoints", &id, "rotate-secret"],
-            Some(&Value::Object(body)),
-        )
-        .await?;
+    let answer = change(
+        &api,
+        &id,
+        Method::POST,
+        &["rotate-secret"],
+        Some(&Value::Object(body)),
+    )
+    .await?;
     if json {
         return Ok(answer.text.into());
     }
@@ -331,7 +340,7 @@ async fn rotate(
 }
 
 async fn delete(api: Api, id: String, json: bool) -> anyhow::Result<Output> {
-    api.delete(&["v1", "endpoints", &id]).await?;
+    change(&api, &id, Method::DELETE, &[], None).await?;
     // The API answers 204 with no body; scripts still get one JSON line.
     Ok(if json {
         json!({ "id": id, "deleted": true }).to_string()
@@ -341,6 +350,29 @@ async fn delete(api: Api, id: String, json: bool) -> anyhow::Result<Output> {
         )
     }
     .into())
+}
+
+/// Changes an endpoint as it was just read: reads it for its `ETag`, then makes the call
+/// under `If-Match`, so that a change someone made in between is not overwritten (the API
+/// answers 412 and nothing is changed).
+async fn change(
+    api: &Api,
+    id: &str,
+    method: Method,
+    tail: &[&str],
+    body: Option<&Value>,
+) -> anyhow::Result<Answer> {
+    let read = api.get(&["v1", "endpoints", id], &[]).await?;
+    let mut segments = vec!["v1", "endpoints", id];
+    segments.extend_from_slice(tail);
+    api.call_if(method, &segments, &[], body, read.etag.as_deref())
+        .await
+        .map_err(|e| match e.downcast_ref::<ApiFailure>() {
+            Some(failure) if failure.status == 412 => {
+                anyhow!("endpoint {id} changed since it was read; run the command again")
+            }
+            _ => e,
+        })
 }
 
 fn event_types(e: &Value) -> String {

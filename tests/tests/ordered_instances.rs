@@ -1,0 +1,125 @@
+//! Two hookd instances on one PostgreSQL database deliver an ordered endpoint's events in
+//! outbox order.
+//!
+//! The producer commits 1,000 rows in small batches on one connection, so outbox order
+//! (`seq`) is commit order is the order of the event numbers. Both instances wake on every
+//! commit and ingest side by side. The receiver answers every request 200 at once and
+//! checks, at the first request of each event, that every earlier event has already been
+//! answered 200: hookd lets an ordered endpoint's next delivery go only once the one before
+//! it has finished, so that holds for every event however the work is split between the
+//! instances. A repeated request of an event already answered (at-least-once) is allowed
+//! and is not a first receipt.
+//!
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test ordered_instances`
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use hookd_fault_tests::{
+    event_ids, event_number, exclusive, log_dir, say, wait_until, Answer, AuditReceiver, Backend,
+    Hookd, Options, Probe, Producer, TestDb, LONG,
+};
+
+const EVENTS: usize = 1000;
+
+/// What the receiver has seen, in the order it saw it.
+#[derive(Default)]
+struct Order {
+    /// Per event number: answered 200 at least once.
+    answered: Vec<bool>,
+    /// Event numbers in the order of their first request.
+    first_receipts: Vec<usize>,
+    /// First requests that came while an earlier event was still unanswered:
+    /// (event, the earliest event not answered yet).
+    violations: Vec<(usize, usize)>,
+}
+
+impl Order {
+    fn new(n: usize) -> Order {
+        Order {
+            answered: vec![false; n],
+            ..Order::default()
+        }
+    }
+
+    /// A request for event `n`, the `request`-th for it; it is answered 200.
+    fn request(&mut self, n: usize, request: u32) {
+        if request == 1 {
+            self.first_receipts.push(n);
+            if let Some(missing) = self.answered[..n].iter().position(|done| !done) {
+                self.violations.push((n, missing));
+            }
+        }
+        self.answered[n] = true;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_keep_an_ordered_endpoints_order() {
+    let _heavy = exclusive().await;
+    let logs = log_dir("ordered-instances");
+    let db = TestDb::new(Backend::Postgres).await;
+    let order = Arc::new(Mutex::new(Order::new(EVENTS)));
+    let seen = order.clone();
+    let receiver = AuditReceiver::start(move |id, request| {
+        seen.lock().unwrap().request(event_number(id), request);
+        Answer::ok()
+    })
+    .await;
+    let options = Options::new(&db.url);
+    let mut a = Hookd::start("a", options.clone(), &logs).await;
+    let mut b = Hookd::start("b", options, &logs).await;
+    let endpoint = a
+        .endpoint(json!({ "url": receiver.url(), "event_types": ["*"], "ordered": true }))
+        .await;
+    let probe = Probe::connect(&db).await;
+
+    // Small batches in quick succession: both instances are woken by each commit, so they
+    // often ingest at the same moment.
+    let producer = Producer::start(&db, event_ids("ord", EVENTS), 5, Duration::from_millis(2));
+    let produced = producer.finish().await;
+    assert_eq!(produced.committed.len(), EVENTS);
+    wait_until(LONG, "every event answered 200", || {
+        let order = order.clone();
+        async move {
+            order
+                .lock()
+                .unwrap()
+                .answered
+                .iter()
+                .all(|d| *d)
+                .then_some(())
+        }
+    })
+    .await;
+    let rows = probe.deliveries().await;
+    let succeeded = rows
+        .iter()
+        .filter(|r| r.endpoint_id == endpoint && r.state == "succeeded")
+        .count();
+    assert_eq!(succeeded, EVENTS, "every delivery succeeded");
+    a.assert_running();
+    b.assert_running();
+    probe.close().await;
+
+    let order = order.lock().unwrap();
+    say(&format!(
+        "ordered-instances: {} first receipts, {} out of order, {} requests in all",
+        order.first_receipts.len(),
+        order.violations.len(),
+        receiver.requests_total()
+    ));
+    assert!(
+        order.violations.is_empty(),
+        "{} events arrived before an earlier one was answered, e.g. (event, earliest unanswered): {:?}",
+        order.violations.len(),
+        &order.violations[..order.violations.len().min(10)]
+    );
+    let expected: Vec<usize> = (0..EVENTS).collect();
+    assert_eq!(
+        order.first_receipts, expected,
+        "first receipts follow outbox order"
+    );
+}
