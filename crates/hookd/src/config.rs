@@ -104,6 +104,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `hookd=debug`.
     pub log_level: String,
+    /// Test seam: an essential task that fails when tripped (`HOOKD_TEST_FAULT`).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +317,8 @@ impl Layers {
                 _ => Err(format!("{s:?} is neither text nor json")),
             })?,
             log_level: self.parse("log_level", |s| Ok(s.to_string()))?,
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         };
         if config.lease_duration <= config.request_timeout {
             return Err(ConfigError(format!(
@@ -369,7 +375,13 @@ impl Config {
         if let Some(path) = file {
             layers = layers.toml_file(path)?;
         }
-        layers.env(std::env::vars()).flags(flags).build()
+        let config = layers.env(std::env::vars()).flags(flags).build()?;
+        #[cfg(feature = "fault-injection")]
+        let config = Config {
+            fault: crate::fault::Fault::from_env().map_err(ConfigError)?,
+            ..config
+        };
+        Ok(config)
     }
 
     /// The built-in defaults, for tests and embedding.

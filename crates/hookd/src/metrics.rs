@@ -44,6 +44,8 @@ pub struct Metrics {
     pub endpoint_disables: IntCounterVec,
     /// `hookd_retention_deleted_total{table}`.
     pub retention_deleted: IntCounterVec,
+    /// `hookd_task_failures_total{task}`: essential tasks that ended unexpectedly.
+    pub task_failures: IntCounterVec,
     pub up: IntGauge,
 }
 
@@ -168,6 +170,11 @@ impl Metrics {
                 "Rows deleted by retention, by table (deliveries, events).",
                 "table",
             ),
+            task_failures: counter_vec(
+                "hookd_task_failures_total",
+                "Essential tasks that ended unexpectedly (a panic, an error, or a return while running), by task; hookd then exits with an error.",
+                "task",
+            ),
             up: register(&r, IntGauge::new("hookd_up", "1 while the dispatcher runs.").unwrap()),
             registry: r,
         };
@@ -183,6 +190,9 @@ impl Metrics {
         }
         for t in ["deliveries", "events"] {
             m.retention_deleted.with_label_values(&[t]);
+        }
+        for t in crate::supervisor::Task::ALL {
+            m.task_failures.with_label_values(&[t.as_str()]);
         }
         // The hot operations' error series exist from the start, so `increase()` sees the
         // first error.
