@@ -1,4 +1,4 @@
-//! Scenario 7: an essential task dies mid-load (the recorder panics, injected through the
+//! Scenario 8: an essential task dies mid-load (the recorder panics, injected through the
 //! daemon's `fault-injection` feature and tripped by `SIGUSR1`), on SQLite and PostgreSQL.
 //! hookd answers `/readyz` with 503 and the reason while it shuts down, exits non-zero
 //! within seconds, and, restarted as systemd, Docker or Kubernetes would, loses nothing:
