@@ -307,6 +307,45 @@ impl Hookd {
         }
     }
 
+    /// Sends `signal` (`USR1`, `TERM`...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits up to `within` for the process to exit by itself; returns its status.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => {
+                let _ = child.start_kill();
+                panic!(
+                    "{} still ran {within:?} later:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
+            }
+        }
+    }
+
+    /// `GET /readyz`: its status and body, or `None` when nothing answers.
+    pub async fn readyz(&self) -> Option<(StatusCode, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.base()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status();
+        Some((status, resp.json().await.ok()?))
+    }
+
     /// Panics (with the log) unless the process is still running.
     pub fn assert_running(&mut self) {
         let child = self

@@ -47,6 +47,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Invalid(String),
+    /// A part of the store that nothing in this process replaces has stopped (see
+    /// [`Store::stopped`]): only a restart helps.
+    #[error("cannot write: {0}")]
+    Stopped(String),
 }
 
 impl StoreError {
@@ -227,6 +231,21 @@ pub trait Store: Send + Sync + 'static {
     /// is the share of the time during which every other write had to wait.
     fn writer_busy_seconds(&self) -> Option<f64> {
         None
+    }
+    /// Waits until a part of the store that nothing in this process replaces has stopped,
+    /// and says which: SQLite's one write connection, once its thread has ended. Every
+    /// write then fails at once with [`StoreError::Stopped`] and `check_ready` fails; only
+    /// a restart helps (the state is in the database). Never returns for a store without
+    /// such a part (PostgreSQL's pool replaces a broken connection).
+    async fn stopped(&self) -> String {
+        std::future::pending().await
+    }
+    /// Test seam (feature `fault-injection`): ends the thread of the store's one write
+    /// connection, as a crash inside the driver would. `false` for a store without one.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    async fn end_writer_thread(&self) -> bool {
+        false
     }
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Sqlite, TransactionManager};
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex, Notify, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::common::{push_filter, store_impl};
 use crate::rows::{ClaimRow, OutboxRow};
@@ -39,7 +39,10 @@ const WRITER_AUTOCHECKPOINT: u32 = 10_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
-    writer: Arc<Mutex<SqliteConnection>>,
+    /// The one write connection; `None` once its thread has ended, when nothing replaces it.
+    writer: Arc<Mutex<Option<SqliteConnection>>>,
+    /// Why the write connection is gone, once it is.
+    writer_lost: watch::Sender<Option<String>>,
     holding: Arc<Holding>,
     reader: SqlitePool,
     sealer: Option<Arc<dyn Sealer>>,
@@ -92,7 +95,8 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Mutex::new(Some(writer))),
+            writer_lost: watch::Sender::new(None),
             holding,
             reader,
             sealer: None,
@@ -128,9 +132,13 @@ impl SqliteStore {
 
     /// The write connection, once the writes queued before this one are done.
     async fn writer(&self) -> Result<WriteConn> {
-        let conn = tokio::time::timeout(WRITER_WAIT, self.writer.clone().lock_owned())
+        let slot = tokio::time::timeout(WRITER_WAIT, self.writer.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let conn = match OwnedMutexGuard::try_map(slot, Option::as_mut) {
+            Ok(conn) => conn,
+            Err(mut slot) => return Err(self.lose_writer(&mut slot)),
+        };
         self.holding.taken();
         Ok(WriteConn {
             conn,
@@ -139,17 +147,18 @@ impl SqliteStore {
     }
 
     /// Whether the write connection can do its work. Nothing replaces it if its thread dies
-    /// (a panic inside sqlx), and a write that holds it longer than other writes may wait
-    /// ([`WRITER_WAIT`]) makes them fail: either way readiness says so instead of staying
-    /// green. It never queues for the connection: while a write holds it, readiness looks
-    /// only at how long (a producer's transaction can make a write wait out the busy
-    /// timeout; that is not a fault).
+    /// (a panic inside sqlx): then it is dropped, every write fails at once, readiness fails
+    /// and [`Store::stopped`](crate::Store::stopped) says so. A write that holds it longer
+    /// than other writes may wait ([`WRITER_WAIT`]) makes them fail: readiness says so too
+    /// instead of staying green. It never queues for the connection: while a write holds
+    /// it, readiness looks only at how long (a producer's transaction can make a write wait
+    /// out the busy timeout; that is not a fault).
     async fn check_writer(&self) -> Result<()> {
         self.writer_answers(READY_WAIT, WRITER_WAIT).await
     }
 
     async fn writer_answers(&self, wait: Duration, stuck_after: Duration) -> Result<()> {
-        let Ok(mut conn) = self.writer.clone().try_lock_owned() else {
+        let Ok(mut slot) = self.writer.clone().try_lock_owned() else {
             return match self.holding.held_for() {
                 Some(held) if held > stuck_after => Err(crate::StoreError::Invalid(format!(
                     "one write has held the write connection for {} ms",
@@ -158,12 +167,48 @@ impl SqliteStore {
                 _ => Ok(()),
             };
         };
-        match tokio::time::timeout(wait, sqlx::Connection::ping(&mut *conn)).await {
-            Ok(answered) => Ok(answered?),
+        let Some(conn) = slot.as_mut() else {
+            return Err(self.lose_writer(&mut slot));
+        };
+        match tokio::time::timeout(wait, sqlx::Connection::ping(conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(sqlx::Error::WorkerCrashed)) => Err(self.lose_writer(&mut slot)),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(crate::StoreError::Invalid(format!(
                 "the write connection did not answer within {} ms",
                 wait.as_millis()
             ))),
+        }
+    }
+
+    /// Drops a write connection whose thread has ended (nothing can use it again) and
+    /// returns the error every write gets from now on.
+    fn lose_writer(&self, slot: &mut Option<SqliteConnection>) -> crate::StoreError {
+        *slot = None;
+        let first = self.writer_lost.send_if_modified(|lost| {
+            let first = lost.is_none();
+            if first {
+                *lost = Some(WRITER_THREAD_ENDED.to_string());
+            }
+            first
+        });
+        if first {
+            tracing::error!("{WRITER_THREAD_ENDED}: every write fails until hookd restarts");
+        }
+        crate::StoreError::Stopped(WRITER_THREAD_ENDED.to_string())
+    }
+
+    /// Ends the write connection's thread, as a crash inside sqlx would, leaving the store
+    /// to find out by itself.
+    #[cfg(any(test, feature = "fault-injection"))]
+    async fn end_writer_thread_now(&self) -> bool {
+        let taken = self.writer.lock().await.take();
+        match taken {
+            Some(conn) => {
+                let _ = sqlx::Connection::close(conn).await;
+                true
+            }
+            None => false,
         }
     }
 
@@ -225,6 +270,12 @@ async fn checkpointer(mut conn: SqliteConnection, writes: Arc<Holding>) {
 /// its thread, normally microseconds).
 const READY_WAIT: Duration = Duration::from_secs(5);
 
+/// How often [`Store::stopped`](crate::Store::stopped) pings a free write connection.
+const WATCH_WRITER_EVERY: Duration = Duration::from_secs(1);
+
+/// Why writes fail once the write connection's thread has ended.
+const WRITER_THREAD_ENDED: &str = "the SQLite write connection's thread ended";
+
 /// How long a write waits for the writes queued before it.
 const WRITER_WAIT: Duration = Duration::from_secs(BUSY_TIMEOUT.as_secs() * 3);
 
@@ -235,7 +286,7 @@ const WRITER_WAIT: Duration = Duration::from_secs(BUSY_TIMEOUT.as_secs() * 3);
 /// instead of 4,100.) Unlike a pool, nothing replaces the connection if its thread dies (a
 /// panic inside sqlx): writes then fail until hookd restarts.
 pub(crate) struct WriteConn {
-    conn: OwnedMutexGuard<SqliteConnection>,
+    conn: OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>,
     holding: Arc<Holding>,
 }
 
@@ -531,6 +582,29 @@ store_impl!(SqliteStore, Sqlite, {
         Some(self.holding.busy().as_secs_f64())
     }
 
+    /// Looks at a free write connection every second: a thread that died while nothing
+    /// wrote is found without waiting for a write or a readiness check.
+    async fn stopped(&self) -> String {
+        let mut lost = self.writer_lost.subscribe();
+        loop {
+            if let Some(reason) = lost.borrow_and_update().clone() {
+                return reason;
+            }
+            tokio::select! {
+                _ = lost.changed() => {}
+                _ = tokio::time::sleep(WATCH_WRITER_EVERY) => {
+                    // Only a lost connection counts here; a slow one is readiness's business.
+                    let _ = self.writer_answers(READY_WAIT, WRITER_WAIT).await;
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "fault-injection")]
+    async fn end_writer_thread(&self) -> bool {
+        self.end_writer_thread_now().await
+    }
+
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
         Ok(None)
     }
@@ -720,6 +794,50 @@ mod tests {
             .writer_answers(wait, stuck_after)
             .await
             .expect("answers again once released");
+    }
+
+    #[tokio::test]
+    async fn a_write_connection_whose_thread_ended_fails_every_write_at_once() {
+        let db = hookd_testkit::TestDb::sqlite();
+        let store = SqliteStore::connect(&db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store.check_ready().await.expect("ready");
+        let event = |id: &str| crate::NewEvent {
+            event_id: Some(id.into()),
+            event_type: "purchase".into(),
+            payload: "{}".into(),
+            endpoint_id: None,
+        };
+        let limits = crate::IngestLimits {
+            max_payload_bytes: 1024,
+        };
+        store
+            .enqueue_event(&event("before"), &limits)
+            .await
+            .expect("a write");
+        assert!(store.end_writer_thread_now().await);
+
+        // Found by the watch, with no write and no readiness check to reveal it.
+        let reason = tokio::time::timeout(WATCH_WRITER_EVERY * 3, store.stopped())
+            .await
+            .expect("the store says it stopped");
+        assert_eq!(reason, WRITER_THREAD_ENDED);
+        for _ in 0..3 {
+            let err = tokio::time::timeout(
+                Duration::from_secs(2),
+                store.enqueue_event(&event("after"), &limits),
+            )
+            .await
+            .expect("a write fails at once instead of waiting")
+            .expect_err("no write connection");
+            assert!(matches!(err, crate::StoreError::Stopped(_)), "{err:?}");
+            assert!(!err.is_transient(), "retrying cannot help: {err}");
+            assert!(err.to_string().contains(WRITER_THREAD_ENDED), "{err}");
+        }
+        let err = store.check_ready().await.expect_err("not ready");
+        assert!(err.to_string().contains(WRITER_THREAD_ENDED), "{err}");
+        // Reads go on, on their own connections.
+        assert!(store.event("before").await.expect("a read").is_some());
     }
 
     #[tokio::test]

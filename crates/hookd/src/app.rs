@@ -6,10 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use hookd_store::{IngestLimits, Store};
@@ -22,6 +24,7 @@ use crate::maintenance;
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
 use crate::resend_jobs::ResendJobs;
+use crate::supervisor::{Supervisor, Task};
 
 pub struct Application {
     config: Config,
@@ -84,6 +87,10 @@ impl Application {
     /// Runs the dispatcher (which reads the outbox), the maintenance jobs and the HTTP server
     /// until `shutdown` is cancelled; then stops claiming, lets attempts in flight finish
     /// (up to `shutdown_timeout`), records them, and returns.
+    ///
+    /// If an essential task ends unexpectedly first (see [`crate::supervisor`]), `/readyz`
+    /// answers 503 with the reason at once; the rest is shut down the same way, within
+    /// [`STOP_AFTER_FAILURE`] at most, and the failure is returned.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application {
             config,
@@ -97,6 +104,11 @@ impl Application {
         let limits = IngestLimits {
             max_payload_bytes: config.max_payload_bytes,
         };
+        // What the tasks stop on: the caller's shutdown, or a failure.
+        let stop = shutdown.child_token();
+        let tasks = Supervisor::new(stop.clone(), health.clone(), metrics.clone());
+        #[cfg(feature = "fault-injection")]
+        let tasks = tasks.with_fault(config.fault.clone());
 
         let schedule = maintenance::Schedule {
             rescue_cron: config.rescue_schedule.clone(),
@@ -110,6 +122,7 @@ impl Application {
             metrics.clone(),
             schedule,
             dispatch_wake.clone(),
+            tasks.clone(),
         )
         .await
         .context("cannot start the maintenance jobs")?;
@@ -121,10 +134,14 @@ impl Application {
             dispatch_wake.clone(),
             outbox_wake.clone(),
         );
-        let dispatching = tokio::spawn(dispatcher.run(shutdown.clone()));
+        let dispatching = tasks.spawn(
+            Task::Dispatcher,
+            dispatcher.run(stop.clone(), tasks.clone()),
+        );
         health.dispatching.store(true, Ordering::Relaxed);
         let jobs_wake = Arc::new(Notify::new());
-        let resending = tokio::spawn(
+        let resending = tasks.spawn(
+            Task::ResendJobs,
             ResendJobs {
                 store: store.clone(),
                 metrics: metrics.clone(),
@@ -133,14 +150,29 @@ impl Application {
                 wake: jobs_wake.clone(),
                 dispatch_wake: dispatch_wake.clone(),
             }
-            .run(shutdown.clone()),
+            .run(stop.clone()),
         );
-        let relaying = tokio::spawn(ingest::relay_wakeups(
-            store.clone(),
-            vec![outbox_wake, dispatch_wake.clone()],
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let relaying = tasks.spawn(
+            Task::WakeupRelay,
+            ingest::relay_wakeups(
+                store.clone(),
+                vec![outbox_wake, dispatch_wake.clone()],
+                metrics.clone(),
+                stop.clone(),
+            ),
+        );
+        // SQLite's one write connection: nothing replaces it if its thread dies.
+        let writing = tasks.spawn(Task::DatabaseWriter, {
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                tokio::select! {
+                    reason = store.stopped() => Err(reason),
+                    _ = stop.cancelled() => Ok(()),
+                }
+            }
+        });
+        #[cfg(feature = "fault-injection")]
+        crate::fault::end_writer_when_tripped(config.fault.as_ref(), store.clone());
 
         let state = AppState {
             store: store.clone(),
@@ -155,14 +187,14 @@ impl Application {
         };
         // The API stays up while the dispatcher drains, answering /readyz with 503.
         let stop_serving = CancellationToken::new();
-        let serving = {
+        let serving = tasks.spawn(Task::HttpServer, {
             let stop = stop_serving.clone();
-            tokio::spawn(async move {
+            async move {
                 axum::serve(listener, api::router(state))
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
-            })
-        };
+            }
+        });
         tracing::info!(
             listen = %config.listen,
             database = store.backend(),
@@ -170,21 +202,57 @@ impl Application {
             "hookd is serving"
         );
 
-        shutdown.cancelled().await;
+        let failure = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            failure = tasks.failed() => Some(failure),
+        };
+        let failed = failure.is_some();
+        stop.cancel();
         health.draining.store(true, Ordering::Relaxed);
-        tracing::info!("shutting down: claiming nothing new");
-        let _ = relaying.await;
-        let _ = resending.await;
-        dispatching.await.context("the dispatcher panicked")?;
-        health.dispatching.store(false, Ordering::Relaxed);
-        let _ = scheduler.shutdown().await;
-        stop_serving.cancel();
-        serving
-            .await
-            .context("the HTTP server panicked")?
-            .context("the HTTP server failed")?;
-        tracing::info!("hookd stopped");
-        Ok(())
+        let running = [
+            relaying.abort_handle(),
+            resending.abort_handle(),
+            writing.abort_handle(),
+            dispatching.abort_handle(),
+            serving.abort_handle(),
+        ];
+        let stopping = async {
+            let _ = relaying.await;
+            let _ = resending.await;
+            let _ = writing.await;
+            let dispatched = dispatching.await;
+            health.dispatching.store(false, Ordering::Relaxed);
+            let _ = scheduler.shutdown().await;
+            if failed {
+                // A dead dispatcher's attempts still run: their results are worth recording.
+                tasks.pieces_ended().await;
+            }
+            stop_serving.cancel();
+            (dispatched, serving.await)
+        };
+        let Some(failure) = failure else {
+            tracing::info!("shutting down: claiming nothing new");
+            let (dispatched, served) = stopping.await;
+            dispatched.context("the dispatcher panicked")?;
+            served
+                .context("the HTTP server panicked")?
+                .context("the HTTP server failed")?;
+            if let Some(failure) = tasks.failure() {
+                bail!("{failure}");
+            }
+            tracing::info!("hookd stopped");
+            return Ok(());
+        };
+        let within = config.shutdown_timeout.min(STOP_AFTER_FAILURE);
+        tracing::info!(timeout = ?within, "shutting down after a failure");
+        if tokio::time::timeout(within, stopping).await.is_err() {
+            tracing::warn!(
+                "shutdown after a failure cut short: leases left behind expire, and their deliveries are sent again"
+            );
+            running.iter().for_each(AbortHandle::abort);
+            let _ = tokio::time::timeout(Duration::from_secs(1), scheduler.shutdown()).await;
+        }
+        Err(anyhow!("{failure}"))
     }
 }
 
@@ -212,6 +280,10 @@ async fn refuse_sealed_without_key(store: &dyn Store) -> anyhow::Result<()> {
         ids.join(", ")
     )
 }
+
+/// How long shutting down after a failure may take at most (less when `shutdown_timeout`
+/// is shorter): a process that cannot deliver is restarted soon.
+pub const STOP_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Opens the database, waiting out a database that is still starting (up to ~30 s).
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {

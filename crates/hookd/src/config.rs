@@ -121,6 +121,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `hookd=debug`.
     pub log_level: String,
+    /// Test seam: an essential task that fails when tripped (`HOOKD_TEST_FAULT`).
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fault: Option<crate::fault::Fault>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +361,8 @@ impl Layers {
                 _ => Err(format!("{s:?} is neither text nor json")),
             })?,
             log_level: self.parse("log_level", |s| Ok(s.to_string()))?,
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         };
         if config.lease_duration <= config.request_timeout {
             return Err(ConfigError(format!(
@@ -444,7 +450,13 @@ impl Config {
         if let Some(path) = file {
             layers = layers.toml_file(path)?;
         }
-        layers.env(std::env::vars()).flags(flags).build()
+        let config = layers.env(std::env::vars()).flags(flags).build()?;
+        #[cfg(feature = "fault-injection")]
+        let config = Config {
+            fault: crate::fault::Fault::from_env().map_err(ConfigError)?,
+            ..config
+        };
+        Ok(config)
     }
 
     /// The built-in defaults, for tests and embedding.
@@ -486,9 +498,12 @@ impl std::fmt::Debug for Config {
             retention_batch,
             log_format,
             log_level,
+            #[cfg(feature = "fault-injection")]
+            fault,
         } = self;
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
-        f.debug_struct("Config")
+        let mut shown = f.debug_struct("Config");
+        shown
             .field("database_url", &crate::app::redact(database_url))
             .field("listen", listen)
             .field("admin_token", &hidden(admin_token))
@@ -519,8 +534,10 @@ impl std::fmt::Debug for Config {
             .field("retention_schedule", retention_schedule)
             .field("retention_batch", retention_batch)
             .field("log_format", log_format)
-            .field("log_level", log_level)
-            .finish()
+            .field("log_level", log_level);
+        #[cfg(feature = "fault-injection")]
+        shown.field("fault", fault);
+        shown.finish()
     }
 }
 

@@ -21,8 +21,7 @@ use crate::metrics::Metrics;
 pub const BATCH: u32 = 500;
 
 /// Relays the database's wake-ups (PostgreSQL LISTEN) to the dispatcher: new outbox rows,
-/// new deliveries.
-/// Returns at once for a database without them.
+/// new deliveries, until `shutdown`. A database without them has nothing to relay.
 pub async fn relay_wakeups(
     store: Arc<dyn Store>,
     wakes: Vec<Arc<Notify>>,
@@ -33,7 +32,7 @@ pub async fn relay_wakeups(
     let mut source = loop {
         match store.wake_source().await {
             Ok(Some(source)) => break source,
-            Ok(None) => return,
+            Ok(None) => return shutdown.cancelled().await,
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot LISTEN; polling meanwhile");

@@ -13,6 +13,7 @@
 //! - [`dashboard`]: the web dashboard at `/`, built on the API.
 //! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges, retention.
 //! - [`resend_jobs`]: durable bulk resends, worked through in batches.
+//! - [`supervisor`]: the essential tasks watched; one that dies stops hookd with an error.
 //! - [`cli`], [`cli_client`]: the commands that drive a running hookd through its admin API.
 //! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
 //! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`).
@@ -30,6 +31,8 @@ pub mod cli_client;
 pub mod config;
 pub mod dashboard;
 pub mod dispatch;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod ingest;
 pub mod listen;
 pub mod maintenance;
@@ -40,6 +43,7 @@ pub mod retry;
 pub mod sealing;
 pub mod signing;
 pub mod ssrf;
+pub mod supervisor;
 pub mod telemetry;
 
 pub use app::Application;

@@ -142,6 +142,9 @@ fn main() -> ExitCode {
             migrate(config).await
         }
     });
+    // After a failure, tasks may be left running (an attempt waiting for its receiver, a
+    // blocking DNS lookup): the exit does not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -153,6 +156,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    #[cfg(all(feature = "fault-injection", unix))]
+    if let Some(fault) = config.fault.clone() {
+        tracing::warn!(
+            task = fault.task.as_str(),
+            "fault injection armed: the task fails at SIGUSR1"
+        );
+        tokio::spawn(fault.trip_on_sigusr1());
+    }
     let open = config.admin_token.is_none().then_some(config.listen);
     let app = Application::build(config).await?;
     if let Some(listen) = open {

@@ -12,6 +12,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use hookd_store::Store;
 
 use crate::metrics::Metrics;
+use crate::supervisor::{Supervisor, Task};
 
 /// What the jobs do and when.
 #[derive(Debug, Clone)]
@@ -26,45 +27,53 @@ pub struct Schedule {
     pub retention_batch: u32,
 }
 
-/// Starts the jobs; shut the returned scheduler down to stop them.
+/// Starts the jobs; shut the returned scheduler down to stop them. Each run is watched by
+/// `tasks`: a run that panics stops hookd.
 pub async fn start(
     store: Arc<dyn Store>,
     metrics: Metrics,
     schedule: Schedule,
     dispatch_wake: Arc<Notify>,
+    tasks: Supervisor,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
 
-    let (s, m) = (store.clone(), metrics.clone());
+    let (s, m, t) = (store.clone(), metrics.clone(), tasks.clone());
     scheduler
         .add(Job::new_async(
             schedule.rescue_cron.as_str(),
             move |_, _| {
                 let (store, metrics, wake) = (s.clone(), m.clone(), dispatch_wake.clone());
-                Box::pin(async move { rescue(&*store, &metrics, &wake).await })
+                Box::pin(t.guard(Task::Maintenance, async move {
+                    rescue(&*store, &metrics, &wake).await
+                }))
             },
         )?)
         .await?;
 
-    let (s, m) = (store.clone(), metrics.clone());
+    let (s, m, t) = (store.clone(), metrics.clone(), tasks.clone());
     scheduler
         .add(Job::new_async(
             schedule.gauge_cron.as_str(),
             move |_, _| {
                 let (store, metrics) = (s.clone(), m.clone());
-                Box::pin(async move { refresh_gauges(&*store, &metrics).await })
+                Box::pin(t.guard(Task::Maintenance, async move {
+                    refresh_gauges(&*store, &metrics).await
+                }))
             },
         )?)
         .await?;
 
-    let (s, m) = (store.clone(), metrics.clone());
+    let (s, m, t) = (store.clone(), metrics.clone(), tasks);
     let (period, batch) = (schedule.retention_period, schedule.retention_batch);
     scheduler
         .add(Job::new_async(
             schedule.retention_cron.as_str(),
             move |_, _| {
                 let (store, metrics) = (s.clone(), m.clone());
-                Box::pin(async move { purge(&*store, &metrics, period, batch).await })
+                Box::pin(t.guard(Task::Maintenance, async move {
+                    purge(&*store, &metrics, period, batch).await
+                }))
             },
         )?)
         .await?;

@@ -50,6 +50,13 @@ impl Store for MeteredStore {
     fn writer_busy_seconds(&self) -> Option<f64> {
         self.inner.writer_busy_seconds()
     }
+    async fn stopped(&self) -> String {
+        self.inner.stopped().await
+    }
+    #[cfg(feature = "fault-injection")]
+    async fn end_writer_thread(&self) -> bool {
+        self.inner.end_writer_thread().await
+    }
     async fn migrate(&self) -> Result<()> {
         metered!(self, migrate())
     }

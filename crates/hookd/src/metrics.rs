@@ -50,6 +50,8 @@ pub struct Metrics {
     /// The endpoints behind `endpoints_unreadable` whose error was already logged: once
     /// each, not once per attempt or per refresh.
     pub unreadable_reported: Arc<Mutex<BTreeSet<String>>>,
+    /// `hookd_task_failures_total{task}`: essential tasks that ended unexpectedly.
+    pub task_failures: IntCounterVec,
     pub up: IntGauge,
 }
 
@@ -183,6 +185,11 @@ impl Metrics {
                 .unwrap(),
             ),
             unreadable_reported: Arc::default(),
+            task_failures: counter_vec(
+                "hookd_task_failures_total",
+                "Essential tasks that ended unexpectedly (a panic, an error, or a return while running), by task; hookd then exits with an error.",
+                "task",
+            ),
             up: register(&r, IntGauge::new("hookd_up", "1 while the dispatcher runs.").unwrap()),
             registry: r,
         };
@@ -198,6 +205,9 @@ impl Metrics {
         }
         for t in ["deliveries", "events"] {
             m.retention_deleted.with_label_values(&[t]);
+        }
+        for t in crate::supervisor::Task::ALL {
+            m.task_failures.with_label_values(&[t.as_str()]);
         }
         // The hot operations' error series exist from the start, so `increase()` sees the
         // first error.

@@ -21,7 +21,7 @@ pub mod openapi;
 mod time;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -67,6 +67,19 @@ pub struct AppState {
 pub struct Health {
     pub dispatching: AtomicBool,
     pub draining: AtomicBool,
+    /// The first essential task that ended unexpectedly, and how (see `supervisor`).
+    failure: OnceLock<String>,
+}
+
+impl Health {
+    /// Marks the process failed, for good; the first reason stays.
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
 }
 
 /// A page of a list.
@@ -171,8 +184,8 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: the database answers, migrations are applied, the dispatcher runs, and the
-/// process is not shutting down.
+/// Ready: no essential task has failed, the database answers, migrations are applied, the
+/// dispatcher runs, and the process is not shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the reason")))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let not_ready = |reason: String| {
@@ -181,6 +194,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
             Json(json!({ "status": "not_ready", "reason": reason })),
         )
     };
+    if let Some(failure) = state.health.failure() {
+        return not_ready(failure.to_string());
+    }
     if state.health.draining.load(Ordering::Relaxed) {
         return not_ready("shutting down".into());
     }

@@ -38,6 +38,7 @@ use hookd_store::{
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retry;
+use crate::supervisor::{Supervisor, Task};
 use ready::{Ready, Waiting};
 
 /// Backoff for transient database faults: 50 ms doubling to 5 s, with jitter, forever.
@@ -187,22 +188,25 @@ impl Dispatcher {
 
     /// Runs until `shutdown`; then claims nothing new, hands back what waits, gives
     /// attempts in flight up to `shutdown_timeout` to finish, releases the rest, and records
-    /// every result.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// every result. The recorder runs under `tasks`: its panic stops hookd.
+    pub async fn run(self, shutdown: CancellationToken, tasks: Supervisor) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let (results, rx) = mpsc::channel(self.concurrency.max(recorder::MAX_BATCH));
         let freed = Arc::new(Notify::new());
-        let recorder = tokio::spawn(recorder::run(
-            self.shared.store.clone(),
-            rx,
-            self.shared.metrics.clone(),
-            self.disable_after,
-            recorder::Wakes {
-                room: freed.clone(),
-                new_work: self.wake.clone(),
-                soon: self.poll_interval,
-            },
-            self.concurrency,
+        let recorder = tokio::spawn(tasks.guard(
+            Task::Recorder,
+            recorder::run(
+                self.shared.store.clone(),
+                rx,
+                self.shared.metrics.clone(),
+                self.disable_after,
+                recorder::Wakes {
+                    room: freed.clone(),
+                    new_work: self.wake.clone(),
+                    soon: self.poll_interval,
+                },
+                self.concurrency,
+            ),
         ));
         let tasks = TaskTracker::new();
         let cut_short = CancellationToken::new();

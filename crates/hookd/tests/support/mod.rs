@@ -73,6 +73,28 @@ impl TestApp {
             .expect("clean shutdown");
     }
 
+    /// Waits up to `within` for hookd to stop by itself (nothing cancels it); returns what
+    /// `run_until_stopped` returned.
+    pub async fn stops_by_itself(mut self, within: Duration) -> anyhow::Result<()> {
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(within, handle)
+            .await
+            .unwrap_or_else(|_| panic!("hookd still runs {within:?} later"))
+            .expect("run_until_stopped does not panic")
+    }
+
+    /// `GET /readyz`, or `None` when nothing answers (hookd stopped).
+    pub async fn readyz(&self) -> Option<(StatusCode, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status();
+        Some((status, resp.json().await.ok()?))
+    }
+
     pub async fn call(
         &self,
         method: reqwest::Method,
