@@ -228,13 +228,17 @@ macro_rules! store_impl {
 
             async fn create_resend_job(&self, filter: &$crate::DeliveryFilter) -> $crate::Result<$crate::ResendJob> {
                 let id = $crate::new_id("rsj");
-                let mut tx = self.begin_write().await?;
-                // The job covers what exists now: ids up to the current highest.
+                // The job covers what exists now: ids up to the current highest, down to the
+                // lowest that matches. Counted on a reader, through the filter's index: a
+                // count of a million matches must not hold the write lock (SQLite has one
+                // writer, and delivery needs it).
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM hookd_deliveries WHERE TRUE",
+                    "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MIN(id), 0) FROM hookd_deliveries WHERE TRUE",
                 );
                 push_filter!(q, filter);
-                let (matched, max_id): (i64, i64) = q.build_query_as().fetch_one(&mut *tx).await?;
+                let (matched, max_id, min_id): (i64, i64, i64) =
+                    q.build_query_as().fetch_one(self.reader()).await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query(&Self::sql($crate::sql::INSERT_RESEND_JOB))
                     .bind(&id)
                     .bind(filter.state.map(|s| s.as_str()))
@@ -245,6 +249,7 @@ macro_rules! store_impl {
                     .bind(filter.until)
                     .bind(max_id)
                     .bind(matched)
+                    .bind(min_id)
                     .execute(&mut *tx)
                     .await?;
                 let job = Self::load_resend_job(&mut tx, &id).await?;
@@ -262,50 +267,95 @@ macro_rules! store_impl {
             }
 
             async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> $crate::Result<u64> {
-                let mut tx = self.begin_write().await?;
-                let job: Option<$crate::rows::ResendJobRow> = sqlx::query_as(&format!(
-                    "SELECT {} FROM hookd_resend_jobs WHERE state = 'running' ORDER BY created_at LIMIT 1{}",
-                    $crate::rows::RESEND_JOB_COLUMNS,
-                    Self::SKIP_LOCKED
-                ))
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = job else { return Ok(0) };
-                let due: i64 = sqlx::query_scalar(&Self::sql($crate::sql::DUE_MANUAL))
-                    .bind(max_due as i64)
-                    .fetch_one(&mut *tx)
+                // What reads many rows runs on a reader, outside the write lock: which job,
+                // whether the dispatcher is behind, and the job's next chunk. A chunk is read
+                // by id, newest first, from the cursor down through a window of ids (never
+                // below the job's floor), so that however the planner reads it (the filter's
+                // index, the primary key) it reads a bounded number of rows; windows with no
+                // match are passed over. The write transaction then only resends the chunk
+                // by id and moves the cursor, if the cursor is still where the chunk was read
+                // from. Each round either returns or moves a cursor down, so the loop ends
+                // with the job.
+                let window = i64::from(batch.max(1)) * $crate::sql::RESEND_WINDOW_BATCHES;
+                loop {
+                    let job: Option<$crate::rows::ResendJobRow> = sqlx::query_as(&format!(
+                        "SELECT {} FROM hookd_resend_jobs WHERE state = 'running' ORDER BY created_at LIMIT 1",
+                        $crate::rows::RESEND_JOB_COLUMNS
+                    ))
+                    .fetch_optional(self.reader())
                     .await?;
-                if due >= max_due as i64 {
-                    return Ok(0); // the dispatcher is behind: wait rather than pile up
-                }
-                let (id, cursor) = (row.id.clone(), row.cursor);
-                let job = $crate::ResendJob::try_from(row)?;
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM hookd_deliveries WHERE id <= ");
-                q.push_bind(cursor);
-                push_filter!(q, &job.filter);
-                q.push(" ORDER BY id DESC LIMIT ").push_bind(batch as i64);
-                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-                if !ids.is_empty() {
-                    let mut resend = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
-                    resend.push("WHERE id IN (");
-                    let mut list = resend.separated(", ");
-                    for id in &ids {
-                        list.push_bind(*id);
+                    let Some(row) = job else { return Ok(0) };
+                    let due: i64 = sqlx::query_scalar(&Self::sql($crate::sql::DUE_MANUAL))
+                        .bind(max_due as i64)
+                        .fetch_one(self.reader())
+                        .await?;
+                    if due >= max_due as i64 {
+                        return Ok(0); // the dispatcher is behind: wait rather than pile up
                     }
-                    resend.push(")");
-                    resend.build().execute(&mut *tx).await?;
-                }
-                let finished = ids.len() < batch as usize;
-                let next_cursor = ids.last().map(|last| last - 1).unwrap_or(cursor);
-                sqlx::query(&Self::sql($crate::sql::ADVANCE_RESEND_JOB))
+                    let (id, cursor, floor) = (row.id.clone(), row.cursor, row.floor_id);
+                    let job = $crate::ResendJob::try_from(row)?;
+                    let (mut top, mut ids, mut next_cursor) = (cursor, Vec::<i64>::new(), cursor);
+                    for _ in 0..$crate::sql::RESEND_WINDOWS_PER_STEP {
+                        let low = (top - window + 1).max(floor);
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM hookd_deliveries WHERE id <= ");
+                        q.push_bind(top).push(" AND id >= ").push_bind(low);
+                        push_filter!(q, &job.filter);
+                        q.push(" ORDER BY id DESC LIMIT ").push_bind(batch as i64);
+                        ids = q.build_query_scalar::<i64>().fetch_all(self.reader()).await?;
+                        next_cursor = match ids.last() {
+                            Some(last) if ids.len() >= batch as usize => last - 1,
+                            _ => low - 1,
+                        };
+                        if !ids.is_empty() || next_cursor < floor {
+                            break;
+                        }
+                        top = next_cursor;
+                    }
+                    let finished = next_cursor < floor;
+
+                    let mut tx = self.begin_write().await?;
+                    let current: Option<i64> = sqlx::query_scalar(&format!(
+                        "{}{}",
+                        Self::sql($crate::sql::RESEND_JOB_CURSOR),
+                        Self::SKIP_LOCKED
+                    ))
                     .bind(&id)
-                    .bind(next_cursor)
-                    .bind(ids.len() as i64)
-                    .bind(finished)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                Ok(ids.len() as u64)
+                    match current {
+                        // Done meanwhile, or another instance is taking a step of it.
+                        None => return Ok(0),
+                        // Another instance took this step: read the next chunk again.
+                        Some(c) if c != cursor => continue,
+                        Some(_) => {}
+                    }
+                    let mut resent = 0;
+                    if !ids.is_empty() {
+                        let mut update = sqlx::QueryBuilder::<$db>::new(Self::sql($crate::sql::RESEND_SET));
+                        update.push("WHERE id IN (");
+                        let mut list = update.separated(", ");
+                        for id in &ids {
+                            list.push_bind(*id);
+                        }
+                        update.push(")");
+                        // Only the state can have changed since the chunk was read.
+                        if let Some(state) = job.filter.state {
+                            update.push(" AND state = ").push_bind(state.as_str());
+                        }
+                        resent = update.build().execute(&mut *tx).await?.rows_affected();
+                    }
+                    sqlx::query(&Self::sql($crate::sql::ADVANCE_RESEND_JOB))
+                        .bind(&id)
+                        .bind(next_cursor)
+                        .bind(resent as i64)
+                        .bind(finished)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    if resent > 0 || finished {
+                        return Ok(resent);
+                    }
+                }
             }
 
             async fn enqueue_event(

@@ -377,7 +377,8 @@ pub trait Store: Send + Sync + 'static {
     async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>>;
     /// Resends the next `batch` deliveries of the oldest running job, in one transaction that
     /// also moves its cursor, unless `max_due` manual resends are already waiting to be
-    /// sent. Returns how many were resent.
+    /// sent. The chunk is read beforehand, outside the write transaction, so a step holds
+    /// the write lock for the resends only. Returns how many were resent.
     async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64>;
 
     // --- gauges and retention ------------------------------------------------------------

@@ -266,7 +266,8 @@ impl TryFrom<TargetRow> for crate::matching::Target {
 }
 
 pub(crate) const RESEND_JOB_COLUMNS: &str = "id, state, f_state, f_endpoint_id, f_event_id, \
-    f_event_type, f_since, f_until, cursor, matched, resent, created_at, updated_at, finished_at";
+    f_event_type, f_since, f_until, cursor, floor_id, matched, resent, created_at, updated_at, \
+    finished_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ResendJobRow {
@@ -279,6 +280,7 @@ pub(crate) struct ResendJobRow {
     f_since: Option<i64>,
     f_until: Option<i64>,
     pub cursor: i64,
+    pub floor_id: i64,
     matched: i64,
     resent: i64,
     created_at: i64,

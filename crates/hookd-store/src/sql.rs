@@ -108,13 +108,15 @@ pub(crate) const UNHOLD_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
 /// The safety net behind `PROMOTE_NEXT`: the oldest held delivery of every endpoint with
 /// nothing else on its way goes. Catches an endpoint switched to ordered while a delivery
 /// was in flight, and on PostgreSQL an ingestion that held a delivery while the one before
-/// it finished concurrently. Reads only the (small) index of held rows.
+/// it finished concurrently. Two seeks per live endpoint (the index of unfinished rows,
+/// then the index of held ones), whatever the history and however many are held.
 pub(crate) const PROMOTE_STRANDED: &str = "UPDATE hookd_deliveries \
     SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
-    WHERE id IN (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
-        AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = h.endpoint_id \
-            AND o.state IN ('pending', 'in_flight') AND NOT o.held) \
-        GROUP BY h.endpoint_id)";
+    WHERE id IN (SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
+            WHERE h.endpoint_id = e.id AND h.held AND h.state = 'pending') \
+        FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
+        AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
+            AND o.state IN ('pending', 'in_flight') AND o.held = FALSE))";
 
 /// Enabling an endpoint makes its parked deliveries due at once.
 pub(crate) const UNPARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
@@ -140,7 +142,8 @@ pub(crate) const SEALED_ENDPOINTS: &str = "SELECT id, secret, previous_secret, b
 pub(crate) const TARGETS: &str =
     "SELECT id, event_types, enabled, ordered FROM hookd_endpoints WHERE deleted_at IS NULL";
 
-/// Whether an endpoint has a delivery still to finish (an ordered one's next must wait).
+/// Whether an endpoint has a delivery still to finish (an ordered one's next must wait):
+/// the first entry of the endpoint in the index of unfinished rows.
 pub(crate) const HAS_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM hookd_deliveries \
     WHERE endpoint_id = $1 AND state IN ('pending', 'in_flight'))";
 
@@ -153,7 +156,7 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
             WHERE d.id = $1 AND d.state IN ('succeeded', 'failed'))) \
     AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o \
         WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
-        AND o.state IN ('pending', 'in_flight') AND NOT o.held)";
+        AND o.state IN ('pending', 'in_flight') AND o.held = FALSE)";
 
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =
     "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";
@@ -429,14 +432,20 @@ pub(crate) const PURGE_EVENTS: &str = "DELETE FROM hookd_events WHERE event_id I
     ORDER BY e.created_at LIMIT $2)";
 
 pub(crate) const RESEND_JOB: &str = "SELECT id, state, f_state, f_endpoint_id, f_event_id, \
-    f_event_type, f_since, f_until, cursor, matched, resent, created_at, updated_at, finished_at \
-    FROM hookd_resend_jobs WHERE id = $1";
+    f_event_type, f_since, f_until, cursor, floor_id, matched, resent, created_at, updated_at, \
+    finished_at FROM hookd_resend_jobs WHERE id = $1";
 
+/// `$8` cursor (the highest id matched), `$9` matched, `$10` floor (the lowest).
 pub(crate) const INSERT_RESEND_JOB: &str = "INSERT INTO hookd_resend_jobs (id, state, f_state, \
-    f_endpoint_id, f_event_id, f_event_type, f_since, f_until, cursor, matched, resent, \
+    f_endpoint_id, f_event_id, f_event_type, f_since, f_until, cursor, matched, floor_id, resent, \
     created_at, updated_at, finished_at) VALUES ($1, CASE WHEN $9 = 0 THEN 'done' ELSE 'running' END, \
-    $2, $3, $4, $5, $6, $7, $8, $9, 0, hookd_now_ms(), hookd_now_ms(), \
+    $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, hookd_now_ms(), hookd_now_ms(), \
     CASE WHEN $9 = 0 THEN hookd_now_ms() END)";
+
+/// A running job's cursor, read in the step's write transaction (locked on PostgreSQL, so
+/// that two instances cannot both move it from the same place).
+pub(crate) const RESEND_JOB_CURSOR: &str =
+    "SELECT cursor FROM hookd_resend_jobs WHERE id = $1 AND state = 'running'";
 
 /// Manual resends due now, counted up to `$1` (through both due indexes): the job waits
 /// while the dispatcher is behind.
@@ -452,3 +461,10 @@ pub(crate) const DUE_MANUAL: &str = "SELECT COUNT(*) FROM ( \
 pub(crate) const ADVANCE_RESEND_JOB: &str = "UPDATE hookd_resend_jobs SET cursor = $2, \
     resent = resent + $3, state = CASE WHEN $4 THEN 'done' ELSE state END, \
     finished_at = CASE WHEN $4 THEN hookd_now_ms() END, updated_at = hookd_now_ms() WHERE id = $1";
+
+/// A bulk resend step reads its chunk from a window of this many batches' worth of ids, so
+/// a read is bounded whatever the planner makes of the filter...
+pub(crate) const RESEND_WINDOW_BATCHES: i64 = 20;
+/// ...and passes over at most this many windows without a match before it records its
+/// progress.
+pub(crate) const RESEND_WINDOWS_PER_STEP: usize = 100;

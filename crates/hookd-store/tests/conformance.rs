@@ -24,7 +24,9 @@ hookd_testkit::each_backend!(
     concurrent_claims_never_overlap,
     retention_purges_only_old_finished,
     resend_jobs_work_in_batches_and_resume,
+    a_bulk_resend_of_many_chunks_resends_each_match_once,
     ordered_endpoints_hold_the_next_delivery,
+    the_safety_net_lets_one_go_per_idle_ordered_endpoint,
     endpoint_health_disables_the_failing,
     claims_by_kind_and_skip_busy_endpoints,
     a_claim_round_shares_between_retries_and_first_attempts,
@@ -1003,6 +1005,151 @@ async fn resend_jobs_work_in_batches_and_resume(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((empty.matched, empty.done), (0, true));
+}
+
+/// A bulk resend by event type, and one by time range, over more rows than one chunk, with
+/// rows that do not match in between and two processes stepping at once, and one whose two
+/// matches are many windows apart: every match is resent exactly once, nothing else is
+/// touched.
+async fn a_bulk_resend_of_many_chunks_resends_each_match_once(backend: Backend) {
+    let (db, store) = open_with_endpoint(backend).await;
+    // Between two `rare` events, 1,500 events, two in three of type `m`; each delivery
+    // created one second after the one before.
+    ingest_outbox_rows(&db, &store, &["('r0', 'rare', '{}')".to_string()]).await;
+    let values: Vec<String> = (0..1500)
+        .map(|i| {
+            let t = if i % 3 == 0 { "n" } else { "m" };
+            format!("('e{i}', '{t}', '{{\"i\":{i}}}')")
+        })
+        .collect();
+    ingest_outbox_rows(&db, &store, &values).await;
+    let (_, all) = ingest_outbox_rows(&db, &store, &["('r1', 'rare', '{}')".to_string()]).await;
+    assert_eq!(all.len(), 1502);
+    db.exec("UPDATE hookd_deliveries SET created_at = id * 1000")
+        .await;
+    let first_id = all[1].id;
+    let other = connect(&db.url).await.unwrap();
+    let run_to_the_end = |id: String| {
+        let (store, other) = (store.clone(), other.clone());
+        async move {
+            loop {
+                // Two processes step the same job at once.
+                let (a, b) = tokio::join!(
+                    store.step_resend_jobs(500, 100_000),
+                    other.step_resend_jobs(500, 100_000)
+                );
+                a.unwrap();
+                b.unwrap();
+                let job = store.resend_job(&id).await.unwrap().unwrap();
+                if job.done {
+                    return job;
+                }
+            }
+        }
+    };
+    let manual = |filter: &str| {
+        format!("SELECT COUNT(*) FROM hookd_deliveries WHERE next_trigger = 'manual' AND {filter}")
+    };
+
+    let by_type = DeliveryFilter {
+        event_type: Some("m".into()),
+        ..Default::default()
+    };
+    let job = store.create_resend_job(&by_type).await.unwrap();
+    assert_eq!((job.matched, job.done), (1000, false));
+    let job = run_to_the_end(job.id).await;
+    assert_eq!(job.resent, 1000, "each match resent once");
+    assert_eq!(db.query_i64(&manual("event_type = 'm'")).await, 1000);
+    assert_eq!(db.query_i64(&manual("event_type = 'n'")).await, 0);
+
+    // The deliveries created in [since, until): 700 ids in the middle.
+    db.exec("UPDATE hookd_deliveries SET next_trigger = 'auto'")
+        .await;
+    let (since, until) = ((first_id + 400) * 1000, (first_id + 1100) * 1000);
+    let by_time = DeliveryFilter {
+        since: Some(since),
+        until: Some(until),
+        ..Default::default()
+    };
+    let job = store.create_resend_job(&by_time).await.unwrap();
+    assert_eq!(job.matched, 700);
+    let job = run_to_the_end(job.id).await;
+    assert_eq!(job.resent, 700);
+    let inside = format!("created_at >= {since} AND created_at < {until}");
+    let outside = format!("(created_at < {since} OR created_at >= {until})");
+    assert_eq!(db.query_i64(&manual(&inside)).await, 700);
+    assert_eq!(db.query_i64(&manual(&outside)).await, 0);
+
+    // Batches of 2 read windows of 40 ids: the two matches are 37 windows apart.
+    db.exec("UPDATE hookd_deliveries SET next_trigger = 'auto'")
+        .await;
+    let rare = DeliveryFilter {
+        event_type: Some("rare".into()),
+        ..Default::default()
+    };
+    let job = store.create_resend_job(&rare).await.unwrap();
+    assert_eq!(job.matched, 2);
+    assert_eq!(store.step_resend_jobs(2, 100).await.unwrap(), 1);
+    assert_eq!(store.step_resend_jobs(2, 100).await.unwrap(), 1);
+    let job = store.resend_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((job.resent, job.done), (2, true));
+    assert_eq!(store.step_resend_jobs(2, 100).await.unwrap(), 0);
+    assert_eq!(db.query_i64(&manual("TRUE")).await, 2);
+}
+
+/// The safety net lets the oldest held delivery go of each ordered endpoint that has
+/// nothing else on its way, and only those.
+async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    for id in ["ep_a", "ep_b", "ep_c"] {
+        store
+            .insert_endpoint(&Endpoint {
+                ordered: true,
+                ..endpoint(id, &["*"])
+            })
+            .await
+            .unwrap();
+    }
+    enqueue_numbered(&store, 0..3, "x").await;
+    let heads = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(heads.len(), 3, "one head per endpoint");
+    // ep_a's and ep_b's heads finish without promoting (as when the endpoint was unordered
+    // when they were claimed); ep_c's is still in flight.
+    let unpromoted: Vec<Completion> = heads
+        .iter()
+        .filter(|c| c.endpoint.id != "ep_c")
+        .map(|c| Completion {
+            ordered: false,
+            ..succeeded(c)
+        })
+        .collect();
+    store.complete(&unpromoted).await.unwrap();
+    assert!(
+        store.claim(10, 60_000).await.unwrap().is_empty(),
+        "all held"
+    );
+
+    assert_eq!(store.promote_stranded().await.unwrap(), 2);
+    assert_eq!(
+        store.promote_stranded().await.unwrap(),
+        0,
+        "each has one on its way"
+    );
+    let mut next: Vec<(String, String)> = store
+        .claim(10, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.endpoint.id.clone(), c.event_id))
+        .collect();
+    next.sort();
+    assert_eq!(
+        next,
+        [
+            ("ep_a".to_string(), "e1".to_string()),
+            ("ep_b".to_string(), "e1".to_string())
+        ]
+    );
 }
 
 async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {

@@ -7,6 +7,12 @@
 //!
 //! The SQL here has the shape the store runs (see `claim` in sqlite.rs/postgres.rs and
 //! `deliveries` in common.rs).
+//!
+//! The questions whose cost once grew with the history, asked of an endpoint with 50,000
+//! deliveries behind it: whether an ordered endpoint has a delivery on its way (at ingest,
+//! on each final result, and in the safety net every few seconds), and a bulk resend's
+//! count and chunks by event type or time. Each reads an index of unfinished rows or of the
+//! filter, never the table; on SQLite also without planner statistics, as hookd runs.
 
 use hookd_testkit::{Backend, TestDb};
 use sqlx::Connection;
@@ -51,6 +57,208 @@ fn queries() -> Vec<(&'static str, String, &'static str)> {
             "hookd_deliveries_state",
         ),
     ]
+}
+
+/// (what, SQL, an index it must use: any of these). As the store spells them in sql.rs
+/// and common.rs, with `hookd_now_ms()` as 0 and values bound.
+/// A bulk resend's chunk is read from a window of 10,000 ids below its cursor (20 batches of
+/// 500): through the filter's index or the primary key, either way a bounded read.
+const CHUNK: &[&str] = &[
+    "hookd_deliveries_event_type",
+    "INTEGER PRIMARY KEY",
+    "hookd_deliveries_pkey",
+    "hookd_deliveries_created",
+];
+
+fn history_queries() -> Vec<(&'static str, String, &'static [&'static str])> {
+    const UNFINISHED: &[&str] = &["hookd_deliveries_unfinished"];
+    const BY_TYPE: &[&str] = &["hookd_deliveries_event_type"];
+    const BY_ID: &[&str] = &["INTEGER PRIMARY KEY", "hookd_deliveries_pkey"];
+    // A chunk of ids the job read, resent by id.
+    let ids: Vec<String> = (29_000..29_500).map(|i| i.to_string()).collect();
+    vec![
+        (
+            "ordered: has the endpoint a delivery on its way (ingest)",
+            "SELECT EXISTS (SELECT 1 FROM hookd_deliveries \
+             WHERE endpoint_id = 'ep_b' AND state IN ('pending', 'in_flight'))"
+                .into(),
+            UNFINISHED,
+        ),
+        (
+            "ordered: the next goes after a final result",
+            "UPDATE hookd_deliveries SET held = FALSE, next_attempt_at = 0, updated_at = 0 \
+             WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
+                 AND h.endpoint_id = (SELECT d.endpoint_id FROM hookd_deliveries d \
+                     WHERE d.id = 7 AND d.state IN ('succeeded', 'failed'))) \
+             AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o \
+                 WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
+                 AND o.state IN ('pending', 'in_flight') AND o.held = FALSE)"
+                .into(),
+            UNFINISHED,
+        ),
+        (
+            "ordered: the safety net (promote stranded)",
+            "UPDATE hookd_deliveries SET held = FALSE, next_attempt_at = 0, updated_at = 0 \
+             WHERE id IN (SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
+                     WHERE h.endpoint_id = e.id AND h.held AND h.state = 'pending') \
+                 FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
+                     AND o.state IN ('pending', 'in_flight') AND o.held = FALSE))"
+                .into(),
+            UNFINISHED,
+        ),
+        (
+            "bulk resend: count by event type",
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MIN(id), 0) FROM hookd_deliveries \
+             WHERE TRUE AND event_type = 'y'"
+                .into(),
+            BY_TYPE,
+        ),
+        (
+            "bulk resend: a chunk by event type",
+            "SELECT id FROM hookd_deliveries WHERE id <= 40000 AND id >= 30001 AND event_type = 'y' \
+             ORDER BY id DESC LIMIT 500"
+                .into(),
+            CHUNK,
+        ),
+        (
+            "bulk resend: count by time",
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MIN(id), 0) FROM hookd_deliveries \
+             WHERE TRUE AND created_at >= 20000 AND created_at < 21000"
+                .into(),
+            &["hookd_deliveries_created"],
+        ),
+        (
+            "bulk resend: a chunk by time",
+            "SELECT id FROM hookd_deliveries WHERE id <= 40000 AND id >= 30001 \
+             AND created_at >= 20000 AND created_at < 45000 ORDER BY id DESC LIMIT 500"
+                .into(),
+            CHUNK,
+        ),
+        (
+            "bulk resend: a chunk by event type and time",
+            "SELECT id FROM hookd_deliveries WHERE id <= 40000 AND id >= 30001 AND event_type = 'y' \
+             AND created_at >= 3 AND created_at < 40001 ORDER BY id DESC LIMIT 500"
+                .into(),
+            CHUNK,
+        ),
+        (
+            "bulk resend: the chunk resent by id",
+            format!(
+                "UPDATE hookd_deliveries SET resend_requested = (state = 'in_flight'), held = FALSE, \
+                 next_attempt_at = 0, updated_at = 0 WHERE id IN ({})",
+                ids.join(", ")
+            ),
+            BY_ID,
+        ),
+        (
+            // PostgreSQL reads the few failed rows instead when that is cheaper.
+            "bulk resend: the chunk resent by id, its state checked again",
+            format!(
+                "UPDATE hookd_deliveries SET resend_requested = (state = 'in_flight'), held = FALSE, \
+                 next_attempt_at = 0, updated_at = 0 WHERE id IN ({}) AND state = 'failed'",
+                ids.join(", ")
+            ),
+            &["INTEGER PRIMARY KEY", "hookd_deliveries_pkey", "hookd_deliveries_state"],
+        ),
+    ]
+}
+
+/// Rows whose cost the history queries must not pay: 50,000 deliveries (2% of type `y`),
+/// created at their id, 1% pending, and 200 held deliveries of `ep_a`. `now` is 0.
+fn history_seed(backend: Backend) -> String {
+    let series = match backend {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) SELECT i FROM n"
+        ),
+        Backend::Postgres => format!("SELECT i FROM generate_series(1, {ROWS}) AS i"),
+    };
+    let held = match backend {
+        Backend::Sqlite => "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) SELECT i FROM n",
+        Backend::Postgres => "SELECT i FROM generate_series(1, 200) AS i",
+    };
+    format!(
+        "{SEED}
+         UPDATE hookd_endpoints SET ordered = TRUE;
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
+         SELECT 'e', CASE WHEN i % 200 = 1 THEN 'ep_a' ELSE 'ep_b' END, CASE WHEN i % 50 = 3 THEN 'y' ELSE 'x' END,
+                CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 500 = 7 THEN 'failed' ELSE 'succeeded' END,
+                CASE WHEN i % 100 = 0 THEN i END, CASE WHEN i % 200 = 0 THEN 2 ELSE 0 END, i, i FROM ({series}) s;
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, held, created_at, updated_at)
+         SELECT 'e', 'ep_a', 'x', 'pending', TRUE, {ROWS} + i, {ROWS} + i FROM ({held}) s;"
+    )
+}
+
+async fn explain(db: &TestDb, sql: &str) -> String {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+        }
+    }
+}
+
+/// Every history query reads its index, sorts nothing and scans no table of deliveries
+/// (SQLite may scan the endpoints, a table of a few rows).
+async fn check_history(db: &TestDb, when: &str) {
+    for (what, sql, indexes) in history_queries() {
+        let plan = explain(db, &sql).await;
+        println!("{:?} {when}, {what}:\n{plan}\n", db.backend);
+        assert!(
+            indexes.iter().any(|i| plan.contains(i)),
+            "{what} ({when}): expected one of {indexes:?}:\n{plan}"
+        );
+        // PostgreSQL may sort a chunk it expects to be small: at most a window's rows.
+        let chunk = indexes == CHUNK;
+        assert!(
+            !plan.contains("TEMP B-TREE") && (chunk || !plan.contains("Sort")),
+            "{what} ({when}) sorts:\n{plan}"
+        );
+        let scans = plan.lines().filter(|line| {
+            line.contains("Seq Scan on hookd_deliveries")
+                || (line.starts_with("SCAN ") && !["SCAN e", "SCAN CONSTANT ROW"].contains(line))
+        });
+        assert_eq!(
+            scans.collect::<Vec<_>>(),
+            Vec::<&str>::new(),
+            "{what} ({when}) scans a table:\n{plan}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_history_queries_read_indexes_not_history() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    db.exec(&history_seed(Backend::Sqlite)).await;
+    // hookd never runs ANALYZE: the plans must hold without statistics, and with them.
+    check_history(&db, "without statistics").await;
+    db.exec("ANALYZE").await;
+    check_history(&db, "with statistics").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_history_queries_read_indexes_not_history() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    db.exec(&format!("{}; ANALYZE;", history_seed(Backend::Postgres)))
+        .await;
+    check_history(&db, "with statistics").await;
 }
 
 async fn plans(backend: Backend) -> Vec<(String, String)> {

@@ -1,12 +1,17 @@
 //! Periodic jobs on tokio-cron-scheduler, each on a cron expression from the configuration:
 //! the lease rescuer, the backlog gauges (with the unreadable endpoints), and retention.
 //! (Its resolution is one second.)
+//!
+//! The scheduler starts a job at every tick whether or not its previous run has ended; each
+//! job here runs behind a [`NoOverlap`] guard instead, so that a slow run is never joined by
+//! copies of itself competing for the database.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use hookd_store::Store;
@@ -39,26 +44,29 @@ pub async fn start(
     let scheduler = JobScheduler::new().await?;
 
     let (s, m, t) = (store.clone(), metrics.clone(), tasks.clone());
+    let guard = NoOverlap::new("rescue", &metrics);
     scheduler
         .add(Job::new_async(
             schedule.rescue_cron.as_str(),
             move |_, _| {
                 let (store, metrics, wake) = (s.clone(), m.clone(), dispatch_wake.clone());
+                let guard = guard.clone();
                 Box::pin(t.guard(Task::Maintenance, async move {
-                    rescue(&*store, &metrics, &wake).await
+                    guard.run(rescue(&*store, &metrics, &wake)).await;
                 }))
             },
         )?)
         .await?;
 
     let (s, m, t) = (store.clone(), metrics.clone(), tasks.clone());
+    let guard = NoOverlap::new("gauges", &metrics);
     scheduler
         .add(Job::new_async(
             schedule.gauge_cron.as_str(),
             move |_, _| {
-                let (store, metrics) = (s.clone(), m.clone());
+                let (store, metrics, guard) = (s.clone(), m.clone(), guard.clone());
                 Box::pin(t.guard(Task::Maintenance, async move {
-                    refresh_gauges(&*store, &metrics).await
+                    guard.run(refresh_gauges(&*store, &metrics)).await;
                 }))
             },
         )?)
@@ -66,13 +74,14 @@ pub async fn start(
 
     let (s, m, t) = (store.clone(), metrics.clone(), tasks);
     let (period, batch) = (schedule.retention_period, schedule.retention_batch);
+    let guard = NoOverlap::new("retention", &metrics);
     scheduler
         .add(Job::new_async(
             schedule.retention_cron.as_str(),
             move |_, _| {
-                let (store, metrics) = (s.clone(), m.clone());
+                let (store, metrics, guard) = (s.clone(), m.clone(), guard.clone());
                 Box::pin(t.guard(Task::Maintenance, async move {
-                    purge(&*store, &metrics, period, batch).await
+                    guard.run(purge(&*store, &metrics, period, batch)).await;
                 }))
             },
         )?)
@@ -81,6 +90,49 @@ pub async fn start(
     refresh_gauges(&*store, &metrics).await;
     scheduler.start().await?;
     Ok(scheduler)
+}
+
+/// Runs of one job, one at a time: a run that comes while the previous one is still going
+/// is skipped (`hookd_maintenance_runs_skipped_total{job}`); each run's duration is
+/// observed (`hookd_maintenance_job_duration_seconds{job}`).
+#[derive(Clone)]
+pub struct NoOverlap {
+    job: &'static str,
+    running: Arc<Mutex<()>>,
+    metrics: Metrics,
+}
+
+impl NoOverlap {
+    pub fn new(job: &'static str, metrics: &Metrics) -> NoOverlap {
+        NoOverlap {
+            job,
+            running: Arc::new(Mutex::new(())),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Runs `run` unless a run of the same job is going; returns whether it ran. A run that
+    /// panics or is dropped ends all the same (the lock goes with it).
+    pub async fn run(&self, run: impl Future<Output = ()>) -> bool {
+        let Ok(_running) = self.running.try_lock() else {
+            self.metrics
+                .maintenance_skipped
+                .with_label_values(&[self.job])
+                .inc();
+            tracing::debug!(
+                job = self.job,
+                "maintenance run skipped: the previous run is still going"
+            );
+            return false;
+        };
+        let started = Instant::now();
+        run.await;
+        self.metrics
+            .maintenance_duration
+            .with_label_values(&[self.job])
+            .observe(started.elapsed().as_secs_f64());
+        true
+    }
 }
 
 /// Returns deliveries whose lease expired to pending, lets stranded held deliveries of
@@ -247,5 +299,65 @@ mod tests {
             assert_eq!(got_new, *new, "{before:?} -> {now:?}");
             assert_eq!(got_readable, *readable, "{before:?} -> {now:?}");
         }
+    }
+
+    fn skipped(metrics: &Metrics, job: &str) -> u64 {
+        metrics.maintenance_skipped.with_label_values(&[job]).get()
+    }
+
+    fn runs(metrics: &Metrics, job: &str) -> u64 {
+        metrics
+            .maintenance_duration
+            .with_label_values(&[job])
+            .get_sample_count()
+    }
+
+    #[tokio::test]
+    async fn a_run_is_skipped_while_the_previous_one_is_going() {
+        let metrics = Metrics::new();
+        let guard = NoOverlap::new("rescue", &metrics);
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let guard = guard.clone();
+            async move {
+                guard
+                    .run(async move {
+                        started_tx.send(()).unwrap();
+                        finish_rx.await.ok();
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+
+        let mut ran = false;
+        assert!(!guard.run(async { ran = true }).await, "overlapping run");
+        assert!(!ran);
+        assert_eq!(skipped(&metrics, "rescue"), 1);
+        // Another job has a guard of its own.
+        assert!(NoOverlap::new("gauges", &metrics).run(async {}).await);
+
+        finish.send(()).unwrap();
+        assert!(first.await.unwrap(), "the first run ran");
+        assert!(guard.run(async {}).await, "runs again once the first ended");
+        assert_eq!(
+            (runs(&metrics, "rescue"), skipped(&metrics, "rescue")),
+            (2, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_does_not_block_the_next() {
+        let metrics = Metrics::new();
+        let guard = NoOverlap::new("retention", &metrics);
+        let panicked = tokio::spawn({
+            let guard = guard.clone();
+            async move { guard.run(async { panic!("a failing run") }).await }
+        })
+        .await;
+        assert!(panicked.is_err());
+        assert!(guard.run(async {}).await);
+        assert_eq!(skipped(&metrics, "retention"), 0);
     }
 }

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub unreadable_reported: Arc<Mutex<BTreeSet<String>>>,
     /// `hookd_task_failures_total{task}`: essential tasks that ended unexpectedly.
     pub task_failures: IntCounterVec,
+    /// `hookd_maintenance_job_duration_seconds{job}`.
+    pub maintenance_duration: HistogramVec,
+    /// `hookd_maintenance_runs_skipped_total{job}`: a run due while the previous one ran.
+    pub maintenance_skipped: IntCounterVec,
     pub up: IntGauge,
 }
 
@@ -190,6 +194,26 @@ impl Metrics {
                 "Essential tasks that ended unexpectedly (a panic, an error, or a return while running), by task; hookd then exits with an error.",
                 "task",
             ),
+            maintenance_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "hookd_maintenance_job_duration_seconds",
+                        "Duration of each run of a maintenance job, by job (rescue, gauges, retention).",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                        300.0,
+                    ]),
+                    &["job"],
+                )
+                .unwrap(),
+            ),
+            maintenance_skipped: counter_vec(
+                "hookd_maintenance_runs_skipped_total",
+                "Runs of a maintenance job skipped because its previous run was still going, by job.",
+                "job",
+            ),
             up: register(&r, IntGauge::new("hookd_up", "1 while the dispatcher runs.").unwrap()),
             registry: r,
         };
@@ -208,6 +232,10 @@ impl Metrics {
         }
         for t in crate::supervisor::Task::ALL {
             m.task_failures.with_label_values(&[t.as_str()]);
+        }
+        for job in ["rescue", "gauges", "retention"] {
+            m.maintenance_duration.with_label_values(&[job]);
+            m.maintenance_skipped.with_label_values(&[job]);
         }
         // The hot operations' error series exist from the start, so `increase()` sees the
         // first error.

@@ -88,6 +88,20 @@ async fn a_known_workload_is_counted_exactly(backend: Backend) {
     assert!(count("hookd_store_query_duration_seconds_count{operation=\"claim_due\"}") > 0.0);
     assert_eq!(count("hookd_concurrency_limit"), 512.0);
     assert_eq!(count("hookd_up"), 1.0);
+    // Each maintenance job's series exist from the start; the rescuer runs every second.
+    assert_eq!(
+        count("hookd_maintenance_runs_skipped_total{job=\"retention\"}"),
+        0.0
+    );
+    wait_until(WAIT, "a run of the rescuer to be timed", || async {
+        let text = scrape(&app).await;
+        let runs = value(
+            &text,
+            "hookd_maintenance_job_duration_seconds_count{job=\"rescue\"}",
+        );
+        (runs >= 1.0).then_some(())
+    })
+    .await;
     // The one SQLite write connection's busy time; PostgreSQL has no such bottleneck.
     let busy = "hookd_store_writer_busy_seconds_total";
     match backend {
