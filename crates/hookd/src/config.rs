@@ -516,7 +516,9 @@ impl std::fmt::Debug for Config {
             .field("https_only", https_only)
             .field(
                 "egress_proxy",
-                &egress_proxy.as_ref().map(|u| crate::app::redact(u.as_str())),
+                &egress_proxy
+                    .as_ref()
+                    .map(|u| crate::app::redact(u.as_str())),
             )
             .field("concurrency", concurrency)
             .field("endpoint_concurrency", endpoint_concurrency)
