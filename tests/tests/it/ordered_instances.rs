@@ -10,7 +10,7 @@
 //! instances. A repeated request of an event already answered (at-least-once) is allowed
 //! and is not a first receipt.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test ordered_instances`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it ordered_instances::`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
