@@ -6,7 +6,7 @@
 //! and sent again.
 //!
 //! The daemon must be built with the feature (`cargo test --workspace` builds it so):
-//! `cargo build -p hookd --features fault-injection && cargo test -p hookd-fault-tests --test task_failure`
+//! `cargo build -p hookd --features fault-injection && cargo test -p hookd-fault-tests --test it task_failure::`
 
 use std::time::{Duration, Instant};
 

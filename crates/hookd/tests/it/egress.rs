@@ -3,7 +3,7 @@
 //! `HOOKD_EGRESS_PROXY` sends every delivery through the proxy it names. hookd runs as a
 //! child process: the proxy variables are its real environment.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
 use support::{free_port, Running};
 
-mod support;
+use crate::support;
 
 const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
 const WAIT: Duration = Duration::from_secs(30);

@@ -2,7 +2,7 @@
 //! killed (-9) and restarted again and again. Nothing is lost, and no event is delivered
 //! twice except those that were in flight when a process died.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test multi_instance`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it multi_instance::`
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! (after DNS, so a name that starts resolving to a private address is still caught),
 //! `https_only`, the allow-list, and request bodies built to hurt.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

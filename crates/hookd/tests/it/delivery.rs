@@ -1,7 +1,7 @@
 //! The dispatch path end to end, on SQLite and PostgreSQL: producer rows in, signed POSTs
 //! out to real receivers on 127.0.0.1, retries on a millisecond ladder, manual resends.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -19,7 +19,7 @@
 //! Needs libfaketime (`apt-get install -y faketime`); without it the test says so and
 //! passes, unless `HOOKD_FAULT_REQUIRE_FAKETIME=1`.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test clock`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it clock::`
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! cross-site form, a `fetch` from another origin and a DNS-rebinding page are refused, and
 //! nothing changes; the dashboard's own same-origin requests and the CLI's still work.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 

@@ -2,7 +2,7 @@
 //! PostgreSQL. Nothing committed is lost; the only duplicates are deliveries that were in
 //! flight (claimed, result not yet recorded) when the process died.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test kill9`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it kill9::`
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! `ETag` and `If-Match` on endpoints: two operators' changes cannot overwrite each other.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

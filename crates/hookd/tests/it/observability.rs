@@ -1,7 +1,7 @@
 //! What an on-call engineer relies on: exact counters after a known workload, gauges that
 //! follow the backlog, and retention that keeps the tables small while deliveries flow.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! connection, the producer's). hookd survives without a restart of its own, reconnects,
 //! and nothing is lost. (Restarting the server would disturb other tests on the machine.)
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test pg_connections`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it pg_connections::`
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -18,7 +18,7 @@
 //! | the status line itself one byte per 200 ms | `timeout` |
 //! | TLS with a self-signed certificate | `network_error` (certificate refused), no request sent |
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test receivers`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it receivers::`
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Several hookd instances sharing one PostgreSQL database split the work without
 //! delivering anything twice.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

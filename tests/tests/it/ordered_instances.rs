@@ -10,7 +10,7 @@
 //! instances. A repeated request of an event already answered (at-least-once) is allowed
 //! and is not a first receipt.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test ordered_instances`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it ordered_instances::`
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +18,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use hookd_fault_tests::{
-    event_ids, event_number, exclusive, log_dir, say, wait_until, Answer, AuditReceiver, Backend,
-    Hookd, Options, Probe, Producer, TestDb, LONG,
+    event_ids, event_number, exclusive, log_dir, say, wait_finished, wait_until, Answer,
+    AuditReceiver, Backend, Hookd, Options, Probe, Producer, TestDb, LONG,
 };
 
 const EVENTS: usize = 1000;
@@ -94,6 +94,8 @@ async fn two_instances_keep_an_ordered_endpoints_order() {
         }
     })
     .await;
+    // The receiver counts an answer before hookd records it.
+    wait_finished(&probe, EVENTS, LONG).await;
     let rows = probe.deliveries().await;
     let succeeded = rows
         .iter()

@@ -1,7 +1,7 @@
 //! A bulk resend is a durable job: `hookd` killed with SIGKILL halfway through and started
 //! again finishes it, and the job resends every delivery exactly once.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! real deliveries from a real `hookd serve` (SQLite), checked through `--json` output and
 //! `GET /_requests`.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

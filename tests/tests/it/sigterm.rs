@@ -7,7 +7,7 @@
 //! reached the receiver is either in `hookd_attempts` or its delivery is `pending` again.
 //! Then hookd is started again and the audit runs.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test sigterm`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it sigterm::`
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! held 2.5 s, with rows of its own, then committed), several times mid-load. hookd waits
 //! (busy timeout) and goes on; nothing is lost, the locker's rows included.
 //!
-//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test sqlite_lock`
+//! Rerun: `cargo build -p hookd && cargo test -p hookd-fault-tests --test it sqlite_lock::`
 
 use std::collections::HashSet;
 use std::str::FromStr;

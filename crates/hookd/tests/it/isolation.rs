@@ -1,6 +1,6 @@
 //! One bad endpoint cannot take the pool, and retries cannot starve new events.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

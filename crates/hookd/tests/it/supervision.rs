@@ -3,7 +3,7 @@
 //! within seconds, so that the process exits non-zero and is restarted. The failures are
 //! injected through the `fault-injection` feature (src/fault.rs).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

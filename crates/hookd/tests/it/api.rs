@@ -1,7 +1,7 @@
 //! The admin API's contract: shapes, status codes and errors. On SQLite, with the PostgreSQL
 //! store covered by the conformance suite and the delivery tests.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

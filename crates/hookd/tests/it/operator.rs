@@ -1,7 +1,7 @@
 //! The operator's toolkit, end to end: secret rotation without losing an event, endpoints
 //! that protect themselves (410 Gone, failing too long, Retry-After), ordered endpoints.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

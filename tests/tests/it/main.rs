@@ -1,0 +1,14 @@
+//! The fault-injection suite: one module per scenario, linked into one test binary.
+//! `cargo test -p hookd-fault-tests --test it kill9::` runs one scenario. The tests of this
+//! binary run in parallel threads, but each scenario holds the suite's "one heavy scenario at
+//! a time" lock ([`hookd_fault_tests::exclusive`]), so scenarios never overlap.
+
+mod clock;
+mod kill9;
+mod multi_instance;
+mod ordered_instances;
+mod pg_connections;
+mod receivers;
+mod sigterm;
+mod sqlite_lock;
+mod task_failure;
