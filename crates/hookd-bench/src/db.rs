@@ -404,12 +404,13 @@ impl Commits {
     }
 }
 
-/// Inserts events `0..n` with `producers` connections; records each commit time.
+/// Inserts events `from..n` with `producers` connections; records each commit time.
 #[allow(clippy::too_many_arguments)]
 pub async fn produce(
     db: &Target,
     api: &str,
     prefix: &str,
+    from: usize,
     n: usize,
     size: usize,
     insert: Insert,
@@ -418,7 +419,7 @@ pub async fn produce(
     commits: Arc<Commits>,
 ) -> anyhow::Result<()> {
     let now_ns = move || base.elapsed().as_nanos() as u64 + 1;
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(from));
     let (paced_tx, paced_rx) = tokio::sync::mpsc::channel::<usize>(65_536);
     let paced_rx = Arc::new(tokio::sync::Mutex::new(paced_rx));
     let mut tasks = tokio::task::JoinSet::new();
@@ -506,8 +507,8 @@ pub async fn produce(
     }
     if let Insert::Paced(rate) | Insert::Api(rate) = insert {
         let start = tokio::time::Instant::now();
-        for i in 0..n {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
+        for i in from..n {
+            let due = start + Duration::from_secs_f64((i - from) as f64 / rate);
             tokio::time::sleep_until(due).await;
             if paced_tx.send(i).await.is_err() {
                 break;
@@ -576,7 +577,8 @@ pub enum Preload {
 }
 
 /// Fills hookd_events, hookd_deliveries (and hookd_attempts for finished history) with `n`
-/// rows by bulk SQL, for endpoint `endpoint_id`, in chunks of 100,000 rows.
+/// rows of `event_type` by bulk SQL, for each of `endpoint_ids`, in chunks of 100,000 rows.
+#[allow(clippy::too_many_arguments)]
 pub async fn preload(
     conn: &mut Conn,
     kind: Kind,
@@ -585,6 +587,7 @@ pub async fn preload(
     endpoint_ids: &[String],
     n: u64,
     size: usize,
+    event_type: &str,
 ) -> anyhow::Result<()> {
     const CHUNK: u64 = 100_000;
     let pad = "x".repeat(size.saturating_sub(60));
@@ -613,7 +616,7 @@ pub async fn preload(
         let t = format!("({now_ms} - ({n} - g) * 10)");
         let mut sql = format!(
             "{series} INSERT INTO hookd_events (event_id, event_type, payload, created_at) \
-             SELECT '{prefix}' || g, '{EVENT_TYPE}', \
+             SELECT '{prefix}' || g, '{event_type}', \
              '{{\"i\":' || g || ',\"preloaded\":true,\"pad\":\"{pad}\"}}', {t} FROM s;\n"
         );
         for endpoint in endpoint_ids {
@@ -624,7 +627,7 @@ pub async fn preload(
             sql.push_str(&format!(
                 "{series} INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, \
                  attempts, auto_attempts, next_attempt_at, last_status_code, created_at, updated_at, finished_at) \
-                 SELECT '{prefix}' || g, '{endpoint}', '{EVENT_TYPE}', '{state}', \
+                 SELECT '{prefix}' || g, '{endpoint}', '{event_type}', '{state}', \
                  CASE WHEN '{state}' = 'succeeded' THEN 1 ELSE 0 END, \
                  CASE WHEN '{state}' = 'succeeded' THEN 1 ELSE 0 END, \
                  {due}, {status}, {t}, {t}, {finished} FROM s;\n"

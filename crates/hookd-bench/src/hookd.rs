@@ -242,6 +242,7 @@ impl Hookd {
         database_url: &str,
         log: PathBuf,
         http: &reqwest::Client,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Hookd> {
         let port = free_port()?;
         let log_file = std::fs::OpenOptions::new()
@@ -261,6 +262,7 @@ impl Hookd {
             .env_remove("HOOKD_ADMIN_TOKEN")
             .env_remove("HOOKD_CONCURRENCY")
             .env_remove("HOOKD_POLL_INTERVAL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -362,9 +364,19 @@ impl Hookd {
         url: &str,
         secret: &str,
     ) -> anyhow::Result<String> {
+        self.register(http, serde_json::json!({ "url": url, "secret": secret }))
+            .await
+    }
+
+    /// Registers the endpoint `body` describes (`POST /v1/endpoints`); returns its id.
+    pub async fn register(
+        &self,
+        http: &reqwest::Client,
+        body: serde_json::Value,
+    ) -> anyhow::Result<String> {
         let response = http
             .post(format!("{}/v1/endpoints", self.base_url))
-            .json(&serde_json::json!({ "url": url, "secret": secret }))
+            .json(&body)
             .send()
             .await
             .context("POST /v1/endpoints")?;

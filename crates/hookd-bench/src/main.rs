@@ -7,6 +7,7 @@
 
 mod ceiling;
 mod db;
+mod history;
 mod hookd;
 mod receiver;
 mod report;
@@ -44,6 +45,11 @@ enum Scenario {
     /// Single-row transactions paced at --soak-rate events/s for --soak-secs; hookd's
     /// resident memory sampled every 5 s (is it flat?).
     Soak,
+    /// An ordered endpoint with --preload finished and --held held deliveries: the rescue
+    /// job's duration and throughput (batches) against the same run on empty tables; then
+    /// events through the API at --resend-rate for --resend-secs while a bulk resend of the
+    /// whole history runs (the longest pause between two deliveries).
+    History,
     /// throughput, fanout, latency, api-latency, errors, scale.
     All,
 }
@@ -85,6 +91,17 @@ struct Cli {
     /// Due deliveries preloaded by the backlog scenario. Default 1000000; 300 with --smoke.
     #[arg(long)]
     backlog: Option<usize>,
+    /// Held deliveries of the history scenario's ordered endpoint. Default 2000; 20 with
+    /// --smoke.
+    #[arg(long)]
+    held: Option<u64>,
+    /// Length of the history scenario's bulk resend phase, seconds. Default 20; 3 with
+    /// --smoke.
+    #[arg(long)]
+    resend_secs: Option<u64>,
+    /// Events/s to the measured endpoint during the bulk resend phase (`POST /v1/events`).
+    #[arg(long, default_value_t = 500.0)]
+    resend_rate: f64,
     /// Offered rate of the soak scenario, events/s (200 with --smoke). Single-row commits
     /// on PostgreSQL wait for a WAL flush each: 16 producer sessions offer about 2,000/s on
     /// a 3 ms disk, so the default stays below that.
@@ -165,6 +182,14 @@ impl Cli {
         let timeout =
             Duration::from_secs(self.timeout_secs.unwrap_or(if smoke { 120 } else { 600 }));
         let soak_secs = self.soak_secs.unwrap_or(if smoke { 5 } else { 600 }).max(1);
+        let held = self.held.unwrap_or(if smoke { 20 } else { 2_000 });
+        let resend_rate = if smoke {
+            200.0
+        } else {
+            self.resend_rate.max(1.0)
+        };
+        let resend_events =
+            (resend_rate * self.resend_secs.unwrap_or(if smoke { 3 } else { 20 }) as f64) as usize;
         let soak_rate = if smoke {
             200.0
         } else {
@@ -229,6 +254,9 @@ impl Cli {
                     payload_bytes: self.payload_bytes,
                     pg_async_commit: self.pg_async_commit,
                     sqlite_stats: self.sqlite_stats,
+                    held: 0,
+                    resend_events: 0,
+                    resend_rate,
                     timeout,
                 };
                 for s in &scenarios {
@@ -281,6 +309,16 @@ impl Cli {
                                 (soak_rate * soak_secs as f64) as usize,
                             )
                         }),
+                        Scenario::History => {
+                            // The same run on empty tables first: the reference.
+                            plan.push(spec("history", batch, events));
+                            plan.push(Spec {
+                                preload,
+                                held,
+                                resend_events,
+                                ..spec("history", batch, events)
+                            });
+                        }
                         Scenario::All => unreachable!("expanded above"),
                     }
                 }
@@ -426,6 +464,9 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
                 .map(|e| format!("; ERROR: {e}"))
                 .unwrap_or_default()
         );
+        if let Some(h) = &outcome.history {
+            eprintln!("      {}", report::history_line(h));
+        }
         runs.push(outcome);
     }
 

@@ -5,6 +5,9 @@
 //! Endpoint `k` is the path `/ep/{k}`, and the event ids are `{prefix}{i}` with `i` in
 //! `0..events`, so every (endpoint, event) pair has a slot in flat arrays of atomics: no
 //! lock and no allocation per request beyond the body.
+//!
+//! `/sink` answers 200 to anything, unchecked and only counted: the destination of
+//! deliveries a scenario makes besides the measured ones (a bulk resend of history).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +57,8 @@ pub struct State {
     pub duplicates: AtomicU64,
     pub invalid_signatures: AtomicU64,
     pub unexpected: AtomicU64,
+    /// Requests to `/sink`.
+    pub sink: AtomicU64,
     pub last_ok_ns: AtomicU64,
     pub first_request_ns: AtomicU64,
 }
@@ -223,6 +228,7 @@ impl Receiver {
             duplicates: AtomicU64::new(0),
             invalid_signatures: AtomicU64::new(0),
             unexpected: AtomicU64::new(0),
+            sink: AtomicU64::new(0),
             last_ok_ns: AtomicU64::new(0),
             first_request_ns: AtomicU64::new(0),
         });
@@ -259,9 +265,18 @@ impl Receiver {
     pub fn url(&self, endpoint: usize) -> String {
         format!("http://{}/ep/{endpoint}", self.addr)
     }
+
+    pub fn sink_url(&self) -> String {
+        format!("http://{}/sink", self.addr)
+    }
 }
 
 async fn respond(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/sink" {
+        let _ = req.into_body().collect().await;
+        state.sink.fetch_add(1, Ordering::Relaxed);
+        return Response::new(Full::new(Bytes::new()));
+    }
     let endpoint = req
         .uri()
         .path()

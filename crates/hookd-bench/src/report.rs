@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
+use crate::history::{HistoryFigures, JobTimes};
 use crate::run::Outcome;
 
 #[derive(Debug, Clone, Serialize)]
@@ -342,6 +343,88 @@ impl Report {
         )
     }
 
+    /// The history scenario: the rescue job's runs, throughput against the same run on
+    /// empty tables, and the bulk resend phase.
+    pub fn history_table(&self) -> Option<String> {
+        let times = |t: &Option<JobTimes>| match t {
+            Some(t) => vec![t.runs.to_string(), fmt_num(t.mean_ms), t.max_label()],
+            None => vec!["0".into(), "-".into(), "-".into()],
+        };
+        let rows: Vec<Vec<String>> = self
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let h = r.history.as_ref()?;
+                let empty = self.history_reference(r);
+                let mut row = vec![r.db.clone(), r.preload.to_string(), h.held.to_string()];
+                row.extend(times(&h.promote_idle));
+                row.extend(times(&h.promote_busy));
+                row.push(format!("{:.0}", r.deliveries_per_sec));
+                row.push(
+                    empty
+                        .filter(|e| !std::ptr::eq(*e, r))
+                        .map(|e| {
+                            format!(
+                                "{:.0}%",
+                                100.0 * r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9)
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into()),
+                );
+                match &h.resend {
+                    Some(x) => row.extend([
+                        x.matched.to_string(),
+                        fmt_num(x.create_ms),
+                        x.resent.to_string(),
+                        format!("{} at {:.0}/s", x.events, x.rate),
+                        fmt_num(x.max_gap_ms),
+                        fmt_num(x.p99_ms),
+                        fmt_num(x.max_ms),
+                    ]),
+                    None => row.extend((0..7).map(|_| "-".to_string())),
+                }
+                Some(row)
+            })
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        Some(table(
+            &[
+                "db",
+                "finished",
+                "held",
+                "rescue runs idle",
+                "mean ms",
+                "max",
+                "rescue runs loaded",
+                "mean ms",
+                "max",
+                "deliv/s",
+                "of empty",
+                "resend matched",
+                "POST ms",
+                "resent",
+                "other endpoint",
+                "max gap ms",
+                "p99 ms",
+                "max ms",
+            ],
+            &rows,
+        ))
+    }
+
+    /// The history run on empty tables of the same database.
+    fn history_reference(&self, run: &Outcome) -> Option<&Outcome> {
+        self.runs.iter().find(|r| {
+            r.db == run.db
+                && r.instances == run.instances
+                && r.error.is_none()
+                && r.history.as_ref().is_some_and(|h| h.held == 0)
+                && r.preload == 0
+        })
+    }
+
     pub fn print(&self) {
         let m = &self.machine;
         println!();
@@ -381,6 +464,20 @@ impl Report {
         print!("{}", self.main_table());
         println!();
         print!("{}", self.diagnostics_table());
+        if let Some(history) = self.history_table() {
+            println!(
+                "\nhistory: an ordered endpoint with `finished` deliveries and `held` ones behind a head that waits for its retry; \
+                 the rescue job (which lets stranded held deliveries go) runs every second, its runs timed before the events (idle) and while they were delivered (loaded); \
+                 \"of empty\": throughput against the run on empty tables; then events to another endpoint through the API while a bulk resend of the whole history runs"
+            );
+            println!();
+            print!("{history}");
+            for r in &self.runs {
+                if let Some(e) = r.history.as_ref().and_then(|h| h.resend_error.as_ref()) {
+                    println!("\n{} history: the bulk resend phase failed: {e}", r.db);
+                }
+            }
+        }
         for r in &self.runs {
             let problems = r.correctness_problems();
             if !problems.is_empty() {
@@ -552,6 +649,56 @@ impl Report {
                 find(db, "soak", None).and_then(|r| soak_flatness(&r.rss_samples)),
             );
         }
+        for db in ["sqlite", "postgres"] {
+            let loaded = self.runs.iter().find(|r| {
+                r.db == db
+                    && r.instances == 1
+                    && r.error.is_none()
+                    && r.history.as_ref().is_some_and(|h| h.held > 0)
+            });
+            let h = loaded.and_then(|r| r.history.as_ref());
+            let runs: Vec<&JobTimes> = h
+                .iter()
+                .flat_map(|h| [&h.promote_idle, &h.promote_busy])
+                .flatten()
+                .collect();
+            push(
+                &format!("{db}: rescue (promote) job < 50 ms, long history + held"),
+                loaded.filter(|_| !runs.is_empty()).map(|r| {
+                    let max = runs
+                        .iter()
+                        .map(|t| t.max_ms_at_most.unwrap_or(f64::INFINITY))
+                        .fold(0.0, f64::max);
+                    let n: u64 = runs.iter().map(|t| t.runs).sum();
+                    (
+                        format!(
+                            "max <= {max:.0} ms over {n} runs ({} + {} held)",
+                            r.preload,
+                            h.map_or(0, |h| h.held)
+                        ),
+                        max <= 50.0,
+                    )
+                }),
+            );
+            push(
+                &format!("{db}: throughput, long history + held, >= 90% of empty"),
+                loaded
+                    .and_then(|r| Some((r, self.history_reference(r)?)))
+                    .map(|(r, e)| {
+                        let ratio = r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9);
+                        (format!("{:.0}% of empty", ratio * 100.0), ratio >= 0.9)
+                    }),
+            );
+            push(
+                &format!("{db}: bulk resend of the history: no pause > 100 ms elsewhere"),
+                h.and_then(|h| h.resend.as_ref()).map(|x| {
+                    (
+                        format!("max gap {:.0} ms ({} rows)", x.max_gap_ms, x.matched),
+                        x.max_gap_ms <= 100.0,
+                    )
+                }),
+            );
+        }
         self.targets = targets;
     }
 }
@@ -589,4 +736,45 @@ mod tests {
         assert!(!soak_flatness(&growing).unwrap().1);
         assert!(soak_flatness(&flat[..2]).is_none());
     }
+}
+
+/// One line on the history run's figures, printed as it ends.
+pub fn history_line(h: &HistoryFigures) -> String {
+    let times = |what: &str, t: &Option<JobTimes>| match t {
+        Some(t) => format!(
+            "{what}: {} runs, mean {:.1} ms, max {}",
+            t.runs,
+            t.mean_ms,
+            t.max_label()
+        ),
+        None => format!("{what}: no run"),
+    };
+    let mut line = format!(
+        "rescue job ({}) {}; {}",
+        h.promote_idle
+            .as_ref()
+            .or(h.promote_busy.as_ref())
+            .map_or("-", |t| t.series.as_str()),
+        times("idle", &h.promote_idle),
+        times("loaded", &h.promote_busy)
+    );
+    if let Some(x) = &h.resend {
+        line.push_str(&format!(
+            "; bulk resend of {} rows (POST {:.0} ms, {} resent in {:.0} s): {} events to another endpoint, longest gap {:.1} ms ({:+.1} s after the POST; before it {:.1} ms), p99 {:.1} ms, max {:.1} ms",
+            x.matched,
+            x.create_ms,
+            x.resent,
+            x.secs,
+            x.events,
+            x.max_gap_ms,
+            x.max_gap_at_s,
+            x.max_gap_before_ms,
+            x.p99_ms,
+            x.max_ms
+        ));
+    }
+    if let Some(e) = &h.resend_error {
+        line.push_str(&format!("; bulk resend phase failed: {e}"));
+    }
+    line
 }

@@ -13,6 +13,7 @@ use rand::RngCore;
 use serde::Serialize;
 
 use crate::db::{self, BenchDb, Commits, Insert, Kind, PgCounters, Preload};
+use crate::history::{self, HistoryFigures};
 use crate::hookd::{self, Hookd};
 use crate::receiver::{Expect, Receiver};
 
@@ -44,6 +45,12 @@ pub struct Spec {
     pub pg_async_commit: bool,
     /// What-if: the SQLite file has planner statistics (ANALYZE) before hookd starts.
     pub sqlite_stats: bool,
+    /// History scenario: held deliveries of the ordered endpoint (besides `preload`
+    /// finished ones), and the events sent (at `resend_rate`/s) while a bulk resend of
+    /// the history runs afterwards (0: no bulk resend).
+    pub held: u64,
+    pub resend_events: usize,
+    pub resend_rate: f64,
     #[serde(skip)]
     pub timeout: Duration,
 }
@@ -141,6 +148,8 @@ pub struct Outcome {
     /// Scale: disk bytes (tables and indexes: events, deliveries, attempts) per preloaded
     /// finished delivery.
     pub preload_bytes_per_delivery: Option<f64>,
+    /// The history scenario's figures.
+    pub history: Option<HistoryFigures>,
     pub error: Option<String>,
 }
 
@@ -277,10 +286,15 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Outcome {
 
 async fn start_all(ctx: &Ctx, spec: &Spec, db: &BenchDb) -> anyhow::Result<Vec<Hookd>> {
     let mut hookds = Vec::new();
+    let env: &[(&str, &str)] = if spec.scenario == "history" {
+        &[history::RESCUE_EVERY_SECOND]
+    } else {
+        &[]
+    };
     // One after the other: the first applies the migrations.
     for n in 0..spec.instances {
         let log = db.dir.path().join(format!("hookd-{n}.log"));
-        hookds.push(Hookd::start(&ctx.hookd_bin, &db.url, log, &ctx.http).await?);
+        hookds.push(Hookd::start(&ctx.hookd_bin, &db.url, log, &ctx.http, env).await?);
     }
     Ok(hookds)
 }
@@ -297,11 +311,13 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     let base = Instant::now();
     let (secrets, keys): (Vec<String>, Vec<Vec<u8>>) =
         (0..spec.endpoints).map(|_| secret()).unzip();
+    let is_history = spec.scenario == "history";
     let receiver = Receiver::start(
         base,
         Expect {
             prefix: PREFIX.into(),
-            events: spec.events,
+            // The history scenario's bulk resend phase sends events after these.
+            events: spec.events + spec.resend_events,
             keys,
             fail_permille: spec.fail_permille,
             max_failures: MAX_FAILURES,
@@ -318,16 +334,33 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
                 .await?,
         );
     }
+    // The history scenario's ordered endpoint: it gets every event too, held.
+    let ordered = if is_history {
+        let body = serde_json::json!({ "url": receiver.sink_url(), "secret": secret().0, "ordered": true });
+        Some(hookds[0].register(&ctx.http, body).await?)
+    } else {
+        None
+    };
 
-    let commits = Commits::new(spec.events);
+    let commits = Commits::new(spec.events + spec.resend_events);
     let mut stats_conn = db.connect().await?;
     let sqlite_stats = spec.sqlite_stats && db.kind == Kind::Sqlite;
-    if spec.preload > 0 || spec.backlog || sqlite_stats {
+    if spec.preload > 0 || spec.backlog || sqlite_stats || is_history {
         // Bulk loads run with hookd stopped (a long SQLite write transaction would make
         // hookd's writer wait), then hookd starts again on the big tables.
         stop_all(std::mem::take(&mut hookds)).await;
         let started = Instant::now();
-        if spec.preload > 0 {
+        if let Some(ordered) = &ordered {
+            history::load(
+                &mut stats_conn,
+                db.kind,
+                ordered,
+                spec.preload,
+                spec.held,
+                spec.payload_bytes,
+            )
+            .await?;
+        } else if spec.preload > 0 {
             db::preload(
                 &mut stats_conn,
                 db.kind,
@@ -336,6 +369,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
                 &endpoint_ids[..1],
                 spec.preload,
                 spec.payload_bytes,
+                db::EVENT_TYPE,
             )
             .await
             .context("preloading finished deliveries")?;
@@ -349,6 +383,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
                 &endpoint_ids,
                 spec.events as u64,
                 spec.payload_bytes,
+                db::EVENT_TYPE,
             )
             .await
             .context("preloading the backlog")?;
@@ -361,9 +396,11 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
                 .await
                 .map(|b| b as f64 / spec.preload as f64);
         }
-        if db.kind == Kind::Postgres {
+        if db.kind == Kind::Postgres && (spec.preload > 0 || spec.backlog) {
             // What autovacuum would have done by the time a table is this big; otherwise
-            // it would run during the measurement.
+            // it would run during the measurement. (Not for a table of a few rows, as the
+            // history scenario's reference run starts with: statistics of an almost empty
+            // table would mislead the planner, which the runs without a preload never see.)
             for table in ["hookd_events", "hookd_deliveries", "hookd_attempts"] {
                 stats_conn
                     .execute(&format!("VACUUM ANALYZE {table}"))
@@ -375,6 +412,8 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
             spec.preload,
             if spec.backlog {
                 format!(" + {} due deliveries", spec.events * spec.endpoints)
+            } else if is_history {
+                format!(" + {} held", spec.held)
             } else {
                 String::new()
             },
@@ -388,6 +427,18 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
             commits.first_start_ns.store(now, Ordering::Relaxed);
         }
         hookds = start_all(ctx, spec, db).await?;
+    }
+
+    // History: the rescue job's first runs on the loaded tables, before any event.
+    let mut figures = HistoryFigures {
+        held: spec.held,
+        ..HistoryFigures::default()
+    };
+    let mut rescues_before = BTreeMap::new();
+    if is_history {
+        rescues_before =
+            history::wait_for_rescues(&hookds[0], &ctx.http, 3, Duration::from_secs(60)).await;
+        figures.promote_idle = history::job_times(&BTreeMap::new(), &rescues_before);
     }
 
     let cpu_before: f64 = if spec.backlog {
@@ -439,7 +490,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     };
 
     // Wait for every expected delivery, the producers' failure, hookd's death or the timeout.
-    let expected = receiver.state.expected();
+    let expected = (spec.events * spec.endpoints) as u64;
     let deadline = Instant::now() + spec.timeout;
     let mut insert_done_ns: Option<u64> = None;
     let mut producing = producing;
@@ -628,6 +679,10 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         );
     }
 
+    if is_history {
+        figures.promote_busy = history::job_times(&rescues_before, &scrapes[0]);
+    }
+
     if let Some(before) = pg_before {
         // PostgreSQL publishes a backend's counters within about a second of its commits.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -644,6 +699,34 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
                 totals: d,
             });
         }
+    }
+
+    let mut expected = expected;
+    if is_history && spec.resend_events > 0 && out.complete {
+        let phase = history::ResendPhase {
+            hookd: &hookds[0],
+            http: &ctx.http,
+            receiver: &receiver,
+            commits: commits.clone(),
+            base,
+            prefix: PREFIX,
+            from: spec.events,
+            events: spec.resend_events,
+            rate: spec.resend_rate,
+            payload_bytes: spec.payload_bytes,
+            timeout: spec.timeout,
+        };
+        match history::resend_phase(phase, db.target()).await {
+            Ok(r) => figures.resend = Some(r),
+            Err(e) => figures.resend_error = Some(format!("{e:#}")),
+        }
+        // Correctness covers these events too.
+        expected = receiver.state.expected();
+        out.expected = expected;
+        out.delivered = receiver.state.delivered();
+    }
+    if is_history {
+        out.history = Some(figures);
     }
 
     // The results are written in batches just after the receipts: wait for them.
@@ -683,6 +766,7 @@ async fn produce_owned(
         &target,
         &api,
         PREFIX,
+        0,
         spec.events,
         spec.payload_bytes,
         spec.insert,

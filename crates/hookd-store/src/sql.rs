@@ -115,8 +115,15 @@ pub(crate) const PROMOTE_STRANDED: &str = "UPDATE hookd_deliveries \
     WHERE id IN (SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
             WHERE h.endpoint_id = e.id AND h.held AND h.state = 'pending') \
         FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
-        AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
-            AND o.state IN ('pending', 'in_flight') AND o.held = FALSE))";
+        AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
+            AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
+            LIMIT 1) IS NULL)";
+
+// "Nothing of the endpoint on its way", above and below, is `(SELECT ... LIMIT 1) IS NULL`
+// rather than `NOT EXISTS`: PostgreSQL turns a NOT EXISTS into a join, which with stale
+// statistics may read every unfinished row of every endpoint; a scalar subquery stays one
+// seek per endpoint. The state and `held IS NOT NULL` terms name the partial index of
+// unfinished rows (see migration 0007).
 
 /// Enabling an endpoint makes its parked deliveries due at once.
 pub(crate) const UNPARK_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
@@ -145,7 +152,7 @@ pub(crate) const TARGETS: &str =
 /// Whether an endpoint has a delivery still to finish (an ordered one's next must wait):
 /// the first entry of the endpoint in the index of unfinished rows.
 pub(crate) const HAS_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM hookd_deliveries \
-    WHERE endpoint_id = $1 AND state IN ('pending', 'in_flight'))";
+    WHERE endpoint_id = $1 AND state IN ('pending', 'in_flight') AND held IS NOT NULL)";
 
 /// After delivery `$1` of an ordered endpoint finished, the oldest held one goes, unless
 /// another is already on its way (a manual resend jumped the queue).
@@ -154,9 +161,10 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
     WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
         AND h.endpoint_id = (SELECT d.endpoint_id FROM hookd_deliveries d \
             WHERE d.id = $1 AND d.state IN ('succeeded', 'failed'))) \
-    AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o \
+    AND (SELECT 1 FROM hookd_deliveries o \
         WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
-        AND o.state IN ('pending', 'in_flight') AND o.held = FALSE)";
+        AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
+        LIMIT 1) IS NULL";
 
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =
     "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";

@@ -80,7 +80,7 @@ fn history_queries() -> Vec<(&'static str, String, &'static [&'static str])> {
         (
             "ordered: has the endpoint a delivery on its way (ingest)",
             "SELECT EXISTS (SELECT 1 FROM hookd_deliveries \
-             WHERE endpoint_id = 'ep_b' AND state IN ('pending', 'in_flight'))"
+             WHERE endpoint_id = 'ep_b' AND state IN ('pending', 'in_flight') AND held IS NOT NULL)"
                 .into(),
             UNFINISHED,
         ),
@@ -90,9 +90,10 @@ fn history_queries() -> Vec<(&'static str, String, &'static [&'static str])> {
              WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
                  AND h.endpoint_id = (SELECT d.endpoint_id FROM hookd_deliveries d \
                      WHERE d.id = 7 AND d.state IN ('succeeded', 'failed'))) \
-             AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o \
+             AND (SELECT 1 FROM hookd_deliveries o \
                  WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
-                 AND o.state IN ('pending', 'in_flight') AND o.held = FALSE)"
+                 AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
+                 LIMIT 1) IS NULL"
                 .into(),
             UNFINISHED,
         ),
@@ -102,8 +103,9 @@ fn history_queries() -> Vec<(&'static str, String, &'static [&'static str])> {
              WHERE id IN (SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
                      WHERE h.endpoint_id = e.id AND h.held AND h.state = 'pending') \
                  FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
-                     AND o.state IN ('pending', 'in_flight') AND o.held = FALSE))"
+                 AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
+                     AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL \
+                     AND o.held = FALSE LIMIT 1) IS NULL)"
                 .into(),
             UNFINISHED,
         ),
@@ -345,7 +347,9 @@ async fn postgres_hot_queries_use_their_indexes() {
 
 /// Statistics gathered while almost nothing was pending (the usual state when a burst
 /// arrives after autovacuum's last ANALYZE) must not turn the claim into a read and sort of
-/// every pending row: the only index that holds pending rows in any order is the due one.
+/// every pending row: the only index that holds pending rows in any order is the due one
+/// (the index of unfinished rows takes only queries that spell out its predicate). Checked
+/// as in `queries()` and with the endpoints a claim skips, as the store's claim reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_claim_ignores_stale_statistics() {
     let db = TestDb::new(Backend::Postgres).await;
@@ -357,17 +361,26 @@ async fn postgres_claim_ignores_stale_statistics() {
          SELECT 'e', 'ep_b', 'x', 'succeeded', 1, i, i, i FROM generate_series(1, {ROWS}) AS i;
          ANALYZE;
          INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, created_at, updated_at)
-         SELECT 'e', 'ep_a', 'x', 'pending', i, i, i FROM generate_series(1, 20000) AS i;"
+         SELECT 'e', 'ep_a', 'x', 'pending', i, i, i FROM generate_series(1, 20000) AS i;
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, held, created_at, updated_at)
+         SELECT 'e', 'ep_b', 'x', 'pending', TRUE, i, i FROM generate_series(1, 20000) AS i;"
     ))
     .await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (_, claim, index) = &queries()[0];
-    let plan: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {claim}"))
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let plan = plan.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
-    println!("claim with stale statistics:\n{plan}");
-    assert!(plan.contains(index), "expected {index}:\n{plan}");
-    assert!(!plan.contains("Sort"), "the claim sorts:\n{plan}");
+    let skipping = claim.replace(
+        "AND next_attempt_at <= 40000",
+        "AND next_attempt_at <= 40000 AND endpoint_id <> ALL('{ep_c}'::text[])",
+    );
+    assert_ne!(&skipping, claim);
+    for claim in [claim, &skipping] {
+        let plan: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {claim}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let plan = plan.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
+        println!("claim with stale statistics:\n{plan}");
+        assert!(plan.contains(index), "expected {index}:\n{plan}");
+        assert!(!plan.contains("Sort"), "the claim sorts:\n{plan}");
+    }
 }
