@@ -264,7 +264,14 @@ try {
     await page.getByLabel('Event type').fill(BULK_EVENT_TYPE);
     await page.getByLabel('Event type').press('Enter'); // submits the filter form
     await page.waitForFunction((t) => location.hash === `#/deliveries?state=failed&event_type=${t}`, BULK_EVENT_TYPE);
-    await page.locator('tbody tr[data-state="failed"]').nth(BULK_COUNT - 1).waitFor();
+    // The filtered list replaces the unfiltered one: wait for its rows, not for any four.
+    await page.waitForFunction(
+      ([t, n]) => {
+        const rows = [...document.querySelectorAll('tbody tr')];
+        return rows.length === n && rows.every((r) => r.dataset.state === 'failed' && r.textContent.includes(t));
+      },
+      [BULK_EVENT_TYPE, BULK_COUNT],
+    );
     assert.equal(await page.locator('tbody tr').count(), BULK_COUNT);
     const ids = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.deliveryId));
 
