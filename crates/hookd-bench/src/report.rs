@@ -720,24 +720,6 @@ fn soak_flatness(samples: &[(f64, f64)]) -> Option<(String, bool)> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::soak_flatness;
-
-    #[test]
-    fn flatness_compares_the_last_third_with_the_first() {
-        let flat: Vec<(f64, f64)> = (0..12)
-            .map(|i| (i as f64 * 5.0, 30.0 + (i % 2) as f64))
-            .collect();
-        assert!(soak_flatness(&flat).unwrap().1);
-        let growing: Vec<(f64, f64)> = (0..12)
-            .map(|i| (i as f64 * 5.0, 30.0 + i as f64 * 2.0))
-            .collect();
-        assert!(!soak_flatness(&growing).unwrap().1);
-        assert!(soak_flatness(&flat[..2]).is_none());
-    }
-}
-
 /// One line on the history run's figures, printed as it ends.
 pub fn history_line(h: &HistoryFigures) -> String {
     let times = |what: &str, t: &Option<JobTimes>| match t {
@@ -777,4 +759,22 @@ pub fn history_line(h: &HistoryFigures) -> String {
         line.push_str(&format!("; bulk resend phase failed: {e}"));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::soak_flatness;
+
+    #[test]
+    fn flatness_compares_the_last_third_with_the_first() {
+        let flat: Vec<(f64, f64)> = (0..12)
+            .map(|i| (i as f64 * 5.0, 30.0 + (i % 2) as f64))
+            .collect();
+        assert!(soak_flatness(&flat).unwrap().1);
+        let growing: Vec<(f64, f64)> = (0..12)
+            .map(|i| (i as f64 * 5.0, 30.0 + i as f64 * 2.0))
+            .collect();
+        assert!(!soak_flatness(&growing).unwrap().1);
+        assert!(soak_flatness(&flat[..2]).is_none());
+    }
 }
