@@ -60,9 +60,11 @@ pub struct JobTimes {
 impl JobTimes {
     /// The longest run, as far as the buckets tell: `<= 50 ms`, `> 5000 ms`.
     pub fn max_label(&self) -> String {
+        // Bounds below 1 ms (0.5) keep their fraction.
+        let ms = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
         match self.max_ms_at_most {
-            Some(ms) => format!("<= {ms:.0} ms"),
-            None => format!("> {:.0} ms", self.largest_bound_ms),
+            Some(v) => format!("<= {} ms", ms(v)),
+            None => format!("> {} ms", ms(self.largest_bound_ms)),
         }
     }
 }
@@ -393,6 +395,11 @@ mod tests {
         let t = job_times(&BTreeMap::new(), &old).unwrap();
         assert_eq!((t.runs, t.max_ms_at_most), (1, None));
         assert_eq!(t.max_label(), "> 5000 ms");
+        let fast = JobTimes {
+            max_ms_at_most: Some(0.5),
+            ..t.clone()
+        };
+        assert_eq!(fast.max_label(), "<= 0.5 ms");
         assert!(t.series.contains("promote_stranded"));
     }
 }
