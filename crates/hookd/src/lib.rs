@@ -3,48 +3,28 @@
 //! Services hand hookd events (a row in `hookd_outbox`, or `POST /v1/events`); hookd
 //! delivers each as a signed HTTP POST to every endpoint that wants it, retries failures on
 //! a schedule kept in the database, lets an operator resend by hand, and exports
-//! Prometheus metrics. The parts:
+//! Prometheus metrics. One binary, three programs, a folder each:
 //!
-//! - [`app`]: `Application::build(config)` and `run_until_stopped(shutdown)`.
-//! - [`config`]: layered settings: defaults < TOML < `HOOKD_*` < flags.
-//! - [`ingest`]: the outbox poller and the PostgreSQL LISTEN that wakes it.
-//! - [`dispatch`]: the worker pool: claim with a lease, POST, record fenced by the lease.
-//! - [`api`]: the admin REST API, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
-//! - [`dashboard`]: the web dashboard at `/`, built on the API.
-//! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges, retention.
-//! - [`resend_jobs`]: durable bulk resends, worked through in batches.
-//! - [`supervisor`]: the essential tasks watched; one that dies stops hookd with an error.
-//! - [`cli`], [`cli_client`]: the commands that drive a running hookd through its admin API.
-//! - [`retry`], [`signing`], [`ssrf`]: pure rules: retry timing, signatures, address checks.
-//! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`).
-//! - [`metrics`], [`metered`], [`telemetry`]: Prometheus metrics (every database call
-//!   timed and its errors counted), and logs.
-//! - [`allocator`]: mimalloc, for Rust's allocations and SQLite's.
+//! - [`daemon`]: `hookd serve` (and `hookd migrate`): the dispatcher, the admin API, the
+//!   dashboard, the periodic jobs. Its own map is in its module docs.
+//! - [`cli`]: `hookd endpoints|deliveries|resend|send-test`: commands that drive a running
+//!   daemon through its admin API, for people at a terminal and for scripts.
+//! - [`listen`]: `hookd listen`: a development receiver that prints and verifies what it
+//!   is sent.
 //!
+//! Shared by all three: [`duration`] (durations as written in flags and configuration),
+//! [`telemetry`] (logs) and [`allocator`] (mimalloc, for Rust's allocations and SQLite's).
+//! `main.rs` parses the command line and hands each subcommand to its program.
+//!
+//! Dependencies run one way: the programs use the shared modules; `cli` and `listen` use
+//! nothing of `daemon` but its configuration (to find the API); the daemon uses neither.
 //! State lives in the database ([`hookd_store`]); a process can be killed at any moment.
 
 pub mod allocator;
-pub mod api;
-pub mod app;
 pub mod cli;
-pub mod cli_client;
-pub mod config;
-pub mod dashboard;
-pub mod dispatch;
-#[cfg(feature = "fault-injection")]
-pub mod fault;
-pub mod ingest;
+pub mod daemon;
+pub mod duration;
 pub mod listen;
-pub mod maintenance;
-pub mod metered;
-pub mod metrics;
-pub mod resend_jobs;
-pub mod retry;
-pub mod sealing;
-pub mod signing;
-pub mod ssrf;
-pub mod supervisor;
 pub mod telemetry;
 
-pub use app::Application;
-pub use config::Config;
+pub use daemon::{Application, Config};

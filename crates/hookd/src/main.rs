@@ -30,7 +30,7 @@ enum Command {
     /// Run a local webhook receiver for development: print, verify and answer requests.
     Listen(hookd::listen::ListenArgs),
     /// Send a sample event to one endpoint through the admin API and show the outcome.
-    SendTest(hookd::cli_client::SendTestArgs),
+    SendTest(hookd::cli::send_test::SendTestArgs),
     /// List, register, show, disable, enable, rotate the secret of and delete endpoints.
     Endpoints(hookd::cli::endpoints::EndpointsArgs),
     /// The delivery log, and one delivery with its attempts.
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args.flags(), true),
         Command::Migrate(args) => (vec![("database_url", args.database_url)], false),
         Command::Listen(args) => return hookd::listen::main(args),
-        Command::SendTest(args) => return hookd::cli_client::main(args, cli.config.as_deref()),
+        Command::SendTest(args) => return hookd::cli::send_test::main(args, cli.config.as_deref()),
         Command::Endpoints(args) => {
             return hookd::cli::endpoints::main(args, cli.config.as_deref())
         }
@@ -178,7 +178,7 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = hookd::app::connect(&config.database_url).await?;
+    let store = hookd::daemon::app::connect(&config.database_url).await?;
     store.migrate().await?;
     tracing::info!(database = store.backend(), "migrations applied");
     Ok(())

@@ -3,6 +3,7 @@
 //! binary run in parallel threads, but each scenario holds the suite's "one heavy scenario at
 //! a time" lock ([`hookd_fault_tests::exclusive`]), so scenarios never overlap.
 
+mod architecture;
 mod clock;
 mod kill9;
 mod multi_instance;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use crate::Config;
 
 /// How long one API call may take.
@@ -55,9 +57,7 @@ fn resolve(
         _ => {
             let config = Config::load(config_file, Vec::new()).map_err(|e| e.to_string())?;
             (
-                args.url
-                    .clone()
-                    .unwrap_or_else(|| crate::cli_client::base_url(config.listen)),
+                args.url.clone().unwrap_or_else(|| base_url(config.listen)),
                 args.token.clone().or(config.admin_token),
             )
         }
@@ -318,7 +318,7 @@ impl Api {
                 anyhow!(
                     "hookd at {} did not answer within {}",
                     self.base(),
-                    crate::retry::format_duration(CALL_TIMEOUT)
+                    crate::duration::format_duration(CALL_TIMEOUT)
                 )
             } else {
                 anyhow!(
@@ -428,6 +428,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+/// `http://ADDR`, reaching an unspecified listen address (`0.0.0.0`) through loopback.
+pub fn base_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +502,18 @@ mod tests {
         )
         .ends_with("set --token or HOOKD_ADMIN_TOKEN"));
         assert_eq!(api_error(405, &Value::Null), "no details given (HTTP 405)");
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            base_url("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url("0.0.0.0:9090".parse().unwrap()),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(base_url("[::]:80".parse().unwrap()), "http://[::1]:80");
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::client::{self, Api, ClientArgs, Output};
 use super::output::{self, cut, details, first_line, millis, relative, state_cell, text};
-use crate::cli_client::describe;
+use crate::cli::output::describe;
 
 #[derive(clap::Args, Debug)]
 #[command(arg_required_else_help = true)]

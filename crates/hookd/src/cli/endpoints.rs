@@ -113,13 +113,13 @@ pub struct RotateArgs {
 
 /// A duration as hookd reads it (`10s`, `1m`), checked here so a typo exits 2.
 pub fn duration_text(text: &str) -> Result<String, String> {
-    crate::retry::parse_duration(text)?;
+    crate::duration::parse_duration(text)?;
     Ok(text.trim().to_string())
 }
 
 /// A comma-separated list of durations, or empty.
 fn schedule_text(text: &str) -> Result<String, String> {
-    crate::retry::parse_schedule(text)?;
+    crate::duration::parse_schedule(text)?;
     Ok(text.trim().to_string())
 }
 

@@ -3,9 +3,10 @@
 //! - [`endpoints`]: `hookd endpoints list|add|show|disable|enable|rotate-secret|delete`.
 //! - [`deliveries`]: `hookd deliveries list|show`.
 //! - [`resend`]: `hookd resend ID` and the bulk `hookd resend --state failed ...`.
+//! - [`send_test`]: `hookd send-test`: a sample event to one endpoint, and how it went.
 //!
 //! Each prints a table for people, or with `--json` the API's JSON as is for scripts. They
-//! find the API the way `hookd send-test` ([`crate::cli_client`]) does: `--url` and
+//! find the API the same way: `--url` and
 //! `--token`, else the daemon's own settings (`--config` file, `HOOKD_LISTEN`,
 //! `HOOKD_ADMIN_TOKEN`). Exit codes: 0 done, 1 the API refused or could not be reached,
 //! 2 bad flags or configuration, 130 interrupted.
@@ -18,5 +19,6 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod output;
 pub mod resend;
+pub mod send_test;
 
 pub use client::ClientArgs;

@@ -157,6 +157,19 @@ pub fn time_and_relative(v: &Value) -> String {
     }
 }
 
+/// `HTTP 200`, `HTTP 500 Internal Server Error`, or the error alone.
+pub fn describe(delivery: &Value) -> String {
+    let status = delivery["last_status_code"].as_i64();
+    let error = delivery["last_error"].as_str();
+    match (status, error) {
+        (Some(s), None) => format!("HTTP {s}"),
+        (Some(_), Some(e)) if e.starts_with("HTTP ") => e.to_string(),
+        (Some(s), Some(e)) => format!("HTTP {s}: {e}"),
+        (None, Some(e)) => e.to_string(),
+        (None, None) => "no answer recorded".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +217,17 @@ mod tests {
     fn details_align() {
         let text = details(&[("id", "1".into()), ("headers", "A: 1\nB: 2".into())]);
         assert_eq!(text, "id:       1\nheaders:  A: 1\n          B: 2\n");
+    }
+
+    #[test]
+    fn descriptions() {
+        assert_eq!(
+            describe(&json!({"last_status_code": 200, "last_error": null})),
+            "HTTP 200"
+        );
+        assert_eq!(
+            describe(&json!({"last_status_code": null, "last_error": "connection failed"})),
+            "connection failed"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use hookd::api::browser::AllowedHosts;
+use hookd::daemon::api::browser::AllowedHosts;
 use hookd_testkit::{wait_until, Receiver, TestDb};
 use support::*;
 

@@ -383,7 +383,7 @@ async fn an_unreadable_endpoint_is_logged_once() {
     const KEY_A: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
     const KEY_B: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
     let db = TestDb::sqlite();
-    let sealed_with_a = hookd::app::connect_sealed(&db.url, Some(KEY_A))
+    let sealed_with_a = hookd::daemon::app::connect_sealed(&db.url, Some(KEY_A))
         .await
         .unwrap();
     sealed_with_a.migrate().await.unwrap();

@@ -204,7 +204,7 @@ async fn retention_past_the_calendar_deletes_nothing() {
         Duration::from_millis(u64::MAX),
         Duration::MAX,
     ] {
-        hookd::maintenance::purge(&*app.store, &app.metrics, period, 100).await;
+        hookd::daemon::maintenance::purge(&*app.store, &app.metrics, period, 100).await;
         assert_eq!(app.deliveries("").await.len(), 1, "{period:?}");
     }
     app.stop().await;

@@ -73,7 +73,7 @@ async fn the_allow_list_opens_listed_ranges_only() {
     let db = TestDb::sqlite();
     let mut config = test_config(&db);
     config.allow_private_targets = false;
-    config.allow_targets = hookd::ssrf::parse_ranges("127.0.0.0/8").unwrap();
+    config.allow_targets = hookd::daemon::ssrf::parse_ranges("127.0.0.0/8").unwrap();
     let app = TestApp::spawn_with(config).await;
     let receiver = Receiver::ok().await;
     app.endpoint(json!({ "url": receiver.url() })).await;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use hookd::fault::Fault;
-use hookd::supervisor::Task;
+use hookd::daemon::fault::Fault;
+use hookd::daemon::supervisor::Task;
 use hookd_testkit::{wait_until, Backend, Receiver, Reply, TestDb};
 use support::*;
 

@@ -35,7 +35,7 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
-    pub metrics: hookd::metrics::Metrics,
+    pub metrics: hookd::daemon::metrics::Metrics,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }

@@ -5,31 +5,11 @@ use std::time::Duration;
 
 use hookd_store::{Claimed, Next, Outcome};
 
+use crate::duration::format_duration;
+
 /// The default ladder: 1m, 5m, 10m, 30m, 1h, 2h, 4h: 7 retries, 8 attempts in all, the last
 /// about 7h46m after the first.
 pub const DEFAULT_SCHEDULE: &str = "1m,5m,10m,30m,1h,2h,4h";
-
-/// Parses `"1m,5m,10m"` (an empty or blank string is an empty schedule: no retry).
-pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    text.split(',').map(parse_duration).collect()
-}
-
-/// Parses one duration such as `10s`, `1m`, `2h`, `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    humantime::parse_duration(text)
-        .map_err(|e| format!("invalid duration {text:?}: {e} (write it like 250ms, 10s, 1m, 2h)"))
-}
-
-/// Formats a duration the way it is written in configuration: `1m`, `1s 500ms`. Whole
-/// milliseconds: nothing finer is ever configured, and a jittered backoff's nanoseconds
-/// would only be noise.
-pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
-}
 
 /// Where a delivery goes after an attempt, in words for the log: `succeeded`, `retry in
 /// 1m`, `failed, no more retries`.
@@ -106,43 +86,17 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::duration::parse_schedule;
 
     fn s(text: &str) -> Vec<Duration> {
         parse_schedule(text).unwrap()
     }
 
     #[test]
-    fn parses_schedules() {
+    fn parses_the_default_ladder() {
         assert_eq!(
             s(DEFAULT_SCHEDULE),
             [60, 300, 600, 1800, 3600, 7200, 14400].map(Duration::from_secs)
-        );
-        assert_eq!(s(""), Vec::<Duration>::new());
-        assert_eq!(s("  "), Vec::<Duration>::new());
-        assert_eq!(
-            s("250ms, 1s"),
-            [Duration::from_millis(250), Duration::from_secs(1)]
-        );
-        assert!(parse_schedule("1m,,5m").is_err());
-        assert!(parse_schedule("soon")
-            .unwrap_err()
-            .contains("invalid duration"));
-        assert!(parse_schedule("5").is_err(), "a unit is required");
-    }
-
-    #[test]
-    fn formats_as_written() {
-        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
-        assert_eq!(
-            parse_duration(&format_duration(Duration::from_millis(1500)))
-                .unwrap()
-                .as_millis(),
-            1500
-        );
-        assert_eq!(
-            format_duration(Duration::from_nanos(1_234_567_891)),
-            "1s 234ms"
         );
     }
 

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,20 +35,13 @@ use hookd_store::{
     Lease, Next, Release, Store, Trigger,
 };
 
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::retry;
-use crate::supervisor::{Supervisor, Task};
+use crate::daemon::backoff;
+use crate::daemon::config::Config;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::retry;
+use crate::daemon::supervisor::{Supervisor, Task};
+use crate::duration;
 use ready::{Ready, Waiting};
-
-/// Backoff for transient database faults: 50 ms doubling to 5 s, with jitter, forever.
-pub(crate) fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-}
 
 /// An attempt ends this long before its lease, so that its result is written while the
 /// lease still holds.
@@ -133,7 +126,7 @@ pub struct Dispatcher {
     limits: IngestLimits,
     /// Notified when a producer committed (PostgreSQL NOTIFY).
     outbox_wake: Arc<Notify>,
-    /// Whether each outbox read takes every row it reads (up to `ingest::BATCH`), room or
+    /// Whether each outbox read takes every row it reads (up to `wakeup::BATCH`), room or
     /// not, and leases none, leaving them all to claims. PostgreSQL: its ingests and claims
     /// run side by side on their own connections, and each ingest's commit waits for a WAL
     /// flush, so big ingests with claims beside them go faster than ingests sized to the
@@ -213,7 +206,7 @@ impl Dispatcher {
         let in_flight =
             isolation::InFlight::new(self.per_endpoint, self.retry_concurrency, freed.clone());
         let mut ready = Ready::default();
-        let mut delays = backoff().build();
+        let mut delays = backoff::database().build();
         // The claim runs beside the loop, so that rows already claimed keep starting the
         // moment a place frees while the next batch is fetched.
         let mut claiming: Option<Claiming> = None;
@@ -223,7 +216,7 @@ impl Dispatcher {
         // When to read the outbox next: at once while it may hold rows, else at the next poll.
         let mut read_outbox_at = Instant::now();
         let mut outbox_blocked: Option<OutboxBlocked> = None;
-        let mut ingest_delays = backoff().build();
+        let mut ingest_delays = backoff::database().build();
         self.shared.metrics.up.set(1);
 
         while !shutdown.is_cancelled() {
@@ -344,7 +337,7 @@ impl Dispatcher {
                         claiming.take().expect("a claim was running");
                     match claimed {
                         Ok(claimed) if claimed.is_empty() => {
-                            delays = backoff().build();
+                            delays = backoff::database().build();
                             if !woken {
                                 found_nothing = Some(FoundNothing {
                                     skipped: busy,
@@ -354,7 +347,7 @@ impl Dispatcher {
                             }
                         }
                         Ok(claimed) => {
-                            delays = backoff().build();
+                            delays = backoff::database().build();
                             self.shared
                                 .metrics
                                 .claim_batch
@@ -365,7 +358,7 @@ impl Dispatcher {
                         }
                         Err(e) => {
                             let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                            tracing::warn!(error = %e, retry_in = %retry::format_duration(delay), "cannot claim deliveries");
+                            tracing::warn!(error = %e, retry_in = %duration::format_duration(delay), "cannot claim deliveries");
                             no_claim_before = Instant::now() + delay;
                         }
                     }
@@ -385,7 +378,7 @@ impl Dispatcher {
                             }
                             // (One that took rows for busy endpoints along keeps the mark:
                             // the next ones do too, while those stay busy.)
-                            ingest_delays = backoff().build();
+                            ingest_delays = backoff::database().build();
                             if ingested.due {
                                 // Deliveries it could not lease: a claim must take them.
                                 found_nothing = None;
@@ -400,7 +393,7 @@ impl Dispatcher {
                         }
                         Err(e) => {
                             let delay = ingest_delays.next().unwrap_or(Duration::from_secs(5));
-                            tracing::warn!(error = %e, retry_in = %retry::format_duration(delay), "cannot read the outbox");
+                            tracing::warn!(error = %e, retry_in = %duration::format_duration(delay), "cannot read the outbox");
                             read_outbox_at = Instant::now() + delay;
                             // The backoff holds even for rows waiting for a busy endpoint.
                             outbox_blocked = None;
@@ -463,7 +456,7 @@ impl Dispatcher {
         tasks.close();
         let in_flight = tasks.len();
         if in_flight > 0 {
-            tracing::info!(in_flight, timeout = %retry::format_duration(self.shutdown_timeout), "waiting for attempts in flight");
+            tracing::info!(in_flight, timeout = %duration::format_duration(self.shutdown_timeout), "waiting for attempts in flight");
         }
         if tokio::time::timeout(self.shutdown_timeout, tasks.wait())
             .await
@@ -548,7 +541,7 @@ impl Shared {
 
     /// Moves outbox rows into deliveries, leasing up to `want` of the new ones to this
     /// dispatcher; `consume` says which rows it takes (`None`: all it reads, up to
-    /// `ingest::BATCH`, none leased). Endpoints in `busy` lease nothing.
+    /// `wakeup::BATCH`, none leased). Endpoints in `busy` lease nothing.
     async fn ingest(
         &self,
         want: u32,
@@ -563,7 +556,7 @@ impl Shared {
             lease_ms: self.lease.as_millis() as u64,
         });
         self.store
-            .ingest_leasing(crate::ingest::BATCH, limits, lease)
+            .ingest_leasing(crate::daemon::wakeup::BATCH, limits, lease)
             .await
     }
 
@@ -705,7 +698,7 @@ impl Shared {
             })
             .collect();
         let released = (|| self.store.release(&leases, Release::Now))
-            .retry(backoff().with_max_times(5))
+            .retry(backoff::database().with_max_times(5))
             .when(|e| e.is_transient())
             .await;
         if let Err(e) = released {
@@ -719,7 +712,7 @@ impl Shared {
             token: c.lease_token.clone(),
         }];
         let released = (|| self.store.release(&lease, how.clone()))
-            .retry(backoff().with_max_times(5))
+            .retry(backoff::database().with_max_times(5))
             .when(|e| e.is_transient())
             .await;
         if let Err(e) = released {

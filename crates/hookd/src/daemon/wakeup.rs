@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use hookd_store::Store;
 
-use crate::dispatch::backoff;
-use crate::metrics::Metrics;
+use crate::daemon::backoff;
+use crate::daemon::metrics::Metrics;
 
 /// Outbox rows per ingest transaction at most.
 pub const BATCH: u32 = 500;
@@ -28,14 +28,14 @@ pub async fn relay_wakeups(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let mut delays = backoff().build();
+    let mut delays = backoff::database().build();
     let mut source = loop {
         match store.wake_source().await {
             Ok(Some(source)) => break source,
             Ok(None) => return shutdown.cancelled().await,
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot LISTEN; polling meanwhile");
+                tracing::warn!(error = %e, retry_in = %crate::duration::format_duration(delay), "cannot LISTEN; polling meanwhile");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return,
@@ -47,13 +47,13 @@ pub async fn relay_wakeups(
         tokio::select! {
             woke = source.wait() => match woke {
                 Ok(()) => {
-                    delays = backoff().build();
+                    delays = backoff::database().build();
                     wakes.iter().for_each(|w| w.notify_one());
                 }
                 Err(e) => {
                     metrics.store_error("listen_wait");
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "LISTEN connection lost; polling meanwhile");
+                    tracing::warn!(error = %e, retry_in = %crate::duration::format_duration(delay), "LISTEN connection lost; polling meanwhile");
                     // Whatever was notified while the connection was down is found by polling.
                     wakes.iter().for_each(|w| w.notify_one());
                     tokio::select! {

@@ -1,6 +1,6 @@
-//! Commands that talk to a running hookd through its admin API: `hookd send-test`.
+//! `hookd send-test`: sends a sample event to one endpoint through the admin API and
+//! reports how its delivery went.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
+use crate::cli::client::{base_url, no_proxy_for_loopback};
+use crate::cli::output::describe;
+use crate::duration::{format_duration, parse_duration};
 use crate::Config;
 
 /// Send a sample `hookd.test` event to one endpoint and show how its delivery went.
@@ -23,7 +26,7 @@ pub struct SendTestArgs {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// How long to wait for the delivery's outcome, e.g. 30s
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::retry::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub wait: Duration,
 }
 
@@ -62,16 +65,6 @@ pub fn main(args: SendTestArgs, config_file: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `http://ADDR`, reaching an unspecified listen address (`0.0.0.0`) through loopback.
-pub(crate) fn base_url(listen: SocketAddr) -> String {
-    let ip = match listen.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, listen.port()))
 }
 
 /// The sample event's payload.
@@ -134,7 +127,7 @@ async fn send_test(
     let url = url::Url::parse(base).map_err(|e| anyhow::anyhow!("{base:?} is not a URL: {e}"))?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10));
     let api = Api {
-        http: crate::cli::client::no_proxy_for_loopback(http, &url).build()?,
+        http: no_proxy_for_loopback(http, &url).build()?,
         base,
         token,
     };
@@ -204,7 +197,7 @@ async fn send_test(
                     println!(
                         "delivery {} still {state} after {} (attempts: {attempts}{})",
                         d["id"],
-                        crate::retry::format_duration(wait),
+                        format_duration(wait),
                         match d["last_error"].as_str() {
                             Some(e) => format!(", last error: {e}"),
                             None => String::new(),
@@ -219,48 +212,5 @@ async fn send_test(
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `HTTP 200`, `HTTP 500 Internal Server Error`, or the error alone.
-pub(crate) fn describe(delivery: &Value) -> String {
-    let status = delivery["last_status_code"].as_i64();
-    let error = delivery["last_error"].as_str();
-    match (status, error) {
-        (Some(s), None) => format!("HTTP {s}"),
-        (Some(_), Some(e)) if e.starts_with("HTTP ") => e.to_string(),
-        (Some(s), Some(e)) => format!("HTTP {s}: {e}"),
-        (None, Some(e)) => e.to_string(),
-        (None, None) => "no answer recorded".to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls() {
-        assert_eq!(
-            base_url("127.0.0.1:8080".parse().unwrap()),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(
-            base_url("0.0.0.0:9090".parse().unwrap()),
-            "http://127.0.0.1:9090"
-        );
-        assert_eq!(base_url("[::]:80".parse().unwrap()), "http://[::1]:80");
-    }
-
-    #[test]
-    fn descriptions() {
-        assert_eq!(
-            describe(&json!({"last_status_code": 200, "last_error": null})),
-            "HTTP 200"
-        );
-        assert_eq!(
-            describe(&json!({"last_status_code": null, "last_error": "connection failed"})),
-            "connection failed"
-        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
 use hookd_store::{Completion, Next, Outcome, Store};
 
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 
 /// Results written per transaction, at most.
 pub const MAX_BATCH: usize = 512;
@@ -56,10 +56,10 @@ pub async fn run(
         let (batch, permits): (Vec<Completion>, Vec<OwnedSemaphorePermit>) =
             received.drain(..).map(|f| (f.completion, f.permit)).unzip();
         let written = (|| store.complete(&batch))
-            .retry(super::backoff())
+            .retry(crate::daemon::backoff::database())
             .when(|e| e.is_transient())
             .notify(|e, delay| {
-                tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot record attempt results yet");
+                tracing::warn!(error = %e, retry_in = %crate::duration::format_duration(delay), "cannot record attempt results yet");
             })
             .await;
         last_write = writing.elapsed();
@@ -213,7 +213,7 @@ async fn record_health(
     let threshold = (!disable_after.is_zero()).then_some(disable_after.as_millis() as i64);
     let reason = format!(
         "failing: no successful delivery for {}",
-        crate::retry::format_duration(disable_after)
+        crate::duration::format_duration(disable_after)
     );
     match store
         .record_endpoint_health(&outcomes, threshold, &reason)

@@ -16,8 +16,8 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use hookd_store::Store;
 
-use crate::metrics::Metrics;
-use crate::supervisor::{Supervisor, Task};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::supervisor::{Supervisor, Task};
 
 /// What the jobs do and when.
 #[derive(Debug, Clone)]

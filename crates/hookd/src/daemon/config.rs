@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::api::browser::AllowedHosts;
-use crate::retry;
+use crate::daemon::api::browser::AllowedHosts;
+use crate::daemon::retry;
+use crate::duration;
 
 /// Retention may not be shorter: it is also how long an `event_id` is remembered for
 /// dedupe, and `0s` would delete every finished delivery at each run.
@@ -124,7 +125,7 @@ pub struct Config {
     /// Test seam: an essential task that fails when tripped (`HOOKD_TEST_FAULT`).
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
-    pub fault: Option<crate::fault::Fault>,
+    pub fault: Option<crate::daemon::fault::Fault>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,10 +259,10 @@ impl Layers {
 
     /// Checks every value and builds the configuration.
     pub fn build(&self) -> Result<Config, ConfigError> {
-        let duration = |name: &str| self.parse(name, retry::parse_duration);
+        let duration = |name: &str| self.parse(name, duration::parse_duration);
         let positive = |name: &str| -> Result<Duration, ConfigError> {
             self.parse(name, |s| {
-                let d = retry::parse_duration(s)?;
+                let d = duration::parse_duration(s)?;
                 if d.is_zero() {
                     Err("must be more than zero".into())
                 } else {
@@ -308,16 +309,16 @@ impl Layers {
             },
             secret_key: match self.get("secret_key") {
                 Some(g) if !g.value.is_empty() => {
-                    crate::sealing::AesGcmSealer::from_base64(&g.value)
+                    crate::daemon::sealing::AesGcmSealer::from_base64(&g.value)
                         .map_err(|e| ConfigError(format!("secret_key (from {}): {e}", g.from)))?;
                     Some(g.value.clone())
                 }
                 _ => None,
             },
-            retry_schedule: self.parse("retry_schedule", retry::parse_schedule)?,
+            retry_schedule: self.parse("retry_schedule", duration::parse_schedule)?,
             request_timeout: positive("request_timeout")?,
             allow_private_targets: self.parse("allow_private_targets", parse_bool)?,
-            allow_targets: self.parse("allow_targets", crate::ssrf::parse_ranges)?,
+            allow_targets: self.parse("allow_targets", crate::daemon::ssrf::parse_ranges)?,
             https_only: self.parse("https_only", parse_bool)?,
             egress_proxy: match self.get("egress_proxy") {
                 Some(g) if !g.value.trim().is_empty() => {
@@ -338,16 +339,16 @@ impl Layers {
             gauge_schedule: self.parse("gauge_schedule", check_cron)?,
             disable_after: duration("disable_after")?,
             retention_period: self.parse("retention_period", |s| {
-                let d = retry::parse_duration(s)?;
+                let d = duration::parse_duration(s)?;
                 if d < MIN_RETENTION {
                     Err(format!(
                         "must be at least {}: it is also how long an event_id is remembered for dedupe, and a shorter one deletes finished deliveries before anyone can look at them",
-                        retry::format_duration(MIN_RETENTION)
+                        duration::format_duration(MIN_RETENTION)
                     ))
                 } else if d > MAX_RETENTION {
                     Err(format!(
                         "must be at most {}",
-                        retry::format_duration(MAX_RETENTION)
+                        duration::format_duration(MAX_RETENTION)
                     ))
                 } else {
                     Ok(d)
@@ -367,8 +368,8 @@ impl Layers {
         if config.lease_duration <= config.request_timeout {
             return Err(ConfigError(format!(
                 "lease_duration ({}) must be longer than request_timeout ({})",
-                retry::format_duration(config.lease_duration),
-                retry::format_duration(config.request_timeout)
+                duration::format_duration(config.lease_duration),
+                duration::format_duration(config.request_timeout)
             )));
         }
         Ok(config)
@@ -433,8 +434,8 @@ impl Config {
     }
 
     /// Which destinations may be sent to.
-    pub fn target_policy(&self) -> crate::ssrf::TargetPolicy {
-        crate::ssrf::TargetPolicy {
+    pub fn target_policy(&self) -> crate::daemon::ssrf::TargetPolicy {
+        crate::daemon::ssrf::TargetPolicy {
             allow_private: self.allow_private_targets,
             allowed: self.allow_targets.clone(),
             https_only: self.https_only,
@@ -453,7 +454,7 @@ impl Config {
         let config = layers.env(std::env::vars()).flags(flags).build()?;
         #[cfg(feature = "fault-injection")]
         let config = Config {
-            fault: crate::fault::Fault::from_env().map_err(ConfigError)?,
+            fault: crate::daemon::fault::Fault::from_env().map_err(ConfigError)?,
             ..config
         };
         Ok(config)
@@ -504,7 +505,7 @@ impl std::fmt::Debug for Config {
         let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
         let mut shown = f.debug_struct("Config");
         shown
-            .field("database_url", &crate::app::redact(database_url))
+            .field("database_url", &crate::daemon::redact::redact(database_url))
             .field("listen", listen)
             .field("admin_token", &hidden(admin_token))
             .field("allowed_hosts", allowed_hosts)
@@ -518,7 +519,7 @@ impl std::fmt::Debug for Config {
                 "egress_proxy",
                 &egress_proxy
                     .as_ref()
-                    .map(|u| crate::app::redact(u.as_str())),
+                    .map(|u| crate::daemon::redact::redact(u.as_str())),
             )
             .field("concurrency", concurrency)
             .field("endpoint_concurrency", endpoint_concurrency)

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use hookd_store::Store;
 
-use crate::dispatch::backoff;
-use crate::metrics::Metrics;
+use crate::daemon::backoff;
+use crate::daemon::metrics::Metrics;
 
 /// Deliveries resent per step.
 pub const BATCH: u32 = 500;
@@ -35,22 +35,22 @@ pub struct ResendJobs {
 
 impl ResendJobs {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut delays = backoff().build();
+        let mut delays = backoff::database().build();
         loop {
             let wait = match self.store.step_resend_jobs(BATCH, self.max_due).await {
                 Ok(0) => {
-                    delays = backoff().build();
+                    delays = backoff::database().build();
                     self.poll_interval * 5
                 }
                 Ok(n) => {
-                    delays = backoff().build();
+                    delays = backoff::database().build();
                     self.metrics.manual_resends.inc_by(n);
                     self.dispatch_wake.notify_one();
                     continue;
                 }
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot work on resend jobs");
+                    tracing::warn!(error = %e, retry_in = %crate::duration::format_duration(delay), "cannot work on resend jobs");
                     delay
                 }
             };

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use hookd_verify::{Scheme, Verifier};
 
-use crate::retry;
+use crate::duration;
 
 /// How many requests `GET /_requests` keeps.
 pub const KEEP: usize = 100;
@@ -58,7 +58,7 @@ pub struct ListenArgs {
     #[arg(long, default_value_t = 200, value_parser = parse_status)]
     pub status: u16,
     /// Wait this long before answering, e.g. 250ms, 10s
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = retry::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration::parse_duration)]
     pub delay: Duration,
     /// Answer 500 at random with this probability (0.0 to 1.0)
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_rate)]
@@ -224,7 +224,7 @@ fn banner(args: &ListenArgs, addr: SocketAddr) -> String {
         None => format!("answering {}", args.status),
     };
     if !args.delay.is_zero() {
-        let _ = write!(answer, " after {}", retry::format_duration(args.delay));
+        let _ = write!(answer, " after {}", duration::format_duration(args.delay));
     }
     if args.fail_rate > 0.0 {
         let _ = write!(answer, ", 500 with probability {}", args.fail_rate);
@@ -683,7 +683,7 @@ fn short_duration(d: Duration) -> String {
     } else if d < Duration::from_secs(60) {
         format!("{:.3}s", d.as_secs_f64())
     } else {
-        retry::format_duration(Duration::from_secs(d.as_secs()))
+        duration::format_duration(Duration::from_secs(d.as_secs()))
     }
 }
 

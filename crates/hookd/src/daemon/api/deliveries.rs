@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use hookd_store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryState};
 
 use super::error::{ApiError, ErrorBody};
-use super::events::raw_payload;
+use super::json::raw_payload;
 use super::time::{parse_instant, rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
 

@@ -16,15 +16,17 @@ use tokio_util::sync::CancellationToken;
 
 use hookd_store::{IngestLimits, Store};
 
-use crate::api::{self, AppState, Health};
-use crate::config::Config;
-use crate::dispatch::Dispatcher;
-use crate::ingest;
-use crate::maintenance;
-use crate::metered::MeteredStore;
-use crate::metrics::Metrics;
-use crate::resend_jobs::ResendJobs;
-use crate::supervisor::{Supervisor, Task};
+use crate::daemon::api::{self, AppState};
+use crate::daemon::config::Config;
+use crate::daemon::dispatch::Dispatcher;
+use crate::daemon::health::Health;
+use crate::daemon::maintenance;
+use crate::daemon::metered::MeteredStore;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::redact::redact;
+use crate::daemon::resend_jobs::ResendJobs;
+use crate::daemon::supervisor::{Supervisor, Task};
+use crate::daemon::wakeup;
 
 pub struct Application {
     config: Config,
@@ -88,7 +90,7 @@ impl Application {
     /// until `shutdown` is cancelled; then stops claiming, lets attempts in flight finish
     /// (up to `shutdown_timeout`), records them, and returns.
     ///
-    /// If an essential task ends unexpectedly first (see [`crate::supervisor`]), `/readyz`
+    /// If an essential task ends unexpectedly first (see [`crate::daemon::supervisor`]), `/readyz`
     /// answers 503 with the reason at once; the rest is shut down the same way, within
     /// [`STOP_AFTER_FAILURE`] at most, and the failure is returned.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -154,7 +156,7 @@ impl Application {
         );
         let relaying = tasks.spawn(
             Task::WakeupRelay,
-            ingest::relay_wakeups(
+            wakeup::relay_wakeups(
                 store.clone(),
                 vec![outbox_wake, dispatch_wake.clone()],
                 metrics.clone(),
@@ -172,7 +174,7 @@ impl Application {
             }
         });
         #[cfg(feature = "fault-injection")]
-        crate::fault::end_writer_when_tripped(config.fault.as_ref(), store.clone());
+        crate::daemon::fault::end_writer_when_tripped(config.fault.as_ref(), store.clone());
 
         let state = AppState {
             store: store.clone(),
@@ -295,7 +297,7 @@ pub async fn connect_sealed(url: &str, secret_key: Option<&str>) -> anyhow::Resu
     use backon::Retryable;
     let sealer = secret_key
         .map(|k| {
-            crate::sealing::AesGcmSealer::from_base64(k)
+            crate::daemon::sealing::AesGcmSealer::from_base64(k)
                 .map(|s| Arc::new(s) as Arc<dyn hookd_store::Sealer>)
         })
         .transpose()
@@ -308,18 +310,7 @@ pub async fn connect_sealed(url: &str, secret_key: Option<&str>) -> anyhow::Resu
                 .with_max_times(8),
         )
         .when(|e| e.is_transient())
-        .notify(|e, delay| tracing::warn!(error = %e, retry_in = %crate::retry::format_duration(delay), "cannot reach the database yet"))
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = %crate::duration::format_duration(delay), "cannot reach the database yet"))
         .await
         .with_context(|| format!("cannot open the database {}", redact(url)))
-}
-
-/// A database URL with any password replaced, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }

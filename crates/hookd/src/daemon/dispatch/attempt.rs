@@ -13,7 +13,7 @@ use url::Url;
 
 use hookd_store::{Claimed, Outcome};
 
-use crate::{signing, ssrf};
+use crate::daemon::{signing, ssrf};
 
 /// `hookd/<version>`, sent as `user-agent`.
 pub const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
@@ -92,7 +92,7 @@ impl Sender {
             let proxy_all = reqwest::Proxy::all(proxy.as_str()).expect("a checked proxy URL");
             builder = builder.proxy(proxy_all);
             tracing::info!(
-                proxy = %crate::app::redact(proxy.as_str()),
+                proxy = %crate::daemon::redact::redact(proxy.as_str()),
                 "deliveries go through the egress proxy"
             );
         }
@@ -172,7 +172,7 @@ impl Sender {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| crate::retry::parse_retry_after(v, Utc::now())),
+                .and_then(|v| crate::daemon::retry::parse_retry_after(v, Utc::now())),
             _ => None,
         };
         let location = response
@@ -331,7 +331,7 @@ fn truncate_utf8(bytes: &[u8], max: usize) -> String {
 fn timed_out(timeout: Duration) -> String {
     format!(
         "no answer within {}",
-        crate::retry::format_duration(timeout)
+        crate::duration::format_duration(timeout)
     )
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use hookd_store::*;
 
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 
 pub struct MeteredStore {
     inner: Arc<dyn Store>,

@@ -16,7 +16,8 @@ use super::etag::{self, IfMatch};
 use super::json::{nullable, Body};
 use super::time::{rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
-use crate::{retry, signing, ssrf};
+use crate::daemon::{signing, ssrf};
+use crate::duration;
 
 /// The most an endpoint may ask for: attempts must end well inside their lease.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -119,12 +120,12 @@ impl EndpointView {
             signature_scheme: e.signature_scheme.as_str(),
             retry_schedule: e.retry_schedule_ms.map(|s| {
                 s.into_iter()
-                    .map(|ms| retry::format_duration(Duration::from_millis(ms)))
+                    .map(|ms| duration::format_duration(Duration::from_millis(ms)))
                     .collect()
             }),
             timeout: e
                 .timeout_ms
-                .map(|ms| retry::format_duration(Duration::from_millis(ms))),
+                .map(|ms| duration::format_duration(Duration::from_millis(ms))),
             disabled_at: rfc3339_opt(e.disabled_at),
             ordered: e.ordered,
             previous_secret_expires_at: rfc3339_opt(
@@ -367,7 +368,7 @@ pub async fn rotate_secret(
     let grace = match rotation.grace.as_deref() {
         None => DEFAULT_GRACE,
         Some(text) => {
-            retry::parse_duration(text).map_err(|e| ApiError::invalid(format!("grace: {e}")))?
+            duration::parse_duration(text).map_err(|e| ApiError::invalid(format!("grace: {e}")))?
         }
     };
     if grace > MAX_GRACE {
@@ -409,7 +410,7 @@ pub async fn rotate_secret(
         validate(&e, &state.targets).await?;
         match state.store.update_endpoint_if(&e, Some(version)).await? {
             Versioned::Done(rotated) => {
-                tracing::info!(endpoint_id = %id, grace = %retry::format_duration(grace), "endpoint secret rotated");
+                tracing::info!(endpoint_id = %id, grace = %duration::format_duration(grace), "endpoint secret rotated");
                 return Ok(tagged(rotated));
             }
             Versioned::NotFound => return Err(ApiError::not_found("endpoint", &id)),
@@ -458,7 +459,7 @@ fn parse_schedule(items: &[String]) -> Result<Vec<u64>, ApiError> {
     items
         .iter()
         .map(|item| {
-            let d = retry::parse_duration(item)
+            let d = duration::parse_duration(item)
                 .map_err(|e| ApiError::invalid(format!("retry_schedule: {e}")))?;
             if d > MAX_RETRY_DELAY {
                 return Err(ApiError::invalid(format!(
@@ -471,11 +472,12 @@ fn parse_schedule(items: &[String]) -> Result<Vec<u64>, ApiError> {
 }
 
 fn parse_timeout(text: &str) -> Result<u64, ApiError> {
-    let d = retry::parse_duration(text).map_err(|e| ApiError::invalid(format!("timeout: {e}")))?;
+    let d =
+        duration::parse_duration(text).map_err(|e| ApiError::invalid(format!("timeout: {e}")))?;
     if d.is_zero() || d > MAX_TIMEOUT {
         return Err(ApiError::invalid(format!(
             "timeout must be more than 0 and at most {}",
-            retry::format_duration(MAX_TIMEOUT)
+            duration::format_duration(MAX_TIMEOUT)
         )));
     }
     Ok(d.as_millis() as u64)

@@ -20,8 +20,8 @@ mod json;
 pub mod openapi;
 mod time;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -41,7 +41,7 @@ use utoipa_axum::routes;
 
 use hookd_store::{IngestLimits, Store};
 
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 use error::ApiError;
 
 /// What the handlers share.
@@ -57,29 +57,9 @@ pub struct AppState {
     /// The `Host` names the server answers to.
     pub allowed_hosts: Arc<browser::AllowedHosts>,
     /// Which endpoint URLs may be registered.
-    pub targets: Arc<crate::ssrf::TargetPolicy>,
+    pub targets: Arc<crate::daemon::ssrf::TargetPolicy>,
     pub limits: IngestLimits,
-    pub health: Arc<Health>,
-}
-
-/// Process state behind `/readyz`.
-#[derive(Default)]
-pub struct Health {
-    pub dispatching: AtomicBool,
-    pub draining: AtomicBool,
-    /// The first essential task that ended unexpectedly, and how (see `supervisor`).
-    failure: OnceLock<String>,
-}
-
-impl Health {
-    /// Marks the process failed, for good; the first reason stays.
-    pub fn fail(&self, reason: String) {
-        let _ = self.failure.set(reason);
-    }
-
-    pub fn failure(&self) -> Option<&str> {
-        self.failure.get().map(String::as_str)
-    }
+    pub health: Arc<crate::daemon::health::Health>,
 }
 
 /// A page of a list.
@@ -146,7 +126,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .merge(open)
-        .merge(crate::dashboard::routes())
+        .merge(crate::daemon::dashboard::routes())
         .route(
             "/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),

@@ -230,7 +230,7 @@ impl Metrics {
         for t in ["deliveries", "events"] {
             m.retention_deleted.with_label_values(&[t]);
         }
-        for t in crate::supervisor::Task::ALL {
+        for t in crate::daemon::task::Task::ALL {
             m.task_failures.with_label_values(&[t.as_str()]);
         }
         for job in ["rescue", "gauges", "retention"] {

@@ -1,6 +1,6 @@
 //! A test seam, compiled only with the cargo feature `fault-injection` (which only hookd's
 //! own tests and the fault suite turn on): one essential task fails on demand, so that
-//! tests can watch the [`Supervisor`](crate::supervisor::Supervisor) deal with it.
+//! tests can watch the [`Supervisor`](crate::daemon::supervisor::Supervisor) deal with it.
 //!
 //! A [`Fault`] names a task and waits to be tripped: the task then panics, or, for the
 //! database writer, the store's write connection's thread ends. In `hookd serve` it comes
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use hookd_store::Store;
 
-use crate::supervisor::Task;
+use crate::daemon::task::Task;
 
 /// The variable `hookd serve` reads a fault from.
 pub const ENV: &str = "HOOKD_TEST_FAULT";

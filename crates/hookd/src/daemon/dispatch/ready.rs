@@ -144,7 +144,7 @@ impl Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::isolation::tests::claimed_for as claimed;
+    use crate::daemon::dispatch::isolation::tests::claimed_for as claimed;
     use std::sync::Arc;
     use tokio::sync::Notify;
 

@@ -23,63 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::Health;
-use crate::metrics::Metrics;
-
-/// The essential tasks. Their names are the `task` label of `hookd_task_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Task {
-    Dispatcher,
-    Recorder,
-    ResendJobs,
-    WakeupRelay,
-    Maintenance,
-    HttpServer,
-    DatabaseWriter,
-}
-
-impl Task {
-    pub const ALL: [Task; 7] = [
-        Task::Dispatcher,
-        Task::Recorder,
-        Task::ResendJobs,
-        Task::WakeupRelay,
-        Task::Maintenance,
-        Task::HttpServer,
-        Task::DatabaseWriter,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::Dispatcher => "dispatcher",
-            Task::Recorder => "recorder",
-            Task::ResendJobs => "resend_jobs",
-            Task::WakeupRelay => "wakeup_relay",
-            Task::Maintenance => "maintenance",
-            Task::HttpServer => "http_server",
-            Task::DatabaseWriter => "database_writer",
-        }
-    }
-
-    /// What messages call it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Task::Dispatcher => "the dispatcher",
-            Task::Recorder => "the recorder",
-            Task::ResendJobs => "the resend job worker",
-            Task::WakeupRelay => "the wake-up relay",
-            Task::Maintenance => "the maintenance jobs",
-            Task::HttpServer => "the HTTP server",
-            Task::DatabaseWriter => "the database writer",
-        }
-    }
-
-    /// The task a metric label names.
-    pub fn from_label(label: &str) -> Option<Task> {
-        Task::ALL.into_iter().find(|t| t.as_str() == label)
-    }
-}
+use crate::daemon::health::Health;
+use crate::daemon::metrics::Metrics;
+pub use crate::daemon::task::Task;
 
 /// An essential task that ended unexpectedly, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +103,7 @@ struct Inner {
     health: Arc<Health>,
     metrics: Metrics,
     #[cfg(feature = "fault-injection")]
-    fault: Option<crate::fault::Fault>,
+    fault: Option<crate::daemon::fault::Fault>,
 }
 
 impl Supervisor {
@@ -178,7 +124,7 @@ impl Supervisor {
 
     /// Makes `fault`'s task fail when it is tripped. Before the supervisor is cloned.
     #[cfg(feature = "fault-injection")]
-    pub fn with_fault(mut self, fault: Option<crate::fault::Fault>) -> Supervisor {
+    pub fn with_fault(mut self, fault: Option<crate::daemon::fault::Fault>) -> Supervisor {
         Arc::get_mut(&mut self.inner)
             .expect("a fault is set before the supervisor is shared")
             .fault = fault;
@@ -232,7 +178,7 @@ impl Supervisor {
         F::Output: Ending + Send + 'static,
     {
         #[cfg(feature = "fault-injection")]
-        let future = crate::fault::inject(self.inner.fault.as_ref(), task, future);
+        let future = crate::daemon::fault::inject(self.inner.fault.as_ref(), task, future);
         let supervisor = self.clone();
         async move {
             // The task's own state unwinds before this sees the panic, as it would without.

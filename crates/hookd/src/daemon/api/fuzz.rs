@@ -104,8 +104,8 @@ proptest! {
 
     #[test]
     fn urls_never_panic(text in ".{0,80}", allow in any::<bool>(), https in any::<bool>()) {
-        let policy = crate::ssrf::TargetPolicy { allow_private: allow, https_only: https, ..Default::default() };
-        if let Ok(url) = crate::ssrf::check_url(&text, &policy) {
+        let policy = crate::daemon::ssrf::TargetPolicy { allow_private: allow, https_only: https, ..Default::default() };
+        if let Ok(url) = crate::daemon::ssrf::check_url(&text, &policy) {
             prop_assert!(matches!(url.scheme(), "http" | "https"));
             prop_assert!(url.host().is_some());
         }
@@ -113,10 +113,10 @@ proptest! {
 
     #[test]
     fn durations_and_instants_never_panic(text in ".{0,40}", now in any::<i64>()) {
-        let _ = crate::retry::parse_schedule(&text);
+        let _ = crate::duration::parse_schedule(&text);
         let _ = super::time::parse_instant(&text, now / 2);
-        let _ = crate::retry::parse_retry_after(&text, chrono::Utc::now());
-        let _ = crate::ssrf::parse_ranges(&text);
+        let _ = crate::daemon::retry::parse_retry_after(&text, chrono::Utc::now());
+        let _ = crate::daemon::ssrf::parse_ranges(&text);
     }
 
     #[test]

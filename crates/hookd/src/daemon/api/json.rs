@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use super::error::ApiError;
 
@@ -45,4 +46,12 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// The payload as JSON when it is JSON, else as a JSON string.
+pub fn raw_payload(payload: String) -> Box<RawValue> {
+    RawValue::from_string(payload.clone()).unwrap_or_else(|_| {
+        RawValue::from_string(serde_json::to_string(&payload).expect("strings serialize"))
+            .expect("a JSON string is JSON")
+    })
 }

@@ -10,7 +10,7 @@ use hookd_store::NewEvent;
 
 use super::deliveries::DeliveryView;
 use super::error::{ApiError, ErrorBody};
-use super::json::Body;
+use super::json::{raw_payload, Body};
 use super::time::rfc3339;
 use super::AppState;
 
@@ -104,14 +104,6 @@ pub struct EventView {
     payload_error: Option<String>,
     created_at: String,
     deliveries: Vec<DeliveryView>,
-}
-
-/// The payload as JSON when it is JSON, else as a JSON string.
-pub fn raw_payload(payload: String) -> Box<RawValue> {
-    RawValue::from_string(payload.clone()).unwrap_or_else(|_| {
-        RawValue::from_string(serde_json::to_string(&payload).expect("strings serialize"))
-            .expect("a JSON string is JSON")
-    })
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "the event_id")), security(("admin_token" = [])), responses((status = 200, body = EventView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
