@@ -1,7 +1,7 @@
 //! A task that dies does not take delivery with it silently: `/readyz` says which and how at
 //! once, `hookd_task_failures_total` counts it, and `run_until_stopped` returns the failure
 //! within seconds, so that the process exits non-zero and is restarted. The failures are
-//! injected through the `fault-injection` feature (src/fault.rs).
+//! injected through the `fault-injection` feature (src/daemon/fault.rs).
 
 use crate::support;
 
