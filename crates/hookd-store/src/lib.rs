@@ -24,6 +24,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+pub mod tenant;
 mod values;
 
 use async_trait::async_trait;
@@ -32,6 +33,7 @@ pub use ingest::{json_depth, payload_error, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tenant::{Scope, TenantId};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

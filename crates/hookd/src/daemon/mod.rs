@@ -15,7 +15,8 @@
 //!   an error and marks [`health`] (what `/readyz` reports) failed.
 //! - Pure rules: [`retry`] (when to try again), [`signing`] (signatures), [`ssrf`] (which
 //!   addresses may be called).
-//! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`).
+//! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`);
+//!   [`tenant_tokens`]: tenant tokens, stored only as hashes.
 //! - [`metrics`], [`metered`]: the Prometheus registry; every database call timed and its
 //!   errors counted.
 //! - [`backoff`], [`redact`]: retrying the database's passing faults; secrets kept out of
@@ -46,6 +47,7 @@ pub mod signing;
 pub mod ssrf;
 pub mod supervisor;
 pub mod task;
+pub mod tenant_tokens;
 pub mod wakeup;
 
 pub use app::Application;
