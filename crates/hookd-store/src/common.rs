@@ -26,8 +26,9 @@ macro_rules! store_impl {
                     sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
                         .fetch_one(self.reader())
                         .await?;
-                if applied < Self::migrator().iter().count() as i64 {
-                    return Err($crate::StoreError::Invalid("database migrations are not applied".into()));
+                let known = Self::migrator().iter().count() as u64;
+                if (applied as u64) < known {
+                    return Err($crate::StoreError::NotMigrated { applied: applied as u64, known });
                 }
                 self.check_writer().await
             }
@@ -61,7 +62,7 @@ macro_rules! store_impl {
                     .await?;
                 self.endpoint_any(&mut *self.writer().await?, &e.id)
                     .await?
-                    .ok_or_else(|| $crate::StoreError::Corrupt("inserted endpoint vanished".into()))
+                    .ok_or_else(|| $crate::StoreError::Inconsistent(format!("endpoint {} is not there after its insert", e.id)))
             }
 
             async fn endpoint(&self, id: &str) -> $crate::Result<Option<$crate::Endpoint>> {
@@ -254,7 +255,7 @@ macro_rules! store_impl {
                     .await?;
                 let job = Self::load_resend_job(&mut tx, &id).await?;
                 tx.commit().await?;
-                job.ok_or_else(|| $crate::StoreError::Corrupt("inserted resend job vanished".into()))
+                job.ok_or_else(|| $crate::StoreError::Inconsistent(format!("resend job {id} is not there after its insert")))
             }
 
             async fn resend_job(&self, id: &str) -> $crate::Result<Option<$crate::ResendJob>> {
@@ -641,7 +642,7 @@ macro_rules! store_impl {
                 rows.into_iter()
                     .map(|r| {
                         let endpoint = endpoints.get(&r.endpoint_id).cloned().ok_or_else(|| {
-                            $crate::StoreError::Corrupt(format!("delivery {} has no endpoint", r.id))
+                            $crate::StoreError::Inconsistent(format!("delivery {} names endpoint {}, which is not there", r.id, r.endpoint_id))
                         })?;
                         r.into_claimed(endpoint)
                     })
@@ -753,7 +754,7 @@ macro_rules! store_impl {
                     let leasing = leasing.expect("leased");
                     for (id, event_id, endpoint_id) in created {
                         let event = events.get(event_id.as_str()).ok_or_else(|| {
-                            $crate::StoreError::Corrupt(format!("delivery {id} of an unknown event"))
+                            $crate::StoreError::Inconsistent(format!("new delivery {id} names event {event_id}, which the batch does not have"))
                         })?;
                         leasing.rows.push($crate::rows::ClaimRow {
                             id,

@@ -19,6 +19,7 @@ pub mod matching;
 pub mod model;
 
 mod common;
+mod error;
 pub mod ingest;
 mod postgres;
 mod rows;
@@ -28,68 +29,11 @@ mod values;
 
 use async_trait::async_trait;
 
+pub use error::{Result, StoreError};
 pub use ingest::{json_depth, payload_error, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
-    UnsupportedUrl(String),
-    #[error("stored row is not valid: {0}")]
-    Corrupt(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// A part of the store that nothing in this process replaces has stopped (see
-    /// [`Store::stopped`]): only a restart helps.
-    #[error("cannot write: {0}")]
-    Stopped(String),
-}
-
-impl StoreError {
-    /// Whether retrying the same call later may succeed (the database went away, is busy,
-    /// or a connection broke), as opposed to a bug or bad data.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Database(sqlx::Error::Database(db)) => {
-                let code = db.code().unwrap_or_default();
-                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                    // Primary result code in the low byte: SQLITE_BUSY (5), SQLITE_LOCKED (6).
-                    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
-                } else {
-                    transient_sqlstate(&code)
-                }
-            }
-            StoreError::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
-            ),
-            _ => false,
-        }
-    }
-}
-
-/// PostgreSQL error classes worth retrying: connection (08), serialization and deadlock
-/// (40), insufficient resources (53), operator intervention such as an administrator's
-/// termination or a restart (57), system errors (58). A constraint violation or a syntax
-/// error is not.
-fn transient_sqlstate(code: &str) -> bool {
-    ["08", "40", "53", "57", "58"]
-        .iter()
-        .any(|class| code.starts_with(class))
-}
 
 /// Which due deliveries one claim takes, in one statement. First attempts and retries are
 /// read from their own partial indexes in due order, so that a storm of retries cannot
