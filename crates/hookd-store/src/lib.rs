@@ -398,6 +398,24 @@ pub(crate) fn open(
     }
 }
 
+/// Of the live endpoints holding a sealed value (id, secret, previous secret, bearer token),
+/// those whose values this store cannot decrypt, with the reason.
+pub(crate) fn unreadable(
+    sealer: Option<&dyn Sealer>,
+    sealed: Vec<(String, String, Option<String>, Option<String>)>,
+) -> Vec<(String, String)> {
+    sealed
+        .into_iter()
+        .filter_map(|(id, secret, previous, token)| {
+            [Some(secret), previous, token]
+                .into_iter()
+                .flatten()
+                .find_map(|value| open(sealer, value, &id).err())
+                .map(|reason| (id, reason))
+        })
+        .collect()
+}
+
 /// Decrypts the secrets of an endpoint read from the database. One that cannot be
 /// decrypted comes back `unreadable`, its secret values blanked, instead of failing the
 /// read: a claim or a list holding it must still serve every other endpoint.

@@ -215,6 +215,14 @@ pub(crate) struct ClaimRow {
 }
 
 impl ClaimRow {
+    /// The lease the claim holds.
+    pub fn lease(&self) -> crate::Lease {
+        crate::Lease {
+            delivery_id: self.id,
+            token: self.lease_token.clone(),
+        }
+    }
+
     pub fn into_claimed(self, endpoint: std::sync::Arc<Endpoint>) -> Result<Claimed, StoreError> {
         Ok(Claimed {
             trigger: parse("next_trigger", &self.next_trigger)?,
