@@ -234,6 +234,17 @@ pub(crate) struct Incoming<'a> {
     pub endpoint_id: Option<&'a str>,
 }
 
+impl<'a> From<&'a crate::rows::OutboxRow> for Incoming<'a> {
+    fn from(r: &'a crate::rows::OutboxRow) -> Self {
+        Incoming {
+            event_id: r.event_id.as_deref(),
+            event_type: &r.event_type,
+            payload: &r.payload,
+            endpoint_id: r.endpoint_id.as_deref(),
+        }
+    }
+}
+
 impl<'a> From<&'a crate::NewEvent> for Incoming<'a> {
     fn from(e: &'a crate::NewEvent) -> Self {
         Incoming {

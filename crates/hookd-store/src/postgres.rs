@@ -420,7 +420,7 @@ impl Store for PgStore {
         let read = rows.len();
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = full || rows.len() < read;
-        let incoming: Vec<Incoming> = rows.iter().map(OutboxRow::incoming).collect();
+        let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
         // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();

@@ -249,17 +249,6 @@ pub(crate) struct OutboxRow {
     pub endpoint_id: Option<String>,
 }
 
-impl OutboxRow {
-    pub fn incoming(&self) -> crate::ingest::Incoming<'_> {
-        crate::ingest::Incoming {
-            event_id: self.event_id.as_deref(),
-            event_type: &self.event_type,
-            payload: &self.payload,
-            endpoint_id: self.endpoint_id.as_deref(),
-        }
-    }
-}
-
 #[derive(sqlx::FromRow)]
 pub(crate) struct TargetRow {
     id: String,

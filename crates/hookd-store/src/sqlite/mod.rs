@@ -458,7 +458,7 @@ impl Store for SqliteStore {
         let targets = Self::targets(&mut tx).await?;
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = read == window as usize || rows.len() < read;
-        let incoming: Vec<Incoming> = rows.iter().map(OutboxRow::incoming).collect();
+        let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
