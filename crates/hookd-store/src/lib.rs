@@ -165,7 +165,7 @@ pub trait WakeSource: Send {
 
 /// hookd's state, behind one interface with a SQLite and a PostgreSQL implementation.
 ///
-/// The same conformance suite (`tests/conformance.rs`) runs against both.
+/// The same conformance suite (`tests/it/conformance/`) runs against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
