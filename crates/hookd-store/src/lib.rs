@@ -1,15 +1,35 @@
 //! hookd's durable state.
 //!
 //! Everything hookd knows lives in the database; a hookd process is disposable. This crate
-//! is the only code that talks to the database:
+//! is the only code that talks to the database. Its parts:
 //!
-//! - [`Store`]: the one interface the daemon uses, implemented twice, by [`SqliteStore`]
-//!   (the embedded default: WAL, one writer connection) and [`PgStore`] (production and
-//!   several instances: `FOR UPDATE SKIP LOCKED`, LISTEN/NOTIFY).
-//! - [`model`]: the records: endpoints, events, deliveries and their attempts.
+//! - `lib.rs` (here): [`Store`], the one interface the daemon uses, with the types it takes
+//!   and returns ([`ClaimPlan`], [`IngestLease`], [`Ingested`], [`Release`], ...);
+//!   [`connect`], which picks a store by URL; and the sealing of secrets at rest
+//!   ([`Sealer`]).
+//! - `sqlite/`: [`SqliteStore`], the embedded default (WAL, one writer connection).
+//!   `sqlite/mod.rs` is every statement it runs, in its `Store` methods; `sqlite/writer.rs`
+//!   is the one write connection: how writes queue for it, its transactions, readiness
+//!   when its thread ends, and the WAL checkpointer beside it.
+//! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
+//!   LOCKED`, LISTEN/NOTIFY): every statement it runs, in its `Store` methods.
+//! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
+//!   windows a bulk resend reads, ...).
+//! - [`ingest`]: what both stores do with incoming events around the statements that write
+//!   them: ids, payload checks, fan-out, held and leased deliveries, which outbox rows an
+//!   ingest takes. Pure.
+//! - `sql.rs`: the statements both stores run, written once in PostgreSQL's words (SQLite's
+//!   dialect replaces `hookd_now_ms()` and the index hints), and `Batch`, a statement over
+//!   many rows.
+//! - `rows.rs`: rows as the database returns them, and their conversion into the model.
+//! - `values.rs`: how SQLite binds the rows of a batch statement.
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
-//! - `sql`: the SQL both implementations share, and `ingest`: what both do with an
-//!   outbox row before writing it.
+//! - [`model`]: the records: endpoints, events, deliveries and their attempts.
+//! - `error.rs`: [`StoreError`], one variant per kind of failure.
+//!
+//! Dependencies run down this list: a module uses only modules below it (and any of them
+//! the types of the interface above), so the shared modules know neither store. One
+//! conformance suite (`tests/it/conformance/`) holds both stores to the same behaviour.
 //!
 //! The state machine of a delivery, fenced by leases, is drawn in `docs/state-machine.md`.
 //! Times are integer milliseconds since the Unix epoch, always read from the database's
