@@ -1,4 +1,7 @@
-//! What both stores do with incoming events before writing them. Pure: no I/O.
+//! What both stores do with incoming events around the statements that write them: the
+//! checks and ids of events, the deliveries they fan out to (held behind an ordered
+//! endpoint's earlier ones, or leased to the caller), and which outbox rows an ingest
+//! takes. Pure: no I/O; the stores run the statements.
 
 /// Bounds applied to incoming events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +234,28 @@ pub(crate) struct Incoming<'a> {
     pub endpoint_id: Option<&'a str>,
 }
 
+impl<'a> From<&'a crate::rows::OutboxRow> for Incoming<'a> {
+    fn from(r: &'a crate::rows::OutboxRow) -> Self {
+        Incoming {
+            event_id: r.event_id.as_deref(),
+            event_type: &r.event_type,
+            payload: &r.payload,
+            endpoint_id: r.endpoint_id.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a crate::NewEvent> for Incoming<'a> {
+    fn from(e: &'a crate::NewEvent) -> Self {
+        Incoming {
+            event_id: e.event_id.as_deref(),
+            event_type: &e.event_type,
+            payload: &e.payload,
+            endpoint_id: e.endpoint_id.as_deref(),
+        }
+    }
+}
+
 /// An event ready to be inserted.
 #[derive(serde::Serialize)]
 pub(crate) struct PreparedEvent<'a> {
@@ -347,6 +372,153 @@ impl Leasing<'_> {
     pub fn takes(&self, endpoint_id: &str, leased_so_far: usize) -> bool {
         leased_so_far < self.room && !self.exclude.iter().any(|e| e == endpoint_id)
     }
+
+    /// Takes the deliveries just created leased (`created`: id, event id, endpoint id, in
+    /// any order) as claimed rows of the events in `prepared`, in due order: creation order.
+    pub fn add_created(
+        &mut self,
+        created: Vec<(i64, String, String)>,
+        prepared: &Prepared<'_>,
+    ) -> crate::Result<()> {
+        let events: std::collections::HashMap<&str, &PreparedEvent<'_>> = prepared
+            .rows
+            .iter()
+            .map(|r| (r.event_id.as_str(), r))
+            .collect();
+        for (id, event_id, endpoint_id) in created {
+            let event = events.get(event_id.as_str()).ok_or_else(|| {
+                crate::StoreError::Inconsistent(format!(
+                    "new delivery {id} names event {event_id}, which the batch does not have"
+                ))
+            })?;
+            self.rows.push(crate::rows::ClaimRow {
+                id,
+                lease_token: self.token.clone(),
+                event_type: event.event_type.to_string(),
+                event_id,
+                endpoint_id,
+                attempts: 1,
+                next_trigger: "auto".to_string(),
+                auto_attempts: 1,
+                manual_only: false,
+                next_attempt_at: None,
+                payload: event.payload.to_string(),
+                payload_error: None,
+            });
+        }
+        // RETURNING gives no order: due order is creation order.
+        self.rows.sort_by_key(|r| r.id);
+        Ok(())
+    }
+}
+
+impl Prepared<'_> {
+    /// Per incoming event, its stored id and whether this batch created it: the first with
+    /// its id in the batch, and among `new_ids`, the events the insert stored.
+    pub fn created(self, new_ids: &std::collections::HashSet<String>) -> Vec<(String, bool)> {
+        self.outcome
+            .into_iter()
+            .map(|(id, first)| {
+                let created = first && new_ids.contains(&id);
+                (id, created)
+            })
+            .collect()
+    }
+}
+
+/// The ordered endpoints that pending deliveries of the new events in `prepared` go to,
+/// each once, in the order first reached. Before it plans the deliveries ([`fan_out`]), a
+/// store asks of each whether it already has a delivery to finish. Empty, with nothing
+/// planned, when no target is ordered.
+pub(crate) fn ordered_endpoints(
+    prepared: &Prepared<'_>,
+    new_ids: &std::collections::HashSet<String>,
+    targets: &[crate::matching::Target],
+) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    if !targets.iter().any(|t| t.ordered) {
+        return found;
+    }
+    let pending = prepared
+        .rows
+        .iter()
+        .filter(|r| r.payload_error.is_none() && new_ids.contains(&r.event_id));
+    for row in pending {
+        for planned in crate::matching::plan(row.event_type, row.endpoint_id, targets) {
+            if planned.ordered && !found.contains(&planned.endpoint_id) {
+                found.push(planned.endpoint_id);
+            }
+        }
+    }
+    found
+}
+
+/// The deliveries of the new events in `prepared` (those in `new_ids`), in arrival order,
+/// and how many of them are leased.
+///
+/// `busy` says, of each endpoint [`ordered_endpoints`] named, whether it already has a
+/// delivery to finish: its first new delivery waits (`held`) if so, and every later one in
+/// the batch does. With `leasing`, the deliveries due now are created leased, with `token`,
+/// while it has room.
+pub(crate) fn fan_out<'p>(
+    prepared: &'p Prepared<'_>,
+    new_ids: &std::collections::HashSet<String>,
+    targets: &[crate::matching::Target],
+    mut busy: std::collections::HashMap<String, bool>,
+    mut leasing: Option<&mut Leasing<'_>>,
+    token: Option<&'p str>,
+) -> (Vec<NewDelivery<'p>>, usize) {
+    let lease_ms = leasing.as_ref().map(|l| l.lease_ms);
+    let (mut deliveries, mut leased) = (Vec::new(), 0);
+    for row in prepared
+        .rows
+        .iter()
+        .filter(|r| new_ids.contains(&r.event_id))
+    {
+        let state = if row.payload_error.is_some() {
+            "failed"
+        } else {
+            "pending"
+        };
+        let planned = crate::matching::plan(row.event_type, row.endpoint_id, targets);
+        if planned.is_empty() {
+            if let Some(missing) = row.endpoint_id {
+                tracing::warn!(event_id = %row.event_id, endpoint_id = missing, "event names an endpoint that does not exist; nothing to deliver");
+            }
+        }
+        for planned in planned {
+            let held = planned.ordered
+                && state == "pending"
+                // Every endpoint reached was asked about; were one not, waiting is the
+                // safe answer (the safety net, `promote_stranded`, lets it go).
+                && busy.insert(planned.endpoint_id.clone(), true).unwrap_or(true);
+            let due = state == "pending" && !planned.parked && !held;
+            let lease = match leasing.as_deref_mut() {
+                Some(l) if due && l.takes(&planned.endpoint_id, leased) => {
+                    leased += 1;
+                    true
+                }
+                Some(l) => {
+                    l.due |= due;
+                    false
+                }
+                None => false,
+            };
+            deliveries.push(NewDelivery {
+                ord: deliveries.len(),
+                event_id: &row.event_id,
+                endpoint_id: planned.endpoint_id,
+                event_type: row.event_type,
+                state,
+                parked: planned.parked,
+                held,
+                error: row.payload_error.as_deref(),
+                lease_token: if lease { token } else { None },
+                lease_ms: if lease { lease_ms } else { None },
+            });
+        }
+    }
+    (deliveries, leased)
 }
 
 /// What one outbox row can do under a lease.

@@ -1,15 +1,35 @@
 //! hookd's durable state.
 //!
 //! Everything hookd knows lives in the database; a hookd process is disposable. This crate
-//! is the only code that talks to the database:
+//! is the only code that talks to the database. Its parts:
 //!
-//! - [`Store`]: the one interface the daemon uses, implemented twice, by [`SqliteStore`]
-//!   (the embedded default: WAL, one writer connection) and [`PgStore`] (production and
-//!   several instances: `FOR UPDATE SKIP LOCKED`, LISTEN/NOTIFY).
-//! - [`model`]: the records: endpoints, events, deliveries and their attempts.
+//! - `lib.rs` (here): [`Store`], the one interface the daemon uses, with the types it takes
+//!   and returns ([`ClaimPlan`], [`IngestLease`], [`Ingested`], [`Release`], ...);
+//!   [`connect`], which picks a store by URL; and the sealing of secrets at rest
+//!   ([`Sealer`]).
+//! - `sqlite/`: [`SqliteStore`], the embedded default (WAL, one writer connection).
+//!   `sqlite/mod.rs` is every statement it runs, in its `Store` methods; `sqlite/writer.rs`
+//!   is the one write connection: how writes queue for it, its transactions, readiness
+//!   when its thread ends, and the WAL checkpointer beside it.
+//! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
+//!   LOCKED`, LISTEN/NOTIFY): every statement it runs, in its `Store` methods.
+//! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
+//!   windows a bulk resend reads, ...).
+//! - [`ingest`]: what both stores do with incoming events around the statements that write
+//!   them: ids, payload checks, fan-out, held and leased deliveries, which outbox rows an
+//!   ingest takes. Pure.
+//! - `sql.rs`: the statements both stores run, written once in PostgreSQL's words (SQLite's
+//!   dialect replaces `hookd_now_ms()` and the index hints), and `Batch`, a statement over
+//!   many rows.
+//! - `rows.rs`: rows as the database returns them, and their conversion into the model.
+//! - `values.rs`: how SQLite binds the rows of a batch statement.
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
-//! - `sql`: the SQL both implementations share, and `ingest`: what both do with an
-//!   outbox row before writing it.
+//! - [`model`]: the records: endpoints, events, deliveries and their attempts.
+//! - `error.rs`: [`StoreError`], one variant per kind of failure.
+//!
+//! Dependencies run down this list: a module uses only modules below it (and any of them
+//! the types of the interface above), so the shared modules know neither store. One
+//! conformance suite (`tests/it/conformance/`) holds both stores to the same behaviour.
 //!
 //! The state machine of a delivery, fenced by leases, is drawn in `docs/state-machine.md`.
 //! Times are integer milliseconds since the Unix epoch, always read from the database's
@@ -19,6 +39,7 @@ pub mod matching;
 pub mod model;
 
 mod common;
+mod error;
 pub mod ingest;
 mod postgres;
 mod rows;
@@ -29,69 +50,12 @@ mod values;
 
 use async_trait::async_trait;
 
+pub use error::{Result, StoreError};
 pub use ingest::{json_depth, payload_error, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tenant::{Scope, TenantId};
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
-    UnsupportedUrl(String),
-    #[error("stored row is not valid: {0}")]
-    Corrupt(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// A part of the store that nothing in this process replaces has stopped (see
-    /// [`Store::stopped`]): only a restart helps.
-    #[error("cannot write: {0}")]
-    Stopped(String),
-}
-
-impl StoreError {
-    /// Whether retrying the same call later may succeed (the database went away, is busy,
-    /// or a connection broke), as opposed to a bug or bad data.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Database(sqlx::Error::Database(db)) => {
-                let code = db.code().unwrap_or_default();
-                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                    // Primary result code in the low byte: SQLITE_BUSY (5), SQLITE_LOCKED (6).
-                    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
-                } else {
-                    transient_sqlstate(&code)
-                }
-            }
-            StoreError::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
-            ),
-            _ => false,
-        }
-    }
-}
-
-/// PostgreSQL error classes worth retrying: connection (08), serialization and deadlock
-/// (40), insufficient resources (53), operator intervention such as an administrator's
-/// termination or a restart (57), system errors (58). A constraint violation or a syntax
-/// error is not.
-fn transient_sqlstate(code: &str) -> bool {
-    ["08", "40", "53", "57", "58"]
-        .iter()
-        .any(|class| code.starts_with(class))
-}
 
 /// Which due deliveries one claim takes, in one statement. First attempts and retries are
 /// read from their own partial indexes in due order, so that a storm of retries cannot
@@ -223,7 +187,7 @@ pub trait WakeSource: Send {
 
 /// hookd's state, behind one interface with a SQLite and a PostgreSQL implementation.
 ///
-/// The same conformance suite (`tests/conformance.rs`) runs against both.
+/// The same conformance suite (`tests/it/conformance/`) runs against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
@@ -454,6 +418,24 @@ pub(crate) fn open(
                 .into(),
         ),
     }
+}
+
+/// Of the live endpoints holding a sealed value (id, secret, previous secret, bearer token),
+/// those whose values this store cannot decrypt, with the reason.
+pub(crate) fn unreadable(
+    sealer: Option<&dyn Sealer>,
+    sealed: Vec<(String, String, Option<String>, Option<String>)>,
+) -> Vec<(String, String)> {
+    sealed
+        .into_iter()
+        .filter_map(|(id, secret, previous, token)| {
+            [Some(secret), previous, token]
+                .into_iter()
+                .flatten()
+                .find_map(|value| open(sealer, value, &id).err())
+                .map(|reason| (id, reason))
+        })
+        .collect()
 }
 
 /// Decrypts the secrets of an endpoint read from the database. One that cannot be

@@ -4,19 +4,26 @@
 //! instances never wait on each other and no lock outlives the claim. A trigger on
 //! `hookd_outbox` sends `NOTIFY hookd` when a producer commits, and ingestion sends one when
 //! it creates deliveries, so every instance wakes at once; polling remains as a fallback.
+//!
+//! This file is every statement the store runs, in its `Store` methods: most are shared
+//! with SQLite (`crate::sql`) and run as written there.
 
-use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, QueryBuilder, Transaction};
 
-use crate::common::{push_filter, store_impl};
-use crate::rows::{ClaimRow, OutboxRow};
+use crate::common;
+use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
+use crate::matching::{self, Target};
+use crate::rows::{
+    self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
+};
 use crate::sql;
-use crate::{Result, Sealer, WakeSource};
+use crate::*;
 
 /// A write transaction: on PostgreSQL, any pooled connection's.
 type WriteTx = Transaction<'static, Postgres>;
@@ -44,18 +51,6 @@ impl PgStore {
         Ok(Self { pool, sealer: None })
     }
 
-    const LOCK_ENDPOINT: Option<&'static str> =
-        Some("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE");
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
-
-    fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-
-    fn sql(statement: &'static str) -> Cow<'static, str> {
-        Cow::Borrowed(statement)
-    }
-
     fn sealer(&self) -> Option<&dyn Sealer> {
         self.sealer.as_deref()
     }
@@ -64,24 +59,6 @@ impl PgStore {
     pub fn with_sealer(mut self, sealer: Option<Arc<dyn Sealer>>) -> Self {
         self.sealer = sealer;
         self
-    }
-
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn writer(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
-        Ok(self.pool.acquire().await?)
-    }
-
-    async fn begin_write(&self) -> Result<WriteTx> {
-        Ok(self.pool.begin().await?)
-    }
-
-    /// Writes go through the pool, which replaces a broken connection: the read that
-    /// readiness makes already says whether the server answers.
-    async fn check_writer(&self) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -134,61 +111,6 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-impl PgStore {
-    /// Records results; returns the delivery ids recorded.
-    async fn complete_rows(
-        conn: &mut sqlx::PgConnection,
-        batch: &[crate::Completion],
-    ) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(&COMPLETE)
-            .bind(crate::rows::completions_json(batch))
-            .fetch_all(conn)
-            .await?)
-    }
-
-    /// The same, as one statement in a transaction of its own: one round trip.
-    async fn complete_unordered(&self, batch: &[crate::Completion]) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(&COMPLETE)
-            .bind(crate::rows::completions_json(batch))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// New events, as one JSON array; returns the ids inserted.
-    async fn insert_events(
-        tx: &mut WriteTx,
-        rows: &[crate::ingest::PreparedEvent<'_>],
-    ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
-            .bind(crate::ingest::events_json(rows))
-            .fetch_all(&mut **tx)
-            .await?)
-    }
-
-    /// New deliveries, as one JSON array, in order.
-    async fn insert_deliveries(
-        tx: &mut WriteTx,
-        rows: &[crate::ingest::NewDelivery<'_>],
-    ) -> Result<()> {
-        sqlx::query(sql::INSERT_DELIVERIES.postgres())
-            .bind(serde_json::to_string(rows).expect("deliveries serialize"))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// New deliveries created leased; returns each one's id, event and endpoint.
-    async fn insert_leased_deliveries(
-        tx: &mut WriteTx,
-        rows: &[crate::ingest::NewDelivery<'_>],
-    ) -> Result<Vec<(i64, String, String)>> {
-        Ok(sqlx::query_as(sql::INSERT_LEASED_DELIVERIES.postgres())
-            .bind(serde_json::to_string(rows).expect("deliveries serialize"))
-            .fetch_all(&mut **tx)
-            .await?)
-    }
-}
-
 struct PgWake(PgListener);
 
 #[async_trait]
@@ -200,9 +122,32 @@ impl WakeSource for PgWake {
     }
 }
 
-store_impl!(PgStore, Postgres, {
+#[async_trait]
+impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run_direct(&mut *self.pool.acquire().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        common::all_applied(applied, &MIGRATOR)?;
+        // Writes go through the pool, which replaces a broken connection: the read above
+        // already says whether the server answers.
+        Ok(())
+    }
+
+    async fn now_ms(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql::NOW).fetch_one(&self.pool).await?)
     }
 
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
@@ -211,14 +156,232 @@ store_impl!(PgStore, Postgres, {
         Ok(Some(Box::new(PgWake(listener))))
     }
 
+    // --- endpoints -------------------------------------------------------------------
+
+    async fn insert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
+        let (event_types, schedule, headers) = rows::endpoint_json(e);
+        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
+        sqlx::query(sql::INSERT_ENDPOINT)
+            .bind(&e.id)
+            .bind(&e.url)
+            .bind(&e.description)
+            .bind(event_types)
+            .bind(e.bearer_token.as_deref().map(seal))
+            .bind(e.signature_scheme.as_str())
+            .bind(seal(&e.secret))
+            .bind(schedule)
+            .bind(e.timeout_ms.map(|t| t as i64))
+            .bind(headers)
+            .bind(e.enabled)
+            .bind(&e.disabled_reason)
+            .bind(e.disabled_at)
+            .bind(e.previous_secret.as_deref().map(seal))
+            .bind(e.previous_secret_expires_at)
+            .bind(e.ordered)
+            .execute(&self.pool)
+            .await?;
+        self.endpoint_any(&self.pool, &e.id).await?.ok_or_else(|| {
+            StoreError::Inconsistent(format!("endpoint {} is not there after its insert", e.id))
+        })
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        Ok(self
+            .endpoint_any(&self.pool, id)
+            .await?
+            .filter(|e| !e.deleted))
+    }
+
+    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
+        let live = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
+             WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+        );
+        sqlx::query_as::<_, EndpointRow>(&live)
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
+            .collect()
+    }
+
+    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as(sql::SEALED_ENDPOINTS)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(crate::unreadable(self.sealer(), rows))
+    }
+
+    async fn update_endpoint_if(
+        &self,
+        e: &Endpoint,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<Endpoint>> {
+        let (event_types, schedule, headers) = rows::endpoint_json(e);
+        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(sql::UPDATE_ENDPOINT)
+            .bind(&e.id)
+            .bind(&e.url)
+            .bind(&e.description)
+            .bind(event_types)
+            .bind(e.bearer_token.as_deref().map(seal))
+            .bind(e.signature_scheme.as_str())
+            .bind(seal(&e.secret))
+            .bind(schedule)
+            .bind(e.timeout_ms.map(|t| t as i64))
+            .bind(headers)
+            .bind(e.enabled)
+            .bind(&e.disabled_reason)
+            .bind(e.disabled_at)
+            .bind(e.previous_secret.as_deref().map(seal))
+            .bind(e.previous_secret_expires_at)
+            .bind(e.ordered)
+            .bind(e.unreadable.is_some())
+            .bind(if_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Self::unwritten(&mut tx, &e.id).await;
+        }
+        let follow = if e.enabled {
+            sql::UNPARK_ENDPOINT_DELIVERIES
+        } else {
+            sql::PARK_ENDPOINT_DELIVERIES
+        };
+        sqlx::query(follow).bind(&e.id).execute(&mut *tx).await?;
+        if !e.ordered {
+            sqlx::query(sql::UNHOLD_ENDPOINT_DELIVERIES)
+                .bind(&e.id)
+                .bind(e.enabled)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(match self.endpoint_any(&self.pool, &e.id).await? {
+            Some(updated) => Versioned::Done(updated),
+            None => Versioned::NotFound,
+        })
+    }
+
+    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(sql::DELETE_ENDPOINT)
+            .bind(id)
+            .bind(if_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Self::unwritten(&mut tx, id).await;
+        }
+        sqlx::query(sql::FAIL_ENDPOINT_DELIVERIES)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Versioned::Done(()))
+    }
+
+    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let disabled = sqlx::query(sql::DISABLE_ENDPOINT)
+            .bind(id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if disabled {
+            sqlx::query(sql::PARK_ENDPOINT_DELIVERIES)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(disabled)
+    }
+
+    async fn record_endpoint_health(
+        &self,
+        outcomes: &[(String, bool)],
+        disable_after_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<Vec<String>> {
+        let mut disabled = Vec::new();
+        if outcomes.is_empty() {
+            return Ok(disabled);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, succeeded) in outcomes {
+            if *succeeded {
+                sqlx::query(sql::ENDPOINT_SUCCEEDED)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            }
+            sqlx::query(sql::ENDPOINT_FAILED)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let Some(after) = disable_after_ms else {
+                continue;
+            };
+            let now_disabled = sqlx::query(sql::DISABLE_IF_FAILING)
+                .bind(id)
+                .bind(reason)
+                .bind(after)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if now_disabled {
+                sqlx::query(sql::PARK_ENDPOINT_DELIVERIES)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                disabled.push(id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(disabled)
+    }
+
+    // --- events ----------------------------------------------------------------------
+
+    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
+        let mut tx = self.pool.begin().await?;
+        let targets = Self::targets(&mut tx).await?;
+        let (event_id, created) =
+            Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
+                .await?
+                .pop()
+                .expect("one event in, one out");
+        let deliveries: i64 = sqlx::query_scalar(sql::COUNT_EVENT_DELIVERIES)
+            .bind(&event_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Enqueued {
+            event_id,
+            deliveries: deliveries as u64,
+            created,
+        })
+    }
+
     async fn ingest_leasing(
         &self,
         max_rows: u32,
-        limits: &crate::IngestLimits,
-        lease: Option<crate::IngestLease<'_>>,
-    ) -> Result<crate::Ingested> {
-        let window = crate::ingest::window(max_rows, lease.as_ref());
-        let mut tx = self.begin_write().await?;
+        limits: &IngestLimits,
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<Ingested> {
+        let window = ingest::window(max_rows, lease.as_ref());
+        let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: several instances ingest disjoint rows side by side.
         let mut rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
@@ -228,11 +391,11 @@ store_impl!(PgStore, Postgres, {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(crate::Ingested::default());
+            return Ok(Ingested::default());
         }
         let full = rows.len() == window as usize;
         let targets = Self::targets(&mut tx).await?;
-        let ordered = crate::matching::reaches_ordered(
+        let ordered = matching::reaches_ordered(
             rows.iter()
                 .map(|r| (r.event_type.as_str(), r.endpoint_id.as_deref())),
             &targets,
@@ -255,9 +418,9 @@ store_impl!(PgStore, Postgres, {
             }
         }
         let read = rows.len();
-        let (rows, mut leasing) = crate::ingest::lease_rows(rows, &targets, lease);
+        let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = full || rows.len() < read;
-        let incoming: Vec<crate::ingest::Incoming> = rows.iter().map(OutboxRow::incoming).collect();
+        let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
         Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
         // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
@@ -276,12 +439,22 @@ store_impl!(PgStore, Postgres, {
         self.ingested(rows.len(), more, leasing).await
     }
 
+    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+        Ok(sqlx::query_as::<_, rows::EventRow>(sql::EVENT)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Into::into))
+    }
+
+    // --- dispatch --------------------------------------------------------------------
+
     async fn claim_due(
         &self,
-        plan: crate::ClaimPlan,
+        plan: ClaimPlan,
         exclude_endpoints: &[String],
         lease_ms: u64,
-    ) -> Result<Vec<crate::Claimed>> {
+    ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
         let rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
             .bind(crate::token())
@@ -296,32 +469,60 @@ store_impl!(PgStore, Postgres, {
         self.with_endpoints(rows).await
     }
 
-    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<crate::Purged> {
-        let mut tx = self.begin_write().await?;
-        // One statement: both deletes see the same doomed rows, and rows a resend is
-        // reopening right now are skipped, not waited for.
-        let deliveries = sqlx::query(
-            "WITH doomed AS ( \
-                 SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
-                 AND finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
-             ), attempts AS ( \
-                 DELETE FROM hookd_attempts WHERE delivery_id IN (SELECT id FROM doomed) \
-             ) \
-             DELETE FROM hookd_deliveries WHERE id IN (SELECT id FROM doomed)",
-        )
-        .bind(before_ms)
-        .bind(batch as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let events = sqlx::query(sql::PURGE_EVENTS)
-            .bind(before_ms)
-            .bind(batch as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !batch.iter().any(|c| c.ordered) {
+            // One statement, in a transaction of its own: one round trip.
+            let done: Vec<i64> = sqlx::query_scalar(&COMPLETE)
+                .bind(rows::completions_json(batch))
+                .fetch_all(&self.pool)
+                .await?;
+            return Ok(rows::recorded(batch, &done));
+        }
+        // A final result of an ordered endpoint lets its next delivery go, in the same
+        // transaction.
+        let mut tx = self.pool.begin().await?;
+        let done = Self::complete_rows(&mut tx, batch).await?;
+        let recorded = rows::recorded(batch, &done);
+        for (c, ok) in batch.iter().zip(&recorded) {
+            if *ok && c.ordered {
+                sqlx::query(sql::PROMOTE_NEXT)
+                    .bind(c.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
-        Ok(crate::Purged { deliveries, events })
+        Ok(recorded)
+    }
+
+    async fn release(&self, leases: &[Lease], how: Release) -> Result<u64> {
+        let (state, due_now, error) = common::release_args(&how);
+        let mut tx = self.pool.begin().await?;
+        let mut released = 0;
+        for lease in leases {
+            let n = sqlx::query(sql::RELEASE)
+                .bind(lease.delivery_id)
+                .bind(&lease.token)
+                .bind(state)
+                .bind(due_now)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 1 && error.is_some() {
+                // A failed head of an ordered endpoint lets the next one go.
+                sqlx::query(sql::PROMOTE_NEXT)
+                    .bind(lease.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            released += n;
+        }
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn rescue_expired(&self) -> Result<u64> {
@@ -349,4 +550,451 @@ store_impl!(PgStore, Postgres, {
         .rows_affected();
         Ok(rescued)
     }
-});
+
+    async fn promote_stranded(&self) -> Result<u64> {
+        Ok(sqlx::query(sql::PROMOTE_STRANDED)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn next_due_in_ms(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(sql::NEXT_DUE)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    // --- the delivery log -------------------------------------------------------------
+
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM hookd_deliveries WHERE TRUE"
+        ));
+        common::push_filter(&mut q, filter);
+        if let Some(before) = before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+        q.build_query_as::<rows::DeliveryRow>()
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect()
+    }
+
+    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+        sqlx::query_as::<_, rows::DeliveryRow>(sql::DELIVERY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Delivery::try_from)
+            .transpose()
+    }
+
+    async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        sqlx::query_as::<_, rows::AttemptRow>(sql::ATTEMPTS)
+            .bind(delivery_id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(AttemptRecord::try_from)
+            .collect()
+    }
+
+    async fn resend(&self, id: i64) -> Result<bool> {
+        let mut q = QueryBuilder::<Postgres>::new(sql::RESEND_SET);
+        q.push("WHERE id = ").push_bind(id);
+        Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob> {
+        let id = crate::new_id("rsj");
+        // The job covers what exists now: ids up to the current highest, down to the
+        // lowest that matches. Counted before the write transaction, through the filter's
+        // index: a count of a million matches must not hold a transaction open.
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MIN(id), 0) \
+             FROM hookd_deliveries WHERE TRUE",
+        );
+        common::push_filter(&mut q, filter);
+        let (matched, max_id, min_id): (i64, i64, i64) =
+            q.build_query_as().fetch_one(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql::INSERT_RESEND_JOB)
+            .bind(&id)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(&filter.endpoint_id)
+            .bind(&filter.event_id)
+            .bind(&filter.event_type)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(max_id)
+            .bind(matched)
+            .bind(min_id)
+            .execute(&mut *tx)
+            .await?;
+        let job = sqlx::query_as::<_, rows::ResendJobRow>(sql::RESEND_JOB)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(ResendJob::try_from)
+            .transpose()?;
+        tx.commit().await?;
+        job.ok_or_else(|| {
+            StoreError::Inconsistent(format!("resend job {id} is not there after its insert"))
+        })
+    }
+
+    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
+        sqlx::query_as::<_, rows::ResendJobRow>(sql::RESEND_JOB)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(ResendJob::try_from)
+            .transpose()
+    }
+
+    async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64> {
+        // What reads many rows runs outside the write transaction: which job, whether the
+        // dispatcher is behind, and the job's next chunk (see `ResendWindows`). The
+        // write transaction then only resends the chunk by id and moves the cursor, if the
+        // cursor is still where the chunk was read from. Each round either returns or moves
+        // a cursor down, so the loop ends with the job.
+        loop {
+            let job: Option<rows::ResendJobRow> = sqlx::query_as(&format!(
+                "SELECT {RESEND_JOB_COLUMNS} FROM hookd_resend_jobs \
+                 WHERE state = 'running' ORDER BY created_at LIMIT 1"
+            ))
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = job else { return Ok(0) };
+            let due: i64 = sqlx::query_scalar(sql::DUE_MANUAL)
+                .bind(max_due as i64)
+                .fetch_one(&self.pool)
+                .await?;
+            if due >= max_due as i64 {
+                return Ok(0); // the dispatcher is behind: wait rather than pile up
+            }
+            let (id, cursor) = (row.id.clone(), row.cursor);
+            let windows = common::ResendWindows::new(batch, row.floor_id);
+            let job = ResendJob::try_from(row)?;
+            let (mut top, mut ids, mut next_cursor) = (cursor, Vec::<i64>::new(), cursor);
+            for _ in 0..sql::RESEND_WINDOWS_PER_STEP {
+                let mut q =
+                    QueryBuilder::<Postgres>::new("SELECT id FROM hookd_deliveries WHERE id <= ");
+                q.push_bind(top)
+                    .push(" AND id >= ")
+                    .push_bind(windows.low(top));
+                common::push_filter(&mut q, &job.filter);
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(batch as i64);
+                ids = q.build_query_scalar().fetch_all(&self.pool).await?;
+                next_cursor = windows.next_cursor(top, &ids, batch);
+                if !ids.is_empty() || next_cursor < windows.floor {
+                    break;
+                }
+                top = next_cursor;
+            }
+            let finished = next_cursor < windows.floor;
+
+            let mut tx = self.pool.begin().await?;
+            let current: Option<i64> = sqlx::query_scalar(&format!(
+                "{} FOR UPDATE SKIP LOCKED",
+                sql::RESEND_JOB_CURSOR
+            ))
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match current {
+                // Done meanwhile, or another instance is taking a step of it.
+                None => return Ok(0),
+                // Another instance took this step: read the next chunk again.
+                Some(c) if c != cursor => continue,
+                Some(_) => {}
+            }
+            let mut resent = 0;
+            if !ids.is_empty() {
+                let mut update = QueryBuilder::<Postgres>::new(sql::RESEND_SET);
+                update.push("WHERE id IN (");
+                let mut list = update.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                update.push(")");
+                // Only the state can have changed since the chunk was read.
+                if let Some(state) = job.filter.state {
+                    update.push(" AND state = ").push_bind(state.as_str());
+                }
+                resent = update.build().execute(&mut *tx).await?.rows_affected();
+            }
+            sqlx::query(sql::ADVANCE_RESEND_JOB)
+                .bind(&id)
+                .bind(next_cursor)
+                .bind(resent as i64)
+                .bind(finished)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if resent > 0 || finished {
+                return Ok(resent);
+            }
+        }
+    }
+
+    // --- gauges and retention ------------------------------------------------------------
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let (unfinished, outbox, oldest): (i64, i64, Option<i64>) =
+            sqlx::query_as(sql::BACKLOG).fetch_one(&self.pool).await?;
+        Ok(Backlog {
+            unfinished: unfinished + outbox,
+            outbox,
+            oldest_due_age_ms: oldest.unwrap_or(0).max(0),
+        })
+    }
+
+    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<Purged> {
+        let mut tx = self.pool.begin().await?;
+        // One statement: both deletes see the same doomed rows, and rows a resend is
+        // reopening right now are skipped, not waited for.
+        let deliveries = sqlx::query(
+            "WITH doomed AS ( \
+                 SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
+                 AND finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+             ), attempts AS ( \
+                 DELETE FROM hookd_attempts WHERE delivery_id IN (SELECT id FROM doomed) \
+             ) \
+             DELETE FROM hookd_deliveries WHERE id IN (SELECT id FROM doomed)",
+        )
+        .bind(before_ms)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let events = sqlx::query(sql::PURGE_EVENTS)
+            .bind(before_ms)
+            .bind(batch as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Purged { deliveries, events })
+    }
+}
+
+impl PgStore {
+    /// Why a conditional write of an endpoint changed no row: no such live endpoint, or it
+    /// no longer has the version named.
+    async fn unwritten<T>(tx: &mut WriteTx, id: &str) -> Result<Versioned<T>> {
+        let live: bool = sqlx::query_scalar(sql::ENDPOINT_LIVE)
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(if live {
+            Versioned::Changed
+        } else {
+            Versioned::NotFound
+        })
+    }
+
+    /// An endpoint, deleted or not.
+    async fn endpoint_any<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = Postgres>,
+        id: &str,
+    ) -> Result<Option<Endpoint>> {
+        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id = $1");
+        sqlx::query_as::<_, EndpointRow>(&sql)
+            .bind(id)
+            .fetch_optional(executor)
+            .await?
+            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
+            .transpose()
+    }
+
+    /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
+    /// must be failed, not dropped).
+    async fn endpoints_by_id(
+        &self,
+        ids: impl Iterator<Item = &str>,
+    ) -> Result<HashMap<String, Arc<Endpoint>>> {
+        let ids: BTreeSet<&str> = ids.collect();
+        let mut found = HashMap::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id IN ("
+        ));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        q.push(")");
+        for row in q
+            .build_query_as::<EndpointRow>()
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let e = crate::open_endpoint(self.sealer(), row.try_into()?);
+            found.insert(e.id.clone(), Arc::new(e));
+        }
+        Ok(found)
+    }
+
+    /// Joins claimed rows with their endpoints. If that fails, the rows are handed back
+    /// (due now, the claim undone) before the error is returned: a claim that cannot be
+    /// completed must not leave leases to expire and charge a lost attempt.
+    async fn with_endpoints(&self, rows: Vec<ClaimRow>) -> Result<Vec<Claimed>> {
+        let leases: Vec<Lease> = rows.iter().map(ClaimRow::lease).collect();
+        let endpoints = self
+            .endpoints_by_id(rows.iter().map(|r| r.endpoint_id.as_str()))
+            .await;
+        let joined = endpoints.and_then(|endpoints| common::join_endpoints(rows, &endpoints));
+        if joined.is_err() {
+            if let Err(undo) = self.release(&leases, Release::Now).await {
+                tracing::warn!(error = %undo, "cannot hand back a claim that failed");
+            }
+        }
+        joined
+    }
+
+    /// What an ingest of `rows` outbox rows did, its leased deliveries joined with their
+    /// endpoints (handed back if that fails: see `with_endpoints`).
+    async fn ingested(
+        &self,
+        rows: usize,
+        more: bool,
+        leasing: Option<Leasing<'_>>,
+    ) -> Result<Ingested> {
+        let (claimed, due, blocked) = match leasing {
+            Some(l) if !l.rows.is_empty() => (self.with_endpoints(l.rows).await?, l.due, l.blocked),
+            Some(l) => (Vec::new(), l.due, l.blocked),
+            // Not counted without a lease: due as far as anyone knows.
+            None => (Vec::new(), rows > 0, false),
+        };
+        Ok(Ingested {
+            rows: rows as u64,
+            claimed,
+            due,
+            more,
+            blocked,
+        })
+    }
+
+    /// The endpoints fan-out chooses among.
+    async fn targets(tx: &mut WriteTx) -> Result<Vec<Target>> {
+        sqlx::query_as::<_, rows::TargetRow>(sql::TARGETS)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(Target::try_from)
+            .collect()
+    }
+
+    /// Stores events and their deliveries inside `tx`, in three statements whatever the
+    /// number of events (plus two per ordered endpoint reached, and one when some are
+    /// leased). Returns, per event, its id and whether it was new; a repeated id (in the
+    /// database or earlier in `events`) creates nothing. With `leasing`, the new deliveries
+    /// due now are created leased while it has room.
+    async fn store_events(
+        tx: &mut WriteTx,
+        targets: &[Target],
+        events: &[Incoming<'_>],
+        limits: &IngestLimits,
+        mut leasing: Option<&mut Leasing<'_>>,
+    ) -> Result<Vec<(String, bool)>> {
+        let prepared = ingest::prepare(events, limits);
+        let new_ids: HashSet<String> = if prepared.rows.is_empty() {
+            HashSet::new()
+        } else {
+            Self::insert_events(tx, &prepared.rows)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let mut busy = HashMap::new();
+        for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
+            // Serialises ingestion per ordered endpoint across instances.
+            sqlx::query("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE")
+                .bind(&endpoint_id)
+                .execute(&mut **tx)
+                .await?;
+            let unfinished: bool = sqlx::query_scalar(sql::HAS_UNFINISHED)
+                .bind(&endpoint_id)
+                .fetch_one(&mut **tx)
+                .await?;
+            busy.insert(endpoint_id, unfinished);
+        }
+        let token = leasing.as_ref().map(|l| l.token.clone());
+        let (deliveries, leased) = ingest::fan_out(
+            &prepared,
+            &new_ids,
+            targets,
+            busy,
+            leasing.as_deref_mut(),
+            token.as_deref(),
+        );
+        if leased > 0 {
+            // Leased ones first: an ordered endpoint's leased delivery is its first in this
+            // batch, the rest wait behind it, so ids keep arrival order.
+            let (taken, rest): (Vec<_>, Vec<_>) = deliveries
+                .into_iter()
+                .partition(|d| d.lease_token.is_some());
+            let created = Self::insert_leased_deliveries(tx, &taken).await?;
+            if !rest.is_empty() {
+                Self::insert_deliveries(tx, &rest).await?;
+            }
+            leasing
+                .expect("deliveries are leased only with a lease")
+                .add_created(created, &prepared)?;
+        } else if !deliveries.is_empty() {
+            Self::insert_deliveries(tx, &deliveries).await?;
+        }
+        Ok(prepared.created(&new_ids))
+    }
+
+    /// Records results; returns the delivery ids recorded.
+    async fn complete_rows(
+        conn: &mut sqlx::PgConnection,
+        batch: &[Completion],
+    ) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(&COMPLETE)
+            .bind(rows::completions_json(batch))
+            .fetch_all(conn)
+            .await?)
+    }
+
+    /// New events, as one JSON array; returns the ids inserted.
+    async fn insert_events(tx: &mut WriteTx, rows: &[PreparedEvent<'_>]) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
+            .bind(ingest::events_json(rows))
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+
+    /// New deliveries, as one JSON array, in order.
+    async fn insert_deliveries(tx: &mut WriteTx, rows: &[NewDelivery<'_>]) -> Result<()> {
+        sqlx::query(sql::INSERT_DELIVERIES.postgres())
+            .bind(serde_json::to_string(rows).expect("deliveries serialize"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// New deliveries created leased; returns each one's id, event and endpoint.
+    async fn insert_leased_deliveries(
+        tx: &mut WriteTx,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<Vec<(i64, String, String)>> {
+        Ok(sqlx::query_as(sql::INSERT_LEASED_DELIVERIES.postgres())
+            .bind(serde_json::to_string(rows).expect("deliveries serialize"))
+            .fetch_all(&mut **tx)
+            .await?)
+    }
+}

@@ -9,17 +9,24 @@ use std::collections::BTreeMap;
 use crate::model::*;
 use crate::StoreError;
 
-fn parse<T: std::str::FromStr>(value: &str) -> Result<T, StoreError>
+fn parse<T: std::str::FromStr>(column: &'static str, value: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
-    value
-        .parse()
-        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+    value.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        column,
+        reason: e.to_string(),
+    })
 }
 
-fn json<T: serde::de::DeserializeOwned>(column: &str, value: &str) -> Result<T, StoreError> {
-    serde_json::from_str(value).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+fn json<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    value: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(value).map_err(|e| StoreError::Corrupt {
+        column,
+        reason: e.to_string(),
+    })
 }
 
 /// `SELECT` list for [`EndpointRow`].
@@ -59,7 +66,7 @@ impl TryFrom<EndpointRow> for Endpoint {
     fn try_from(r: EndpointRow) -> Result<Self, StoreError> {
         Ok(Endpoint {
             event_types: json("event_types", &r.event_types)?,
-            signature_scheme: parse(&r.signature_scheme)?,
+            signature_scheme: parse("signature_scheme", &r.signature_scheme)?,
             retry_schedule_ms: r
                 .retry_schedule
                 .as_deref()
@@ -123,7 +130,7 @@ impl TryFrom<DeliveryRow> for Delivery {
     type Error = StoreError;
     fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
         Ok(Delivery {
-            state: parse(&r.state)?,
+            state: parse("state", &r.state)?,
             id: r.id,
             event_id: r.event_id,
             endpoint_id: r.endpoint_id,
@@ -156,11 +163,11 @@ impl TryFrom<AttemptRow> for AttemptRecord {
     fn try_from(r: AttemptRow) -> Result<Self, StoreError> {
         Ok(AttemptRecord {
             attempt: r.attempt,
-            trigger: parse(&r.trigger)?,
+            trigger: parse("trigger", &r.trigger)?,
             started_at: r.started_at,
             duration_ms: r.duration_ms,
             status_code: r.status_code,
-            outcome: parse(&r.outcome)?,
+            outcome: parse("outcome", &r.outcome)?,
             error: r.error,
             response_body: r.response_body,
         })
@@ -208,9 +215,17 @@ pub(crate) struct ClaimRow {
 }
 
 impl ClaimRow {
+    /// The lease the claim holds.
+    pub fn lease(&self) -> crate::Lease {
+        crate::Lease {
+            delivery_id: self.id,
+            token: self.lease_token.clone(),
+        }
+    }
+
     pub fn into_claimed(self, endpoint: std::sync::Arc<Endpoint>) -> Result<Claimed, StoreError> {
         Ok(Claimed {
-            trigger: parse(&self.next_trigger)?,
+            trigger: parse("next_trigger", &self.next_trigger)?,
             delivery_id: self.id,
             lease_token: self.lease_token,
             event_id: self.event_id,
@@ -232,17 +247,6 @@ pub(crate) struct OutboxRow {
     pub event_type: String,
     pub payload: String,
     pub endpoint_id: Option<String>,
-}
-
-impl OutboxRow {
-    pub fn incoming(&self) -> crate::ingest::Incoming<'_> {
-        crate::ingest::Incoming {
-            event_id: self.event_id.as_deref(),
-            event_type: &self.event_type,
-            payload: &self.payload,
-            endpoint_id: self.endpoint_id.as_deref(),
-        }
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -294,7 +298,11 @@ impl TryFrom<ResendJobRow> for ResendJob {
         Ok(ResendJob {
             done: r.state == "done",
             filter: DeliveryFilter {
-                state: r.f_state.as_deref().map(parse).transpose()?,
+                state: r
+                    .f_state
+                    .as_deref()
+                    .map(|s| parse("f_state", s))
+                    .transpose()?,
                 endpoint_id: r.f_endpoint_id,
                 event_id: r.f_event_id,
                 event_type: r.f_event_type,

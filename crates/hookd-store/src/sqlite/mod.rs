@@ -1,0 +1,1113 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! All writes go through one connection (SQLite has one writer at a time anyway; queueing
+//! for it is cheaper than retrying `SQLITE_BUSY`), each write transaction takes the write
+//! lock before it reads anything (`BEGIN IMMEDIATE`, or a plain `BEGIN` when its first
+//! statement writes) so it never has to upgrade a read lock, and a busy timeout rides out a
+//! producer's write transaction. Reads use their own small pool and never block on
+//! the writer (WAL). Other processes' outbox inserts are seen by polling.
+//!
+//! This file is every statement the store runs, in its `Store` methods: most are shared
+//! with PostgreSQL (`crate::sql`), run through [`dialect`]. `writer` is the one write
+//! connection: how a write waits for it, its transactions, and the WAL checkpointer beside
+//! it.
+
+mod writer;
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::common;
+use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
+use crate::matching::Target;
+use crate::rows::{
+    self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
+};
+use crate::sql;
+use crate::values;
+use crate::*;
+use writer::{WriteTx, Writer, BUSY_TIMEOUT};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Read connections; WAL lets them all read while the writer writes.
+const READERS: u32 = 4;
+
+pub struct SqliteStore {
+    writer: Writer,
+    reader: SqlitePool,
+    sealer: Option<Arc<dyn Sealer>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) `sqlite://REL/PATH` or `sqlite:///ABS/PATH`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives any process crash; only an OS crash can lose the
+            // last commits, and then WAL's ordering loses outbox rows and their ingestion
+            // together, never one without the other.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let writer = Writer::open(&options).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(BUSY_TIMEOUT * 3)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            writer,
+            reader,
+            sealer: None,
+        })
+    }
+
+    fn sealer(&self) -> Option<&dyn Sealer> {
+        self.sealer.as_deref()
+    }
+
+    /// Encrypts endpoint secrets at rest with `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<Arc<dyn Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+}
+
+/// SQLite's text of a statement shared with PostgreSQL (`crate::sql`): `hookd_now_ms()`
+/// spelled out, index hints applied.
+fn dialect(statement: &'static str) -> Cow<'static, str> {
+    sql::sqlite_dialect(statement)
+}
+
+/// The attempt log rows of a batch of results whose leases still hold. Written first: when
+/// every row was written, every result will be recorded and [`COMPLETE`] need return nothing
+/// (SQLite has no data-modifying CTE to do both in one statement, as PostgreSQL does).
+static INSERT_ATTEMPTS: sql::Batch = sql::Batch::with_suffix(
+    sql::COMPLETION_COLUMNS,
+    sql::INSERT_ATTEMPTS_BATCH,
+    " CROSS JOIN hookd_deliveries d ON d.id = v.delivery_id \
+     AND d.lease_token = v.lease_token AND d.state = 'in_flight'",
+);
+/// Records a batch of results, each only if its lease still holds.
+static COMPLETE: sql::Batch = sql::Batch::new(sql::COMPLETION_COLUMNS, sql::COMPLETE_BATCH);
+/// The same, naming the deliveries recorded: for a batch in which some leases were lost.
+static COMPLETE_RETURNING: sql::Batch = sql::Batch::with_suffix(
+    sql::COMPLETION_COLUMNS,
+    sql::COMPLETE_BATCH,
+    " RETURNING hookd_deliveries.id",
+);
+
+/// One claim round in one statement: retries ahead ($5), first attempts ($6), then the
+/// retries after those ahead ($7, read in the same order past the first $5), $3 in all.
+/// SQLite runs `UNION ALL` arm by arm under the outer `LIMIT`, so an arm is read only while
+/// the ones before it leave room. Each arm reads its own partial index in due order.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    let due = |index: &str, kind: &str, limit: &str| {
+        format!(
+            "SELECT id FROM (SELECT id FROM hookd_deliveries /* {index} */ \
+             WHERE state = 'pending' AND {kind} AND next_attempt_at <= hookd_now_ms() \
+             AND endpoint_id NOT IN (SELECT value FROM json_each($4)) \
+             ORDER BY next_attempt_at {limit})"
+        )
+    };
+    sql::sqlite_dialect_owned(&format!(
+        "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
+         lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
+         auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
+         updated_at = hookd_now_ms() \
+         WHERE id IN ({} UNION ALL {} UNION ALL {} LIMIT $3) \
+         RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
+             auto_attempts, manual_only, next_attempt_at, \
+             (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
+             (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                 AS payload_error",
+        due("due_retry", "attempts > 0", "LIMIT $5"),
+        due("due_first", "attempts = 0", "LIMIT $6"),
+        due("due_retry", "attempts > 0", "LIMIT $7 OFFSET $5"),
+    ))
+});
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn writer_busy_seconds(&self) -> Option<f64> {
+        Some(self.writer.busy().as_secs_f64())
+    }
+
+    async fn stopped(&self) -> String {
+        self.writer.stopped().await
+    }
+
+    #[cfg(feature = "fault-injection")]
+    async fn end_writer_thread(&self) -> bool {
+        self.writer.end_thread().await
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run_direct(&mut *self.writer.lock().await?).await?;
+        Ok(())
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.reader)
+                .await?;
+        common::all_applied(applied, &MIGRATOR)?;
+        self.writer.check().await
+    }
+
+    async fn now_ms(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(&dialect(sql::NOW))
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
+        Ok(None)
+    }
+
+    // --- endpoints -------------------------------------------------------------------
+
+    async fn insert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
+        let (event_types, schedule, headers) = rows::endpoint_json(e);
+        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
+        sqlx::query(&dialect(sql::INSERT_ENDPOINT))
+            .bind(&e.id)
+            .bind(&e.url)
+            .bind(&e.description)
+            .bind(event_types)
+            .bind(e.bearer_token.as_deref().map(seal))
+            .bind(e.signature_scheme.as_str())
+            .bind(seal(&e.secret))
+            .bind(schedule)
+            .bind(e.timeout_ms.map(|t| t as i64))
+            .bind(headers)
+            .bind(e.enabled)
+            .bind(&e.disabled_reason)
+            .bind(e.disabled_at)
+            .bind(e.previous_secret.as_deref().map(seal))
+            .bind(e.previous_secret_expires_at)
+            .bind(e.ordered)
+            .execute(&mut *self.writer.lock().await?)
+            .await?;
+        self.endpoint_any(&mut *self.writer.lock().await?, &e.id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!("endpoint {} is not there after its insert", e.id))
+            })
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        Ok(self
+            .endpoint_any(&self.reader, id)
+            .await?
+            .filter(|e| !e.deleted))
+    }
+
+    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
+        let live = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
+             WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+        );
+        sqlx::query_as::<_, EndpointRow>(&live)
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
+            .collect()
+    }
+
+    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as(&dialect(sql::SEALED_ENDPOINTS))
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(crate::unreadable(self.sealer(), rows))
+    }
+
+    async fn update_endpoint_if(
+        &self,
+        e: &Endpoint,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<Endpoint>> {
+        let (event_types, schedule, headers) = rows::endpoint_json(e);
+        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(&dialect(sql::UPDATE_ENDPOINT))
+            .bind(&e.id)
+            .bind(&e.url)
+            .bind(&e.description)
+            .bind(event_types)
+            .bind(e.bearer_token.as_deref().map(seal))
+            .bind(e.signature_scheme.as_str())
+            .bind(seal(&e.secret))
+            .bind(schedule)
+            .bind(e.timeout_ms.map(|t| t as i64))
+            .bind(headers)
+            .bind(e.enabled)
+            .bind(&e.disabled_reason)
+            .bind(e.disabled_at)
+            .bind(e.previous_secret.as_deref().map(seal))
+            .bind(e.previous_secret_expires_at)
+            .bind(e.ordered)
+            .bind(e.unreadable.is_some())
+            .bind(if_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Self::unwritten(&mut tx, &e.id).await;
+        }
+        let follow = if e.enabled {
+            sql::UNPARK_ENDPOINT_DELIVERIES
+        } else {
+            sql::PARK_ENDPOINT_DELIVERIES
+        };
+        sqlx::query(&dialect(follow))
+            .bind(&e.id)
+            .execute(&mut *tx)
+            .await?;
+        if !e.ordered {
+            sqlx::query(&dialect(sql::UNHOLD_ENDPOINT_DELIVERIES))
+                .bind(&e.id)
+                .bind(e.enabled)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(
+            match self
+                .endpoint_any(&mut *self.writer.lock().await?, &e.id)
+                .await?
+            {
+                Some(updated) => Versioned::Done(updated),
+                None => Versioned::NotFound,
+            },
+        )
+    }
+
+    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+        let mut tx = self.writer.begin().await?;
+        let deleted = sqlx::query(&dialect(sql::DELETE_ENDPOINT))
+            .bind(id)
+            .bind(if_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Self::unwritten(&mut tx, id).await;
+        }
+        sqlx::query(&dialect(sql::FAIL_ENDPOINT_DELIVERIES))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Versioned::Done(()))
+    }
+
+    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let disabled = sqlx::query(&dialect(sql::DISABLE_ENDPOINT))
+            .bind(id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if disabled {
+            sqlx::query(&dialect(sql::PARK_ENDPOINT_DELIVERIES))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(disabled)
+    }
+
+    async fn record_endpoint_health(
+        &self,
+        outcomes: &[(String, bool)],
+        disable_after_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<Vec<String>> {
+        let mut disabled = Vec::new();
+        if outcomes.is_empty() {
+            return Ok(disabled);
+        }
+        let mut tx = self.writer.begin().await?;
+        for (id, succeeded) in outcomes {
+            if *succeeded {
+                sqlx::query(&dialect(sql::ENDPOINT_SUCCEEDED))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            }
+            sqlx::query(&dialect(sql::ENDPOINT_FAILED))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let Some(after) = disable_after_ms else {
+                continue;
+            };
+            let now_disabled = sqlx::query(&dialect(sql::DISABLE_IF_FAILING))
+                .bind(id)
+                .bind(reason)
+                .bind(after)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if now_disabled {
+                sqlx::query(&dialect(sql::PARK_ENDPOINT_DELIVERIES))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                disabled.push(id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(disabled)
+    }
+
+    // --- events ----------------------------------------------------------------------
+
+    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
+        let mut tx = self.writer.begin().await?;
+        let targets = Self::targets(&mut tx).await?;
+        let (event_id, created) =
+            Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
+                .await?
+                .pop()
+                .expect("one event in, one out");
+        let deliveries: i64 = sqlx::query_scalar(&dialect(sql::COUNT_EVENT_DELIVERIES))
+            .bind(&event_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Enqueued {
+            event_id,
+            deliveries: deliveries as u64,
+            created,
+        })
+    }
+
+    async fn ingest_leasing(
+        &self,
+        max_rows: u32,
+        limits: &IngestLimits,
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<Ingested> {
+        // Cheap check on a reader first: polling an empty outbox must not take the write lock.
+        let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM hookd_outbox LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        if any.is_none() {
+            return Ok(Ingested::default());
+        }
+        let window = ingest::window(max_rows, lease.as_ref());
+        let mut tx = self.writer.begin().await?;
+        // Producers may bind anything (SQLite keeps a BLOB a BLOB, and text that is not
+        // UTF-8): read bytes, so that one odd row fails alone instead of stopping ingestion.
+        let raw: Vec<(i64, Option<Vec<u8>>, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
+             CAST(endpoint_id AS BLOB) FROM hookd_outbox ORDER BY seq LIMIT $1",
+        )
+        .bind(window as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows: Vec<OutboxRow> = raw
+            .into_iter()
+            .map(|(seq, event_id, event_type, payload, endpoint_id)| {
+                let text = |b: Vec<u8>| ingest::lossy(b).0;
+                let (mut payload, utf8) = ingest::lossy(payload);
+                if !utf8 {
+                    // Not JSON either way; make sure it is refused as such.
+                    payload.insert_str(0, "\u{FFFD}not UTF-8: ");
+                }
+                OutboxRow {
+                    seq,
+                    event_id: event_id.map(text),
+                    event_type: text(event_type),
+                    payload,
+                    endpoint_id: endpoint_id.map(text),
+                }
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(Ingested::default());
+        }
+        let read = rows.len();
+        let targets = Self::targets(&mut tx).await?;
+        let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
+        let more = read == window as usize || rows.len() < read;
+        let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
+        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
+        let last = rows.last().map(|r| r.seq).unwrap_or_default();
+        sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.ingested(rows.len(), more, leasing).await
+    }
+
+    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+        Ok(sqlx::query_as::<_, rows::EventRow>(&dialect(sql::EVENT))
+            .bind(event_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(Into::into))
+    }
+
+    // --- dispatch --------------------------------------------------------------------
+
+    async fn claim_due(
+        &self,
+        plan: ClaimPlan,
+        exclude_endpoints: &[String],
+        lease_ms: u64,
+    ) -> Result<Vec<Claimed>> {
+        let (ahead, first, after) = plan.limits();
+        let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
+        let mut rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
+            .bind(crate::token())
+            .bind(lease_ms as i64)
+            .bind(plan.max as i64)
+            .bind(excluded)
+            .bind(ahead)
+            .bind(first)
+            .bind(after)
+            .fetch_all(&mut *self.writer.lock().await?)
+            .await?;
+        // RETURNING gives no order.
+        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+        self.with_endpoints(rows).await
+    }
+
+    async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !batch.iter().any(|c| c.ordered) {
+            // Its first statement inserts the attempt rows.
+            let mut tx = self.writer.begin_writing().await?;
+            let done = Self::complete_rows(&mut tx, batch).await?;
+            tx.commit().await?;
+            return Ok(rows::recorded(batch, &done));
+        }
+        // A final result of an ordered endpoint lets its next delivery go, in the same
+        // transaction.
+        let mut tx = self.writer.begin().await?;
+        let done = Self::complete_rows(&mut tx, batch).await?;
+        let recorded = rows::recorded(batch, &done);
+        for (c, ok) in batch.iter().zip(&recorded) {
+            if *ok && c.ordered {
+                sqlx::query(&dialect(sql::PROMOTE_NEXT))
+                    .bind(c.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn release(&self, leases: &[Lease], how: Release) -> Result<u64> {
+        let (state, due_now, error) = common::release_args(&how);
+        let release = dialect(sql::RELEASE);
+        let mut tx = self.writer.begin().await?;
+        let mut released = 0;
+        for lease in leases {
+            let n = sqlx::query(&release)
+                .bind(lease.delivery_id)
+                .bind(&lease.token)
+                .bind(state)
+                .bind(due_now)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 1 && error.is_some() {
+                // A failed head of an ordered endpoint lets the next one go.
+                sqlx::query(&dialect(sql::PROMOTE_NEXT))
+                    .bind(lease.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            released += n;
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn rescue_expired(&self) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let now: i64 = sqlx::query_scalar(&dialect(sql::NOW))
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
+             outcome, error) SELECT id, attempts, next_trigger, updated_at, $1 - updated_at, \
+             'lost', $2 FROM hookd_deliveries WHERE state = 'in_flight' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .bind(sql::LOST_ERROR)
+        .execute(&mut *tx)
+        .await?;
+        let rescued = sqlx::query(
+            "UPDATE hookd_deliveries SET state = 'pending', lease_token = NULL, \
+             lease_expires_at = NULL, next_attempt_at = $1, last_status_code = NULL, \
+             last_error = $2, \
+             next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE next_trigger END, \
+             resend_requested = FALSE, updated_at = $1 \
+             WHERE state = 'in_flight' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .bind(sql::LOST_ERROR)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    async fn promote_stranded(&self) -> Result<u64> {
+        Ok(sqlx::query(&dialect(sql::PROMOTE_STRANDED))
+            .execute(&mut *self.writer.lock().await?)
+            .await?
+            .rows_affected())
+    }
+
+    async fn next_due_in_ms(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(&dialect(sql::NEXT_DUE))
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    // --- the delivery log -------------------------------------------------------------
+
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM hookd_deliveries WHERE TRUE"
+        ));
+        common::push_filter(&mut q, filter);
+        if let Some(before) = before_id {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+        q.build_query_as::<rows::DeliveryRow>()
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect()
+    }
+
+    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+        sqlx::query_as::<_, rows::DeliveryRow>(&dialect(sql::DELIVERY))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(Delivery::try_from)
+            .transpose()
+    }
+
+    async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        sqlx::query_as::<_, rows::AttemptRow>(&dialect(sql::ATTEMPTS))
+            .bind(delivery_id)
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(AttemptRecord::try_from)
+            .collect()
+    }
+
+    async fn resend(&self, id: i64) -> Result<bool> {
+        let mut q = QueryBuilder::<Sqlite>::new(dialect(sql::RESEND_SET));
+        q.push("WHERE id = ").push_bind(id);
+        Ok(q.build()
+            .execute(&mut *self.writer.lock().await?)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob> {
+        let id = crate::new_id("rsj");
+        // The job covers what exists now: ids up to the current highest, down to the
+        // lowest that matches. Counted on a reader, through the filter's index: a count of
+        // a million matches must not hold the write lock (SQLite has one writer, and
+        // delivery needs it).
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MIN(id), 0) \
+             FROM hookd_deliveries WHERE TRUE",
+        );
+        common::push_filter(&mut q, filter);
+        let (matched, max_id, min_id): (i64, i64, i64) =
+            q.build_query_as().fetch_one(&self.reader).await?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(&dialect(sql::INSERT_RESEND_JOB))
+            .bind(&id)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(&filter.endpoint_id)
+            .bind(&filter.event_id)
+            .bind(&filter.event_type)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(max_id)
+            .bind(matched)
+            .bind(min_id)
+            .execute(&mut *tx)
+            .await?;
+        let job = sqlx::query_as::<_, rows::ResendJobRow>(&dialect(sql::RESEND_JOB))
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(ResendJob::try_from)
+            .transpose()?;
+        tx.commit().await?;
+        job.ok_or_else(|| {
+            StoreError::Inconsistent(format!("resend job {id} is not there after its insert"))
+        })
+    }
+
+    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
+        sqlx::query_as::<_, rows::ResendJobRow>(&dialect(sql::RESEND_JOB))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(ResendJob::try_from)
+            .transpose()
+    }
+
+    async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64> {
+        // What reads many rows runs on a reader, outside the write lock: which job, whether
+        // the dispatcher is behind, and the job's next chunk (see `ResendWindows`). The
+        // write transaction then only resends the chunk by id and moves the cursor, if the
+        // cursor is still where the chunk was read from. Each round either returns or moves
+        // a cursor down, so the loop ends with the job.
+        loop {
+            let job: Option<rows::ResendJobRow> = sqlx::query_as(&format!(
+                "SELECT {RESEND_JOB_COLUMNS} FROM hookd_resend_jobs \
+                 WHERE state = 'running' ORDER BY created_at LIMIT 1"
+            ))
+            .fetch_optional(&self.reader)
+            .await?;
+            let Some(row) = job else { return Ok(0) };
+            let due: i64 = sqlx::query_scalar(&dialect(sql::DUE_MANUAL))
+                .bind(max_due as i64)
+                .fetch_one(&self.reader)
+                .await?;
+            if due >= max_due as i64 {
+                return Ok(0); // the dispatcher is behind: wait rather than pile up
+            }
+            let (id, cursor) = (row.id.clone(), row.cursor);
+            let windows = common::ResendWindows::new(batch, row.floor_id);
+            let job = ResendJob::try_from(row)?;
+            let (mut top, mut ids, mut next_cursor) = (cursor, Vec::<i64>::new(), cursor);
+            for _ in 0..sql::RESEND_WINDOWS_PER_STEP {
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("SELECT id FROM hookd_deliveries WHERE id <= ");
+                q.push_bind(top)
+                    .push(" AND id >= ")
+                    .push_bind(windows.low(top));
+                common::push_filter(&mut q, &job.filter);
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(batch as i64);
+                ids = q.build_query_scalar().fetch_all(&self.reader).await?;
+                next_cursor = windows.next_cursor(top, &ids, batch);
+                if !ids.is_empty() || next_cursor < windows.floor {
+                    break;
+                }
+                top = next_cursor;
+            }
+            let finished = next_cursor < windows.floor;
+
+            let mut tx = self.writer.begin().await?;
+            // One writer: no other instance can be taking a step of this job.
+            let current: Option<i64> = sqlx::query_scalar(&dialect(sql::RESEND_JOB_CURSOR))
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match current {
+                // Done meanwhile.
+                None => return Ok(0),
+                // Another step moved it: read the next chunk again.
+                Some(c) if c != cursor => continue,
+                Some(_) => {}
+            }
+            let mut resent = 0;
+            if !ids.is_empty() {
+                let mut update = QueryBuilder::<Sqlite>::new(dialect(sql::RESEND_SET));
+                update.push("WHERE id IN (");
+                let mut list = update.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                update.push(")");
+                // Only the state can have changed since the chunk was read.
+                if let Some(state) = job.filter.state {
+                    update.push(" AND state = ").push_bind(state.as_str());
+                }
+                resent = update.build().execute(&mut *tx).await?.rows_affected();
+            }
+            sqlx::query(&dialect(sql::ADVANCE_RESEND_JOB))
+                .bind(&id)
+                .bind(next_cursor)
+                .bind(resent as i64)
+                .bind(finished)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if resent > 0 || finished {
+                return Ok(resent);
+            }
+        }
+    }
+
+    // --- gauges and retention ------------------------------------------------------------
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let (unfinished, outbox, oldest): (i64, i64, Option<i64>) =
+            sqlx::query_as(&dialect(sql::BACKLOG))
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(Backlog {
+            unfinished: unfinished + outbox,
+            outbox,
+            oldest_due_age_ms: oldest.unwrap_or(0).max(0),
+        })
+    }
+
+    async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<Purged> {
+        // One writer: the doomed set cannot change between the two deletes.
+        let mut tx = self.writer.begin().await?;
+        // INDEXED BY: without statistics SQLite would rather read every finished row through
+        // the state index and sort them.
+        let doomed = "SELECT id FROM hookd_deliveries INDEXED BY hookd_deliveries_finished \
+                      WHERE state IN ('succeeded', 'failed') \
+                      AND finished_at < $1 ORDER BY finished_at LIMIT $2";
+        sqlx::query(&format!(
+            "DELETE FROM hookd_attempts WHERE delivery_id IN ({doomed})"
+        ))
+        .bind(before_ms)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?;
+        let deliveries = sqlx::query(&format!(
+            "DELETE FROM hookd_deliveries WHERE id IN ({doomed})"
+        ))
+        .bind(before_ms)
+        .bind(batch as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let events = sqlx::query(&dialect(sql::PURGE_EVENTS))
+            .bind(before_ms)
+            .bind(batch as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Purged { deliveries, events })
+    }
+}
+
+impl SqliteStore {
+    /// Why a conditional write of an endpoint changed no row: no such live endpoint, or it
+    /// no longer has the version named.
+    async fn unwritten<T>(tx: &mut WriteTx, id: &str) -> Result<Versioned<T>> {
+        let live: bool = sqlx::query_scalar(&dialect(sql::ENDPOINT_LIVE))
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(if live {
+            Versioned::Changed
+        } else {
+            Versioned::NotFound
+        })
+    }
+
+    /// An endpoint, deleted or not.
+    async fn endpoint_any<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = Sqlite>,
+        id: &str,
+    ) -> Result<Option<Endpoint>> {
+        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id = $1");
+        sqlx::query_as::<_, EndpointRow>(&sql)
+            .bind(id)
+            .fetch_optional(executor)
+            .await?
+            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
+            .transpose()
+    }
+
+    /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
+    /// must be failed, not dropped).
+    async fn endpoints_by_id(
+        &self,
+        ids: impl Iterator<Item = &str>,
+    ) -> Result<HashMap<String, Arc<Endpoint>>> {
+        let ids: BTreeSet<&str> = ids.collect();
+        let mut found = HashMap::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id IN ("
+        ));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        q.push(")");
+        for row in q
+            .build_query_as::<EndpointRow>()
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let e = crate::open_endpoint(self.sealer(), row.try_into()?);
+            found.insert(e.id.clone(), Arc::new(e));
+        }
+        Ok(found)
+    }
+
+    /// Joins claimed rows with their endpoints. If that fails, the rows are handed back
+    /// (due now, the claim undone) before the error is returned: a claim that cannot be
+    /// completed must not leave leases to expire and charge a lost attempt.
+    async fn with_endpoints(&self, rows: Vec<ClaimRow>) -> Result<Vec<Claimed>> {
+        let leases: Vec<Lease> = rows.iter().map(ClaimRow::lease).collect();
+        let endpoints = self
+            .endpoints_by_id(rows.iter().map(|r| r.endpoint_id.as_str()))
+            .await;
+        let joined = endpoints.and_then(|endpoints| common::join_endpoints(rows, &endpoints));
+        if joined.is_err() {
+            if let Err(undo) = self.release(&leases, Release::Now).await {
+                tracing::warn!(error = %undo, "cannot hand back a claim that failed");
+            }
+        }
+        joined
+    }
+
+    /// What an ingest of `rows` outbox rows did, its leased deliveries joined with their
+    /// endpoints (handed back if that fails: see `with_endpoints`).
+    async fn ingested(
+        &self,
+        rows: usize,
+        more: bool,
+        leasing: Option<Leasing<'_>>,
+    ) -> Result<Ingested> {
+        let (claimed, due, blocked) = match leasing {
+            Some(l) if !l.rows.is_empty() => (self.with_endpoints(l.rows).await?, l.due, l.blocked),
+            Some(l) => (Vec::new(), l.due, l.blocked),
+            // Not counted without a lease: due as far as anyone knows.
+            None => (Vec::new(), rows > 0, false),
+        };
+        Ok(Ingested {
+            rows: rows as u64,
+            claimed,
+            due,
+            more,
+            blocked,
+        })
+    }
+
+    /// The endpoints fan-out chooses among.
+    async fn targets(tx: &mut WriteTx) -> Result<Vec<Target>> {
+        sqlx::query_as::<_, rows::TargetRow>(&dialect(sql::TARGETS))
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(Target::try_from)
+            .collect()
+    }
+
+    /// Stores events and their deliveries inside `tx`, in three statements whatever the
+    /// number of events (plus one per ordered endpoint reached, and one when some are
+    /// leased). Returns, per event, its id and whether it was new; a repeated id (in the
+    /// database or earlier in `events`) creates nothing. With `leasing`, the new deliveries
+    /// due now are created leased while it has room.
+    async fn store_events(
+        tx: &mut WriteTx,
+        targets: &[Target],
+        events: &[Incoming<'_>],
+        limits: &IngestLimits,
+        mut leasing: Option<&mut Leasing<'_>>,
+    ) -> Result<Vec<(String, bool)>> {
+        let prepared = ingest::prepare(events, limits);
+        let new_ids: HashSet<String> = if prepared.rows.is_empty() {
+            HashSet::new()
+        } else {
+            Self::insert_events(tx, &prepared.rows)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        // The single writer serialises ingestion: nothing to lock.
+        let mut busy = HashMap::new();
+        for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
+            let unfinished: bool = sqlx::query_scalar(&dialect(sql::HAS_UNFINISHED))
+                .bind(&endpoint_id)
+                .fetch_one(&mut **tx)
+                .await?;
+            busy.insert(endpoint_id, unfinished);
+        }
+        let token = leasing.as_ref().map(|l| l.token.clone());
+        let (deliveries, leased) = ingest::fan_out(
+            &prepared,
+            &new_ids,
+            targets,
+            busy,
+            leasing.as_deref_mut(),
+            token.as_deref(),
+        );
+        if leased > 0 {
+            // Leased ones first: an ordered endpoint's leased delivery is its first in this
+            // batch, the rest wait behind it, so ids keep arrival order.
+            let (taken, rest): (Vec<_>, Vec<_>) = deliveries
+                .into_iter()
+                .partition(|d| d.lease_token.is_some());
+            let created = Self::insert_leased_deliveries(tx, &taken).await?;
+            if !rest.is_empty() {
+                Self::insert_deliveries(tx, &rest).await?;
+            }
+            leasing
+                .expect("deliveries are leased only with a lease")
+                .add_created(created, &prepared)?;
+        } else if !deliveries.is_empty() {
+            Self::insert_deliveries(tx, &deliveries).await?;
+        }
+        Ok(prepared.created(&new_ids))
+    }
+
+    /// Records results inside the caller's transaction; returns the delivery ids recorded.
+    /// Every row sent back is a hand-off between SQLite's thread and the runtime, so the
+    /// usual case (every lease held) returns none.
+    async fn complete_rows(
+        conn: &mut sqlx::SqliteConnection,
+        batch: &[Completion],
+    ) -> Result<Vec<i64>> {
+        let rows = rows::completion_rows(batch);
+        let mut done = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = INSERT_ATTEMPTS.sqlite_bind(chunk);
+            let logged = sqlx::query_with(text, args)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            // Same transaction, same lease condition: the rows logged are the rows recorded.
+            if logged == chunk.len() as u64 {
+                let (text, args) = COMPLETE.sqlite_bind(chunk);
+                sqlx::query_with(text, args).execute(&mut *conn).await?;
+                done.extend(chunk.iter().map(|r| r.delivery_id));
+            } else if logged > 0 {
+                let (text, args) = COMPLETE_RETURNING.sqlite_bind(chunk);
+                let recorded: Vec<i64> = sqlx::query_scalar_with(text, args)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                done.extend(recorded);
+            }
+        }
+        Ok(done)
+    }
+
+    /// New events, in chunks; returns the ids inserted. It counts them instead of reading
+    /// each id back (`RETURNING`, one row handed from SQLite's thread to the runtime per
+    /// event while the write lock is held): all of them are new, the usual case, or the new
+    /// ones are the last rows by rowid, since SQLite gives each new row the largest rowid
+    /// plus one (chosen at random only once rowids reach 2^63 - 1).
+    async fn insert_events(tx: &mut WriteTx, rows: &[PreparedEvent<'_>]) -> Result<Vec<String>> {
+        let mut inserted = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = sql::INSERT_NEW_EVENTS.sqlite_bind(chunk);
+            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            let new = done.rows_affected() as i64;
+            if new == chunk.len() as i64 {
+                inserted.extend(chunk.iter().map(|r| r.event_id.clone()));
+            } else if new > 0 {
+                let last = done.last_insert_rowid();
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT event_id FROM hookd_events WHERE rowid > $1 AND rowid <= $2",
+                )
+                .bind(last - new)
+                .bind(last)
+                .fetch_all(&mut **tx)
+                .await?;
+                if ids.len() as i64 != new {
+                    return Err(crate::StoreError::Inconsistent(format!(
+                        "{new} new events, but {} rows by rowid",
+                        ids.len()
+                    )));
+                }
+                inserted.extend(ids);
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// New deliveries, in chunks, in order.
+    async fn insert_deliveries(tx: &mut WriteTx, rows: &[NewDelivery<'_>]) -> Result<()> {
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
+            sqlx::query_with(text, args).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// New deliveries created leased; returns each one's id, event and endpoint. The ids are
+    /// not read back either: the statement inserts in `ord` order and AUTOINCREMENT gives
+    /// each row the next id, so a chunk's ids are the `rows_affected` up to
+    /// `last_insert_rowid`. (SQLite inserts the rows of `INSERT ... SELECT ... ORDER BY` in
+    /// that order; the conformance case `a_large_ingest_hands_out_the_id_of_each_new_delivery`
+    /// checks every id against its row.)
+    async fn insert_leased_deliveries(
+        tx: &mut WriteTx,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<Vec<(i64, String, String)>> {
+        let mut created = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(values::MAX_ROWS) {
+            let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
+            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(crate::StoreError::Inconsistent(format!(
+                    "{} of {} new deliveries inserted",
+                    done.rows_affected(),
+                    chunk.len()
+                )));
+            }
+            let mut in_order: Vec<_> = chunk.iter().collect();
+            in_order.sort_by_key(|d| d.ord);
+            let first = done.last_insert_rowid() - chunk.len() as i64 + 1;
+            created.extend(
+                in_order
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(d, id)| (id, d.event_id.to_string(), d.endpoint_id.clone())),
+            );
+        }
+        Ok(created)
+    }
+}

@@ -1,0 +1,306 @@
+//! An ingest that leases the deliveries it creates to its caller, and leaves in the outbox what it has no room for.
+
+use super::*;
+
+hookd_testkit::each_backend!(
+    an_ingest_leases_what_it_has_room_for,
+    a_large_ingest_hands_out_the_id_of_each_new_delivery,
+    an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox,
+);
+
+async fn outbox_len(db: &TestDb) -> i64 {
+    db.query_i64("SELECT COUNT(*) FROM hookd_outbox").await
+}
+
+async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
+    let (db, store) = open_with_endpoint(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_2", &["refund"]))
+        .await
+        .unwrap();
+    // e1 is already stored: its outbox row is a duplicate and creates nothing.
+    store
+        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
+        .await
+        .unwrap();
+    db.exec(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e1', 'purchase', '{}');
+         INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e2', 'purchase', '{\"n\":2}');
+         INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e3', 'refund', '{\"n\":3}');
+         INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e4', 'purchase', '{\"n\":4}');
+         INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e5', 'purchase', '{\"n\":5}');",
+    )
+    .await;
+
+    // Room for 3: e2 (1 delivery) and e3 (fanned out to 2) fill it; e4 and e5 stay queued.
+    let first = store
+        .ingest_leasing(500, &limits(), Some(lease(3, &[], Consume::ToRoom, 60_000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.rows,
+            first.claimed.len(),
+            first.due,
+            first.more,
+            first.blocked
+        ),
+        (3, 3, false, true, false)
+    );
+    assert_eq!(outbox_len(&db).await, 2);
+    let leased: Vec<(&str, &str)> = first
+        .claimed
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str()))
+        .collect();
+    assert_eq!(leased, [("e2", "ep_1"), ("e3", "ep_1"), ("e3", "ep_2")]);
+    for c in &first.claimed {
+        assert_eq!(
+            (c.attempt, c.trigger, c.auto_attempts),
+            (1, Trigger::Auto, 1)
+        );
+        assert_eq!(c.payload_error, None);
+        assert_eq!(
+            c.endpoint.url,
+            format!("http://127.0.0.1:9/{}", c.endpoint.id)
+        );
+        let d = store.delivery(c.delivery_id).await.unwrap().unwrap();
+        assert_eq!((d.state, d.attempts), (DeliveryState::InFlight, 1));
+        // The id handed out is the row of that event and endpoint.
+        assert_eq!(
+            (d.event_id.as_str(), d.endpoint_id.as_str()),
+            (c.event_id.as_str(), c.endpoint.id.as_str())
+        );
+    }
+    assert_eq!(first.claimed[1].payload, r#"{"n":3}"#);
+    assert_eq!(
+        store.claim(10, 60_000).await.unwrap().len(),
+        1,
+        "only e1's delivery, enqueued before, is left to claim"
+    );
+
+    // A leased delivery is fenced like a claimed one.
+    let c = &first.claimed[0];
+    let mut stale = succeeded(c);
+    stale.lease_token = "not-the-lease".into();
+    assert_eq!(store.complete(&[stale]).await.unwrap(), vec![false]);
+    assert_eq!(store.complete(&[succeeded(c)]).await.unwrap(), vec![true]);
+    let log = store.attempts(c.delivery_id).await.unwrap();
+    assert_eq!((log.len(), log[0].attempt), (1, 1));
+
+    // And its lease expires like a claimed one's.
+    let lost = store
+        .ingest_leasing(500, &limits(), Some(lease(1, &[], Consume::ToRoom, 1)))
+        .await
+        .unwrap();
+    assert_eq!((lost.rows, lost.claimed.len(), lost.more), (1, 1, true));
+    wait_until(Duration::from_secs(5), "the lease to be rescued", || {
+        let store = store.clone();
+        async move { (store.rescue_expired().await.unwrap() == 1).then_some(()) }
+    })
+    .await;
+    let d = store
+        .delivery(lost.claimed[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1));
+
+    // More room than rows: everything, and the outbox is empty.
+    let rest = store
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &[], Consume::ToRoom, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((rest.rows, rest.claimed.len(), rest.more), (1, 1, false));
+    assert_eq!(outbox_len(&db).await, 0);
+    let empty = store
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &[], Consume::ToRoom, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((empty.rows, empty.claimed.len(), empty.more), (0, 0, false));
+}
+
+/// More events and deliveries than one statement writes, some already stored: every new
+/// delivery is leased once, under the id of its own row.
+async fn a_large_ingest_hands_out_the_id_of_each_new_delivery(backend: Backend) {
+    let (db, store) = open_with_endpoint(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_2", &["purchase"]))
+        .await
+        .unwrap();
+    let stored = ["e10", "e511", "e512", "e699"];
+    for id in stored {
+        store
+            .enqueue_event(&event(Some(id), "purchase"), &limits())
+            .await
+            .unwrap();
+    }
+    let values: Vec<String> = (0..700)
+        .map(|i| format!("('e{i}', 'purchase', '{{\"n\":{i}}}')"))
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    let ingested = store
+        .ingest_leasing(
+            1000,
+            &limits(),
+            Some(lease(5000, &[], Consume::ToRoom, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ingested.rows, 700);
+    assert_eq!(ingested.claimed.len(), 2 * (700 - stored.len()));
+    let mut ids = HashSet::new();
+    let mut pairs = HashSet::new();
+    for c in &ingested.claimed {
+        assert!(
+            ids.insert(c.delivery_id),
+            "id {} handed out twice",
+            c.delivery_id
+        );
+        assert!(pairs.insert((c.event_id.clone(), c.endpoint.id.clone())));
+        assert!(
+            !stored.contains(&c.event_id.as_str()),
+            "{} was stored",
+            c.event_id
+        );
+        let n = c.event_id.trim_start_matches('e');
+        assert_eq!(c.payload, format!("{{\"n\":{n}}}"));
+        let d = store.delivery(c.delivery_id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.event_id.as_str(), d.endpoint_id.as_str(), d.state),
+            (
+                c.event_id.as_str(),
+                c.endpoint.id.as_str(),
+                DeliveryState::InFlight
+            )
+        );
+    }
+    // The stored events kept their own deliveries, pending, and gained none.
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM hookd_deliveries WHERE state = 'pending'")
+            .await,
+        2 * stored.len() as i64
+    );
+    assert_eq!(outbox_len(&db).await, 0);
+}
+
+async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend) {
+    let (db, store) = open(backend).await;
+    for id in ["ep_a", "ep_b"] {
+        store.insert_endpoint(&endpoint(id, &["*"])).await.unwrap();
+    }
+    let mut off = endpoint("ep_off", &["*"]);
+    off.enabled = false;
+    store.insert_endpoint(&off).await.unwrap();
+    let row = |id: &str, ep: &str, payload: &str| {
+        format!(
+            "INSERT INTO hookd_outbox (event_id, event_type, payload, endpoint_id) \
+             VALUES ('{id}', 'purchase', '{payload}', '{ep}');"
+        )
+    };
+    db.exec(
+        &[
+            row("a1", "ep_a", "{}"),
+            row("a2", "ep_a", "{}"),
+            row("off", "ep_off", "{}"),
+            row("bad", "ep_b", "{oops"),
+            row("b1", "ep_b", "{}"),
+            row("a3", "ep_a", "{}"),
+        ]
+        .concat(),
+    )
+    .await;
+    let busy = vec!["ep_a".to_string()];
+
+    // ep_a is busy: its rows before b1 become pending (so b1 can go), a3 waits in the outbox.
+    let first = store
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &busy, Consume::ToRoom, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.rows, first.due, first.more, first.blocked),
+        (5, true, true, true)
+    );
+    let leased: Vec<&str> = first.claimed.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(leased, ["b1"]);
+    assert_eq!(outbox_len(&db).await, 1);
+    let state = |event_id: &'static str| {
+        let store = store.clone();
+        async move {
+            let f = DeliveryFilter {
+                event_id: Some(event_id.into()),
+                ..Default::default()
+            };
+            let d = store.deliveries(&f, None, 10).await.unwrap();
+            assert_eq!(d.len(), 1, "{event_id}: {d:?}");
+            (d[0].state, d[0].attempts, d[0].next_attempt_at.is_some())
+        }
+    };
+    assert_eq!(state("a1").await, (DeliveryState::Pending, 0, true));
+    assert_eq!(
+        state("off").await,
+        (DeliveryState::Pending, 0, false),
+        "parked"
+    );
+    assert_eq!(state("bad").await, (DeliveryState::Failed, 0, false));
+    assert_eq!(state("b1").await, (DeliveryState::InFlight, 1, true));
+
+    // Nothing but ep_a's row left: it stays.
+    let blocked = store
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &busy, Consume::ToRoom, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            blocked.rows,
+            blocked.claimed.len(),
+            blocked.due,
+            blocked.blocked
+        ),
+        (0, 0, false, true)
+    );
+    assert_eq!(outbox_len(&db).await, 1);
+
+    // Not waiting for busy endpoints: it becomes a pending delivery, for a claim.
+    let taken = store
+        .ingest_leasing(
+            500,
+            &limits(),
+            Some(lease(10, &busy, Consume::ToRoomPastBusy, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (taken.rows, taken.claimed.len(), taken.due, taken.blocked),
+        (1, 0, true, false)
+    );
+    assert_eq!(outbox_len(&db).await, 0);
+    let claimed: Vec<String> = store
+        .claim(10, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.event_id)
+        .collect();
+    assert_eq!(claimed, ["a1", "a2", "a3"]);
+}
