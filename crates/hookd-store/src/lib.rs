@@ -10,6 +10,7 @@
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
 //! - `sql`: the SQL both implementations share, and `ingest`: what both do with an
 //!   outbox row before writing it.
+//! - [`summary`]: per endpoint, how its recent deliveries went (the dashboard's overview).
 //!
 //! The state machine of a delivery, fenced by leases, is drawn in `docs/state-machine.md`.
 //! Times are integer milliseconds since the Unix epoch, always read from the database's
@@ -24,6 +25,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+pub mod summary;
 mod values;
 
 use async_trait::async_trait;
@@ -32,6 +34,7 @@ pub use ingest::{json_depth, payload_error, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use summary::{EndpointSummary, Summaries};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -380,6 +383,18 @@ pub trait Store: Send + Sync + 'static {
     /// sent. The chunk is read beforehand, outside the write transaction, so a step holds
     /// the write lock for the resends only. Returns how many were resent.
     async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64>;
+
+    // --- summaries ------------------------------------------------------------------------
+    /// Live endpoints ordered by id after `after` (at most `limit`), each with its figures
+    /// over the last `window_ms`: its deliveries created since then by their state now, and
+    /// its unfinished deliveries of any age. The cost follows the window's deliveries of
+    /// these endpoints and their backlog, never the older history (see [`summary`]).
+    async fn endpoint_summaries(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<Summaries>;
 
     // --- gauges and retention ------------------------------------------------------------
     async fn backlog(&self) -> Result<Backlog>;

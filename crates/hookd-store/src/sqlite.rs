@@ -574,6 +574,16 @@ impl SqliteStore {
 }
 
 store_impl!(SqliteStore, Sqlite, {
+    async fn endpoint_summaries(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<crate::Summaries> {
+        let endpoints = self.endpoints(after, limit).await?;
+        crate::summary::summarize(self.reader(), Self::sql, endpoints, window_ms).await
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }

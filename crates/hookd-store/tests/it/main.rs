@@ -3,3 +3,4 @@
 
 mod conformance;
 mod query_plans;
+mod summary;
