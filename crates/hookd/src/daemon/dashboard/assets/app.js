@@ -140,7 +140,7 @@ function toApiInstant(text) {
 // ---------------------------------------------------------------------------------------
 // The token: the admin token asked for once on a 401, or the portal's tenant token taken from
 // its link; kept only in sessionStorage (in memory where storage is refused), never in
-// localStorage or a cookie
+// local storage or a cookie
 
 let memoryToken = null;
 
@@ -677,7 +677,7 @@ function endpointFields(e) {
   const text = (id, value, more = {}) => h('input', {
     id, type: 'text', value: value ?? '', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': `${id}-hint`, ...more,
   });
-  const url = text('ep-url', e && e.url, { type: 'url', required: true, placeholder: 'https://example.com/webhooks' });
+  const url = text('ep-url', e && e.url, { type: 'url', required: true });
   const description = text('ep-description', e && e.description, { maxlength: '1024' });
   const types = text('ep-event-types', e ? e.event_types.join(', ') : '*');
   const scheme = h('select', { id: 'ep-scheme', 'aria-describedby': 'ep-scheme-hint' },
