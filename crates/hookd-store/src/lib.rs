@@ -26,6 +26,7 @@
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
 //! - [`model`]: the records: endpoints, events, deliveries and their attempts.
 //! - `error.rs`: [`StoreError`], one variant per kind of failure.
+//! - [`summary`]: per endpoint, how its recent deliveries went (the dashboard's overview).
 //!
 //! Dependencies run down this list: a module uses only modules below it (and any of them
 //! the types of the interface above), so the shared modules know neither store. One
@@ -45,6 +46,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+pub mod summary;
 pub mod tenant;
 mod values;
 
@@ -55,6 +57,7 @@ pub use ingest::{json_depth, payload_error, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use summary::{EndpointSummary, Summaries};
 pub use tenant::{Scope, TenantId};
 
 /// Which due deliveries one claim takes, in one statement. First attempts and retries are
@@ -346,6 +349,18 @@ pub trait Store: Send + Sync + 'static {
     /// sent. The chunk is read beforehand, outside the write transaction, so a step holds
     /// the write lock for the resends only. Returns how many were resent.
     async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64>;
+
+    // --- summaries ------------------------------------------------------------------------
+    /// Live endpoints ordered by id after `after` (at most `limit`), each with its figures
+    /// over the last `window_ms`: its deliveries created since then by their state now, and
+    /// its unfinished deliveries of any age. The cost follows the window's deliveries of
+    /// these endpoints and their backlog, never the older history (see [`summary`]).
+    async fn endpoint_summaries(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<Summaries>;
 
     // --- gauges and retention ------------------------------------------------------------
     async fn backlog(&self) -> Result<Backlog>;

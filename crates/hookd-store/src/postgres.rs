@@ -128,6 +128,17 @@ impl Store for PgStore {
         "postgres"
     }
 
+    async fn endpoint_summaries(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<crate::Summaries> {
+        let endpoints = self.endpoints(after, limit).await?;
+        crate::summary::summarize(&self.pool, std::borrow::Cow::Borrowed, endpoints, window_ms)
+            .await
+    }
+
     async fn migrate(&self) -> Result<()> {
         MIGRATOR
             .run_direct(&mut *self.pool.acquire().await?)

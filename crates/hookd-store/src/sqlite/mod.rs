@@ -144,6 +144,16 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    async fn endpoint_summaries(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<crate::Summaries> {
+        let endpoints = self.endpoints(after, limit).await?;
+        crate::summary::summarize(&self.reader, dialect, endpoints, window_ms).await
+    }
+
     fn writer_busy_seconds(&self) -> Option<f64> {
         Some(self.writer.busy().as_secs_f64())
     }

@@ -4,3 +4,4 @@
 
 mod conformance;
 mod query_plans;
+mod summary;

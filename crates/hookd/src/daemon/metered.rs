@@ -122,6 +122,14 @@ impl Store for MeteredStore {
     async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64> {
         metered!(self, step_resend_jobs(batch, max_due))
     }
+    async fn endpoint_summaries(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<Summaries> {
+        metered!(self, endpoint_summaries(after, limit, window_ms))
+    }
     async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
         metered!(self, enqueue_event(event, limits))
     }

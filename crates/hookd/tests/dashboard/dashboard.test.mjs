@@ -8,6 +8,11 @@
 //   event ORDER_EVENT (order.paid) and BULK_COUNT events of BULK_EVENT_TYPE to "Orders",
 //   all failed (HOOKD_RETRY_SCHEDULE= : failures are final)
 //
+// Then it manages an endpoint in the page (create and see its secret once, edit, a stale
+// edit refused with 412, disable and enable, rotate, delete) and opens the portal
+// (/portal#token=...): the token leaves the address bar, the summary shows; with a token,
+// /portal#token=wrong shows the expired page.
+//
 // Environment: HOOKD_URL, RECEIVER_URL, ORDER_EVENT, BULK_EVENT_TYPE, BULK_COUNT,
 // SCREENSHOT_DIR, PASS_NAME; ADMIN_TOKEN when hookd runs with HOOKD_ADMIN_TOKEN (the page
 // must ask for it); CHROMIUM (default /usr/bin/chromium).
@@ -98,13 +103,16 @@ const page = context.pages()[0] || (await context.newPage());
 
 const problems = [];
 const origin = new URL(BASE).origin;
+// A status the current step provokes on purpose (the browser logs every non-2xx fetch).
+let expectedStatus = null;
 function watchProblems(p) {
   p.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
   p.on('console', (msg) => {
     if (msg.type() !== 'error') return;
     const url = msg.location().url || '';
-    // The browser logs every non-2xx fetch; the 401s of the token pass are expected.
+    // The 401s of the token pass are expected.
     if (TOKEN && /status of 401/.test(msg.text())) return;
+    if (expectedStatus && msg.text().includes(`status of ${expectedStatus}`)) return;
     if (url.endsWith('/favicon.ico')) return;
     problems.push(`console error: ${msg.text()} (${url})`);
   });
@@ -169,6 +177,12 @@ try {
     await archive.getByText('100%').waitFor();
     await crm.getByText('no deliveries').or(crm.getByText('none finished')).waitFor();
     await orders.getByText('enabled, failing').waitFor();
+    // The last 24 hours first, with the disabled endpoint and why.
+    const overview = page.getByRole('region', { name: 'Last 24 hours' });
+    assert.equal(await overview.locator('[data-stat="Failed"] dd').innerText(), String(BULK_COUNT + 1));
+    await overview.locator('.disabled-list').getByText('Legacy CRM').waitFor();
+    await overview.locator('.disabled-list').getByText('disabled by an operator').waitFor();
+    await orders.getByRole('link', { name: `${BULK_COUNT + 1} failed` }).waitFor();
     await orders.getByText(`0 of ${BULK_COUNT + 1} finished`).waitFor();
     await archive.getByText('enabled, healthy').waitFor();
     await crm.getByText('disabled', { exact: true }).waitFor();
@@ -403,6 +417,225 @@ try {
     }
     await page.setViewportSize({ width: 1366, height: 768 });
   });
+
+  // --- managing an endpoint ------------------------------------------------------------
+  const apiJson = { 'content-type': 'application/json' };
+  const created = { url: `${RECEIVER}/always-ok/created`, id: null, secret: null };
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+
+  await step('create an endpoint: its generated secret is shown once, with a copy button', async () => {
+    await page.goto(`${BASE}/#/endpoints`);
+    await page.getByRole('link', { name: 'New endpoint' }).click();
+    await page.getByRole('heading', { name: 'New endpoint', level: 1 }).waitFor();
+    await page.getByLabel('URL', { exact: true }).fill(created.url);
+    await page.getByLabel('Description').fill('Created in the browser');
+    await page.getByLabel('Event types').fill('order.*, refund.created');
+    await page.getByLabel('Signature scheme').selectOption('standard');
+    await page.getByLabel('Timeout').fill('5s');
+    await pageShot('endpoint-new');
+    await page.getByRole('button', { name: 'Create endpoint' }).click();
+    await page.getByRole('heading', { name: 'Created: Created in the browser', level: 1 }).waitFor();
+    const secretBox = page.getByRole('textbox', { name: 'Signing secret' });
+    created.secret = await secretBox.inputValue();
+    assert.match(created.secret, /^whsec_/);
+    created.id = await page.getByRole('link', { name: 'Done' }).getAttribute('href').then((href) => decodeURIComponent(href.split('/').pop()));
+    const stored = await api(`/v1/endpoints/${created.id}`);
+    assert.equal(stored.secret, created.secret);
+    assert.deepEqual([stored.url, stored.event_types, stored.timeout, stored.signature_scheme],
+      [created.url, ['order.*', 'refund.created'], '5s', 'standard']);
+    await page.getByRole('button', { name: 'Copy' }).click();
+    await page.getByText('Copied.').waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), created.secret);
+    await pageShot('endpoint-created');
+    // Once: the endpoint's own page, and the same page reloaded, never show it.
+    await page.getByRole('link', { name: 'Done' }).click();
+    await page.getByRole('heading', { name: 'Created in the browser', level: 1 }).waitFor();
+    const shown = async () => page.evaluate((secret) => document.body.innerText.includes(secret)
+      || [...document.querySelectorAll('input')].some((i) => i.value === secret), created.secret);
+    assert.equal(await shown(), false);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Created in the browser', level: 1 }).waitFor();
+    assert.equal(await shown(), false);
+  });
+
+  await step('edit it: event types, timeout, retry schedule, headers; sent with If-Match', async () => {
+    await page.getByLabel('Description').fill('Created, then edited');
+    await page.getByLabel('Event types').fill('order.*');
+    await page.getByLabel('Timeout').fill('3s');
+    await page.getByLabel('Retries').selectOption('custom');
+    await page.getByLabel('Retry schedule').fill('1s, 5s');
+    await page.getByLabel('Static headers').fill('X-Team: web');
+    const patch = page.waitForRequest((req) => req.method() === 'PATCH' && req.url().endsWith(`/v1/endpoints/${created.id}`));
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    const sent = await patch;
+    assert.equal(sent.headers()['if-match'], '"v1"');
+    assert.match(sent.headers()['content-type'], /^application\/json/);
+    assert.deepEqual(JSON.parse(sent.postData()), {
+      description: 'Created, then edited', event_types: ['order.*'], timeout: '3s', retry_schedule: ['1s', '5s'], headers: { 'X-Team': 'web' },
+    });
+    await page.getByText('Saved:').waitFor();
+    await page.getByRole('heading', { name: 'Created, then edited', level: 1 }).waitFor();
+    const e = await api(`/v1/endpoints/${created.id}`);
+    assert.deepEqual([e.description, e.event_types, e.timeout, e.retry_schedule, e.headers, e.url],
+      ['Created, then edited', ['order.*'], '3s', ['1s', '5s'], { 'X-Team': 'web' }, created.url]);
+    // Nothing changed: nothing is sent.
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByText('Nothing to save').waitFor();
+    await pageShot('endpoint');
+  });
+
+  await step('a stale edit: 412, the page says it changed since it was opened, and reloads', async () => {
+    // Someone else changes it meanwhile (curl, the CLI, another tab).
+    await api(`/v1/endpoints/${created.id}`, { method: 'PATCH', headers: apiJson, body: JSON.stringify({ description: 'Changed elsewhere' }) });
+    expectedStatus = 412;
+    await page.getByLabel('Timeout').fill('4s');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByText('This endpoint changed since you opened it').waitFor();
+    expectedStatus = null;
+    await page.getByRole('heading', { name: 'Changed elsewhere', level: 1 }).waitFor();
+    assert.equal(await page.getByLabel('Description').inputValue(), 'Changed elsewhere');
+    assert.equal(await page.getByLabel('Timeout').inputValue(), '3s');
+    assert.equal((await api(`/v1/endpoints/${created.id}`)).timeout, '3s', 'the stale change was not applied');
+    await pageShot('endpoint-conflict');
+  });
+
+  await step('disable, then enable it', async () => {
+    await page.getByRole('button', { name: 'Disable', exact: true }).click();
+    await page.getByText('Disabled: its pending deliveries are kept').waitFor();
+    await page.locator('#endpoint-facts').getByText('disabled by an operator').waitFor();
+    let e = await api(`/v1/endpoints/${created.id}`);
+    assert.deepEqual([e.enabled, e.disabled_reason], [false, 'disabled by an operator']);
+    await page.getByRole('button', { name: 'Enable', exact: true }).click();
+    await page.getByText('Enabled: it gets new deliveries again').waitFor();
+    e = await api(`/v1/endpoints/${created.id}`);
+    assert.deepEqual([e.enabled, e.disabled_reason], [true, null]);
+  });
+
+  await step('rotate its secret: the new one is shown once, the old one signs for 24 h', async () => {
+    const before = (await api(`/v1/endpoints/${created.id}`)).secret;
+    await page.getByRole('button', { name: 'Rotate secret…' }).click();
+    assert.equal(await page.getByLabel('The current secret keeps signing beside it for').inputValue(), '24h');
+    const rotation = page.waitForRequest((req) => req.method() === 'POST' && req.url().endsWith('/rotate-secret'));
+    await page.getByRole('button', { name: 'Rotate secret', exact: true }).click();
+    const sent = await rotation;
+    assert.match(sent.headers()['if-match'], /^"v\d+"$/);
+    const secretBox = page.getByRole('textbox', { name: 'New signing secret' });
+    await secretBox.waitFor();
+    const rotated = await secretBox.inputValue();
+    const e = await api(`/v1/endpoints/${created.id}`);
+    assert.notEqual(rotated, before);
+    assert.equal(rotated, e.secret);
+    assert.ok(e.previous_secret_expires_at);
+    await page.getByText('The previous secret keeps signing beside it until').waitFor();
+    await pageShot('endpoint-rotated');
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await page.locator('#endpoint-facts').waitFor();
+    assert.equal(await page.getByRole('textbox', { name: 'New signing secret' }).count(), 0);
+  });
+
+  await step('delete it, after a confirmation', async () => {
+    await page.getByRole('button', { name: 'Delete…' }).click();
+    await page.getByRole('heading', { name: 'Delete Changed elsewhere?' }).waitFor();
+    await page.getByRole('button', { name: 'Delete endpoint' }).click();
+    await page.waitForFunction(() => location.hash === '#/endpoints');
+    await page.getByText('Deleted Changed elsewhere.').waitFor();
+    await rowOf('Orders & payments').waitFor();
+    assert.equal(await rowOf('Changed elsewhere').count(), 0);
+    const gone = await fetch(`${BASE}/v1/endpoints/${created.id}`, { headers: TOKEN ? { authorization: `Bearer ${TOKEN}` } : {} });
+    assert.equal(gone.status, 404);
+  });
+
+  // --- the portal ------------------------------------------------------------------------
+  await step('the portal: /portal#token=... keeps the token in sessionStorage, out of the address bar', async () => {
+    const token = TOKEN || 'any-token-an-open-api-ignores';
+    const portal = await context.newPage();
+    watchProblems(portal);
+    const calls = [];
+    portal.on('request', (req) => {
+      if (new URL(req.url()).pathname.startsWith('/v1/')) calls.push({ url: req.url(), auth: req.headers().authorization });
+    });
+    const res = await portal.goto(`${BASE}/portal#token=${encodeURIComponent(token)}`);
+    assert.equal(res.headers()['content-security-policy'], "default-src 'self'");
+    await portal.getByRole('heading', { name: 'Endpoints', level: 1 }).waitFor();
+    assert.equal(portal.url(), `${BASE}/portal#/endpoints`);
+    const kept = await portal.evaluate(() => ({
+      session: sessionStorage.getItem('hookd.portalToken'),
+      admin: sessionStorage.getItem('hookd.adminToken'),
+      local: localStorage.length,
+      cookies: document.cookie,
+      title: document.title,
+    }));
+    assert.deepEqual(kept, { session: token, admin: null, local: 0, cookies: '', title: 'Endpoints · Webhooks' });
+    // The summary first: the last 24 hours, and why an endpoint is disabled.
+    const overview = portal.getByRole('region', { name: 'Last 24 hours' });
+    await overview.getByText('Legacy CRM').waitFor();
+    await overview.getByText('disabled by an operator').waitFor();
+    assert.match(await overview.locator('[data-stat="Deliveries"] dd').innerText(), /^\d+$/);
+    assert.match(await overview.locator('[data-stat="Succeeded"] dd').innerText(), /^\d+(\.\d)?%$/);
+    await portal.locator('tbody tr').filter({ hasText: 'Invoice archive' }).getByText('100%').waitFor();
+    // No admin-only controls: no token prompt, no "Forget admin token".
+    assert.equal(await portal.getByRole('dialog', { name: 'Admin token' }).isVisible(), false);
+    assert.equal(await portal.getByRole('button', { name: 'Forget admin token' }).isVisible(), false);
+    assert.equal(await portal.getByRole('button', { name: 'Sign out' }).isVisible(), true);
+    assert.equal(await portal.locator('.brand').innerText(), 'Webhooks');
+    if (!TOKEN) await shot(portal, 'portal');
+
+    // Its delivery log, with a resend.
+    await portal.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Deliveries' }).click();
+    await portal.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    const first = portal.locator('tbody tr').first();
+    await first.waitFor();
+    const id = await first.getAttribute('data-delivery-id');
+    const attempts = (await api(`/v1/deliveries/${id}`)).attempts;
+    await first.getByRole('button', { name: `Resend delivery ${id}` }).click();
+    await portal.waitForFunction(
+      ([i, n]) => {
+        const row = document.querySelector(`tr[data-delivery-id="${i}"]`);
+        return row && row.dataset.state === 'succeeded' && Number(row.querySelectorAll('td')[4].textContent) === n;
+      },
+      [id, attempts + 1],
+    );
+    if (!TOKEN) await shot(portal, 'portal-deliveries');
+
+    // A reload keeps working from sessionStorage; every call carried the token.
+    await portal.reload();
+    await portal.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    await portal.locator('tbody tr').first().waitFor();
+    assert.ok(calls.length > 3, `${calls.length} calls`);
+    for (const call of calls) {
+      assert.equal(call.auth, `Bearer ${token}`, call.url);
+      assert.ok(!call.url.includes(encodeURIComponent(token)), `the token in a request line: ${call.url}`);
+    }
+
+    // Sign out: the token is gone and the page says how to come back.
+    await portal.getByRole('button', { name: 'Sign out' }).click();
+    await portal.getByRole('heading', { name: 'You are signed out', level: 1 }).waitFor();
+    assert.equal(await portal.evaluate(() => sessionStorage.getItem('hookd.portalToken')), null);
+    await portal.close();
+  });
+
+  if (TOKEN) {
+    await step('/portal#token=wrong shows the expired page, never a token prompt', async () => {
+      const portal = await context.newPage();
+      watchProblems(portal);
+      await portal.goto(`${BASE}/portal#token=wrong`);
+      await portal.getByRole('heading', { name: 'This link has expired or was revoked', level: 1 }).waitFor();
+      await portal.getByText('Ask the service that sent it to you for a new one').waitFor();
+      assert.equal(portal.url(), `${BASE}/portal#/endpoints`);
+      assert.equal(await portal.getByRole('dialog', { name: 'Admin token' }).isVisible(), false);
+      assert.equal(await portal.getByRole('navigation', { name: 'Main' }).isVisible(), false);
+      assert.equal(await portal.evaluate(() => sessionStorage.getItem('hookd.portalToken')), null);
+      // Going elsewhere in it shows the same page, without calling the API again.
+      await portal.evaluate(() => { location.hash = '#/deliveries'; });
+      await portal.getByRole('heading', { name: 'This link has expired or was revoked', level: 1 }).waitFor();
+      await shot(portal, 'portal-expired');
+      // A new link in the same tab works.
+      await portal.goto(`${BASE}/portal#token=${encodeURIComponent(TOKEN)}`);
+      await portal.getByRole('heading', { name: 'Endpoints', level: 1 }).waitFor();
+      await portal.locator('tbody tr').first().waitFor();
+      await portal.close();
+    });
+  }
 
   await step('no console error, no script error, no request outside hookd', async () => {
     assert.deepEqual(problems, []);

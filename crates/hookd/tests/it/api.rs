@@ -434,6 +434,7 @@ async fn openapi_matches_the_routes() {
         "PATCH /v1/endpoints/{id}",
         "DELETE /v1/endpoints/{id}",
         "POST /v1/endpoints/{id}/rotate-secret",
+        "GET /v1/endpoints/summary",
         "POST /v1/events",
         "GET /v1/events/{id}",
         "GET /v1/deliveries",

@@ -16,5 +16,6 @@ mod operator;
 mod resend_job;
 mod security;
 mod shared_postgres;
+mod summary;
 mod supervision;
 mod support;

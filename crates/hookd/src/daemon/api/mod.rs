@@ -3,6 +3,7 @@
 //! - `endpoints`: register and manage receivers.
 //! - `events`: accept events over HTTP.
 //! - `deliveries`: the delivery log with every attempt, and resends.
+//! - `summary`: per endpoint, how its recent deliveries went (the dashboard's overview).
 //! - `error`, `json`, `time`: the error format, body parsing, and RFC 3339 times.
 //! - `etag`: endpoints' `ETag` and `If-Match`.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
@@ -18,6 +19,7 @@ mod events;
 mod fuzz;
 mod json;
 pub mod openapi;
+mod summary;
 mod time;
 
 use std::sync::atomic::Ordering;
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             endpoints::delete
         ))
         .routes(routes!(endpoints::rotate_secret))
+        .routes(routes!(summary::endpoints))
         .routes(routes!(events::create))
         .routes(routes!(events::show))
         .routes(routes!(deliveries::list))

@@ -1,12 +1,16 @@
-//! The web dashboard: three static files built into the binary, served at `/`.
+//! The web dashboard: three static files built into the binary, served at `/` and, for a
+//! tenant's people, at `/portal`.
 //!
-//! The page is public; everything it shows comes from the admin API (`/v1/...`) through the
-//! browser, with the admin token when one is configured (the page asks for it on a `401` and
-//! keeps it in `sessionStorage`). It adds no API of its own.
+//! The page is public; everything it shows comes from the API (`/v1/...`) through the
+//! browser. At `/` it sends the admin token when one is configured (the page asks for it on
+//! a `401` and keeps it in `sessionStorage`). At `/portal` the same script runs as the
+//! portal: it takes the token from the link's fragment (`#token=...`, which never reaches
+//! a server), keeps it in `sessionStorage`, removes it from the address bar, and shows only
+//! what a tenant uses. It adds no API of its own.
 //!
 //! | path | file |
 //! |---|---|
-//! | `/` | `assets/index.html` |
+//! | `/`, `/portal` | `assets/index.html` |
 //! | `/dashboard/app.js` | `assets/app.js` (plain ES module, no build step) |
 //! | `/dashboard/app.css` | `assets/app.css` |
 //!
@@ -29,13 +33,14 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// The policy on every dashboard answer.
 pub const CSP: &str = "default-src 'self'";
 
-/// `/`, `/dashboard/app.js` and `/dashboard/app.css`, for any router state.
+/// `/`, `/portal`, `/dashboard/app.js` and `/dashboard/app.css`, for any router state.
 pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
         .route("/", get(index))
+        .route("/portal", get(index))
         .route("/dashboard/app.js", get(app_js))
         .route("/dashboard/app.css", get(app_css))
 }
@@ -77,9 +82,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_the_three_files_with_their_types_and_the_policy() {
+    async fn serves_the_files_with_their_types_and_the_policy() {
         for (path, content_type, body) in [
             ("/", "text/html; charset=utf-8", INDEX_HTML),
+            ("/portal", "text/html; charset=utf-8", INDEX_HTML),
             (
                 "/dashboard/app.js",
                 "text/javascript; charset=utf-8",
@@ -109,6 +115,17 @@ mod tests {
         assert!(!INDEX_HTML.contains("<style"));
         assert!(!INDEX_HTML.contains("style="));
         assert_eq!(INDEX_HTML.matches("<script").count(), 1);
+    }
+
+    #[test]
+    fn tokens_stay_in_session_storage() {
+        // The admin token and the portal's tenant token live in sessionStorage only.
+        assert!(APP_JS.contains("sessionStorage"));
+        for store in ["localStorage", "document.cookie", "indexedDB"] {
+            assert!(!APP_JS.contains(store), "app.js uses {store}");
+        }
+        // The portal's link token leaves the address bar and this history entry.
+        assert!(APP_JS.contains("history.replaceState"));
     }
 
     #[test]

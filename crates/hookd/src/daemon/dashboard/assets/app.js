@@ -1,17 +1,33 @@
 // The hookd dashboard: a plain ES module, no build step, no dependencies.
 //
-// Everything shown comes from the admin API (/v1/...). Rendering only ever builds DOM nodes
-// and sets textContent: no string from the API is ever parsed as markup.
+// Everything shown comes from the API (/v1/...). Rendering only ever builds DOM nodes and
+// sets textContent: no string from the API is ever parsed as markup.
+//
+// Two modes, the same files:
+//   /         the operator's dashboard: the admin token, when hookd has one, is asked for on
+//             a 401 and kept in sessionStorage
+//   /portal   a tenant's portal, opened from a link whose fragment carries a tenant token
+//             (#token=...): the token moves to sessionStorage and out of the address bar, goes
+//             with every call, and a 401 shows that the link has expired (no token prompt)
 //
 // Pages (hash routing):
-//   #/endpoints                     endpoints and their health
+//   #/endpoints                     the last 24 hours per endpoint, and every endpoint's health
+//   #/endpoints/new                 register an endpoint (its generated secret is shown once)
+//   #/endpoints/ep_...              one endpoint: change it, disable or enable it, rotate its
+//                                   secret, delete it (each change sent with its ETag in If-Match)
 //   #/deliveries?state=failed&...   the delivery log, filtered and paged
 //   #/deliveries/123                one delivery with its attempts and payload
 
-const TOKEN_KEY = 'hookd.adminToken';
+const PORTAL = /^\/portal\/?$/.test(location.pathname);
+const APP_NAME = PORTAL ? 'Webhooks' : 'hookd';
+const TOKEN_KEY = PORTAL ? 'hookd.portalToken' : 'hookd.adminToken';
 const LOG_LIMIT = 50;
-const HEALTH_SAMPLE = 100;
+const SUMMARY_WINDOW = '24h';
 const main = document.getElementById('main');
+
+function setTitle(text) {
+  document.title = `${text} · ${APP_NAME}`;
+}
 
 // ---------------------------------------------------------------------------------------
 // DOM building
@@ -95,6 +111,13 @@ function timeEl(iso, missing = '—') {
   return h('time', { datetime: iso, title: exactFormat.format(date), 'data-relative': '' }, relativeText(date));
 }
 
+/** A <time> showing the exact local time, with the relative one as its tooltip. */
+function exactTimeEl(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return h('span', {}, iso);
+  return h('time', { datetime: iso, title: relativeText(date) }, exactFormat.format(date));
+}
+
 setInterval(() => {
   for (const el of document.querySelectorAll('time[data-relative]')) {
     el.textContent = relativeText(new Date(el.getAttribute('datetime')));
@@ -115,24 +138,82 @@ function toApiInstant(text) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The admin token: asked for once on a 401, kept only in sessionStorage
+// The token: the admin token asked for once on a 401, or the portal's tenant token taken from
+// its link; kept only in sessionStorage (in memory where storage is refused), never in
+// local storage or a cookie
+
+let memoryToken = null;
 
 function storedToken() {
   try {
-    return sessionStorage.getItem(TOKEN_KEY);
+    return sessionStorage.getItem(TOKEN_KEY) ?? memoryToken;
   } catch {
-    return null;
+    return memoryToken;
   }
 }
 
 function setToken(token) {
+  memoryToken = token || null;
   try {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
   } catch {
-    // Storage refused (a locked-down browser): the token cannot be kept; it is asked again.
+    // Storage refused (a locked-down browser): the token lives in this page's memory only.
   }
-  document.getElementById('forget-token').hidden = !storedToken();
+  document.getElementById('forget-token').hidden = PORTAL || !storedToken();
+  document.getElementById('sign-out').hidden = !PORTAL || !storedToken() || portalClosed !== null;
+}
+
+// Portal: null while the link works; 'expired' after a 401 with a token, 'missing' after a 401
+// without one, 'signed-out' after Sign out. Set, every page shows why instead of calling the API.
+let portalClosed = null;
+
+/**
+ * Portal: a link's `#token=...` goes to sessionStorage and leaves the address bar (and this
+ * history entry) at once. Returns whether the fragment held one.
+ */
+function takeTokenFromFragment() {
+  if (!PORTAL || !location.hash.startsWith('#token=')) return false;
+  let token = location.hash.slice('#token='.length).split('&')[0];
+  try {
+    token = decodeURIComponent(token);
+  } catch {
+    // Not percent-encoded after all: taken as it is.
+  }
+  history.replaceState(null, '', `${location.pathname}${location.search}#/endpoints`);
+  token = token.trim();
+  if (token) {
+    portalClosed = null;
+    setToken(token);
+  }
+  return true;
+}
+
+/** Portal: the API refused the link's token (or there is none): say so, on every page. */
+function closePortal(why) {
+  portalClosed = why;
+  setToken(null);
+  routeSeq++; // whatever page was being built is not shown
+  stopWatching();
+  renderPortalClosed();
+}
+
+function renderPortalClosed() {
+  document.getElementById('main-nav').hidden = true;
+  document.getElementById('sign-out').hidden = true;
+  const texts = {
+    expired: ['This link has expired or was revoked',
+      'Ask the service that sent it to you for a new one, then open the new link.'],
+    missing: ['This page opens from your link',
+      'Open the link you were sent. If it no longer works, it has expired or was revoked: ask the service that sent it to you for a new one.'],
+    'signed-out': ['You are signed out',
+      'To come back, open your link again. If it no longer works, ask the service that sent it to you for a new one.'],
+  };
+  const [title, text] = texts[portalClosed] || texts.expired;
+  setTitle(title);
+  const heading = h('h1', { tabindex: '-1', id: 'page-title' }, title);
+  main.replaceChildren(h('div', { class: 'view closed', 'data-closed': portalClosed }, h('div', { class: 'page-header' }, heading), h('p', {}, text)));
+  heading.focus();
 }
 
 let tokenPrompt = null;
@@ -188,10 +269,14 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+/**
+ * One call to the API: `{ data, etag }`. `headers` adds request headers (`If-Match`). A 401
+ * asks for the admin token and tries again, or closes the portal.
+ */
+async function request(method, path, { body, headers: extra } = {}) {
   for (;;) {
     const token = storedToken();
-    const headers = { Accept: 'application/json' };
+    const headers = { Accept: 'application/json', ...extra };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
@@ -205,6 +290,12 @@ async function api(method, path, body) {
       });
     } catch (e) {
       throw new ApiError(0, 'network', `hookd did not answer (${e.message}).`);
+    }
+    if (res.status === 401 && PORTAL) {
+      const current = storedToken();
+      if (current && current !== token) continue; // a new link was opened meanwhile
+      if (!portalClosed) closePortal(token ? 'expired' : 'missing');
+      throw new ApiError(401, 'link_closed', 'This link has expired or was revoked.');
     }
     if (res.status === 401) {
       const current = storedToken();
@@ -232,8 +323,12 @@ async function api(method, path, body) {
         (err && err.message) || `hookd answered ${res.status} ${res.statusText}.`,
       );
     }
-    return data;
+    return { data, etag: res.headers.get('ETag') };
   }
+}
+
+async function api(method, path, body) {
+  return (await request(method, path, { body })).data;
 }
 
 const enc = encodeURIComponent;
@@ -264,8 +359,37 @@ async function loadEndpoints(force = false) {
   return endpointCache;
 }
 
+/** Per endpoint, its figures over the last 24 hours (GET /v1/endpoints/summary, all pages). */
+async function loadSummary() {
+  const byId = new Map();
+  let cursor = null;
+  let since = null;
+  do {
+    const query = new URLSearchParams({ window: SUMMARY_WINDOW, limit: '1000' });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api('GET', `/v1/endpoints/summary?${query}`);
+    since = since || page.since;
+    for (const s of page.data) byId.set(s.endpoint_id, s);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return { since, byId };
+}
+
 function endpointName(endpoint) {
   return endpoint.description || endpoint.url;
+}
+
+// A message for the next page (after a delete, the endpoint's page is gone).
+let carried = null;
+
+/** A live region for the outcome of a button press, holding the message carried here, if any. */
+function noticeRegion() {
+  const region = h('div', { class: 'flash', role: 'status', 'aria-live': 'polite' });
+  if (carried) {
+    flash(region, carried.text, carried.tone);
+    carried = null;
+  }
+  return region;
 }
 
 const STATE_LABELS = { pending: 'pending', in_flight: 'in flight', succeeded: 'succeeded', failed: 'failed' };
@@ -368,34 +492,43 @@ function stopWatching() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Page: endpoints and their health
+// Page: endpoints, the last 24 hours first
 
 async function renderEndpoints(view, isCurrent) {
-  document.title = 'Endpoints · hookd';
-  append(view, pageHeader('Endpoints', refreshButton()));
+  setTitle('Endpoints');
+  append(view, pageHeader('Endpoints', newEndpointLink(), refreshButton()), noticeRegion());
   const body = h('div', {}, h('p', { class: 'loading' }, 'Loading endpoints…'));
   view.append(body);
   let cache;
+  let summary = null;
+  let summaryError = null;
   try {
-    cache = await loadEndpoints(true);
+    [cache, summary] = await Promise.all([
+      loadEndpoints(true),
+      loadSummary().catch((err) => {
+        summaryError = err;
+        return null;
+      }),
+    ]);
   } catch (err) {
     if (isCurrent()) fill(body, errorNotice(err, () => route()));
     return;
   }
   if (!isCurrent()) return;
   if (cache.list.length === 0) {
-    fill(body, h('p', { class: 'empty' },
-      'No endpoints yet. Register one with ', h('code', {}, 'POST /v1/endpoints'), ' (see docs/api.md).'));
+    fill(body, h('div', { class: 'empty-state' },
+      h('p', { class: 'empty' }, 'No endpoints yet.'),
+      h('p', {}, PORTAL
+        ? 'Add the URL where you want to receive webhooks: New endpoint.'
+        : ['Add one with New endpoint, or ', h('code', {}, 'POST /v1/endpoints'), ' (see docs/api.md).'])));
     return;
   }
-  const statCells = new Map();
+  const figures = (e) => summary && summary.byId.get(e.id);
   const tbody = h('tbody', {}, cache.list.map((e) => {
-    const rate = h('td', { class: 'num' }, h('span', { class: 'muted' }, '…'));
-    const pending = h('td', { class: 'num' }, h('span', { class: 'muted' }, '…'));
-    statCells.set(e.id, { rate, pending });
+    const s = figures(e);
     return h('tr', { 'data-endpoint-id': e.id },
       h('td', { class: 'endpoint-cell' },
-        h('div', { class: 'endpoint-name' }, endpointName(e)),
+        h('a', { class: 'endpoint-name', href: `#/endpoints/${enc(e.id)}` }, endpointName(e)),
         e.description ? h('div', { class: 'url' }, e.url) : null,
         h('div', { class: 'meta' },
           h('span', { class: 'mono' }, e.id),
@@ -404,54 +537,97 @@ async function renderEndpoints(view, isCurrent) {
       h('td', {}, healthCell(e)),
       h('td', {}, timeEl(e.last_success_at, 'never')),
       h('td', {}, e.failing_since ? timeEl(e.failing_since) : h('span', { class: 'muted' }, '—')),
-      rate,
-      pending,
+      h('td', { class: 'num' }, rateCell(e, s, summaryError)),
+      h('td', { class: 'num' }, s
+        ? (s.pending > 0 ? h('a', { href: `#/deliveries?endpoint_id=${enc(e.id)}&state=pending`, 'aria-label': `${s.pending} pending deliveries to ${endpointName(e)}` }, String(s.pending)) : '0')
+        : h('span', { class: 'muted' }, '—')),
       h('td', { class: 'actions' },
-        h('a', { href: `#/deliveries?endpoint_id=${enc(e.id)}`, 'aria-label': `Deliveries to ${endpointName(e)}` }, 'Deliveries'),
-        h('a', { href: `#/deliveries?endpoint_id=${enc(e.id)}&state=failed`, 'aria-label': `Failed deliveries to ${endpointName(e)}` }, 'Failed')));
+        h('a', { href: `#/endpoints/${enc(e.id)}`, 'aria-label': `Manage ${endpointName(e)}` }, 'Manage'),
+        h('a', { href: `#/deliveries?endpoint_id=${enc(e.id)}`, 'aria-label': `Deliveries to ${endpointName(e)}` }, 'Deliveries')));
   }));
   fill(body,
-    h('p', { class: 'hint' },
-      `Success rate and pending count are computed in your browser from each endpoint's ${HEALTH_SAMPLE} most recent deliveries.`),
+    overview(cache.list, summary, summaryError),
     h('div', { class: 'table-wrap' },
-      h('table', { class: 'data' },
+      h('table', { class: 'data endpoints' },
         h('caption', { class: 'visually-hidden' }, 'Endpoints and their health'),
         h('thead', {}, h('tr', {},
           h('th', { scope: 'col' }, 'Endpoint'),
           h('th', { scope: 'col' }, 'Status'),
           h('th', { scope: 'col' }, 'Last success'),
           h('th', { scope: 'col' }, 'Failing since'),
-          h('th', { scope: 'col', class: 'num' }, 'Success rate'),
+          h('th', { scope: 'col', class: 'num' }, 'Success, 24 h'),
           h('th', { scope: 'col', class: 'num' }, 'Pending'),
           h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Links')))),
         tbody)));
-  await eachLimited(cache.list, 4, async (e) => {
-    const cells = statCells.get(e.id);
-    let page;
-    try {
-      page = await api('GET', `/v1/deliveries?endpoint_id=${enc(e.id)}&limit=${HEALTH_SAMPLE}`);
-    } catch (err) {
-      fill(cells.rate, h('span', { class: 'muted', title: err.message }, 'unavailable'));
-      fill(cells.pending, h('span', { class: 'muted' }, '—'));
-      return;
-    }
-    const count = (state) => page.data.filter((d) => d.state === state).length;
-    const ok = count('succeeded');
-    const finished = ok + count('failed');
-    const open = count('pending') + count('in_flight');
-    if (finished === 0) {
-      fill(cells.rate, h('span', { class: 'muted' }, page.data.length ? 'none finished' : 'no deliveries'));
-    } else {
-      const pct = Math.round((100 * ok) / finished);
-      const tone = pct >= 99 ? 'good' : pct >= 90 ? 'warn' : 'bad';
-      fill(cells.rate,
-        h('span', { class: `rate ${tone}` }, `${pct}%`),
-        h('div', { class: 'meta' }, `${ok} of ${finished} finished`));
-    }
-    fill(cells.pending, open > 0
-      ? h('a', { href: `#/deliveries?endpoint_id=${enc(e.id)}&state=pending` }, String(open))
-      : '0');
-  });
+}
+
+/** The last 24 hours over every endpoint, and the endpoints that are disabled and why. */
+function overview(list, summary, summaryError) {
+  const section = h('section', { class: 'overview', 'aria-labelledby': 'overview-title' },
+    h('h2', { id: 'overview-title' }, 'Last 24 hours'));
+  if (!summary) {
+    section.append(h('p', { class: 'notice warn' }, `The figures are unavailable: ${summaryError ? summaryError.message : 'no answer'}`));
+  } else {
+    const total = { deliveries: 0, succeeded: 0, failed: 0, retrying: 0, pending: 0 };
+    for (const s of summary.byId.values()) for (const key of Object.keys(total)) total[key] += s[key];
+    const finished = total.succeeded + total.failed;
+    const stat = (label, value, href, tone) => h('div', { class: `stat${tone ? ` ${tone}` : ''}`, 'data-stat': label },
+      h('dt', {}, label),
+      h('dd', {}, href && value !== '0' ? h('a', { href }, value) : value));
+    section.append(h('dl', { class: 'stats' },
+      stat('Deliveries', String(total.deliveries), '#/deliveries?since=24h'),
+      stat('Succeeded', finished ? percent(total.succeeded, finished) : '—', null,
+        finished ? rateTone(total.succeeded, finished) : null),
+      stat('Failed', String(total.failed), '#/deliveries?state=failed&since=24h', total.failed ? 'bad' : null),
+      stat('Retrying', String(total.retrying), '#/deliveries?state=pending&since=24h', total.retrying ? 'warn' : null),
+      stat('Pending now', String(total.pending), '#/deliveries?state=pending')));
+  }
+  const disabled = list.filter((e) => !e.enabled);
+  if (disabled.length) {
+    section.append(h('div', { class: 'notice warn disabled-list' },
+      h('p', {}, disabled.length === 1 ? 'One endpoint is disabled: it gets no new deliveries.' : `${disabled.length} endpoints are disabled: they get no new deliveries.`),
+      h('ul', {}, disabled.map((e) => h('li', {},
+        h('a', { href: `#/endpoints/${enc(e.id)}` }, endpointName(e)), ': ',
+        disabledWhy(e.disabled_reason),
+        e.disabled_at ? [' (', timeEl(e.disabled_at), ')'] : null)))));
+  }
+  return section;
+}
+
+/** A disabling reason in words (the API's reasons start `gone:` or `failing:`). */
+function disabledWhy(reason) {
+  if (!reason) return 'no reason given';
+  if (reason.startsWith('gone:')) return `hookd disabled it: ${reason.slice(5).trim()}`;
+  if (reason.startsWith('failing:')) return `hookd disabled it: ${reason.slice(8).trim()}`;
+  return reason;
+}
+
+/** `ok` of `n` as a percentage, floored to a tenth: 99.96% shows 99.9%, never 100%. */
+function percent(ok, n) {
+  return `${Math.floor((1000 * ok) / n) / 10}%`;
+}
+
+function rateTone(ok, n) {
+  const rate = ok / n;
+  return rate >= 0.99 ? 'good' : rate >= 0.9 ? 'warn' : 'bad';
+}
+
+function rateCell(e, s, summaryError) {
+  if (!s) return h('span', { class: 'muted', title: summaryError ? summaryError.message : '' }, summaryError ? 'unavailable' : '…');
+  const finished = s.succeeded + s.failed;
+  if (finished === 0) {
+    return [
+      h('span', { class: 'muted' }, s.deliveries ? 'none finished' : 'no deliveries'),
+      s.retrying ? h('div', { class: 'meta' }, `${s.retrying} retrying`) : null,
+    ];
+  }
+  const since = `&since=${SUMMARY_WINDOW}`;
+  return [
+    h('span', { class: `rate ${rateTone(s.succeeded, finished)}` }, percent(s.succeeded, finished)),
+    h('div', { class: 'meta' }, `${s.succeeded} of ${finished} finished`),
+    s.failed ? h('div', { class: 'meta' }, h('a', { href: `#/deliveries?endpoint_id=${enc(e.id)}&state=failed${since}`, 'aria-label': `${s.failed} failed deliveries to ${endpointName(e)} in 24 hours` }, `${s.failed} failed`)) : null,
+    s.retrying ? h('div', { class: 'meta' }, `${s.retrying} retrying`) : null,
+  ];
 }
 
 function healthCell(e) {
@@ -473,6 +649,450 @@ function healthCell(e) {
   }
   if (!e.last_success_at) return [h('span', { class: 'badge neutral' }, 'enabled')];
   return [h('span', { class: 'badge good' }, 'enabled, healthy')];
+}
+
+function newEndpointLink() {
+  return h('a', { class: 'button', href: '#/endpoints/new', id: 'new-endpoint' }, 'New endpoint');
+}
+
+// ---------------------------------------------------------------------------------------
+// The endpoint form: the fields of POST /v1/endpoints and PATCH /v1/endpoints/{id}
+
+const SCHEMES = [
+  ['standard', 'Standard Webhooks'],
+  ['toss', 'Toss Payments'],
+  ['none', 'none (unsigned)'],
+];
+
+class FormError extends Error {}
+
+/**
+ * The form's fields, filled from endpoint `e` (null: a new one). `read()` returns what the
+ * fields say, or throws a FormError for text that cannot be sent as it is.
+ */
+function endpointFields(e) {
+  const creating = !e;
+  const field = (id, label, control, hint, wide) => h('div', { class: `field${wide ? ' wide' : ''}` },
+    h('label', { for: id }, label), control, hint ? h('div', { class: 'hint', id: `${id}-hint` }, hint) : null);
+  const text = (id, value, more = {}) => h('input', {
+    id, type: 'text', value: value ?? '', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': `${id}-hint`, ...more,
+  });
+  const url = text('ep-url', e && e.url, { type: 'url', required: true });
+  const description = text('ep-description', e && e.description, { maxlength: '1024' });
+  const types = text('ep-event-types', e ? e.event_types.join(', ') : '*');
+  const scheme = h('select', { id: 'ep-scheme', 'aria-describedby': 'ep-scheme-hint' },
+    SCHEMES.map(([value, label]) => h('option', { value, selected: value === (e ? e.signature_scheme : 'standard') }, label)));
+  const secret = creating ? text('ep-secret', '', { type: 'password', autocomplete: 'new-password' }) : null;
+  const timeout = text('ep-timeout', e && e.timeout, { placeholder: "hookd's default" });
+  const schedule = e && e.retry_schedule;
+  const retryMode = h('select', { id: 'ep-retry-mode', 'aria-describedby': 'ep-retry-mode-hint' },
+    h('option', { value: 'default', selected: schedule == null }, "hookd's schedule"),
+    h('option', { value: 'custom', selected: schedule != null && schedule.length > 0 }, 'this schedule:'),
+    h('option', { value: 'none', selected: schedule != null && schedule.length === 0 }, 'no automatic retry'));
+  const retry = text('ep-retry', schedule && schedule.length ? schedule.join(', ') : '', { placeholder: 'e.g. 1m, 5m, 30m, 2h' });
+  const syncRetry = () => {
+    retry.disabled = retryMode.value !== 'custom';
+  };
+  retryMode.addEventListener('change', () => {
+    syncRetry();
+    if (!retry.disabled) retry.focus();
+  });
+  syncRetry();
+  const headers = h('textarea', { id: 'ep-headers', rows: '3', spellcheck: 'false', 'aria-describedby': 'ep-headers-hint', placeholder: 'X-Team: billing' });
+  headers.value = e ? Object.entries(e.headers || {}).map(([k, v]) => `${k}: ${v}`).join('\n') : '';
+  const bearer = text('ep-bearer', '', { type: 'password', autocomplete: 'new-password' });
+  const bearerRemove = e && e.has_bearer_token ? h('input', { type: 'checkbox', id: 'ep-bearer-remove' }) : null;
+  const ordered = h('input', { type: 'checkbox', id: 'ep-ordered', checked: Boolean(e && e.ordered) });
+
+  const el = h('div', { class: 'endpoint-fields' },
+    h('div', { class: 'field-grid' },
+      field('ep-url', 'URL', url, 'Where events are sent, with POST: http or https.', true),
+      field('ep-description', 'Description', description, 'Optional: a name for it here.'),
+      field('ep-event-types', 'Event types', types, 'Separated by commas: exact names (order.paid), prefixes (payment.*), or * for every event.', true),
+      field('ep-scheme', 'Signature scheme', scheme, 'How each request is signed.'),
+      creating ? field('ep-secret', 'Signing secret', secret, 'Leave empty to have one generated (shown once). For Toss Payments: your secret key.') : null,
+      field('ep-timeout', 'Timeout', timeout, 'Per attempt, at most 1m (e.g. 5s). Empty: hookd\u2019s default.'),
+      field('ep-retry-mode', 'Retries', retryMode, 'When an attempt fails.'),
+      field('ep-retry', 'Retry schedule', retry, 'The delay before each retry, separated by commas.'),
+      field('ep-headers', 'Static headers', headers, 'Added to every request, one per line: Name: value.', true),
+      field('ep-bearer', 'Bearer token for the receiver', bearer,
+        creating ? 'Optional: sent as Authorization: Bearer ….'
+          : e.has_bearer_token ? 'One is set: leave empty to keep it, or type a new one.' : 'None is set: optional.'),
+      bearerRemove ? h('div', { class: 'field check' }, bearerRemove, h('label', { for: 'ep-bearer-remove' }, 'Remove the bearer token')) : null,
+      h('div', { class: 'field check wide' }, ordered,
+        h('label', { for: 'ep-ordered' }, 'Ordered: send its deliveries strictly in order, one at a time'))));
+
+  const read = () => {
+    const headerMap = {};
+    headers.value.split('\n').forEach((line, i) => {
+      if (!line.trim()) return;
+      const colon = line.indexOf(':');
+      if (colon <= 0) throw new FormError(`Static headers, line ${i + 1}: write it as Name: value.`);
+      headerMap[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+    });
+    let retrySchedule = null;
+    if (retryMode.value === 'none') retrySchedule = [];
+    if (retryMode.value === 'custom') {
+      retrySchedule = retry.value.split(',').map((d) => d.trim()).filter(Boolean);
+      if (!retrySchedule.length) throw new FormError('Retry schedule: write at least one delay (e.g. 1m, 5m), or choose another kind of retries.');
+    }
+    return {
+      url: url.value.trim(),
+      description: description.value.trim() || null,
+      event_types: types.value.split(/[\s,]+/).filter(Boolean),
+      signature_scheme: scheme.value,
+      secret: secret ? secret.value.trim() : '',
+      timeout: timeout.value.trim() || null,
+      retry_schedule: retrySchedule,
+      headers: headerMap,
+      bearer_token: bearer.value.trim(),
+      remove_bearer: Boolean(bearerRemove && bearerRemove.checked),
+      ordered: ordered.checked,
+    };
+  };
+  return { el, read };
+}
+
+/** The body of POST /v1/endpoints: what the form says, defaults left out. */
+function createBody(v) {
+  const body = { url: v.url, signature_scheme: v.signature_scheme };
+  if (v.description) body.description = v.description;
+  if (v.event_types.length) body.event_types = v.event_types;
+  if (v.secret) body.secret = v.secret;
+  if (v.timeout) body.timeout = v.timeout;
+  if (v.retry_schedule) body.retry_schedule = v.retry_schedule;
+  if (Object.keys(v.headers).length) body.headers = v.headers;
+  if (v.bearer_token) body.bearer_token = v.bearer_token;
+  if (v.ordered) body.ordered = true;
+  return body;
+}
+
+/** The body of PATCH /v1/endpoints/{id}: only what the form changed on endpoint `e`. */
+function patchBody(e, v) {
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  const sorted = (o) => Object.fromEntries(Object.entries(o || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const body = {};
+  if (v.url !== e.url) body.url = v.url;
+  if (v.description !== (e.description || null)) body.description = v.description;
+  if (!same(v.event_types, e.event_types)) body.event_types = v.event_types;
+  if (v.signature_scheme !== e.signature_scheme) body.signature_scheme = v.signature_scheme;
+  if (v.timeout !== (e.timeout || null)) body.timeout = v.timeout;
+  if (!same(v.retry_schedule, e.retry_schedule ?? null)) body.retry_schedule = v.retry_schedule;
+  if (!same(sorted(v.headers), sorted(e.headers))) body.headers = v.headers;
+  if (v.remove_bearer) body.bearer_token = null;
+  else if (v.bearer_token) body.bearer_token = v.bearer_token;
+  if (v.ordered !== e.ordered) body.ordered = v.ordered;
+  return body;
+}
+
+/** A secret shown once, with a Copy button. */
+function secretPanel(title, secret, ...notes) {
+  const input = h('input', {
+    type: 'text', id: 'secret-value', class: 'secret', readonly: true, value: secret,
+    spellcheck: 'false', autocomplete: 'off', 'aria-label': title, 'aria-describedby': 'secret-once',
+  });
+  const status = h('span', { class: 'copy-status', id: 'copy-status', role: 'status', 'aria-live': 'polite' });
+  const copy = h('button', {
+    type: 'button', class: 'button', id: 'copy-secret',
+    on: {
+      click: async () => {
+        status.textContent = (await copyText(input)) ? 'Copied.' : 'Could not copy: select it and copy it by hand.';
+      },
+    },
+  }, 'Copy');
+  input.addEventListener('focus', () => input.select());
+  return h('section', { class: 'panel secret-panel', id: 'secret-panel', 'aria-labelledby': 'secret-title' },
+    h('h2', { id: 'secret-title', tabindex: '-1' }, title),
+    h('p', { id: 'secret-once' }, 'Shown this once: copy it now into your receiver\u2019s configuration. This page does not show it again.'),
+    h('div', { class: 'secret-row' }, input, copy, status),
+    notes.filter(Boolean).map((note) => h('p', { class: 'hint' }, note)));
+}
+
+async function copyText(input) {
+  try {
+    await navigator.clipboard.writeText(input.value);
+    return true;
+  } catch {
+    input.select();
+    try {
+      return document.execCommand('copy');
+    } catch {
+      return false;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Page: a new endpoint
+
+async function renderNewEndpoint(view, isCurrent) {
+  setTitle('New endpoint');
+  const notices = noticeRegion();
+  const fields = endpointFields(null);
+  const submit = h('button', { type: 'submit', class: 'button', id: 'create-endpoint' }, 'Create endpoint');
+  const form = h('form', { class: 'form-panel', 'aria-labelledby': 'page-title', novalidate: true },
+    fields.el,
+    h('div', { class: 'actions' }, submit, h('a', { class: 'button secondary', href: '#/endpoints' }, 'Cancel')));
+  append(view, h('a', { class: 'back', href: '#/endpoints' }, '‹ Endpoints'), pageHeader('New endpoint'), notices, form);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    let v;
+    try {
+      v = fields.read();
+    } catch (err) {
+      flash(notices, err.message, 'error');
+      return;
+    }
+    if (!v.url) {
+      flash(notices, 'URL: where should events be sent?', 'error');
+      document.getElementById('ep-url').focus();
+      return;
+    }
+    submit.disabled = true;
+    submit.textContent = 'Creating…';
+    let created;
+    try {
+      created = await api('POST', '/v1/endpoints', createBody(v));
+    } catch (err) {
+      flash(notices, `Not created: ${err.message}`, 'error');
+      submit.disabled = false;
+      submit.textContent = 'Create endpoint';
+      return;
+    }
+    endpointCache = null;
+    if (!isCurrent()) return;
+    // The page becomes the receipt, secret included; the address does not change, so a
+    // reload or a later visit cannot show the secret again.
+    setTitle('Endpoint created');
+    fill(view,
+      h('a', { class: 'back', href: '#/endpoints' }, '‹ Endpoints'),
+      pageHeader(`Created: ${endpointName(created)}`),
+      h('p', {}, 'Events of ', h('strong', {}, created.event_types.join(', ')), ' go to ', h('span', { class: 'url' }, created.url), '.'),
+      v.secret
+        ? h('p', { class: 'notice' }, 'It signs with the secret you gave.')
+        : secretPanel('Signing secret', created.secret,
+          created.signature_scheme === 'none' ? 'This endpoint is not signed (scheme none): the secret is kept for a later change of scheme.' : null),
+      h('div', { class: 'actions' },
+        h('a', { class: 'button', href: `#/endpoints/${enc(created.id)}`, id: 'created-done' }, 'Done'),
+        h('a', { class: 'button secondary', href: '#/endpoints/new' }, 'Add another')));
+    (document.getElementById('secret-title') || document.getElementById('page-title'))?.focus();
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Page: one endpoint. Every change carries the ETag of the version shown (If-Match): a change
+// made by someone else (or hookd disabling it) since is refused with 412, and the page reloads.
+
+async function renderEndpoint(view, isCurrent, id) {
+  setTitle('Endpoint');
+  const notices = noticeRegion();
+  const header = h('div', {}, pageHeader('Endpoint'));
+  const content = h('div', {}, h('p', { class: 'loading' }, 'Loading endpoint…'));
+  append(view, h('a', { class: 'back', href: '#/endpoints' }, '‹ Endpoints'), header, notices, content);
+
+  let shown; // { e, etag }: the version on screen
+  const load = async () => {
+    const { data, etag } = await request('GET', `/v1/endpoints/${enc(id)}`);
+    shown = { e: data, etag };
+  };
+  try {
+    await load();
+  } catch (err) {
+    if (isCurrent()) fill(content, errorNotice(err, () => route()));
+    return;
+  }
+  if (!isCurrent()) return;
+
+  const actionArea = h('div', { id: 'endpoint-action-area' });
+  let fields;
+  const draw = () => {
+    const e = shown.e;
+    setTitle(endpointName(e));
+    fill(header, pageHeader(endpointName(e),
+      h('a', { class: 'button secondary', href: `#/deliveries?endpoint_id=${enc(e.id)}` }, 'Deliveries'),
+      refreshButton()));
+    fields = endpointFields(e);
+    const toggle = h('button', {
+      type: 'button', class: `button${e.enabled ? ' secondary' : ''}`, id: 'toggle-enabled',
+      on: { click: () => setEnabled(!e.enabled) },
+    }, e.enabled ? 'Disable' : 'Enable');
+    fill(actionArea);
+    fill(content,
+      endpointFacts(e),
+      h('section', { 'aria-labelledby': 'actions-title' },
+        h('h2', { id: 'actions-title' }, 'Actions'),
+        h('div', { class: 'actions' },
+          toggle,
+          h('button', { type: 'button', class: 'button secondary', id: 'rotate-open', on: { click: openRotate } }, 'Rotate secret…'),
+          h('button', { type: 'button', class: 'button secondary', id: 'delete-open', on: { click: openDelete } }, 'Delete…')),
+        h('p', { class: 'hint' }, e.enabled
+          ? 'Disabling keeps its pending deliveries without sending them, and gives it no new ones, until it is enabled again.'
+          : 'Enabling sends its kept deliveries at once, and gives it new ones again.'),
+        actionArea),
+      h('section', { 'aria-labelledby': 'settings-title' },
+        h('h2', { id: 'settings-title' }, 'Settings'),
+        settingsForm()));
+  };
+
+  const settingsForm = () => {
+    const save = h('button', { type: 'submit', class: 'button', id: 'save-endpoint' }, 'Save changes');
+    const form = h('form', { class: 'form-panel', 'aria-labelledby': 'settings-title', novalidate: true },
+      fields.el,
+      h('div', { class: 'actions' },
+        save,
+        h('button', { type: 'button', class: 'button secondary', on: { click: () => { draw(); flash(notices, 'Changes discarded.'); } } }, 'Discard changes')));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      let body;
+      try {
+        body = patchBody(shown.e, fields.read());
+      } catch (err) {
+        flash(notices, err.message, 'error');
+        return;
+      }
+      if (Object.keys(body).length === 0) {
+        flash(notices, 'Nothing to save: no setting was changed.');
+        return;
+      }
+      save.disabled = true;
+      save.textContent = 'Saving…';
+      if (await change('PATCH', `/v1/endpoints/${enc(id)}`, body)) {
+        flash(notices, `Saved: ${Object.keys(body).join(', ').replaceAll('_', ' ')}.`);
+        document.getElementById('save-endpoint')?.focus();
+      } else {
+        save.disabled = false;
+        save.textContent = 'Save changes';
+      }
+    });
+    return form;
+  };
+
+  /**
+   * Sends a change with the shown version's ETag. On success the page shows the endpoint as
+   * it answered; on 412 it reloads and says why. Returns the answer, or null.
+   */
+  const change = async (method, path, body) => {
+    try {
+      const answer = await request(method, path, { body, headers: shown.etag ? { 'If-Match': shown.etag } : {} });
+      endpointCache = null;
+      if (answer.data) {
+        shown = { e: answer.data, etag: answer.etag };
+        if (isCurrent()) draw();
+      }
+      return answer;
+    } catch (err) {
+      if (!isCurrent()) return null;
+      if (err.status === 412) {
+        try {
+          await load();
+        } catch (reloadErr) {
+          flash(notices, `This endpoint changed since you opened it, and could not be read again: ${reloadErr.message}`, 'error');
+          return null;
+        }
+        if (!isCurrent()) return null;
+        draw();
+        flash(notices, 'This endpoint changed since you opened it (someone else changed it, or hookd disabled it), so nothing was changed. The page now shows it as it is: check it and make your change again.', 'error');
+        document.getElementById('page-title')?.focus();
+      } else if (err.status === 404) {
+        fill(content, h('p', { class: 'notice error' }, 'This endpoint no longer exists: it was deleted. ', h('a', { href: '#/endpoints' }, 'Back to the endpoints.')));
+      } else {
+        flash(notices, err.message, 'error');
+      }
+      return null;
+    }
+  };
+
+  const setEnabled = async (enabled) => {
+    const button = document.getElementById('toggle-enabled');
+    button.disabled = true;
+    if (await change('PATCH', `/v1/endpoints/${enc(id)}`, { enabled })) {
+      flash(notices, enabled
+        ? 'Enabled: it gets new deliveries again, and its kept ones are sent now.'
+        : 'Disabled: its pending deliveries are kept, not sent, and it gets no new ones.');
+      document.getElementById('toggle-enabled')?.focus();
+    } else if (button.isConnected) {
+      button.disabled = false;
+    }
+  };
+
+  function openRotate() {
+    const e = shown.e;
+    const grace = h('select', { id: 'rotate-grace' },
+      h('option', { value: '24h', selected: true }, '24 hours'),
+      h('option', { value: '1h' }, '1 hour'),
+      h('option', { value: '7d' }, '7 days'),
+      h('option', { value: '0s' }, 'none: retire it now'));
+    const confirm = h('button', { type: 'button', class: 'button', id: 'rotate-confirm', on: { click: () => rotate(grace.value) } }, 'Rotate secret');
+    fill(actionArea, h('section', { class: 'panel', 'aria-labelledby': 'rotate-title' },
+      h('h2', { id: 'rotate-title' }, 'Rotate the signing secret?'),
+      h('p', {}, 'A new secret is generated and signs from now on.'),
+      e.signature_scheme === 'standard'
+        ? h('div', { class: 'field inline' }, h('label', { for: 'rotate-grace' }, 'The current secret keeps signing beside it for'), grace)
+        : h('p', { class: 'notice warn' }, `With ${e.signature_scheme === 'toss' ? 'Toss Payments signatures' : 'no signature'}, only one secret can sign: the new one signs from now on.`),
+      h('div', { class: 'actions' },
+        confirm,
+        h('button', { type: 'button', class: 'button secondary', on: { click: () => { fill(actionArea); document.getElementById('rotate-open')?.focus(); } } }, 'Cancel'))));
+    confirm.focus();
+  }
+
+  async function rotate(graceValue) {
+    const e = shown.e;
+    const body = e.signature_scheme === 'standard' ? { grace: graceValue } : { grace: '0s' };
+    const confirm = document.getElementById('rotate-confirm');
+    if (confirm) confirm.disabled = true;
+    const answer = await change('POST', `/v1/endpoints/${enc(id)}/rotate-secret`, body);
+    if (!answer) {
+      if (confirm && confirm.isConnected) confirm.disabled = false;
+      return;
+    }
+    const rotated = answer.data;
+    fill(actionArea, secretPanel('New signing secret', rotated.secret,
+      rotated.previous_secret_expires_at
+        ? ['The previous secret keeps signing beside it until ', exactTimeEl(rotated.previous_secret_expires_at), ': give the new one to your receiver before then.']
+        : 'The previous secret no longer signs.'));
+    flash(notices, 'Secret rotated.');
+    document.getElementById('secret-title')?.focus();
+  }
+
+  function openDelete() {
+    const e = shown.e;
+    const confirm = h('button', { type: 'button', class: 'button danger', id: 'delete-confirm', on: { click: remove } }, 'Delete endpoint');
+    fill(actionArea, h('section', { class: 'panel danger-panel', 'aria-labelledby': 'delete-title' },
+      h('h2', { id: 'delete-title' }, `Delete ${endpointName(e)}?`),
+      h('p', {}, 'It gets no more events, and its pending deliveries fail. Its delivery log stays readable. This cannot be undone.'),
+      h('div', { class: 'actions' },
+        confirm,
+        h('button', { type: 'button', class: 'button secondary', on: { click: () => { fill(actionArea); document.getElementById('delete-open')?.focus(); } } }, 'Cancel'))));
+    confirm.focus();
+  }
+
+  async function remove() {
+    const name = endpointName(shown.e);
+    const confirm = document.getElementById('delete-confirm');
+    if (confirm) confirm.disabled = true;
+    if (await change('DELETE', `/v1/endpoints/${enc(id)}`)) {
+      carried = { text: `Deleted ${name}. Its delivery log stays readable.`, tone: 'info' };
+      location.hash = '#/endpoints';
+    } else if (confirm && confirm.isConnected) {
+      confirm.disabled = false;
+    }
+  }
+
+  draw();
+}
+
+/** What an endpoint is, beside its settings: health, identity, rotation. */
+function endpointFacts(e) {
+  const row = (label, ...value) => [h('dt', {}, label), h('dd', {}, value)];
+  const schemeLabel = (SCHEMES.find(([v]) => v === e.signature_scheme) || [null, e.signature_scheme])[1];
+  return h('dl', { class: 'summary', id: 'endpoint-facts' },
+    row('Status', healthCell(e)),
+    row('ID', h('span', { class: 'mono' }, e.id)),
+    row('Last success', timeEl(e.last_success_at, 'never')),
+    row('Failing since', timeEl(e.failing_since)),
+    row('Signature', schemeLabel,
+      e.previous_secret_expires_at ? h('div', { class: 'meta' }, 'the previous secret signs too until ', exactTimeEl(e.previous_secret_expires_at)) : null),
+    row('Created', timeEl(e.created_at)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -506,7 +1126,7 @@ function describeFilter(filter, cache) {
 }
 
 async function renderDeliveries(view, isCurrent, params) {
-  document.title = 'Deliveries · hookd';
+  setTitle('Deliveries');
   lastLogHash = location.hash || '#/deliveries';
   const filter = filterFrom(params);
   const cursor = params.get('cursor');
@@ -728,7 +1348,11 @@ function openBulkConfirm() {
   const filter = area.filter || {};
   const text = describeFilter(filter, area.cache);
   const warnings = [];
-  if (!text) warnings.push('No filter is set: this resends every delivery hookd has, succeeded ones included.');
+  if (!text) {
+    warnings.push(PORTAL
+      ? 'No filter is set: this resends every delivery to your endpoints, succeeded ones included.'
+      : 'No filter is set: this resends every delivery hookd has, succeeded ones included.');
+  }
   else if (!filter.state) warnings.push('No state is chosen: succeeded deliveries that match are sent again too.');
   const confirmButton = h('button', {
     type: 'button', class: 'button danger', id: 'bulk-confirm',
@@ -829,7 +1453,7 @@ function updateJobPanel() {
 // Page: one delivery, its attempts and its payload
 
 async function renderDelivery(view, isCurrent, id) {
-  document.title = `Delivery ${id} · hookd`;
+  setTitle(`Delivery ${id}`);
   const back = h('a', { class: 'back', href: lastLogHash }, '‹ Delivery log');
   const notices = h('div', { class: 'flash', role: 'status', 'aria-live': 'polite' });
   const button = h('button', { type: 'button', class: 'button', id: 'resend-one' }, 'Resend');
@@ -952,6 +1576,11 @@ async function route() {
   const seq = ++routeSeq;
   const isCurrent = () => seq === routeSeq;
   stopWatching();
+  if (portalClosed) {
+    renderPortalClosed();
+    return;
+  }
+  document.getElementById('main-nav').hidden = false;
   renderDeliveries.rows = null;
   const { path, params } = parseHash();
   const section = path.startsWith('/deliveries') ? 'deliveries' : path.startsWith('/endpoints') ? 'endpoints' : '';
@@ -967,10 +1596,12 @@ async function route() {
   let m;
   let rendering;
   if (path === '/' || path === '/endpoints') rendering = renderEndpoints(view, isCurrent);
+  else if (path === '/endpoints/new') rendering = renderNewEndpoint(view, isCurrent);
+  else if ((m = path.match(/^\/endpoints\/([^/]+)$/))) rendering = renderEndpoint(view, isCurrent, decodeURIComponent(m[1]));
   else if (path === '/deliveries') rendering = renderDeliveries(view, isCurrent, params);
   else if ((m = path.match(/^\/deliveries\/([^/]+)$/))) rendering = renderDelivery(view, isCurrent, decodeURIComponent(m[1]));
   else {
-    document.title = 'Not found · hookd';
+    setTitle('Not found');
     append(view, pageHeader('Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/endpoints' }, 'Go to the endpoints.')));
   }
   if (moveFocus) document.getElementById('page-title')?.focus();
@@ -982,7 +1613,8 @@ async function route() {
 }
 
 window.addEventListener('hashchange', () => {
-  if (location.hash.startsWith('#/') || location.hash === '') route();
+  if (takeTokenFromFragment()) route(); // a portal link opened in this tab
+  else if (location.hash.startsWith('#/') || location.hash === '') route();
 });
 
 document.getElementById('skip-link').addEventListener('click', (event) => {
@@ -995,5 +1627,14 @@ document.getElementById('forget-token').addEventListener('click', () => {
   route();
 });
 
+document.getElementById('sign-out').addEventListener('click', () => {
+  closePortal('signed-out');
+});
+
+if (PORTAL) {
+  document.body.classList.add('portal');
+  document.querySelector('.brand').textContent = APP_NAME;
+  takeTokenFromFragment();
+}
 setToken(storedToken());
 route();
