@@ -74,7 +74,10 @@ async fn two_instances_keep_an_ordered_endpoints_order() {
     let endpoint = a
         .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"], "ordered": true }))
-        .await;
+        .await["id"]
+        .as_str()
+        .expect("endpoint id")
+        .to_string();
     let probe = Probe::connect(&db).await;
 
     // Small batches in quick succession: both instances are woken by each commit, so they
