@@ -5,6 +5,21 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+/// What the API answered to [`Api::request`].
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value, when present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// The admin API at `base` (`http://127.0.0.1:PORT`), reached directly whatever the
 /// proxy variables say.
 #[derive(Debug, Clone)]
@@ -25,6 +40,40 @@ impl Api {
         }
     }
 
+    /// Calls `method path` with these extra headers and an optional JSON body; returns the
+    /// whole answer, its body as JSON (`Null` when empty, a string when not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.expect("admin API reachable");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("admin API body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// Calls `method path` with an optional JSON body; returns the status and the body
     /// (`Null` when empty, a string when not JSON).
     pub async fn call(
@@ -33,21 +82,8 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req.send().await.expect("admin API reachable");
-        let status = resp.status();
-        let text = resp.text().await.expect("admin API body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        let answer = self.request(method, path, &[], body).await;
+        (answer.status, answer.body)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

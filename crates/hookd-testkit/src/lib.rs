@@ -18,7 +18,7 @@ mod db;
 mod process;
 mod receiver;
 
-pub use api::Api;
+pub use api::{Answer, Api};
 pub use db::{Backend, TestDb};
 pub use process::{free_port, hookd_bin, profile_dir, Output, Process, Spec};
 pub use receiver::{Received, Receiver, Reply};
