@@ -20,7 +20,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::probe::{AttemptRow, DeliveryRow, Probe};
-use crate::receiver::AuditReceiver;
+use hookd_testkit::{Received, Receiver};
 
 /// The numbers of one audit.
 #[derive(Debug, Clone, Default)]
@@ -136,16 +136,21 @@ pub async fn wait_finished(probe: &Probe, committed: usize, timeout: Duration) {
     }
 }
 
+/// 2xx answers given to these requests.
+fn oks(requests: &[Received]) -> usize {
+    requests.iter().filter(|r| r.got_2xx()).count()
+}
+
 /// Audits `committed` ids against the database and the receiver.
 pub async fn audit(
     probe: &Probe,
-    receiver: &AuditReceiver,
+    receiver: &Receiver,
     committed: &[String],
     expect: Expect,
 ) -> Audit {
     let deliveries = probe.deliveries().await;
     let attempts = probe.attempts().await;
-    let seen = receiver.seen();
+    let seen = receiver.by_id();
     let committed_set: HashSet<&str> = committed.iter().map(String::as_str).collect();
 
     let mut by_event: HashMap<&str, Vec<&DeliveryRow>> = HashMap::new();
@@ -159,7 +164,7 @@ pub async fn audit(
 
     let mut a = Audit {
         committed: committed_set.len(),
-        requests: receiver.requests_total(),
+        requests: receiver.count(),
         rescued: attempts.iter().filter(|a| a.outcome == "lost").count(),
         ..Audit::default()
     };
@@ -170,7 +175,7 @@ pub async fn audit(
         }
     };
     for id in &committed_set {
-        let ok = seen.get(*id).map(|s| s.ok).unwrap_or(0);
+        let ok = seen.get(*id).map(|s| oks(s)).unwrap_or(0);
         let ds = by_event.get(id).cloned().unwrap_or_default();
         if ds.len() > 1 {
             lost(
@@ -208,8 +213,8 @@ pub async fn audit(
                 a.unexpected_examples.push(id.clone());
             }
         }
-        if s.ok > 1 {
-            let extra = (s.ok - 1) as usize;
+        if oks(s) > 1 {
+            let extra = oks(s) - 1;
             a.duplicated += extra;
             a.duplicate_ids.push(id.clone());
             let unknowable = log
@@ -225,7 +230,7 @@ pub async fn audit(
             // Requests that reached the receiver but are in no attempt record: released
             // by a graceful shutdown (allowed only then), or stale (also logged as lost).
             let recorded = log.get(id.as_str()).map(Vec::len).unwrap_or(0);
-            let unrecorded = (s.requests as usize).saturating_sub(recorded);
+            let unrecorded = s.len().saturating_sub(recorded);
             let explained = unknowable
                 + if expect.released_allowed {
                     unrecorded
@@ -241,7 +246,8 @@ pub async fn audit(
                         .unwrap_or_default();
                     a.unexplained_examples.push(format!(
                         "{id}: {} 2xx answers, {} requests, attempt log {outcomes:?}",
-                        s.ok, s.requests
+                        oks(s),
+                        s.len()
                     ));
                 }
             }

@@ -1,10 +1,10 @@
 //! Shared harness of the fault-injection suite.
 //!
-//! Every scenario runs the REAL `hookd` binary as child processes ([`Hookd`]) against a
-//! fresh database ([`TestDb`]), feeds it a workload through the outbox with plain SQL the
-//! way a producer service would ([`Producer`]), delivers to a receiver on 127.0.0.1 that
-//! counts every request and every 2xx per `webhook-id` ([`AuditReceiver`]), injects a
-//! fault, and ends with an [`audit`]: every committed event was delivered or is `failed`
+//! Every scenario runs the REAL `hookd` binary as child processes ([`Process`], started by
+//! [`Options::start`]) against a fresh database ([`TestDb`]), feeds it a workload through
+//! the outbox with plain SQL the way a producer service would ([`Producer`]), delivers to a
+//! receiver on 127.0.0.1 that counts every request and every 2xx per `webhook-id`
+//! ([`Receiver::per_event`], answering as [`standard_mix`] says), injects a fault, and ends with an [`audit`]: every committed event was delivered or is `failed`
 //! after its full schedule, the receiver saw nothing that was never committed, and every
 //! duplicate is accounted for by an attempt whose result hookd could not have known.
 //!
@@ -20,11 +20,11 @@ pub mod raw;
 pub mod receiver;
 
 pub use audit::{audit, duplicates_outside, record, report, say, wait_finished, Audit, Expect};
-pub use hookd_testkit::{wait_until, Backend, TestDb};
+pub use hookd_testkit::{hookd_bin, wait_until, Backend, Process, Receiver, Reply, TestDb};
 pub use probe::Probe;
-pub use process::{hookd_bin, log_dir, Hookd, Options};
+pub use process::{log_dir, Options};
 pub use producer::Producer;
-pub use receiver::{standard_mix, Answer, AuditReceiver};
+pub use receiver::standard_mix;
 
 use std::time::Duration;
 
@@ -56,9 +56,9 @@ pub fn event_number(id: &str) -> usize {
 }
 
 /// Waits until the receiver has answered at least `n` requests with 2xx.
-pub async fn wait_delivered(receiver: &AuditReceiver, n: usize, what: &str) {
+pub async fn wait_delivered(receiver: &Receiver, n: usize, what: &str) {
     wait_until(LONG, what, || async move {
-        (receiver.ok_total() >= n).then_some(())
+        (receiver.ok_count() >= n).then_some(())
     })
     .await
 }
@@ -66,7 +66,7 @@ pub async fn wait_delivered(receiver: &AuditReceiver, n: usize, what: &str) {
 /// Waits for the next fault's moment: at least `n` deliveries answered 2xx and at least
 /// `gap` since `since` (so that a restarted process gets to claim, and to rescue).
 pub async fn wait_fault_point(
-    receiver: &AuditReceiver,
+    receiver: &Receiver,
     n: usize,
     since: std::time::Instant,
     gap: Duration,

@@ -4,14 +4,23 @@
 //!   new PostgreSQL database (dropped afterwards) on the server named by
 //!   `HOOKD_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`). PostgreSQL
 //!   tests fail, never skip, when the server cannot be reached.
-//! - [`Receiver`]: a real HTTP server on 127.0.0.1 that records every request and answers
-//!   as a script says: a status, a delay (to hang past a timeout), a body.
+//! - [`Receiver`]: a real HTTP server on 127.0.0.1 that records every request, answers
+//!   as a script says (a status, a delay to hang past a timeout, a body) and counts what an
+//!   at-least-once audit needs.
+//! - [`Spec`] and [`Process`]: the `hookd` binary as a child process: started with its
+//!   arguments and environment, waited for until it answers, killed with SIGKILL, stopped
+//!   with SIGTERM, restarted, its output kept; or run to its end ([`Spec::output`]).
+//! - [`Api`]: a client of the admin API.
 //! - [`wait_until`]: waits for a condition with a deadline instead of sleeping and hoping.
 
+mod api;
 mod db;
+mod process;
 mod receiver;
 
+pub use api::{Answer, Api};
 pub use db::{Backend, TestDb};
+pub use process::{free_port, hookd_bin, profile_dir, Output, Process, Spec};
 pub use receiver::{Received, Receiver, Reply};
 
 use std::future::Future;

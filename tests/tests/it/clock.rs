@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use hookd_fault_tests::{
-    audit, event_ids, event_number, exclusive, log_dir, report, say, Answer, AuditReceiver,
-    Backend, Expect, Hookd, Options, Probe, Producer, TestDb, LONG,
+    audit, event_ids, event_number, exclusive, log_dir, report, say, Backend, Expect, Options,
+    Probe, Producer, Receiver, Reply, TestDb, LONG,
 };
 
 const EVENTS: usize = 1500;
@@ -38,11 +38,11 @@ const HOUR_MS: i64 = 3_600_000;
 const LEASE_MS: i64 = 3_000;
 
 /// Every fifth event: 503 on the first request, then 200.
-fn once_flaky(id: &str, request: u32) -> Answer {
+fn once_flaky(id: &str, request: u32) -> Reply {
     if event_number(id).is_multiple_of(5) && request == 1 {
-        Answer::status(503)
+        Reply::status(503)
     } else {
-        Answer::ok()
+        Reply::ok()
     }
 }
 
@@ -72,14 +72,19 @@ async fn skewed_process_clocks_change_no_due_time_or_lease() {
     let scenario = "clock";
     let logs = log_dir(scenario);
     let db = TestDb::new(Backend::Postgres).await;
-    let receiver = AuditReceiver::start(once_flaky).await;
+    let receiver = Receiver::per_event(once_flaky).await;
     let options = Options::new(&db.url).set("HOOKD_CONCURRENCY", "32");
     let mut instances = vec![
-        Hookd::start("real-clock", options.clone(), &logs).await,
-        Hookd::start("behind-1h", options.clone().faketime(&lib, "-1h"), &logs).await,
-        Hookd::start("ahead-1h", options.faketime(&lib, "+1h"), &logs).await,
+        options.clone().start("real-clock", &logs).await,
+        options
+            .clone()
+            .faketime(&lib, "-1h")
+            .start("behind-1h", &logs)
+            .await,
+        options.faketime(&lib, "+1h").start("ahead-1h", &logs).await,
     ];
     instances[0]
+        .api()
         .endpoint(json!({
             "url": receiver.url(),
             "event_types": ["*"],
@@ -130,23 +135,19 @@ async fn skewed_process_clocks_change_no_due_time_or_lease() {
         }
     }
     // Retry gaps as the receiver measured them (monotonic clock).
-    let seen = receiver.seen();
+    let seen = receiver.by_id();
     let mut gaps = Vec::new();
     let mut skewed_signatures = 0;
     for (id, s) in &seen {
         if event_number(id).is_multiple_of(5) {
-            let mut at: Vec<Instant> = s.arrivals.iter().map(|a| a.at).collect();
+            let mut at: Vec<Instant> = s.iter().map(|r| r.at).collect();
             at.sort();
             assert!(at.len() >= 2, "{id} was retried");
             gaps.push((at[1] - at[0]).as_millis() as i64);
         }
         skewed_signatures += s
-            .arrivals
             .iter()
-            .filter(|a| {
-                a.timestamp
-                    .is_some_and(|t| (t - a.received_unix).abs() > 300)
-            })
+            .filter(|r| r.timestamp().is_some_and(|t| (t - r.unix).abs() > 300))
             .count();
     }
     gaps.sort();
@@ -220,17 +221,18 @@ async fn retry_is_not_late_while_the_dispatcher_idles() {
     let _heavy = exclusive().await;
     let logs = log_dir("clock-idle-retry");
     let db = TestDb::new(Backend::Sqlite).await;
-    let receiver = AuditReceiver::start(|_, request| {
+    let receiver = Receiver::per_event(|_, request| {
         if request == 1 {
-            Answer::status(503)
+            Reply::status(503)
         } else {
-            Answer::ok()
+            Reply::ok()
         }
     })
     .await;
     let options = Options::new(&db.url).set("HOOKD_POLL_INTERVAL", "5s");
-    let hookd = Hookd::start("hookd", options, &logs).await;
+    let hookd = options.start("hookd", &logs).await;
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "retry_schedule": ["100ms"] }))
         .await;
     let id = "idle-00001".to_string();
@@ -241,7 +243,7 @@ async fn retry_is_not_late_while_the_dispatcher_idles() {
     ))
     .await;
     hookd_fault_tests::wait_delivered(&receiver, 1, "the retry").await;
-    let arrivals = receiver.seen()[&id].arrivals.clone();
+    let arrivals = receiver.by_id()[&id].clone();
     let gap = arrivals[1].at - arrivals[0].at;
     say(&format!(
         "clock-idle-retry: retry due 100 ms after the failure came after {gap:?} (poll interval 5 s)"

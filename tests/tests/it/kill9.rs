@@ -12,8 +12,8 @@ use serde_json::json;
 use hookd_fault_tests::producer::insert_sql;
 use hookd_fault_tests::{
     audit, backend_name, duplicates_outside, event_ids, exclusive, log_dir, report, say,
-    standard_mix, wait_fault_point, wait_finished, wait_some_in_flight, AuditReceiver, Backend,
-    Expect, Hookd, Options, Probe, Producer, TestDb, LONG,
+    standard_mix, wait_fault_point, wait_finished, wait_some_in_flight, Backend, Expect, Options,
+    Probe, Producer, Receiver, TestDb, LONG,
 };
 
 hookd_testkit::each_backend!(kill9_mid_load_loses_nothing);
@@ -51,10 +51,11 @@ async fn run(backend: Backend, strict: bool) {
     let db = TestDb::new(backend).await;
     // Each answer takes 30 ms, so attempts are in flight when the kill comes.
     let receiver =
-        AuditReceiver::start(|id, n| standard_mix(id, n).after(Duration::from_millis(30))).await;
+        Receiver::per_event(|id, n| standard_mix(id, n).after(Duration::from_millis(30))).await;
     let options = Options::new(&db.url).set("HOOKD_CONCURRENCY", &CONCURRENCY.to_string());
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let probe = Probe::connect(&db).await;
@@ -83,7 +84,7 @@ async fn run(backend: Backend, strict: bool) {
         previous = held.clone();
         say(&format!(
             "{scenario}: kill {k} at {} delivered, {} committed: {} in flight",
-            receiver.ok_total(),
+            receiver.ok_count(),
             producer.committed(),
             held.len()
         ));

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use hookd_fault_tests::{
     audit, duplicates_outside, event_ids, exclusive, log_dir, report, say, standard_mix,
-    wait_fault_point, wait_finished, wait_some_in_flight, AuditReceiver, Backend, Expect, Hookd,
-    Options, Probe, Producer, TestDb, LONG,
+    wait_fault_point, wait_finished, wait_some_in_flight, Backend, Expect, Options, Probe,
+    Producer, Receiver, TestDb, LONG,
 };
 
 const EVENTS: usize = 5000;
@@ -42,14 +42,15 @@ async fn run(strict: bool) {
     let db = TestDb::new(Backend::Postgres).await;
     // Each answer takes 30 ms, so attempts are in flight when the kill comes.
     let receiver =
-        AuditReceiver::start(|id, n| standard_mix(id, n).after(Duration::from_millis(30))).await;
+        Receiver::per_event(|id, n| standard_mix(id, n).after(Duration::from_millis(30))).await;
     let options = Options::new(&db.url).set("HOOKD_CONCURRENCY", &CONCURRENCY.to_string());
-    let mut victim = Hookd::start("victim", options.clone(), &logs).await;
+    let mut victim = options.clone().start("victim", &logs).await;
     let mut others = vec![
-        Hookd::start("steady-a", options.clone(), &logs).await,
-        Hookd::start("steady-b", options, &logs).await,
+        options.clone().start("steady-a", &logs).await,
+        options.start("steady-b", &logs).await,
     ];
     victim
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let probe = Probe::connect(&db).await;
@@ -68,7 +69,7 @@ async fn run(strict: bool) {
         let held = probe.in_flight_ids().await;
         say(&format!(
             "{scenario}: kill {k} at {} delivered, {} committed: {} in flight (all instances)",
-            receiver.ok_total(),
+            receiver.ok_count(),
             producer.committed(),
             held.len()
         ));

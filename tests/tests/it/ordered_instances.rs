@@ -18,8 +18,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use hookd_fault_tests::{
-    event_ids, event_number, exclusive, log_dir, say, wait_finished, wait_until, Answer,
-    AuditReceiver, Backend, Hookd, Options, Probe, Producer, TestDb, LONG,
+    event_ids, event_number, exclusive, log_dir, say, wait_finished, wait_until, Backend, Options,
+    Probe, Producer, Receiver, Reply, TestDb, LONG,
 };
 
 const EVENTS: usize = 1000;
@@ -63,17 +63,21 @@ async fn two_instances_keep_an_ordered_endpoints_order() {
     let db = TestDb::new(Backend::Postgres).await;
     let order = Arc::new(Mutex::new(Order::new(EVENTS)));
     let seen = order.clone();
-    let receiver = AuditReceiver::start(move |id, request| {
+    let receiver = Receiver::per_event(move |id, request| {
         seen.lock().unwrap().request(event_number(id), request);
-        Answer::ok()
+        Reply::ok()
     })
     .await;
     let options = Options::new(&db.url);
-    let mut a = Hookd::start("a", options.clone(), &logs).await;
-    let mut b = Hookd::start("b", options, &logs).await;
+    let mut a = options.clone().start("a", &logs).await;
+    let mut b = options.start("b", &logs).await;
     let endpoint = a
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"], "ordered": true }))
-        .await;
+        .await["id"]
+        .as_str()
+        .expect("endpoint id")
+        .to_string();
     let probe = Probe::connect(&db).await;
 
     // Small batches in quick succession: both instances are woken by each commit, so they
@@ -111,7 +115,7 @@ async fn two_instances_keep_an_ordered_endpoints_order() {
         "ordered-instances: {} first receipts, {} out of order, {} requests in all",
         order.first_receipts.len(),
         order.violations.len(),
-        receiver.requests_total()
+        receiver.count()
     ));
     assert!(
         order.violations.is_empty(),

@@ -14,8 +14,8 @@ use sqlx::{Connection, PgConnection};
 use hookd_fault_tests::producer::insert_sql;
 use hookd_fault_tests::{
     audit, duplicates_outside, event_ids, exclusive, log_dir, report, say, standard_mix,
-    wait_delivered, wait_fault_point, wait_finished, Answer, AuditReceiver, Backend, Expect, Hookd,
-    Options, Probe, Producer, TestDb, LONG,
+    wait_delivered, wait_fault_point, wait_finished, Backend, Expect, Options, Probe, Producer,
+    Receiver, Reply, TestDb, LONG,
 };
 
 const EVENTS: usize = 4000;
@@ -28,11 +28,12 @@ async fn terminated_connections_lose_nothing() {
     let logs = log_dir(scenario);
     let db = TestDb::new(Backend::Postgres).await;
     let db_name = db.url.rsplit('/').next().unwrap().to_string();
-    let receiver = AuditReceiver::start(standard_mix).await;
+    let receiver = Receiver::per_event(standard_mix).await;
     let options = Options::new(&db.url).set("HOOKD_CONCURRENCY", "64");
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     let pid = hookd.pid();
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let probe = Probe::connect(&db).await;
@@ -49,7 +50,7 @@ async fn terminated_connections_lose_nothing() {
         terminated_total += terminated;
         say(&format!(
             "{scenario}: termination {k} at {} delivered, {} committed: {terminated} backends terminated",
-            receiver.ok_total(),
+            receiver.ok_count(),
             producer.committed()
         ));
         assert!(terminated > 0, "hookd had connections to terminate");
@@ -62,7 +63,10 @@ async fn terminated_connections_lose_nothing() {
     // The same process throughout, and ready: it reconnected by itself.
     hookd.assert_running();
     assert_eq!(hookd.pid(), pid, "never restarted");
-    let (status, ready) = hookd.api(reqwest::Method::GET, "/readyz", None).await;
+    let (status, ready) = hookd
+        .api()
+        .call(reqwest::Method::GET, "/readyz", None)
+        .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{ready}");
 
     let result = audit(&probe, &receiver, &produced.committed, Expect::default()).await;
@@ -106,10 +110,11 @@ async fn recorder_stall_longer_than_the_lease_duplicates_at_most_concurrency() {
     let scenario = "pg-recorder-stall";
     let logs = log_dir(scenario);
     let db = TestDb::new(Backend::Postgres).await;
-    let receiver = AuditReceiver::start(standard_mix).await;
+    let receiver = Receiver::per_event(standard_mix).await;
     let options = Options::new(&db.url).set("HOOKD_CONCURRENCY", &CONCURRENCY.to_string());
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let probe = Probe::connect(&db).await;
@@ -124,10 +129,10 @@ async fn recorder_stall_longer_than_the_lease_duplicates_at_most_concurrency() {
         .execute(&mut locker)
         .await
         .expect("lock hookd_attempts");
-    let before = receiver.ok_total();
+    let before = receiver.ok_count();
     tokio::time::sleep(Duration::from_millis(4500)).await;
     let in_flight = probe.in_flight().await;
-    let sent_meanwhile = receiver.ok_total() - before;
+    let sent_meanwhile = receiver.ok_count() - before;
     sqlx::raw_sql("COMMIT")
         .execute(&mut locker)
         .await
@@ -160,10 +165,11 @@ async fn listen_connection_comes_back_after_termination() {
     let logs = log_dir(scenario);
     let db = TestDb::new(Backend::Postgres).await;
     let db_name = db.url.rsplit('/').next().unwrap().to_string();
-    let receiver = AuditReceiver::start(|_, _| Answer::ok()).await;
+    let receiver = Receiver::per_event(|_, _| Reply::ok()).await;
     let options = Options::new(&db.url).set("HOOKD_POLL_INTERVAL", "10s");
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let ids = event_ids("ln", 4);

@@ -28,8 +28,8 @@ use serde_json::{json, Value};
 use hookd_fault_tests::producer::insert_sql;
 use hookd_fault_tests::raw::{Misbehaviour, RawServer, TlsServer};
 use hookd_fault_tests::{
-    event_ids, exclusive, log_dir, record, say, wait_finished, Backend, Hookd, Options, Probe,
-    TestDb, LONG,
+    event_ids, exclusive, log_dir, record, say, wait_finished, Backend, Options, Probe, TestDb,
+    LONG,
 };
 use hookd_testkit::{Receiver, Reply};
 
@@ -75,7 +75,7 @@ async fn misbehaving_receivers_are_recorded_and_nothing_is_lost() {
     let scenario = "receivers";
     let logs = log_dir(scenario);
     let db = TestDb::new(Backend::Sqlite).await;
-    let hookd = Hookd::start("hookd", Options::new(&db.url), &logs).await;
+    let hookd = Options::new(&db.url).start("hookd", &logs).await;
     let probe = Probe::connect(&db).await;
 
     let http_500 = Receiver::start(|_, _| Reply::status(500).with_body("receiver exploded")).await;
@@ -261,7 +261,8 @@ async fn misbehaving_receivers_are_recorded_and_nothing_is_lost() {
     let mut endpoint_case = HashMap::new();
     let mut inserts = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let id = hookd
+        let endpoint = hookd
+            .api()
             .endpoint(json!({
                 "url": case.url,
                 "event_types": ["*"],
@@ -269,6 +270,7 @@ async fn misbehaving_receivers_are_recorded_and_nothing_is_lost() {
                 "retry_schedule": ["100ms"],
             }))
             .await;
+        let id = endpoint["id"].as_str().expect("endpoint id").to_string();
         let ids = event_ids(&format!("rc{i:02}"), PER_BEHAVIOUR);
         inserts.push(insert_sql(Backend::Sqlite, &ids, Some(&id)));
         endpoint_case.insert(id, i);
@@ -291,7 +293,10 @@ async fn misbehaving_receivers_are_recorded_and_nothing_is_lost() {
     for d in &deliveries {
         let case = &cases[endpoint_case[&d.endpoint_id]];
         let e = &case.expected;
-        let detail = hookd.get(&format!("/v1/deliveries/{}", d.id)).await;
+        let detail = hookd
+            .api()
+            .get_ok(&format!("/v1/deliveries/{}", d.id))
+            .await;
         let what = format!("{}: delivery {}: {detail}", case.name, d.id);
         assert_eq!(detail["state"], e.state, "{what}");
         let log = detail["attempt_log"].as_array().expect("attempt_log");

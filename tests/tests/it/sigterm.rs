@@ -16,8 +16,8 @@ use serde_json::json;
 
 use hookd_fault_tests::{
     audit, backend_name, event_ids, event_number, exclusive, log_dir, report, say, standard_mix,
-    wait_fault_point, wait_finished, Answer, AuditReceiver, Backend, Expect, Hookd, Options, Probe,
-    Producer, TestDb, LONG,
+    wait_fault_point, wait_finished, Backend, Expect, Options, Probe, Producer, Receiver, Reply,
+    TestDb, LONG,
 };
 
 hookd_testkit::each_backend!(sigterm_under_load_leaves_nothing_in_flight);
@@ -26,7 +26,7 @@ const EVENTS: usize = 3000;
 const STOPS: usize = 2;
 
 /// The standard mix, but every 7th event's first answer takes 800 ms.
-fn slow_mix(id: &str, request: u32) -> Answer {
+fn slow_mix(id: &str, request: u32) -> Reply {
     let answer = standard_mix(id, request);
     if event_number(id).is_multiple_of(7) && request == 1 {
         answer.after(Duration::from_millis(800))
@@ -40,12 +40,13 @@ async fn sigterm_under_load_leaves_nothing_in_flight(backend: Backend) {
     let scenario = format!("sigterm-{}", backend_name(backend));
     let logs = log_dir(&scenario);
     let db = TestDb::new(backend).await;
-    let receiver = AuditReceiver::start(slow_mix).await;
+    let receiver = Receiver::per_event(slow_mix).await;
     let options = Options::new(&db.url)
         .set("HOOKD_CONCURRENCY", "64")
         .set("HOOKD_SHUTDOWN_TIMEOUT", "500ms");
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let probe = Probe::connect(&db).await;
@@ -83,17 +84,17 @@ async fn sigterm_under_load_leaves_nothing_in_flight(backend: Backend) {
             .collect();
         // Every attempt that reached the receiver is recorded, or its delivery is pending.
         let mut released = 0;
-        for (id, seen) in receiver.seen() {
+        for (id, seen) in receiver.by_id() {
             let rec = recorded.get(id.as_str()).copied().unwrap_or(0);
             let known = unrecorded.get(&id).copied().unwrap_or(0);
-            let new = (seen.requests as usize).saturating_sub(rec + known);
+            let new = seen.len().saturating_sub(rec + known);
             if new > 0 {
                 released += new;
                 assert_eq!(
                     state.get(id.as_str()).copied(),
                     Some("pending"),
                     "{id}: {} requests reached the receiver, {rec} recorded, and it is not pending",
-                    seen.requests
+                    seen.len()
                 );
                 *unrecorded.entry(id).or_default() += new;
             }
@@ -101,7 +102,7 @@ async fn sigterm_under_load_leaves_nothing_in_flight(backend: Backend) {
         released_total += released;
         say(&format!(
             "{scenario}: stop {k} at {} delivered: exit 0 after {took:?}, 0 in flight, {released} attempts released unrecorded (back to pending), {} pending",
-            receiver.ok_total(),
+            receiver.ok_count(),
             p.pending
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;

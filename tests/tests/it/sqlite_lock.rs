@@ -15,8 +15,8 @@ use sqlx::{Connection, Executor, SqliteConnection};
 use hookd_fault_tests::producer::insert_sql;
 use hookd_fault_tests::{
     audit, duplicates_outside, event_ids, exclusive, log_dir, report, say, standard_mix,
-    wait_fault_point, wait_finished, AuditReceiver, Backend, Expect, Hookd, Options, Probe,
-    Producer, TestDb, LONG,
+    wait_fault_point, wait_finished, Backend, Expect, Options, Probe, Producer, Receiver, TestDb,
+    LONG,
 };
 
 const EVENTS: usize = 4000;
@@ -29,10 +29,11 @@ async fn locked_database_file_loses_nothing() {
     let scenario = "sqlite-lock";
     let logs = log_dir(scenario);
     let db = TestDb::new(Backend::Sqlite).await;
-    let receiver = AuditReceiver::start(standard_mix).await;
+    let receiver = Receiver::per_event(standard_mix).await;
     let options = Options::new(&db.url).set("HOOKD_CONCURRENCY", "64");
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": ["*"] }))
         .await;
     let probe = Probe::connect(&db).await;
@@ -56,7 +57,7 @@ async fn locked_database_file_loses_nothing() {
             .await
             .expect("take the write lock");
         let locked_at = Instant::now();
-        let before = receiver.ok_total();
+        let before = receiver.ok_count();
         in_flight_at_faults.extend(probe.in_flight_ids().await);
         // The locker is a producer too: its rows commit with the lock's release.
         let ids = event_ids(&format!("locker{k}"), 10);
@@ -67,7 +68,7 @@ async fn locked_database_file_loses_nothing() {
         locker.execute(inner).await.expect("insert under the lock");
         tokio::time::sleep(HOLD.saturating_sub(locked_at.elapsed())).await;
         in_flight_at_faults.extend(probe.in_flight_ids().await);
-        let during = receiver.ok_total() - before;
+        let during = receiver.ok_count() - before;
         locker.execute("COMMIT").await.expect("release the lock");
         let _ = locker.close().await;
         locker_ids.extend(ids);

@@ -16,10 +16,10 @@ use serde_json::json;
 use hookd_fault_tests::producer::EVENT_TYPE;
 use hookd_fault_tests::{
     audit, backend_name, event_ids, exclusive, hookd_bin, log_dir, report, standard_mix,
-    wait_delivered, wait_finished, wait_until, AuditReceiver, Backend, Expect, Hookd, Options,
-    Probe, Producer, TestDb, LONG,
+    wait_delivered, wait_finished, wait_until, Backend, Expect, Options, Probe, Producer, Receiver,
+    TestDb, LONG,
 };
-use hookd_testkit::{Receiver, Reply};
+use hookd_testkit::Reply;
 
 hookd_testkit::each_backend!(a_recorder_that_panics_mid_load_stops_hookd_and_loses_nothing);
 
@@ -32,7 +32,7 @@ async fn a_recorder_that_panics_mid_load_stops_hookd_and_loses_nothing(backend: 
     let logs = log_dir(&scenario);
     let db = TestDb::new(backend).await;
     let receiver =
-        AuditReceiver::start(|id, n| standard_mix(id, n).after(Duration::from_millis(20))).await;
+        Receiver::per_event(|id, n| standard_mix(id, n).after(Duration::from_millis(20))).await;
     // Never answers: its attempt is in flight when the fault comes (for up to 3 s, the
     // endpoint's timeout), and the shutdown waits for it while answering /readyz.
     let slow = Receiver::start(|_, _| Reply::hang(Duration::from_secs(30))).await;
@@ -40,24 +40,26 @@ async fn a_recorder_that_panics_mid_load_stops_hookd_and_loses_nothing(backend: 
         .set("HOOKD_CONCURRENCY", "64")
         .set("HOOKD_LEASE_DURATION", "6s")
         .set("HOOKD_TEST_FAULT", "recorder");
-    let mut hookd = Hookd::start("hookd", options, &logs).await;
+    let mut hookd = options.start("hookd", &logs).await;
     assert!(
         hookd.log_tail(50).contains("fault injection armed"),
         "{} was built without the feature fault-injection: run `cargo build -p hookd --features fault-injection`",
         hookd_bin().display()
     );
     hookd
+        .api()
         .endpoint(json!({ "url": receiver.url(), "event_types": [EVENT_TYPE] }))
         .await;
     hookd
-        .endpoint(json!({ "url": slow.url(), "event_types": ["slow"], "timeout": "3s", "retry_schedule": [] }))
+        .api().endpoint(json!({ "url": slow.url(), "event_types": ["slow"], "timeout": "3s", "retry_schedule": [] }))
         .await;
     let probe = Probe::connect(&db).await;
 
     let producer = Producer::start(&db, event_ids("tf", EVENTS), 25, Duration::from_millis(50));
     wait_delivered(&receiver, EVENTS / 4, "a quarter delivered").await;
     let (status, body) = hookd
-        .api(
+        .api()
+        .call(
             reqwest::Method::POST,
             "/v1/events",
             Some(json!({ "event_type": "slow", "payload": {} })),
@@ -69,7 +71,7 @@ async fn a_recorder_that_panics_mid_load_stops_hookd_and_loses_nothing(backend: 
     hookd.signal("USR1");
     let tripped = Instant::now();
     wait_until(Duration::from_secs(10), "/readyz to say why", || async {
-        hookd.readyz().await.filter(|(status, body)| {
+        hookd.api().readyz().await.filter(|(status, body)| {
             *status == StatusCode::SERVICE_UNAVAILABLE && body["reason"] == REASON
         })
     })

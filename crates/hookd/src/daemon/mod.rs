@@ -13,8 +13,8 @@
 //! - [`resend_jobs`]: durable bulk resends, worked through in batches.
 //! - [`supervisor`]: watches the essential tasks ([`task`]); one that dies stops hookd with
 //!   an error and marks [`health`] (what `/readyz` reports) failed.
-//! - Pure rules: [`retry`] (when to try again), [`signing`] (signatures), [`ssrf`] (which
-//!   addresses may be called).
+//! - Pure rules: [`retry`] (when to try again), [`signing`] (signatures, made by
+//!   [`hookd_verify`]), [`ssrf`] (which addresses may be called).
 //! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`);
 //!   [`tenant_tokens`]: tenant tokens, stored only as hashes.
 //! - [`metrics`], [`metered`]: the Prometheus registry; every database call timed and its

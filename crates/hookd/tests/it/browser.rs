@@ -4,8 +4,6 @@
 
 use crate::support;
 
-use std::process::{Command, Stdio};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -436,23 +434,11 @@ async fn allowed_hosts_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reads_allowed_hosts_and_warns_without_a_token() {
     let db = TestDb::sqlite();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("hookd.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_hookd"))
-        .args(["serve"])
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+    let mut hookd = support::serve(&db)
         .env("HOOKD_ALLOWED_HOSTS", "hooks.internal,127.0.0.1")
-        .env_remove("HOOKD_ADMIN_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let child = Running(Some(child));
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+        .start()
+        .await;
+    let (http, base, port) = (&hookd.api().http, &hookd.api().base, hookd.port());
     let status = |host: String| {
         let request = http
             .get(format!("{base}/v1/endpoints"))
@@ -467,8 +453,8 @@ async fn serve_reads_allowed_hosts_and_warns_without_a_token() {
         status(format!("localhost:{port}")).await,
         StatusCode::MISDIRECTED_REQUEST
     );
-    assert!(child.terminate().await.success());
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(hookd.terminate(WAIT).await.success());
+    let log = hookd.stderr();
     assert!(
         log.lines().any(|l| l.contains("WARN")
             && l.contains("HOOKD_ADMIN_TOKEN")

@@ -1,12 +1,11 @@
 //! The `hookd` binary as an operator runs it: flags, environment, signals, exit codes.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
-use support::{free_port, Running};
 
 use crate::support;
 
@@ -128,7 +127,6 @@ fn refuses_a_public_listen_address_without_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_delivers_and_stops_gracefully_on_sigterm() {
     let db = TestDb::sqlite();
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookd.toml");
     std::fs::write(
@@ -136,20 +134,11 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
         "retry_schedule = []\nrequest_timeout = \"5s\"\npoll_interval = \"50ms\"\n",
     )
     .unwrap();
-    let child = Command::new(HOOKD)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+    let mut hookd = support::serve(&db)
+        .args(["--config", config.to_str().unwrap()])
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = Running(Some(child));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+        .start()
+        .await;
 
     let receiver = Receiver::start(|n, _| {
         if n == 0 {
@@ -159,15 +148,7 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
         }
     })
     .await;
-    let ep: Value = http
-        .post(format!("{base}/v1/endpoints"))
-        .json(&json!({ "url": receiver.url() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ep = hookd.api().endpoint(json!({ "url": receiver.url() })).await;
     assert!(ep["id"].is_string(), "{ep}");
     db.exec("INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{\"orderId\":\"o-1\",\"amount\":9900}');").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
@@ -175,7 +156,7 @@ async fn serve_delivers_and_stops_gracefully_on_sigterm() {
     // Second event: the receiver takes 1.5 s; stop hookd while it waits.
     db.exec("INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('slow', 'purchase', '{}');").await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
-    let exit = child.terminate().await;
+    let exit = hookd.terminate(support::WAIT).await;
     assert_eq!(exit.code(), Some(0), "graceful exit");
 
     let store = hookd_store::connect(&db.url).await.unwrap();
@@ -208,27 +189,15 @@ async fn secrets_never_reach_the_log() {
     const STANDARD_KEY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const TOSS: &str = "toss-secret-0f3c2a1b9d";
     let db = TestDb::sqlite();
-    let port = free_port();
-    let log_dir = tempfile::tempdir().unwrap();
-    let log_path = log_dir.path().join("hookd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(HOOKD)
-        .args(["serve"])
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+    let mut hookd = support::serve(&db)
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
         .env("HOOKD_ADMIN_TOKEN", ADMIN)
         .env("HOOKD_RETRY_SCHEDULE", "100ms")
         .env("HOOKD_LOG_FORMAT", "json")
         .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let child = Running(Some(child));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+        .start()
+        .await;
+    let (base, http) = (&hookd.api().base, &hookd.api().http);
     // Each delivery fails once, then succeeds: retries are logged too.
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());
     let receiver = Receiver::start(move |_, r| {
@@ -284,9 +253,9 @@ async fn secrets_never_reach_the_log() {
         }
     }
     assert_eq!(signatures.len(), 12);
-    assert!(child.terminate().await.success());
+    assert!(hookd.terminate(support::WAIT).await.success());
 
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let text = hookd.stderr();
     assert!(
         text.lines().count() > 50,
         "a traced run logs a lot: {} lines",
@@ -315,48 +284,29 @@ async fn secrets_never_reach_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_in_a_file_are_plain_words() {
     let db = TestDb::sqlite();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("hookd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(HOOKD)
-        .args(["serve"])
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+    let mut hookd = support::serve(&db)
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
         .env("HOOKD_RETRY_SCHEDULE", "1m")
         .env("HOOKD_LOG_FORMAT", "text")
-        .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let child = Running(Some(child));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+        .start()
+        .await;
     let receiver = Receiver::start(|_, _| Reply::status(500)).await;
-    let resp = http
-        .post(format!("{base}/v1/endpoints"))
-        .json(&json!({ "url": receiver.url() }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let resp = http
-        .post(format!("{base}/v1/events"))
-        .json(&json!({ "event_type": "purchase", "payload": {} }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    hookd.api().endpoint(json!({ "url": receiver.url() })).await;
+    let (status, body) = hookd
+        .api()
+        .post(
+            "/v1/events",
+            json!({ "event_type": "purchase", "payload": {} }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
 
     let line = wait_until(
         Duration::from_secs(20),
         "the failed attempt's log line",
         || {
-            let text = std::fs::read_to_string(&log_path).unwrap();
+            let text = hookd.stderr();
             let line = text
                 .lines()
                 .find(|l| l.contains("attempt failed"))
@@ -365,10 +315,10 @@ async fn text_logs_in_a_file_are_plain_words() {
         },
     )
     .await;
-    assert!(child.terminate().await.success());
+    assert!(hookd.terminate(support::WAIT).await.success());
     assert!(line.contains("next=retry in 1m"), "{line}");
     assert!(!line.contains("RetryIn"), "{line}");
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let text = hookd.stderr();
     assert!(text.contains("hookd is serving"), "{text}");
     assert!(
         !text.contains('\x1b'),
@@ -400,28 +350,15 @@ async fn an_unreadable_endpoint_is_logged_once() {
         .await
         .unwrap();
 
-    let port = free_port();
-    let log_dir = tempfile::tempdir().unwrap();
-    let log_path = log_dir.path().join("hookd.log");
-    let child = Command::new(HOOKD)
-        .args(["serve"])
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+    let mut hookd = support::serve(&db)
         .env("HOOKD_SECRET_KEY", KEY_B)
         .env("HOOKD_RETRY_SCHEDULE", "50ms,50ms,50ms")
         .env("HOOKD_GAUGE_SCHEDULE", "* * * * * *")
         .env("HOOKD_LOG_FORMAT", "json")
         .env("HOOKD_LOG_LEVEL", "info")
-        .env_remove("RUST_LOG")
-        .env_remove("HOOKD_ADMIN_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let child = Running(Some(child));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+        .start()
+        .await;
+    let (base, http) = (hookd.api().base.clone(), hookd.api().http.clone());
     for i in 0..3 {
         let resp = http
             .post(format!("{base}/v1/events"))
@@ -462,9 +399,9 @@ async fn an_unreadable_endpoint_is_logged_once() {
         }
     })
     .await;
-    assert!(child.terminate().await.success());
+    assert!(hookd.terminate(support::WAIT).await.success());
 
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let text = hookd.stderr();
     let reports: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("endpoint unreadable"))

@@ -1,13 +1,11 @@
 //! The API commands of the `hookd` binary (`endpoints`, `deliveries`, `resend`), run as an
 //! operator runs them against a real `hookd serve` on SQLite.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
-use support::{free_port, Running};
+use hookd_testkit::{wait_until, Output, Process, Receiver, Reply, Spec, TestDb};
 
 use crate::support;
 
@@ -18,41 +16,30 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Daemon {
     base: String,
     db: TestDb,
-    _child: Running,
+    _process: Process,
 }
 
 impl Daemon {
     /// Private targets allowed, no automatic retry (a failed attempt is final).
     async fn start(extra_env: &[(&str, &str)]) -> Daemon {
         let db = TestDb::sqlite();
-        let port = free_port();
-        let mut cmd = std::process::Command::new(HOOKD);
-        cmd.arg("serve")
-            .env("HOOKD_DATABASE_URL", &db.url)
-            .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+        let process = support::serve(&db)
             .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
             .env("HOOKD_RETRY_SCHEDULE", "")
             .env("HOOKD_POLL_INTERVAL", "50ms")
-            .env_remove("HOOKD_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = Running(Some(cmd.spawn().expect("start hookd serve")));
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        support::wait_ok(&http, &format!("{base}/readyz"), "hookd to be ready").await;
+            .envs(extra_env.iter().copied())
+            .start()
+            .await;
         Daemon {
-            base,
+            base: process.base(),
             db,
-            _child: child,
+            _process: process,
         }
     }
 
     /// `hookd ARGS --url BASE` (`--api-url` for `endpoints add`, whose `--url` is the
     /// receiver's).
-    async fn run(&self, args: &[&str]) -> Run {
+    async fn run(&self, args: &[&str]) -> Output {
         let flag = if args.starts_with(&["endpoints", "add"]) {
             "--api-url"
         } else {
@@ -84,48 +71,14 @@ impl Daemon {
     }
 }
 
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn assert_ok(&self) {
-        assert_eq!(self.code, Some(0), "{self:?}");
-    }
-
-    /// Exit code `code`, with `text` in stderr.
-    fn assert_fails(&self, code: i32, text: &str) {
-        assert_eq!(self.code, Some(code), "{self:?}");
-        assert!(
-            self.stderr.contains(text),
-            "stderr lacks {text:?}: {self:?}"
-        );
-    }
-}
-
 /// Runs the binary with a clean HOOKD_* environment plus `env`.
-async fn hookd(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(HOOKD);
-    cmd.args(args)
-        .env_remove("HOOKD_ADMIN_TOKEN")
-        .env_remove("HOOKD_LISTEN")
+async fn hookd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Spec::new(HOOKD)
+        .args(args.iter().copied())
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(WAIT, cmd.output())
+        .output()
         .await
-        .unwrap_or_else(|_| panic!("hookd {args:?} did not finish"))
-        .unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
@@ -494,7 +447,7 @@ async fn the_admin_token_is_sent() {
     run.assert_ok();
 }
 
-async fn hookd_with_base(daemon: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Run {
+async fn hookd_with_base(daemon: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut all = args.to_vec();
     all.extend(["--url", &daemon.base]);
     hookd(&all, env).await
@@ -535,14 +488,11 @@ async fn ctrl_c_stops_following_not_the_job() {
     })
     .await;
 
-    let mut cli = tokio::process::Command::new(HOOKD)
+    let mut cli = Spec::new(HOOKD)
+        .name("resend")
         .args(["resend", "--endpoint", &ep_id, "--url", &hookd.base])
-        .env_remove("HOOKD_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .start()
+        .await;
     // The job runs (its resends reach the receiver) and then holds at the due limit.
     receiver.wait_for(1, WAIT).await;
     let job_resent = || async {
@@ -569,26 +519,9 @@ async fn ctrl_c_stops_following_not_the_job() {
         (job_resent().await >= 999).then_some(())
     })
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &cli.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::time::timeout(WAIT, async {
-        let status = cli.wait().await.unwrap();
-        let mut stderr = String::new();
-        use tokio::io::AsyncReadExt;
-        cli.stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .await
-            .unwrap();
-        (status, stderr)
-    })
-    .await
-    .expect("the CLI to stop following");
-    let (status, stderr) = out;
+    cli.signal("INT");
+    let status = cli.wait_exit(WAIT).await;
+    let stderr = cli.stderr();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(
         stderr.contains("Stopped following resend job rsj_"),
@@ -612,7 +545,7 @@ async fn ctrl_c_stops_following_not_the_job() {
 
 #[tokio::test]
 async fn an_unreachable_api_names_the_url() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{}", hookd_testkit::free_port());
     for args in [
         vec!["endpoints", "list"],
         vec!["deliveries", "list"],
@@ -650,7 +583,7 @@ async fn bad_flags_exit_2() {
         vec!["resend", "--all", "--state", "failed"],
     ] {
         let run = hookd(&args, &[]).await;
-        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.code(), Some(2), "{args:?}: {run:?}");
     }
 }
 
@@ -690,7 +623,7 @@ async fn the_cli_reaches_a_local_api_whatever_the_proxy_variables_say() {
     let daemon = Daemon::start(&[]).await;
     let receiver = Receiver::ok().await;
     // A proxy that is not there: a command that used it would fail to connect.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://127.0.0.1:{}", hookd_testkit::free_port());
     let env: Vec<(&str, &str)> = [
         "HTTP_PROXY",
         "HTTPS_PROXY",
@@ -739,39 +672,21 @@ async fn the_cli_reaches_a_local_api_whatever_the_proxy_variables_say() {
 /// retried behind the operator's back. Against a stand-in API that always answers 412.
 #[tokio::test]
 async fn endpoint_changes_send_the_etag_they_read() {
-    use axum::http::{HeaderMap, Method, StatusCode, Uri};
-    use std::sync::{Arc, Mutex};
-
-    type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
-        let record = record.clone();
-        async move {
-            let if_match = headers
-                .get("if-match")
-                .map(|v| v.to_str().unwrap().to_string());
-            record
-                .lock()
-                .unwrap()
-                .push((method.to_string(), uri.path().to_string(), if_match));
-            if method == Method::GET {
-                let body = json!({ "id": "ep_x", "url": "http://127.0.0.1:9/", "enabled": true });
-                (StatusCode::OK, [("etag", "\"v7\"")], body.to_string())
-            } else {
-                let body =
-                    json!({ "error": { "code": "precondition_failed", "message": "changed" } });
-                (
-                    StatusCode::PRECONDITION_FAILED,
-                    [("etag", "\"v8\"")],
-                    body.to_string(),
-                )
-            }
+    let api = Receiver::start(|_, r| {
+        if r.method == "GET" {
+            let body = json!({ "id": "ep_x", "url": "http://127.0.0.1:9/", "enabled": true });
+            Reply::ok()
+                .with_header("etag", "\"v7\"")
+                .with_body(body.to_string())
+        } else {
+            let body = json!({ "error": { "code": "precondition_failed", "message": "changed" } });
+            Reply::status(412)
+                .with_header("etag", "\"v8\"")
+                .with_body(body.to_string())
         }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    })
+    .await;
+    let base = api.base();
 
     let cases = [
         (
@@ -796,7 +711,7 @@ async fn endpoint_changes_send_the_etag_they_read() {
         ),
     ];
     for (args, method, path) in cases {
-        seen.lock().unwrap().clear();
+        let before = api.count();
         let mut all = args.clone();
         all.extend(["--url", &base]);
         let run = hookd(&all, &[]).await;
@@ -804,7 +719,13 @@ async fn endpoint_changes_send_the_etag_they_read() {
             1,
             "endpoint ep_x changed since it was read; run the command again",
         );
-        let requests = seen.lock().unwrap().clone();
+        let requests: Vec<(String, String, Option<String>)> = api.received()[before..]
+            .iter()
+            .map(|r| {
+                let if_match = r.header("if-match").map(str::to_string);
+                (r.method.clone(), r.path.clone(), if_match)
+            })
+            .collect();
         assert_eq!(
             requests,
             [

@@ -7,7 +7,6 @@ use crate::support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,8 +18,8 @@ use axum::serve::ListenerExt;
 use serde_json::{json, Value};
 
 use hookd_store::Endpoint;
-use hookd_testkit::{wait_until, Receiver, TestDb};
-use support::{free_port, wait_ok, Running, WAIT};
+use hookd_testkit::{wait_until, Api, Process, Receiver, Spec, TestDb};
+use support::WAIT;
 
 const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -128,54 +127,20 @@ async fn forward(
 
 /// `hookd serve` on `db` with `env` (`HOOKD_*` and proxy variables), private targets refused
 /// unless `env` says otherwise, no retry; nothing of the test's own environment that could
-/// change egress leaks in.
-async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Running, String) {
-    let port = free_port();
-    let mut cmd = std::process::Command::new(HOOKD);
-    cmd.arg("serve")
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+/// change egress leaks in. Returns the process and its admin API.
+async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Process, Api) {
+    let mut spec = support::serve(db)
         .env("HOOKD_RETRY_SCHEDULE", "")
         .env("HOOKD_POLL_INTERVAL", "20ms")
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "false")
-        .env_remove("HOOKD_ADMIN_TOKEN")
-        .env_remove("HOOKD_EGRESS_PROXY")
         .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env_remove("no_proxy");
     for name in PROXY_VARIABLES {
-        cmd.env_remove(name);
+        spec = spec.env_remove(name);
     }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = Running(Some(cmd.spawn().expect("start hookd serve")));
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ok(
-        &api_client(),
-        &format!("{base}/readyz"),
-        "hookd to be ready",
-    )
-    .await;
-    (child, base)
-}
-
-/// The test's own client of the admin API (never through a proxy).
-fn api_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-async fn call(base: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = api_client().request(method, format!("{base}{path}"));
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("admin API reachable");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let hookd = spec.envs(env.iter().copied()).start().await;
+    let api = hookd.api().clone();
+    (hookd, api)
 }
 
 /// Registers an endpoint behind the API's back, as if its name had resolved publicly at
@@ -196,19 +161,18 @@ async fn insert_endpoint(db: &TestDb, id: &str, url: &str) {
 }
 
 /// Enqueues `n` events through the API and waits until every delivery is finished.
-async fn deliver(base: &str, n: usize, deliveries: usize) -> Vec<Value> {
+async fn deliver(api: &Api, n: usize, deliveries: usize) -> Vec<Value> {
     for i in 0..n {
-        let (status, body) = call(
-            base,
-            Method::POST,
-            "/v1/events",
-            Some(json!({ "event_type": "order.paid", "event_id": format!("e-{i}"), "payload": { "i": i } })),
-        )
-        .await;
+        let (status, body) = api
+            .post(
+                "/v1/events",
+                json!({ "event_type": "order.paid", "event_id": format!("e-{i}"), "payload": { "i": i } }),
+            )
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
     wait_until(WAIT, "every delivery to finish", || async {
-        let (_, page) = call(base, Method::GET, "/v1/deliveries?limit=1000", None).await;
+        let (_, page) = api.get("/v1/deliveries?limit=1000").await;
         let all = page["data"].as_array().cloned().unwrap_or_default();
         let done = all
             .iter()
@@ -218,14 +182,8 @@ async fn deliver(base: &str, n: usize, deliveries: usize) -> Vec<Value> {
     .await
 }
 
-async fn attempt_log(base: &str, delivery: &Value) -> Vec<Value> {
-    let (_, detail) = call(
-        base,
-        Method::GET,
-        &format!("/v1/deliveries/{}", delivery["id"]),
-        None,
-    )
-    .await;
+async fn attempt_log(api: &Api, delivery: &Value) -> Vec<Value> {
+    let (_, detail) = api.get(&format!("/v1/deliveries/{}", delivery["id"])).await;
     detail["attempt_log"].as_array().cloned().unwrap()
 }
 
@@ -247,15 +205,15 @@ async fn proxy_variables_cannot_carry_a_delivery_past_the_ssrf_guard() {
     let db = TestDb::sqlite();
     let mut env = proxy_env(&proxy.url());
     env.push(("HOOKD_ALLOW_PRIVATE_TARGETS", "false".into()));
-    let (_hookd, base) = serve(&db, &env_refs(&env)).await;
+    let (_hookd, api) = serve(&db, &env_refs(&env)).await;
     // `localhost` resolves to loopback: the guard must refuse it. Through the proxy, hookd
     // would only ever resolve the proxy's address, and the proxy would carry the request.
     let port = receiver.addr().port();
     insert_endpoint(&db, "ep_private", &format!("http://localhost:{port}/hook")).await;
 
-    let all = deliver(&base, 1, 1).await;
+    let all = deliver(&api, 1, 1).await;
     assert_eq!(all[0]["state"], "failed", "{}", all[0]);
-    let log = attempt_log(&base, &all[0]).await;
+    let log = attempt_log(&api, &all[0]).await;
     assert_eq!(log[0]["outcome"], "blocked", "{log:?}");
     assert!(
         log[0]["error"]
@@ -280,17 +238,11 @@ async fn proxy_variables_are_ignored_and_deliveries_go_direct() {
     let db = TestDb::sqlite();
     let mut env = proxy_env(&proxy.url());
     env.push(("HOOKD_ALLOW_PRIVATE_TARGETS", "true".into()));
-    let (_hookd, base) = serve(&db, &env_refs(&env)).await;
-    let (status, ep) = call(
-        &base,
-        Method::POST,
-        "/v1/endpoints",
-        Some(json!({ "url": receiver.url(), "secret": SECRET })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{ep}");
+    let (_hookd, api) = serve(&db, &env_refs(&env)).await;
+    api.endpoint(json!({ "url": receiver.url(), "secret": SECRET }))
+        .await;
 
-    let all = deliver(&base, 3, 3).await;
+    let all = deliver(&api, 3, 3).await;
     assert!(all.iter().all(|d| d["state"] == "succeeded"), "{all:?}");
     assert_eq!(receiver.count(), 3);
     assert_eq!(
@@ -313,7 +265,7 @@ async fn an_egress_proxy_carries_every_delivery() {
     let mut env = proxy_env(&decoy.url());
     let egress_url = format!("http://localhost:{}", egress.addr.port());
     env.push(("HOOKD_EGRESS_PROXY", egress_url));
-    let (_hookd, base) = serve(&db, &env_refs(&env)).await;
+    let (_hookd, api) = serve(&db, &env_refs(&env)).await;
     let port = receiver.addr().port();
     // The proxy resolves and filters host names (this one filters nothing; Smokescreen
     // would refuse `localhost`). An address literal hookd refuses itself, before any proxy.
@@ -325,7 +277,7 @@ async fn an_egress_proxy_carries_every_delivery() {
     )
     .await;
 
-    let all = deliver(&base, 3, 6).await;
+    let all = deliver(&api, 3, 6).await;
     let by_endpoint =
         |id: &str| -> Vec<&Value> { all.iter().filter(|d| d["endpoint_id"] == id).collect() };
     assert!(
@@ -336,7 +288,7 @@ async fn an_egress_proxy_carries_every_delivery() {
     );
     for d in by_endpoint("ep_literal") {
         assert_eq!(d["state"], "failed", "{d}");
-        assert_eq!(attempt_log(&base, d).await[0]["outcome"], "blocked");
+        assert_eq!(attempt_log(&api, d).await[0]["outcome"], "blocked");
     }
 
     let through = egress.requests();
@@ -374,14 +326,13 @@ async fn an_egress_proxy_must_be_http_or_socks5() {
         ("127.0.0.1:4750", false),
         ("http://", false),
     ] {
-        let out = tokio::process::Command::new(HOOKD)
+        let out = Spec::new(HOOKD)
             .arg("migrate")
             .env("HOOKD_DATABASE_URL", &db.url)
             .env("HOOKD_EGRESS_PROXY", value)
             .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+            .await;
+        let stderr = &out.stderr;
         assert_eq!(out.status.success(), accepted, "{value}: {stderr}");
         if !accepted {
             assert!(

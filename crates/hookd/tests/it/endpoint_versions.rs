@@ -5,7 +5,7 @@ use crate::support;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use hookd_testkit::{Backend, TestDb};
+use hookd_testkit::{Api, Backend, TestDb};
 use support::*;
 
 hookd_testkit::each_backend!(
@@ -19,45 +19,16 @@ hookd_testkit::each_backend!(
 
 /// One API call with optional `If-Match`: the status, the `ETag` answered, the body.
 async fn call(
-    app: &TestApp,
+    api: &Api,
     method: Method,
     path: &str,
     if_match: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Option<String>, Value) {
-    call_at(&app.http, &app.base, method, path, if_match, body).await
-}
-
-async fn call_at(
-    http: &reqwest::Client,
-    base: &str,
-    method: Method,
-    path: &str,
-    if_match: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Option<String>, Value) {
-    let mut req = http.request(method, format!("{base}{path}"));
-    if let Some(tag) = if_match {
-        req = req.header("if-match", tag);
-    }
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let resp = req.send().await.expect("API reachable");
-    let status = resp.status();
-    let etag = resp
-        .headers()
-        .get("etag")
-        .map(|v| v.to_str().expect("ASCII ETag").to_string());
-    let text = resp.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
-    };
-    (status, etag, body)
+    let headers: Vec<(&str, &str)> = if_match.map(|tag| ("if-match", tag)).into_iter().collect();
+    let answer = api.request(method, path, &headers, body).await;
+    let etag = answer.header("etag").map(str::to_string);
+    (answer.status, etag, answer.body)
 }
 
 /// `GET /v1/endpoints/{id}`: the endpoint and its ETag, which must be a strong tag.
@@ -174,11 +145,10 @@ async fn concurrent_patches_from_one_read_apply_once(backend: Backend) {
     let (_, tag) = read(&app, &id).await;
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..8usize {
-        let (http, base, id, tag) = (app.http.clone(), app.base.clone(), id.clone(), tag.clone());
+        let (api, id, tag) = (Api::clone(&app), id.clone(), tag.clone());
         writers.spawn(async move {
-            let (status, _, _) = call_at(
-                &http,
-                &base,
+            let (status, _, _) = call(
+                &api,
                 Method::PATCH,
                 &path(&id),
                 Some(&tag),

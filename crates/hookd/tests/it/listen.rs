@@ -4,77 +4,39 @@
 
 use crate::support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
+use hookd_testkit::{wait_until, Api, Process, Receiver, Reply, Spec, TestDb};
 
 const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
 const WAIT: Duration = Duration::from_secs(20);
 const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOSS_SECRET: &str = "toss-secret-for-the-listen-test";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `hookd listen --json` on a free port; its stdout lines are collected as JSON.
+/// `hookd listen --json` on a free port; its stdout lines are read as JSON.
 struct Listener {
-    _proc: Proc,
+    process: Process,
     base: String,
-    lines: Arc<Mutex<Vec<Value>>>,
     http: reqwest::Client,
 }
 
 impl Listener {
     async fn start(args: &[&str]) -> Listener {
-        let port = free_port();
-        let mut child = Command::new(HOOKD)
-            .args(["listen", "--json", "--port", &port.to_string()])
-            .args(args)
-            .env_remove("HOOKD_LISTEN_SECRET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hookd listen");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("--json printed a line that is not JSON ({e}): {line}")
-                });
-                sink.lock().unwrap().push(value);
-            }
-        });
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        support::wait_ok(&http, &format!("{base}/_requests"), "hookd listen to be up").await;
+        let process = Spec::new(HOOKD)
+            .name("listen")
+            .args(["listen", "--json"])
+            .args(args.iter().copied())
+            .port_arg("--port")
+            .ready_at("/_requests")
+            .start()
+            .await;
         Listener {
-            _proc: Proc(child),
-            base,
-            lines,
-            http,
+            base: process.base(),
+            http: process.api().http.clone(),
+            process,
         }
     }
 
@@ -105,7 +67,16 @@ impl Listener {
     /// Waits until `--json` printed at least `n` lines.
     async fn wait_for_lines(&self, n: usize) -> Vec<Value> {
         wait_until(WAIT, "--json output", || async {
-            let lines = self.lines.lock().unwrap().clone();
+            let lines: Vec<Value> = self
+                .process
+                .stdout_lines()
+                .iter()
+                .map(|line| {
+                    serde_json::from_str(line).unwrap_or_else(|e| {
+                        panic!("--json printed a line that is not JSON ({e}): {line}")
+                    })
+                })
+                .collect();
             (lines.len() >= n).then_some(lines)
         })
         .await
@@ -114,49 +85,33 @@ impl Listener {
 
 /// `hookd serve` on a temporary SQLite database with fast retries.
 struct Hookd {
-    _proc: Proc,
+    _process: Process,
     _db: TestDb,
+    api: Api,
     base: String,
-    http: reqwest::Client,
 }
 
 impl Hookd {
     async fn start() -> Hookd {
         let db = TestDb::sqlite();
-        let port = free_port();
-        let child = Command::new(HOOKD)
-            .arg("serve")
-            .env("HOOKD_DATABASE_URL", &db.url)
-            .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+        let process = support::serve(&db)
             .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
             .env("HOOKD_RETRY_SCHEDULE", "100ms,100ms")
             .env("HOOKD_POLL_INTERVAL", "50ms")
             .env("HOOKD_LOG_LEVEL", "warn")
-            .env_remove("HOOKD_ADMIN_TOKEN")
-            .env_remove("HOOKD_REQUEST_TIMEOUT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hookd serve");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        support::wait_ok(&http, &format!("{base}/readyz"), "hookd serve to be ready").await;
+            .start()
+            .await;
+        let api = process.api().clone();
         Hookd {
-            _proc: Proc(child),
+            base: api.base.clone(),
+            api,
+            _process: process,
             _db: db,
-            base,
-            http,
         }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let value: Value = response.json().await.unwrap();
+        let (status, value) = self.api.call(method, path, body).await;
         assert!(status.is_success(), "{path}: {status} {value}");
         value
     }
@@ -263,7 +218,7 @@ async fn verifies_standard_and_toss_deliveries_and_spots_tampering() {
     assert_eq!(got[1]["verdict"]["reason"], "no matching signature");
 
     // send-test: a sample event through the admin API, its outcome printed.
-    let out = Command::new(HOOKD)
+    let out = Spec::new(HOOKD)
         .args([
             "send-test",
             "--endpoint",
@@ -271,15 +226,10 @@ async fn verifies_standard_and_toss_deliveries_and_spots_tampering() {
             "--url",
             &hookd.base,
         ])
-        .env_remove("HOOKD_ADMIN_TOKEN")
         .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .await;
+    let stdout = &out.stdout;
+    assert!(out.status.success(), "{stdout}{}", out.stderr);
     assert!(stdout.contains("event evt_"), "{stdout}");
     assert!(stdout.contains("succeeded: HTTP 200"), "{stdout}");
     let got = standard.wait_for(3).await;
@@ -287,16 +237,12 @@ async fn verifies_standard_and_toss_deliveries_and_spots_tampering() {
     assert_eq!(got[2]["verdict"]["result"], "valid", "{}", got[2]);
 
     // send-test to an unknown endpoint: the API's 404, and a failure exit code.
-    let out = Command::new(HOOKD)
+    let out = Spec::new(HOOKD)
         .args(["send-test", "--endpoint", "ep_nope", "--url", &hookd.base])
         .output()
-        .unwrap();
+        .await;
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("404"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

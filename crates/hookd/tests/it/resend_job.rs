@@ -4,23 +4,17 @@
 use crate::support;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use hookd_store::{DeliveryFilter, DeliveryState, Outcome, Trigger};
-use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
-use support::{free_port, Running};
+use hookd_testkit::{wait_until, Process, Receiver, Reply, TestDb};
 
-const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
 const EVENTS: usize = 5000;
 
-fn start(db: &TestDb, port: u16) -> Running {
-    let child = Command::new(HOOKD)
-        .args(["serve"])
-        .env("HOOKD_DATABASE_URL", &db.url)
-        .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+async fn start(db: &TestDb) -> Process {
+    support::serve(db)
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
         .env("HOOKD_RETRY_SCHEDULE", "")
         .env("HOOKD_CONCURRENCY", "4")
@@ -29,11 +23,8 @@ fn start(db: &TestDb, port: u16) -> Running {
         .env("HOOKD_RESCUE_SCHEDULE", "* * * * * *")
         .env("HOOKD_POLL_INTERVAL", "20ms")
         .env("HOOKD_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Running(Some(child))
+        .start()
+        .await
 }
 
 /// Waits until all `EVENTS` deliveries are in `state`.
@@ -57,34 +48,14 @@ async fn all_in(store: &dyn hookd_store::Store, state: DeliveryState, timeout: D
     .await;
 }
 
-async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
-    let resp = http.get(url).send().await.ok()?;
-    resp.status().is_success().then_some(())?;
-    resp.json().await.ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
     let db = TestDb::sqlite();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let readyz = format!("{base}/readyz");
-    let ready = || support::wait_ok(&http, &readyz, "hookd to be ready");
 
     // 5,000 deliveries that failed for good (no automatic retries).
     let receiver = Receiver::start(|_, _| Reply::status(500)).await;
-    let hookd = start(&db, port);
-    ready().await;
-    let ep: Value = http
-        .post(format!("{base}/v1/endpoints"))
-        .json(&json!({ "url": receiver.url() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut hookd = start(&db).await;
+    let ep = hookd.api().endpoint(json!({ "url": receiver.url() })).await;
     assert!(ep["id"].is_string());
     for chunk in 0..(EVENTS / 500) {
         let rows: Vec<String> = (0..500)
@@ -102,33 +73,28 @@ async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
 
     // The receiver recovers, slowly enough that the job is still running when hookd dies.
     receiver.set_script(|_, _| Reply::hang(Duration::from_millis(2)));
-    let started: Value = http
-        .post(format!("{base}/v1/deliveries/resend"))
-        .json(&json!({ "state": "failed" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, started) = hookd
+        .api()
+        .post("/v1/deliveries/resend", json!({ "state": "failed" }))
+        .await;
     assert_eq!(started["matched"], EVENTS);
     let job = started["job_id"].as_str().unwrap().to_string();
     let progress = wait_until(Duration::from_secs(60), "the job to be partly done", || {
-        let (http, url) = (http.clone(), format!("{base}/v1/resend-jobs/{job}"));
+        let path = format!("/v1/resend-jobs/{job}");
+        let api = hookd.api();
         async move {
-            let j = get(&http, url).await?;
-            let resent = j["resent"].as_i64()?;
+            let (status, j) = api.get(&path).await;
+            let resent = j["resent"].as_i64().filter(|_| status.is_success())?;
             (resent >= 1000).then_some(j)
         }
     })
     .await;
-    drop(hookd); // SIGKILL
+    hookd.kill9().await;
     assert_eq!(progress["state"], "running", "killed halfway: {progress}");
     let at_kill = store.resend_job(&job).await.unwrap().unwrap();
     assert!(at_kill.resent < EVENTS as i64, "{at_kill:?}");
 
-    let hookd = start(&db, port);
-    ready().await;
+    hookd.restart().await;
     let done = wait_until(
         Duration::from_secs(120),
         "the job to finish after the restart",
@@ -144,7 +110,7 @@ async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
         "{done:?}"
     );
     all_in(&*store, DeliveryState::Succeeded, Duration::from_secs(60)).await;
-    assert!(hookd.terminate().await.success());
+    assert!(hookd.terminate(support::WAIT).await.success());
 
     // Exactly one manual attempt recorded per delivery. Attempts that were in flight when
     // hookd died show as `lost` and were made again: that is the dispatcher's at-least-once,
