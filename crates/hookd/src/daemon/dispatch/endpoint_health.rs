@@ -114,8 +114,9 @@ mod tests {
         // One endpoint's batches in turn, on one memory; disable_after 1 h: successes are
         // written again after 30 s.
         let mut health = EndpointHealth::new(s(3600));
-        let steps: &[(Duration, &[Outcome], &[bool], Option<bool>)] = &[
-            // (at, outcomes of a's results, which were recorded, news for a)
+        // (at, outcomes of a's results, which were recorded, news for a)
+        type Step = (Duration, &'static [Outcome], &'static [bool], Option<bool>);
+        let steps: &[Step] = &[
             (s(0), &[Success], &[true], Some(true)),
             (s(1), &[Success, Success], &[true, true], None),
             (s(29), &[Success], &[true], None),

@@ -19,11 +19,12 @@
 //!   room, or after `poll_interval`, when they are taken along ([`OutboxBlocked`]).
 //! - **Sizes.** SQLite: an ingest leases up to the room, less a quarter (at least one
 //!   place) kept for a claim when one may start; the claim asks for what is left.
-//!   PostgreSQL (`read_whole_outbox`): an ingest reads whatever the outbox holds and leases
-//!   nothing; the claim asks for the whole room.
-//! - **Sleep.** Until `poll_interval` from now, the end of an empty claim's wait, the end of
-//!   a claim's backoff, the outbox's next read, or the hand-back of the longest-waiting row,
-//!   whichever comes first; any wake-up ends it sooner.
+//!   PostgreSQL (`read_whole_outbox`): an ingest reads a batch of outbox rows whatever the
+//!   room and leases nothing; the claim asks for the whole room. A quarter of each claim
+//!   (at least one row) goes to retries first ([`Claim`]).
+//! - **Sleep.** Until the end of an empty claim's wait, else `poll_interval` from now (not
+//!   before a failed claim's backoff ends); sooner for the outbox's next read when an ingest
+//!   may start, and for the hand-back of the longest-waiting row. Any wake-up ends it sooner.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -608,8 +609,9 @@ mod tests {
 
     #[test]
     fn busy_endpoints_have_a_full_cap_running_and_another_waiting() {
+        type Counts = &'static [(&'static str, usize)];
         #[rustfmt::skip]
-        let cases: &[(&[(&str, usize)], &[(&str, usize)], usize, &[&str])] = &[
+        let cases: &[(Counts, Counts, usize, &[&str])] = &[
             // (running, waiting, cap, busy)
             (&[], &[], 2, &[]),
             (&[("a", 2)], &[], 2, &[]),

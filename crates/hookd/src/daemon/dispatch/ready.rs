@@ -154,75 +154,23 @@ mod tests {
         type Row = (i64, &'static str, i32);
         // (rows waiting, in order; places per endpoint; places for retries; at most; the
         // rows started, in order; the rows still waiting)
-        let cases: &[(&[Row], usize, usize, usize, &[i64], usize)] = &[
+        type Case = (&'static [Row], usize, usize, usize, &'static [i64], usize);
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
             (&[], 2, 2, 10, &[], 0),
             // One row per endpoint per turn, each endpoint's in its order.
-            (
-                &[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)],
-                9,
-                9,
-                10,
-                &[1, 3, 2, 4],
-                0,
-            ),
-            (
-                &[(1, "a", 1), (2, "a", 1), (3, "a", 1), (4, "b", 1)],
-                9,
-                9,
-                10,
-                &[1, 4, 2, 3],
-                0,
-            ),
+            (&[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)], 9, 9, 10, &[1, 3, 2, 4], 0),
+            (&[(1, "a", 1), (2, "a", 1), (3, "a", 1), (4, "b", 1)], 9, 9, 10, &[1, 4, 2, 3], 0),
             // No more than asked.
-            (
-                &[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)],
-                9,
-                9,
-                3,
-                &[1, 3, 2],
-                1,
-            ),
+            (&[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)], 9, 9, 3, &[1, 3, 2], 1),
             (&[(1, "a", 1)], 9, 9, 0, &[], 1),
             // An endpoint at its cap waits; the others go on.
-            (
-                &[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)],
-                1,
-                9,
-                10,
-                &[1, 3],
-                2,
-            ),
-            (
-                &[
-                    (1, "a", 1),
-                    (2, "a", 1),
-                    (3, "a", 1),
-                    (4, "b", 1),
-                    (5, "b", 1),
-                ],
-                2,
-                9,
-                10,
-                &[1, 4, 2, 5],
-                1,
-            ),
+            (&[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)], 1, 9, 10, &[1, 3], 2),
+            (&[(1, "a", 1), (2, "a", 1), (3, "a", 1), (4, "b", 1), (5, "b", 1)], 2, 9, 10,
+                &[1, 4, 2, 5], 1),
             // Retries at their cap wait, and so does what queues behind them.
-            (
-                &[(1, "a", 2), (2, "a", 1), (3, "b", 1), (4, "c", 3)],
-                9,
-                0,
-                10,
-                &[3],
-                3,
-            ),
-            (
-                &[(1, "a", 2), (2, "a", 1), (3, "b", 2), (4, "c", 1)],
-                9,
-                1,
-                10,
-                &[1, 4, 2],
-                1,
-            ),
+            (&[(1, "a", 2), (2, "a", 1), (3, "b", 1), (4, "c", 3)], 9, 0, 10, &[3], 3),
+            (&[(1, "a", 2), (2, "a", 1), (3, "b", 2), (4, "c", 1)], 9, 1, 10, &[1, 4, 2], 1),
         ];
         let now = Instant::now();
         for (rows, per_endpoint, retries, max, started, left) in cases {
