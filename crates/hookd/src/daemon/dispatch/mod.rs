@@ -12,7 +12,7 @@
 //! there, in the queue the producer wrote them to, instead of becoming deliveries a claim
 //! must read back. On PostgreSQL it reads the outbox as it comes, for claims.
 //!
-//! The parts, each depending only on those below it:
+//! The parts; each depends only on parts below it (and `deliver.rs` on `mod.rs`'s `Shared`):
 //!
 //! - `mod.rs`: the loop, [`Dispatcher::run`]: starts the waiting rows that may start, shows
 //!   the planner a [`planner::View`], runs the claim and the outbox read the plan names
