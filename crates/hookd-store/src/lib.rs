@@ -27,6 +27,7 @@
 //! - [`model`]: the records: endpoints, events, deliveries and their attempts.
 //! - `error.rs`: [`StoreError`], one variant per kind of failure.
 //! - [`summary`]: per endpoint, how its recent deliveries went (the dashboard's overview).
+//! - [`tenant`]: tenant ids and the [`Scope`] every confined call takes.
 //!
 //! Dependencies run down this list: a module uses only modules below it (and any of them
 //! the types of the interface above), so the shared modules know neither store. One
@@ -389,7 +390,7 @@ pub trait Store: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Delivery>> {
-        self.deliveries(&scope.confine(filter), before_id, limit)
+        self.deliveries(&filter.confined(scope), before_id, limit)
             .await
     }
     /// A delivery visible in `scope`.
@@ -414,7 +415,7 @@ pub trait Store: Send + Sync + 'static {
         scope: &Scope,
         filter: &DeliveryFilter,
     ) -> Result<ResendJob> {
-        self.create_resend_job(&scope.confine(filter)).await
+        self.create_resend_job(&filter.confined(scope)).await
     }
     /// A bulk resend job created in `scope` (a tenant sees its own only).
     async fn resend_job_in(&self, scope: &Scope, id: &str) -> Result<Option<ResendJob>>;

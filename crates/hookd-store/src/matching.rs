@@ -274,8 +274,9 @@ mod tests {
             target("b1", Some("b"), true),
         ];
         type Row = (Option<&'static str>, Option<&'static str>);
+        type Want = (&'static str, bool, Option<&'static str>);
         // ((tenant, endpoint_id), [(endpoint, parked, error)])
-        let cases: &[(Row, &[(&str, bool, Option<&str>)])] = &[
+        let cases: &[(Row, &[Want])] = &[
             ((None, None), &[("wide", false, None)]),
             ((Some("a"), None), &[("a1", false, None)]),
             ((Some("b"), None), &[("b1", false, None)]),

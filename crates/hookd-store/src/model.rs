@@ -433,6 +433,18 @@ pub struct DeliveryFilter {
     pub until: Option<i64>,
 }
 
+impl DeliveryFilter {
+    /// The filter confined to `scope`: a tenant's scope replaces the filter's tenant with
+    /// its own (a caller asking for another tenant's rows is refused before this).
+    pub fn confined(&self, scope: &crate::Scope) -> DeliveryFilter {
+        let mut f = self.clone();
+        if let Some(t) = scope.tenant() {
+            f.tenant_id = Some(t.clone());
+        }
+        f
+    }
+}
+
 /// Backlog figures for the gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {

@@ -74,16 +74,6 @@ impl Scope {
         }
     }
 
-    /// `filter` confined to this scope: a tenant scope replaces the filter's tenant with
-    /// its own (a caller asking for another tenant's rows is refused before this).
-    pub fn confine(&self, filter: &crate::DeliveryFilter) -> crate::DeliveryFilter {
-        let mut f = filter.clone();
-        if let Scope::Tenant(t) = self {
-            f.tenant_id = Some(t.clone());
-        }
-        f
-    }
-
     /// Whether a row of `owner` (its `tenant_id`) is visible in this scope.
     pub fn sees(&self, owner: Option<&TenantId>) -> bool {
         match self {
