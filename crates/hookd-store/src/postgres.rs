@@ -136,8 +136,14 @@ impl Store for PgStore {
         window_ms: i64,
     ) -> Result<crate::Summaries> {
         let endpoints = self.endpoints_in(scope, after, limit).await?;
-        crate::summary::summarize(&self.pool, std::borrow::Cow::Borrowed, endpoints, window_ms)
-            .await
+        crate::summary::summarize(
+            &self.pool,
+            std::borrow::Cow::Borrowed,
+            endpoints,
+            window_ms,
+            scope.tenant().map(|t| t.to_string()),
+        )
+        .await
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -152,7 +152,14 @@ impl Store for SqliteStore {
         window_ms: i64,
     ) -> Result<crate::Summaries> {
         let endpoints = self.endpoints_in(scope, after, limit).await?;
-        crate::summary::summarize(&self.reader, dialect, endpoints, window_ms).await
+        crate::summary::summarize(
+            &self.reader,
+            dialect,
+            endpoints,
+            window_ms,
+            scope.tenant().map(|t| t.to_string()),
+        )
+        .await
     }
 
     fn writer_busy_seconds(&self) -> Option<f64> {
