@@ -872,6 +872,18 @@ async fn tenants_tokens_and_the_tenant_filters() {
         .await;
     assert_eq!(job["matched"], 1, "{job}");
 
+    // send-test to a tenant's endpoint sends an event of that tenant.
+    let sent = daemon
+        .run(&[
+            "send-test",
+            "--endpoint",
+            str_of(&mine, "id"),
+            "--wait",
+            "1s",
+        ])
+        .await;
+    assert!(sent.stdout.contains("sent to endpoint"), "{sent:?}");
+    assert!(!sent.stderr.contains("another tenant"), "{sent:?}");
     let created = daemon
         .run(&[
             "tenants",
