@@ -32,7 +32,8 @@ pub const WINDOW_START: &str = "SELECT s.since, \
     FROM (SELECT hookd_now_ms() - $1 AS since) s";
 
 /// `$1`..`$2`: the first and last endpoint id of the page; `$3`: the first delivery id of
-/// the window; `$4`: its start. Per live endpoint: deliveries created in the window,
+/// the window; `$4`: its start; `$5`: the scope's tenant (NULL: every endpoint), so that a
+/// tenant's page does not count the other tenants' endpoints between its first and last. Per live endpoint: deliveries created in the window,
 /// succeeded, failed, and pending after a failed attempt. Endpoints first (`CROSS JOIN`
 /// keeps SQLite to that order), each read through its own range of deliveries from the
 /// first id on. `+d.created_at` keeps the index on `created_at` out of it: with statistics,
@@ -44,17 +45,20 @@ pub const WINDOW_COUNTS: &str = "SELECT e.id, COUNT(*), \
     SUM(CASE WHEN d.state = 'pending' AND d.attempts > 0 THEN 1 ELSE 0 END) \
     FROM hookd_endpoints e CROSS JOIN hookd_deliveries d \
     WHERE e.id >= $1 AND e.id <= $2 AND e.deleted_at IS NULL \
+    AND ($5 IS NULL OR e.tenant_id = $5) \
     AND d.endpoint_id = e.id AND d.id >= $3 AND +d.created_at >= $4 \
     GROUP BY e.id";
 
-/// `$1`..`$2`: the page's first and last endpoint id. Per live endpoint: its deliveries
+/// `$1`..`$2`: the page's first and last endpoint id; `$3`: the scope's tenant (NULL:
+/// every endpoint). Per live endpoint: its deliveries
 /// pending or in flight now, whatever their age (`held IS NOT NULL` spells out the partial
 /// index's predicate, see migration 0007).
 #[doc(hidden)]
 pub const UNFINISHED: &str = "SELECT e.id, \
     (SELECT COUNT(*) FROM hookd_deliveries d WHERE d.endpoint_id = e.id \
      AND d.state IN ('pending', 'in_flight') AND d.held IS NOT NULL) \
-    FROM hookd_endpoints e WHERE e.id >= $1 AND e.id <= $2 AND e.deleted_at IS NULL";
+    FROM hookd_endpoints e WHERE e.id >= $1 AND e.id <= $2 AND e.deleted_at IS NULL \
+    AND ($3 IS NULL OR e.tenant_id = $3)";
 
 /// One endpoint's figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +100,7 @@ pub(crate) async fn summarize<DB>(
     sql: fn(&'static str) -> Cow<'static, str>,
     endpoints: Vec<Endpoint>,
     window_ms: i64,
+    tenant: Option<String>,
 ) -> Result<Summaries>
 where
     DB: sqlx::Database,
@@ -103,6 +108,7 @@ where
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     i64: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB>,
     String: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB>,
+    Option<String>: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let (since_ms, first_id): (i64, Option<i64>) = sqlx::query_as(&sql(WINDOW_START))
@@ -123,6 +129,7 @@ where
             .bind(high.clone())
             .bind(first_id)
             .bind(since_ms)
+            .bind(tenant.clone())
             .fetch_all(pool)
             .await?;
         window.extend(
@@ -133,6 +140,7 @@ where
     let unfinished: HashMap<String, i64> = sqlx::query_as(&sql(UNFINISHED))
         .bind(low)
         .bind(high)
+        .bind(tenant)
         .fetch_all(pool)
         .await?
         .into_iter()

@@ -36,6 +36,18 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A tenant id read back from the database, where only valid ones are written.
+    pub(crate) fn stored(text: String) -> TenantId {
+        TenantId(text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        TenantId::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl fmt::Display for TenantId {

@@ -37,6 +37,8 @@ enum Command {
     Deliveries(hookd::cli::deliveries::DeliveriesArgs),
     /// Resend one delivery, or every delivery matching a filter (a durable job, followed).
     Resend(hookd::cli::resend::ResendArgs),
+    /// Tenants' portal tokens: create one (with its portal link), revoke them all.
+    Tenants(hookd::cli::tenants::TenantsArgs),
 }
 
 #[derive(Args)]
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
             return hookd::cli::deliveries::main(args, cli.config.as_deref())
         }
         Command::Resend(args) => return hookd::cli::resend::main(args, cli.config.as_deref()),
+        Command::Tenants(args) => return hookd::cli::tenants::main(args, cli.config.as_deref()),
     };
     let config = match Config::load(cli.config.as_deref(), flags) {
         Ok(c) => c,

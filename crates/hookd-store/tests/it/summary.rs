@@ -46,6 +46,7 @@ async fn send(store: &Arc<dyn Store>, endpoint: &str, event_id: &str) {
                 event_type: "purchase".into(),
                 payload: "{}".into(),
                 endpoint_id: Some(endpoint.into()),
+                tenant_id: None,
             },
             &IngestLimits::default(),
         )
@@ -290,7 +291,8 @@ fn statements(backend: Backend) -> Vec<(&'static str, String, &'static [&'static
             .replace("$1", "'ep_0'")
             .replace("$2", "'ep_a'")
             .replace("$3", "49000")
-            .replace("$4", "49000");
+            .replace("$4", "49000")
+            .replace("$5", "NULL");
         match backend {
             Backend::Sqlite => sql.replace("hookd_now_ms()", "50000"),
             Backend::Postgres => sql,
@@ -313,7 +315,7 @@ fn statements(backend: Backend) -> Vec<(&'static str, String, &'static [&'static
         ),
         (
             "each endpoint's unfinished deliveries",
-            fill(summary::UNFINISHED),
+            fill(&summary::UNFINISHED.replace("$3", "NULL")),
             &["hookd_deliveries_unfinished"],
         ),
     ]

@@ -50,6 +50,9 @@ pub struct FilterArgs {
     /// Only deliveries created before this time: RFC 3339 or a duration ago
     #[arg(long, value_name = "TIME", value_parser = instant_text)]
     pub until: Option<String>,
+    /// Only deliveries of this tenant
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
 }
 
 impl FilterArgs {
@@ -62,6 +65,7 @@ impl FilterArgs {
             ("event_type", &self.event_type),
             ("since", &self.since),
             ("until", &self.until),
+            ("tenant_id", &self.tenant),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))

@@ -22,7 +22,7 @@ pub struct EndpointsArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum EndpointsCommand {
     /// List endpoints: id, URL, event types, signature scheme, status, ordering
-    List(ClientArgs),
+    List(ListArgs),
     /// Register an endpoint; prints it with its signing secret
     Add(AddArgs),
     /// Show one endpoint, its secrets included
@@ -35,6 +35,15 @@ pub enum EndpointsCommand {
     RotateSecret(RotateArgs),
     /// Delete an endpoint; its delivery history stays readable
     Delete(IdArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only this tenant's endpoints
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +86,9 @@ pub struct AddArgs {
     /// A description for people
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
+    /// The tenant it belongs to, for good [default: none, the provider-wide tenant]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
     /// Deliver strictly in insertion order, one at a time
     #[arg(long)]
     pub ordered: bool,
@@ -135,9 +147,9 @@ fn header(text: &str) -> Result<(String, String), String> {
 /// `hookd endpoints ...`.
 pub fn main(args: EndpointsArgs, config_file: Option<&Path>) -> ExitCode {
     match args.command {
-        EndpointsCommand::List(c) => {
-            client::run("endpoints list", &c, config_file, |api| list(api, c.json))
-        }
+        EndpointsCommand::List(a) => client::run("endpoints list", &a.client, config_file, |api| {
+            list(api, a.tenant.clone(), a.client.json)
+        }),
         EndpointsCommand::Add(a) => {
             let c = ClientArgs {
                 url: a.api_url.clone(),
@@ -178,8 +190,9 @@ pub fn main(args: EndpointsArgs, config_file: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn list(api: Api, json: bool) -> anyhow::Result<Output> {
-    let page = api.list(&["v1", "endpoints"], &[], None).await?;
+async fn list(api: Api, tenant: Option<String>, json: bool) -> anyhow::Result<Output> {
+    let query: Vec<(&str, String)> = tenant.into_iter().map(|t| ("tenant_id", t)).collect();
+    let page = api.list(&["v1", "endpoints"], &query, None).await?;
     if json {
         return Ok(page.to_json().into());
     }
@@ -217,6 +230,7 @@ async fn add(api: Api, a: AddArgs) -> anyhow::Result<Output> {
         ("bearer_token", a.bearer_token),
         ("timeout", a.timeout),
         ("description", a.description),
+        ("tenant_id", a.tenant),
     ];
     for (field, value) in optional {
         if let Some(v) = value {
@@ -424,6 +438,9 @@ fn endpoint_details(e: &Value) -> String {
     let mut rows: Vec<(&str, String)> = vec![("id", text(&e["id"])), ("url", text(&e["url"]))];
     if e["description"].is_string() {
         rows.push(("description", text(&e["description"])));
+    }
+    if e["tenant_id"].is_string() {
+        rows.push(("tenant", text(&e["tenant_id"])));
     }
     rows.push(("event types", event_types(e)));
     rows.push(("status", status(e)));

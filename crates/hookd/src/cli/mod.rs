@@ -4,6 +4,7 @@
 //! - [`deliveries`]: `hookd deliveries list|show`.
 //! - [`resend`]: `hookd resend ID` and the bulk `hookd resend --state failed ...`.
 //! - [`send_test`]: `hookd send-test`: a sample event to one endpoint, and how it went.
+//! - [`tenants`]: `hookd tenants token create|revoke`: tenants' portal tokens.
 //!
 //! Each prints a table for people, or with `--json` the API's JSON as is for scripts. They
 //! find the API the same way: `--url` and
@@ -20,5 +21,6 @@ pub mod endpoints;
 pub mod output;
 pub mod resend;
 pub mod send_test;
+pub mod tenants;
 
 pub use client::ClientArgs;

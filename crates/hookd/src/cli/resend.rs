@@ -24,13 +24,13 @@ const INTERRUPTED: u8 = 130;
     clap::ArgGroup::new("which")
         .required(true)
         .multiple(true)
-        .args(["id", "state", "endpoint", "event", "event_type", "since", "until", "all", "job"])
+        .args(["id", "state", "endpoint", "event", "event_type", "since", "until", "tenant", "all", "job"])
 ))]
 pub struct ResendArgs {
     /// The delivery to resend: one attempt now, whatever its state
     #[arg(
         value_name = "DELIVERY_ID",
-        conflicts_with_all = ["state", "endpoint", "event", "event_type", "since", "until", "all", "job", "no_wait"]
+        conflicts_with_all = ["state", "endpoint", "event", "event_type", "since", "until", "tenant", "all", "job", "no_wait"]
     )]
     pub id: Option<String>,
     #[command(flatten)]
@@ -38,13 +38,13 @@ pub struct ResendArgs {
     #[command(flatten, next_help_heading = "Bulk resend (a durable job in hookd)")]
     pub filter: FilterArgs,
     /// Bulk: every delivery, succeeded ones included
-    #[arg(long, conflicts_with_all = ["state", "endpoint", "event", "event_type", "since", "until", "job"])]
+    #[arg(long, conflicts_with_all = ["state", "endpoint", "event", "event_type", "since", "until", "tenant", "job"])]
     pub all: bool,
     /// Bulk: start the job and exit without following it
     #[arg(long)]
     pub no_wait: bool,
     /// Follow a bulk resend started earlier (rsj_...)
-    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["state", "endpoint", "event", "event_type", "since", "until", "no_wait"])]
+    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["state", "endpoint", "event", "event_type", "since", "until", "tenant", "no_wait"])]
     pub job: Option<String>,
 }
 

@@ -131,12 +131,23 @@ async fn send_test(
         base,
         token,
     };
+    // The event belongs to the endpoint's tenant: an event is delivered within its tenant.
+    let mut show = url.clone();
+    show.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("{base:?} cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(["v1", "endpoints", endpoint]);
+    let (_, target) = api.call(api.http.get(show)).await?;
+    let mut event = json!({
+        "event_type": "hookd.test",
+        "payload": sample_payload(),
+        "endpoint_id": endpoint,
+    });
+    if let Some(tenant) = target["tenant_id"].as_str() {
+        event["tenant_id"] = json!(tenant);
+    }
     let (_, accepted) = api
-        .call(api.http.post(format!("{base}/v1/events")).json(&json!({
-            "event_type": "hookd.test",
-            "payload": sample_payload(),
-            "endpoint_id": endpoint,
-        })))
+        .call(api.http.post(format!("{base}/v1/events")).json(&event))
         .await?;
     let event_id = accepted["event_id"]
         .as_str()

@@ -10,8 +10,9 @@
 //
 // Then it manages an endpoint in the page (create and see its secret once, edit, a stale
 // edit refused with 412, disable and enable, rotate, delete) and opens the portal
-// (/portal#token=...): the token leaves the address bar, the summary shows; with a token,
-// /portal#token=wrong shows the expired page.
+// (/portal#token=...): the token leaves the address bar, the summary shows; a tenant's
+// portal link (POST /v1/tenants/{id}/tokens) shows only that tenant's endpoints and
+// deliveries, and resends one; with a token, /portal#token=wrong shows the expired page.
 //
 // Environment: HOOKD_URL, RECEIVER_URL, ORDER_EVENT, BULK_EVENT_TYPE, BULK_COUNT,
 // SCREENSHOT_DIR, PASS_NAME; ADMIN_TOKEN when hookd runs with HOOKD_ADMIN_TOKEN (the page
@@ -611,6 +612,57 @@ try {
     await portal.getByRole('button', { name: 'Sign out' }).click();
     await portal.getByRole('heading', { name: 'You are signed out', level: 1 }).waitFor();
     assert.equal(await portal.evaluate(() => sessionStorage.getItem('hookd.portalToken')), null);
+    await portal.close();
+  });
+
+  await step("a tenant's portal link shows only that tenant's endpoints and deliveries", async () => {
+    const json = { 'content-type': 'application/json' };
+    const post = (path, body) => api(path, { method: 'POST', headers: json, body: JSON.stringify(body) });
+    const shop = await post('/v1/endpoints', { url: `${RECEIVER}/always-ok/m42`, description: 'Merchant 42 shop', tenant_id: 'merchant_42' });
+    await post('/v1/endpoints', { url: `${RECEIVER}/always-ok/m43`, description: 'Merchant 43 shop', tenant_id: 'merchant_43' });
+    for (const [tenant, n] of [['merchant_42', 2], ['merchant_43', 1]]) {
+      for (let i = 1; i <= n; i++) {
+        await post('/v1/events', { event_type: 'order.paid', event_id: `${PASS}-${tenant}-${i}`, tenant_id: tenant, payload: { tenant, i } });
+      }
+    }
+    const mine = async () => (await api('/v1/deliveries?tenant_id=merchant_42&limit=100')).data;
+    const deadline = Date.now() + TIMEOUT;
+    while ((await mine()).filter((d) => d.state === 'succeeded').length < 2) {
+      assert.ok(Date.now() < deadline, 'merchant 42 deliveries did not succeed');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ids = (await mine()).map((d) => String(d.id)).sort();
+    const link = await post('/v1/tenants/merchant_42/tokens', { expires_in: '1h' });
+    assert.ok(link.portal_url.endsWith(`/portal#token=${link.token}`), link.portal_url);
+
+    const portal = await context.newPage();
+    watchProblems(portal);
+    await portal.goto(link.portal_url.replace(/^https?:\/\/[^/]+/, BASE));
+    await portal.getByRole('heading', { name: 'Endpoints', level: 1 }).waitFor();
+    await portal.locator('tbody tr').filter({ hasText: 'Merchant 42 shop' }).first().waitFor();
+    for (const other of ['Merchant 43 shop', 'Orders & payments', 'Invoice archive', 'Legacy CRM']) {
+      assert.equal(await portal.getByText(other).count(), 0, `${other} in merchant 42's portal`);
+    }
+    if (!TOKEN) await shot(portal, 'portal-tenant');
+
+    await portal.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Deliveries' }).click();
+    await portal.getByRole('heading', { name: 'Deliveries', level: 1 }).waitFor();
+    await portal.locator('tbody tr').first().waitFor();
+    const shown = (await portal.locator('tbody tr[data-delivery-id]').evaluateAll((rows) => rows.map((r) => r.dataset.deliveryId))).sort();
+    assert.deepEqual(shown, ids);
+    // Resend one, and see its new attempt.
+    const id = ids[0];
+    const before = (await api(`/v1/deliveries/${id}`)).attempts;
+    await portal.locator(`tr[data-delivery-id="${id}"]`).getByRole('button', { name: `Resend delivery ${id}` }).click();
+    await portal.waitForFunction(
+      ([i, n]) => {
+        const row = document.querySelector(`tr[data-delivery-id="${i}"]`);
+        return row && row.dataset.state === 'succeeded' && Number(row.querySelectorAll('td')[4].textContent) === n;
+      },
+      [id, before + 1],
+    );
+    if (!TOKEN) await shot(portal, 'portal-tenant-deliveries');
+    assert.equal(shop.tenant_id, 'merchant_42');
     await portal.close();
   });
 

@@ -442,6 +442,8 @@ async fn openapi_matches_the_routes() {
         "GET /v1/deliveries/{id}",
         "POST /v1/deliveries/{id}/resend",
         "GET /v1/resend-jobs/{id}",
+        "POST /v1/tenants/{tenant_id}/tokens",
+        "DELETE /v1/tenants/{tenant_id}/tokens",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -450,7 +452,7 @@ async fn openapi_matches_the_routes() {
     assert_eq!(documented, expected);
     for op in &documented {
         let (method, path) = op.split_once(' ').unwrap();
-        let path = path.replace("{id}", "1");
+        let path = path.replace("{id}", "1").replace("{tenant_id}", "t1");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let body = (method != reqwest::Method::GET && method != reqwest::Method::DELETE)
             .then(|| json!({}));

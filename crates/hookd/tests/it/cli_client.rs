@@ -601,6 +601,8 @@ fn every_api_command_has_help() {
         vec!["deliveries", "list", "--help"],
         vec!["deliveries", "show", "--help"],
         vec!["resend", "--help"],
+        vec!["tenants", "token", "create", "--help"],
+        vec!["tenants", "token", "revoke", "--help"],
     ] {
         let out = std::process::Command::new(HOOKD)
             .args(&args)
@@ -609,7 +611,7 @@ fn every_api_command_has_help() {
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: hookd"), "{text}");
-        if args.len() == 3 || args[0] == "resend" {
+        if args.len() >= 3 || args[0] == "resend" {
             for flag in ["--token", "--json"] {
                 assert!(text.contains(flag), "{args:?} lacks {flag}");
             }
@@ -739,4 +741,119 @@ async fn endpoint_changes_send_the_etag_they_read() {
             "{args:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_tokens_and_the_tenant_filters() {
+    let daemon = Daemon::start(&[]).await;
+    let mine = daemon
+        .json(&[
+            "endpoints",
+            "add",
+            "--url",
+            "http://127.0.0.1:9/a",
+            "--tenant",
+            "merchant_42",
+            "--disabled",
+        ])
+        .await;
+    assert_eq!(mine["tenant_id"], "merchant_42");
+    daemon
+        .json(&[
+            "endpoints",
+            "add",
+            "--url",
+            "http://127.0.0.1:9/w",
+            "--disabled",
+        ])
+        .await;
+    let listed = daemon
+        .json(&["endpoints", "list", "--tenant", "merchant_42"])
+        .await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| str_of(e, "id"))
+        .collect();
+    assert_eq!(ids, [str_of(&mine, "id")]);
+    daemon
+        .post_event(json!({"event_type": "x", "payload": {}, "tenant_id": "merchant_42", "endpoint_id": mine["id"]}))
+        .await;
+    daemon
+        .post_event(json!({"event_type": "x", "payload": {}}))
+        .await;
+    let log = daemon
+        .json(&["deliveries", "list", "--tenant", "merchant_42"])
+        .await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["data"][0]["tenant_id"], "merchant_42");
+    let job = daemon
+        .json(&["resend", "--tenant", "merchant_42", "--no-wait"])
+        .await;
+    assert_eq!(job["matched"], 1, "{job}");
+
+    // send-test to a tenant's endpoint sends an event of that tenant.
+    let sent = daemon
+        .run(&[
+            "send-test",
+            "--endpoint",
+            str_of(&mine, "id"),
+            "--wait",
+            "1s",
+        ])
+        .await;
+    assert!(sent.stdout.contains("sent to endpoint"), "{sent:?}");
+    assert!(!sent.stderr.contains("another tenant"), "{sent:?}");
+    let created = daemon
+        .run(&[
+            "tenants",
+            "token",
+            "create",
+            "merchant_42",
+            "--expires-in",
+            "1h",
+        ])
+        .await;
+    created.assert_ok();
+    let token = created
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("hkt_"))
+        .unwrap_or_else(|| panic!("no token in {created:?}"))
+        .to_string();
+    assert!(
+        created
+            .stdout
+            .contains(&format!("{}/portal#token={token}", daemon.base)),
+        "{created:?}"
+    );
+    // The token works as a bearer, confined to its tenant; revoked, it does not.
+    let http = reqwest::Client::new();
+    let page: Value = http
+        .get(format!("{}/v1/endpoints", daemon.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    daemon
+        .run(&["tenants", "token", "revoke", "merchant_42"])
+        .await
+        .assert_ok();
+    let status = http
+        .get(format!("{}/v1/endpoints", daemon.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    daemon
+        .run(&["tenants", "token", "create", "not a tenant"])
+        .await
+        .assert_fails(1, "tenant_id");
 }

@@ -19,3 +19,4 @@ mod shared_postgres;
 mod summary;
 mod supervision;
 mod support;
+mod tenants;

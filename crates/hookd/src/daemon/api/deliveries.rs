@@ -10,6 +10,7 @@ use hookd_store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryState};
 
 use super::error::{ApiError, ErrorBody};
 use super::json::raw_payload;
+use super::scope::Caller;
 use super::time::{parse_instant, rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
 
@@ -18,6 +19,8 @@ pub struct DeliveryView {
     id: i64,
     event_id: String,
     endpoint_id: String,
+    /// The event's tenant; `null`: the provider-wide tenant.
+    tenant_id: Option<String>,
     event_type: String,
     state: &'static str,
     attempts: i32,
@@ -40,6 +43,7 @@ impl From<Delivery> for DeliveryView {
             finished_at: rfc3339_opt(d.finished_at),
             event_id: d.event_id,
             endpoint_id: d.endpoint_id,
+            tenant_id: d.tenant_id.map(|t| t.to_string()),
             event_type: d.event_type,
             attempts: d.attempts,
             last_status_code: d.last_status_code,
@@ -89,6 +93,8 @@ pub struct DeliveryDetail {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterFields {
+    /// One tenant's deliveries (a tenant token: its own, given or not).
+    tenant_id: Option<String>,
     /// pending, in_flight, succeeded or failed. failed = given up after the whole retry
     /// schedule; a delivery still being retried is pending (attempts > 0, last_error set).
     state: Option<String>,
@@ -100,7 +106,8 @@ pub struct FilterFields {
 }
 
 impl FilterFields {
-    fn into_filter(self, now_ms: i64) -> Result<DeliveryFilter, ApiError> {
+    fn into_filter(self, caller: &Caller, now_ms: i64) -> Result<DeliveryFilter, ApiError> {
+        let tenant_id = caller.tenant_named("tenant_id", self.tenant_id.as_deref())?;
         let state = self
             .state
             .map(|s| {
@@ -118,6 +125,7 @@ impl FilterFields {
             .transpose()
         };
         Ok(DeliveryFilter {
+            tenant_id,
             state,
             endpoint_id: self.endpoint_id,
             event_id: self.event_id,
@@ -132,6 +140,7 @@ impl FilterFields {
 pub struct ListQuery {
     #[serde(flatten)]
     page: PageQuery,
+    tenant_id: Option<String>,
     state: Option<String>,
     endpoint_id: Option<String>,
     event_id: Option<String>,
@@ -140,8 +149,9 @@ pub struct ListQuery {
     until: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(("state" = Option<String>, Query, description = "pending, in_flight, succeeded or failed. failed = given up after the whole retry schedule; a delivery still being retried is pending (attempts > 0, last_error set)"), ("endpoint_id" = Option<String>, Query), ("event_id" = Option<String>, Query), ("event_type" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339, or a duration ago such as 1h"), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query)), security(("admin_token" = [])), responses((status = 200, description = "newest first", body = Page<DeliveryView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(("tenant_id" = Option<String>, Query, description = "one tenant's deliveries only"), ("state" = Option<String>, Query, description = "pending, in_flight, succeeded or failed. failed = given up after the whole retry schedule; a delivery still being retried is pending (attempts > 0, last_error set)"), ("endpoint_id" = Option<String>, Query), ("event_id" = Option<String>, Query), ("event_type" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339, or a duration ago such as 1h"), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query)), security(("admin_token" = [])), responses((status = 200, description = "newest first", body = Page<DeliveryView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<DeliveryView>>, ApiError> {
@@ -158,6 +168,7 @@ pub async fn list(
         })
         .transpose()?;
     let fields = FilterFields {
+        tenant_id: q.tenant_id,
         state: q.state,
         endpoint_id: q.endpoint_id,
         event_id: q.event_id,
@@ -165,8 +176,11 @@ pub async fn list(
         since: q.since,
         until: q.until,
     };
-    let filter = fields.into_filter(chrono::Utc::now().timestamp_millis())?;
-    let rows = state.store.deliveries(&filter, before, limit).await?;
+    let filter = fields.into_filter(&caller, chrono::Utc::now().timestamp_millis())?;
+    let rows = state
+        .store
+        .deliveries_in(&caller.0, &filter, before, limit)
+        .await?;
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|d| d.id.to_string()))
         .flatten();
@@ -183,19 +197,20 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = i64, Path)), security(("admin_token" = [])), responses((status = 200, body = DeliveryDetail), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
     let n = parse_id(&id)?;
     let delivery = state
         .store
-        .delivery(n)
+        .delivery_in(&scope, n)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     let attempts = state.store.attempts(n).await?;
     let payload = state
         .store
-        .event(&delivery.event_id)
+        .event_in(&scope, &delivery.event_id)
         .await?
         .map(|e| raw_payload(e.payload));
     Ok(Json(DeliveryDetail {
@@ -208,18 +223,19 @@ pub async fn show(
 #[utoipa::path(post, path = "/v1/deliveries/{id}/resend", tag = "deliveries", params(("id" = i64, Path)), security(("admin_token" = [])), responses((status = 202, description = "one manual attempt now, whatever the state", body = DeliveryView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 /// One manual attempt now, whatever the state.
 pub async fn resend(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
     let n = parse_id(&id)?;
-    if !state.store.resend(n).await? {
+    if !state.store.resend_in(&scope, n).await? {
         return Err(ApiError::not_found("delivery", &id));
     }
     state.metrics.manual_resends.inc();
     state.dispatch_wake.notify_one();
     let delivery = state
         .store
-        .delivery(n)
+        .delivery_in(&scope, n)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     tracing::info!(delivery_id = n, "manual resend requested");
@@ -231,6 +247,7 @@ pub async fn resend(
 /// `{"matched": N, "job_id": ...}`. The job is in the database before the answer, so it
 /// survives a restart; follow it at `GET /v1/resend-jobs/{id}`.
 pub async fn bulk_resend(
+    caller: Caller,
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<JobStarted>), ApiError> {
@@ -239,8 +256,8 @@ pub async fn bulk_resend(
     } else {
         super::json::parse(&body)?
     };
-    let filter = fields.into_filter(chrono::Utc::now().timestamp_millis())?;
-    let job = state.store.create_resend_job(&filter).await?;
+    let filter = fields.into_filter(&caller, chrono::Utc::now().timestamp_millis())?;
+    let job = state.store.create_resend_job_in(&caller.0, &filter).await?;
     state.jobs_wake.notify_one();
     tracing::info!(job_id = %job.id, matched = job.matched, "bulk resend started");
     Ok((
@@ -273,6 +290,7 @@ pub struct ResendJobView {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct FilterView {
+    tenant_id: Option<String>,
     state: Option<&'static str>,
     endpoint_id: Option<String>,
     event_id: Option<String>,
@@ -284,12 +302,13 @@ pub struct FilterView {
 #[utoipa::path(get, path = "/v1/resend-jobs/{id}", tag = "deliveries", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 200, body = ResendJobView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 /// `GET /v1/resend-jobs/{id}`: a bulk resend's progress.
 pub async fn resend_job(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ResendJobView>, ApiError> {
     let job = state
         .store
-        .resend_job(&id)
+        .resend_job_in(&scope, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("resend job", &id))?;
     let f = job.filter;
@@ -299,6 +318,7 @@ pub async fn resend_job(
         matched: job.matched,
         resent: job.resent,
         filter: FilterView {
+            tenant_id: f.tenant_id.map(|t| t.to_string()),
             state: f.state.map(|s| s.as_str()),
             endpoint_id: f.endpoint_id,
             event_id: f.event_id,

@@ -9,11 +9,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use hookd_store::{matching, Endpoint, SignatureScheme, Versioned};
+use hookd_store::{matching, Endpoint, Scope, SignatureScheme, Versioned};
 
 use super::error::{ApiError, ErrorBody};
 use super::etag::{self, IfMatch};
 use super::json::{nullable, Body};
+use super::scope::Caller;
 use super::time::{rfc3339, rfc3339_opt};
 use super::{AppState, Page, PageQuery};
 use crate::daemon::{signing, ssrf};
@@ -38,6 +39,9 @@ const RESERVED_HEADERS: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     url: String,
+    /// The tenant it belongs to, for good (absent: the provider-wide tenant). With a
+    /// tenant token: that token's tenant, given or not.
+    tenant_id: Option<String>,
     description: Option<String>,
     event_types: Option<Vec<String>>,
     bearer_token: Option<String>,
@@ -50,10 +54,21 @@ pub struct NewEndpoint {
     ordered: Option<bool>,
 }
 
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    page: PageQuery,
+    tenant_id: Option<String>,
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointPatch {
     url: Option<String>,
+    /// Cannot be changed: a value other than the endpoint's answers 422.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    tenant_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
@@ -79,6 +94,8 @@ pub struct EndpointPatch {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     id: String,
+    /// `null`: the provider-wide tenant.
+    tenant_id: Option<String>,
     url: String,
     description: Option<String>,
     event_types: Vec<String>,
@@ -114,6 +131,7 @@ impl EndpointView {
     pub fn new(e: Endpoint, with_secrets: bool) -> EndpointView {
         let with_secrets = with_secrets && e.unreadable.is_none();
         EndpointView {
+            tenant_id: e.tenant_id.as_ref().map(|t| t.to_string()),
             has_bearer_token: e.bearer_token.is_some(),
             bearer_token: e.bearer_token.filter(|_| with_secrets),
             secret: Some(e.secret).filter(|_| with_secrets),
@@ -150,13 +168,16 @@ impl EndpointView {
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = NewEndpoint, security(("admin_token" = [])), responses((status = 201, description = "the endpoint, with its secret", body = EndpointView, headers(("ETag" = String, description = "the endpoint's version, `\"v1\"`: send it as `If-Match` to change it"))), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn create(
+    caller: Caller,
     State(state): State<AppState>,
     Body(req): Body<NewEndpoint>,
 ) -> Result<(StatusCode, Tagged, Json<EndpointView>), ApiError> {
+    let tenant_id = caller.tenant_named("tenant_id", req.tenant_id.as_deref())?;
     let scheme = parse_scheme(req.signature_scheme.as_deref())?;
     let enabled = req.enabled.unwrap_or(true);
     let endpoint = Endpoint {
         id: hookd_store::new_id("ep"),
+        tenant_id,
         url: req.url,
         description: req.description,
         event_types: req.event_types.unwrap_or_else(|| vec!["*".to_string()]),
@@ -184,14 +205,23 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), security(("admin_token" = [])), responses((status = 200, description = "endpoints, oldest first, without secrets", body = Page<EndpointView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(("tenant_id" = Option<String>, Query, description = "one tenant's endpoints only"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), security(("admin_token" = [])), responses((status = 200, description = "endpoints, oldest first, without secrets", body = Page<EndpointView>), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn list(
+    caller: Caller,
     State(state): State<AppState>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<EndpointView>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let limit = q.limit()?;
-    let endpoints = state.store.endpoints(q.cursor.as_deref(), limit).await?;
+    let limit = q.page.limit()?;
+    // The admin's filter by tenant reads as that tenant's scope.
+    let scope = match caller.tenant_named("tenant_id", q.tenant_id.as_deref())? {
+        Some(tenant) => Scope::Tenant(tenant),
+        None => Scope::Admin,
+    };
+    let endpoints = state
+        .store
+        .endpoints_in(&scope, q.page.cursor.as_deref(), limit)
+        .await?;
     let next_cursor = (endpoints.len() == limit as usize)
         .then(|| endpoints.last().map(|e| e.id.clone()))
         .flatten();
@@ -206,15 +236,17 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)), security(("admin_token" = [])), responses((status = 200, body = EndpointView, headers(("ETag" = String, description = "the endpoint's version, such as `\"v3\"`: send it as `If-Match` to change it"))), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(Tagged, Json<EndpointView>), ApiError> {
-    let endpoint = read(&state, &id).await?;
+    let endpoint = read(&state, &scope, &id).await?;
     Ok(tagged(endpoint))
 }
 
 #[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC)), request_body = EndpointPatch, security(("admin_token" = [])), responses((status = 200, body = EndpointView, headers(("ETag" = String, description = "the endpoint's new version"))), (status = 404, description = "unknown id", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 409, description = "without If-Match: the endpoint kept changing while the change was applied; or the endpoint is unreadable and the patch changes some of its secrets, not all", body = ErrorBody), (status = 412, description = "the endpoint changed since the If-Match version was read; nothing was changed", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -222,11 +254,15 @@ pub async fn update(
 ) -> Result<(Tagged, Json<EndpointView>), ApiError> {
     let condition = IfMatch::from_headers(&headers);
     for tries in 1.. {
-        let mut e = read(&state, &id).await?;
+        let mut e = read(&state, &scope, &id).await?;
         let version = condition.check(&id, e.version)?;
         let disabling = apply(&mut e, &patch)?;
         validate(&e, &state.targets).await?;
-        match state.store.update_endpoint_if(&e, Some(version)).await? {
+        match state
+            .store
+            .update_endpoint_in(&scope, &e, Some(version))
+            .await?
+        {
             Versioned::Done(updated) => {
                 if disabling {
                     state
@@ -249,6 +285,13 @@ pub async fn update(
 
 /// Applies a `PATCH` to an endpoint as read; returns whether it disables the endpoint.
 fn apply(e: &mut Endpoint, patch: &EndpointPatch) -> Result<bool, ApiError> {
+    if let Some(tenant) = &patch.tenant_id {
+        if tenant.as_deref() != e.tenant_id.as_ref().map(|t| t.as_str()) {
+            return Err(ApiError::invalid(
+                "tenant_id cannot be changed: create the endpoint again under the other tenant",
+            ));
+        }
+    }
     if let Some(reason) = &e.unreadable {
         // Its stored secrets are kept as they are (they cannot be read back): they can be
         // replaced all at once, not changed one by one.
@@ -316,6 +359,7 @@ fn apply(e: &mut Endpoint, patch: &EndpointPatch) -> Result<bool, ApiError> {
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC)), security(("admin_token" = [])), responses((status = 204, description = "deleted; its history stays readable"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 412, description = "the endpoint changed since the If-Match version was read; it was not deleted", body = ErrorBody)))]
 pub async fn delete(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -323,9 +367,11 @@ pub async fn delete(
     let condition = IfMatch::from_headers(&headers);
     let version = match condition {
         IfMatch::Any => None,
-        IfMatch::Versions(_) => Some(condition.check(&id, read(&state, &id).await?.version)?),
+        IfMatch::Versions(_) => {
+            Some(condition.check(&id, read(&state, &scope, &id).await?.version)?)
+        }
     };
-    match state.store.delete_endpoint_if(&id, version).await? {
+    match state.store.delete_endpoint_in(&scope, &id, version).await? {
         Versioned::Done(()) => {
             tracing::info!(endpoint_id = %id, "endpoint deleted");
             Ok(StatusCode::NO_CONTENT)
@@ -355,6 +401,7 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// event. `409` while an earlier rotation's grace period runs, or while its secret cannot
 /// be decrypted.
 pub async fn rotate_secret(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -377,7 +424,7 @@ pub async fn rotate_secret(
     let condition = IfMatch::from_headers(&headers);
     let new_secret = rotation.secret.unwrap_or_else(signing::generate_secret);
     for tries in 1.. {
-        let mut e = read(&state, &id).await?;
+        let mut e = read(&state, &scope, &id).await?;
         let version = condition.check(&id, e.version)?;
         if let Some(reason) = &e.unreadable {
             return Err(ApiError::Conflict(format!(
@@ -408,7 +455,11 @@ pub async fn rotate_secret(
             (Some(old), Some(now + grace.as_millis() as i64))
         };
         validate(&e, &state.targets).await?;
-        match state.store.update_endpoint_if(&e, Some(version)).await? {
+        match state
+            .store
+            .update_endpoint_in(&scope, &e, Some(version))
+            .await?
+        {
             Versioned::Done(rotated) => {
                 tracing::info!(endpoint_id = %id, grace = %duration::format_duration(grace), "endpoint secret rotated");
                 return Ok(tagged(rotated));
@@ -426,10 +477,11 @@ type Tagged = [(HeaderName, HeaderValue); 1];
 const IF_MATCH_DOC: &str = "an ETag of the endpoint (`\"v3\"`, or a list): the change is made only if the endpoint is still at one of them, else 412; `*` or none: whatever its version";
 
 /// A live endpoint, or `404`.
-async fn read(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
+/// A live endpoint visible in `scope`; another tenant's answers 404 like a missing one.
+async fn read(state: &AppState, scope: &Scope, id: &str) -> Result<Endpoint, ApiError> {
     state
         .store
-        .endpoint(id)
+        .endpoint_in(scope, id)
         .await?
         .ok_or_else(|| ApiError::not_found("endpoint", id))
 }

@@ -16,6 +16,10 @@ pub enum ApiError {
     #[error("missing or wrong admin token: send Authorization: Bearer <HOOKD_ADMIN_TOKEN>")]
     Unauthorized,
     /// 403: a web page of another origin sent the request.
+    #[error("the tenant token is unknown, expired or revoked: ask for a new link")]
+    TenantTokenInvalid,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     ForeignOrigin(String),
     /// 421: the `Host` is not one this server answers to.
@@ -77,6 +81,8 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::TenantTokenInvalid => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::ForeignOrigin(_) => (StatusCode::FORBIDDEN, "foreign_origin"),
             ApiError::MisdirectedRequest(_) => {
                 (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")

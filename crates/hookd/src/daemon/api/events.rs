@@ -11,6 +11,7 @@ use hookd_store::NewEvent;
 use super::deliveries::DeliveryView;
 use super::error::{ApiError, ErrorBody};
 use super::json::{raw_payload, Body};
+use super::scope::{AdminOnly, Caller};
 use super::time::rfc3339;
 use super::AppState;
 
@@ -23,6 +24,8 @@ pub struct EventRequest {
     payload: Box<RawValue>,
     event_id: Option<String>,
     endpoint_id: Option<String>,
+    /// The tenant it belongs to: it fans out to that tenant's endpoints only.
+    tenant_id: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -45,9 +48,18 @@ pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest, security(("admin_token" = [])), responses((status = 202, description = "accepted; deliveries created", body = Accepted), (status = 200, description = "a known event_id: nothing created, the first answer", body = Accepted), (status = 404, description = "unknown endpoint_id", body = ErrorBody), (status = 413, description = "payload too large", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// `202` with the deliveries created; `200` with the first answer for a known `event_id`.
 pub async fn create(
+    _: AdminOnly,
     State(state): State<AppState>,
     Body(req): Body<EventRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let tenant = req
+        .tenant_id
+        .as_deref()
+        .map(|t| {
+            hookd_store::TenantId::parse(t)
+                .map_err(|e| ApiError::invalid(format!("tenant_id: {e}")))
+        })
+        .transpose()?;
     check_name("event_type", &req.event_type)?;
     if let Some(id) = &req.event_id {
         check_name("event_id", id)?;
@@ -68,8 +80,15 @@ pub async fn create(
         )));
     }
     if let Some(endpoint_id) = &req.endpoint_id {
-        if state.store.endpoint(endpoint_id).await?.is_none() {
-            return Err(ApiError::not_found("endpoint", endpoint_id));
+        match state.store.endpoint(endpoint_id).await? {
+            None => return Err(ApiError::not_found("endpoint", endpoint_id)),
+            Some(e) if e.tenant_id != tenant => {
+                return Err(ApiError::invalid(format!(
+                    "endpoint_id: {}",
+                    hookd_store::matching::ANOTHER_TENANT
+                )))
+            }
+            Some(_) => {}
         }
     }
     let event = NewEvent {
@@ -77,6 +96,7 @@ pub async fn create(
         event_type: req.event_type,
         payload: payload.to_string(),
         endpoint_id: req.endpoint_id,
+        tenant_id: tenant.map(|t| t.to_string()),
     };
     let enqueued = state.store.enqueue_event(&event, &state.limits).await?;
     let status = if enqueued.created {
@@ -101,6 +121,7 @@ pub struct EventView {
     #[schema(value_type = Object)]
     payload: Box<RawValue>,
     endpoint_id: Option<String>,
+    tenant_id: Option<String>,
     payload_error: Option<String>,
     created_at: String,
     deliveries: Vec<DeliveryView>,
@@ -108,24 +129,29 @@ pub struct EventView {
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "the event_id")), security(("admin_token" = [])), responses((status = 200, body = EventView), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody)))]
 pub async fn show(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
     let event = state
         .store
-        .event(&id)
+        .event_in(&scope, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("event", &id))?;
     let filter = hookd_store::DeliveryFilter {
         event_id: Some(id),
         ..Default::default()
     };
-    let deliveries = state.store.deliveries(&filter, None, 1000).await?;
+    let deliveries = state
+        .store
+        .deliveries_in(&scope, &filter, None, 1000)
+        .await?;
     Ok(Json(EventView {
         event_id: event.event_id,
         event_type: event.event_type,
         payload: raw_payload(event.payload),
         endpoint_id: event.endpoint_id,
+        tenant_id: event.tenant_id.map(|t| t.to_string()),
         payload_error: event.payload_error,
         created_at: rfc3339(event.created_at),
         deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),

@@ -4,6 +4,9 @@
 //! - `events`: accept events over HTTP.
 //! - `deliveries`: the delivery log with every attempt, and resends.
 //! - `summary`: per endpoint, how its recent deliveries went (the dashboard's overview).
+//! - `tenants`: tenants' portal tokens.
+//! - `scope`: who is calling: the admin or one tenant, resolved from the bearer token;
+//!   every data handler hands the scope to the store, admin-only ones refuse tenants.
 //! - `error`, `json`, `time`: the error format, body parsing, and RFC 3339 times.
 //! - `etag`: endpoints' `ETag` and `If-Match`.
 //! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
@@ -19,22 +22,23 @@ mod events;
 mod fuzz;
 mod json;
 pub mod openapi;
+pub mod scope;
 mod summary;
+mod tenants;
 mod time;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -115,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(deliveries::show))
         .routes(routes!(deliveries::resend))
         .routes(routes!(deliveries::resend_job))
+        .routes(routes!(tenants::create_token, tenants::revoke_tokens))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(healthz))
@@ -123,7 +128,10 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     doc.merge(open_doc);
     let doc = Arc::new(doc);
-    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let v1 = v1.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        scope::authenticate,
+    ));
     // Room for the largest payload plus the request's other fields.
     let body_limit = state.limits.max_payload_bytes + 64 * 1024;
     Router::new()
@@ -143,22 +151,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// Every `/v1` call needs the admin token when one is configured. Compared in constant time.
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.admin_token {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    next.run(req).await
 }
 
 /// The process is up.

@@ -11,13 +11,16 @@ use utoipa::{Modify, OpenApi};
         title = "hookd admin API",
         description = "Endpoints, events, the delivery log with every attempt, and resends. \
             Errors are `{\"error\": {\"code\", \"message\"}}`. When HOOKD_ADMIN_TOKEN is set, \
-            every /v1 call needs `Authorization: Bearer <token>`."
+            every /v1 call needs `Authorization: Bearer <token>`. A tenant token (`hkt_...`, from \
+            POST /v1/tenants/{tenant_id}/tokens) confines a call to its tenant's rows; \
+            admin-only routes answer it 403."
     ),
     modifiers(&AdminToken),
     tags(
         (name = "endpoints", description = "Receivers of webhooks"),
         (name = "events", description = "Events handed to hookd over HTTP"),
         (name = "deliveries", description = "The delivery log, attempts and resends"),
+        (name = "tenants", description = "Tenants' portal tokens (admin only)"),
         (name = "health", description = "Liveness, readiness and metrics (no token)")
     )
 )]

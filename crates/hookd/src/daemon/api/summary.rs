@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use hookd_store::EndpointSummary;
 
 use super::error::{ApiError, ErrorBody};
+use super::scope::Caller;
 use super::time::{rfc3339, rfc3339_opt};
 use super::{AppState, PageQuery};
 use crate::duration;
@@ -87,6 +88,7 @@ impl From<EndpointSummary> for EndpointSummaryView {
 
 #[utoipa::path(get, path = "/v1/endpoints/summary", tag = "endpoints", params(("window" = Option<String>, Query, description = "a duration, more than 0 and at most 30 days; default 24h"), ("limit" = Option<u32>, Query, description = "endpoints per page, 1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), security(("admin_token" = [])), responses((status = 200, description = "per endpoint, oldest first: its deliveries created in the window by state now, its success rate, what is pending now, and whether it is disabled and why", body = SummaryPage), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid window, limit or cursor", body = ErrorBody)))]
 pub async fn endpoints(
+    Caller(scope): Caller,
     State(state): State<AppState>,
     query: Result<Query<SummaryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SummaryPage>, ApiError> {
@@ -105,7 +107,12 @@ pub async fn endpoints(
     }
     let page = state
         .store
-        .endpoint_summaries(q.page.cursor.as_deref(), limit, window.as_millis() as i64)
+        .endpoint_summaries_in(
+            &scope,
+            q.page.cursor.as_deref(),
+            limit,
+            window.as_millis() as i64,
+        )
         .await?;
     let next_cursor = (page.endpoints.len() == limit as usize)
         .then(|| page.endpoints.last().map(|s| s.endpoint.id.clone()))
