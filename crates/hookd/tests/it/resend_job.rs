@@ -14,7 +14,10 @@ use hookd_testkit::{wait_until, Receiver, Reply, TestDb};
 use support::{free_port, Running};
 
 const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
-const EVENTS: usize = 5000;
+/// Five batches of the job (`resend_jobs::BATCH`). A job pauses while 1,000 of its resends
+/// are due and not yet sent (with `HOOKD_CLAIM_BATCH` 250 below), so the kill, soon after
+/// 1,000 were resent, leaves about 1,000 or more to resend.
+const EVENTS: usize = 2500;
 
 fn start(db: &TestDb, port: u16) -> Running {
     let child = Command::new(HOOKD)
@@ -24,6 +27,7 @@ fn start(db: &TestDb, port: u16) -> Running {
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
         .env("HOOKD_RETRY_SCHEDULE", "")
         .env("HOOKD_CONCURRENCY", "4")
+        .env("HOOKD_CLAIM_BATCH", "250")
         .env("HOOKD_LEASE_DURATION", "3s")
         .env("HOOKD_REQUEST_TIMEOUT", "1s")
         .env("HOOKD_RESCUE_SCHEDULE", "* * * * * *")
@@ -72,7 +76,7 @@ async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
     let readyz = format!("{base}/readyz");
     let ready = || support::wait_ok(&http, &readyz, "hookd to be ready");
 
-    // 5,000 deliveries that failed for good (no automatic retries).
+    // 2,500 deliveries that failed for good (no automatic retries).
     let receiver = Receiver::start(|_, _| Reply::status(500)).await;
     let hookd = start(&db, port);
     ready().await;
