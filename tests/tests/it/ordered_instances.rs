@@ -1,7 +1,7 @@
 //! Two hookd instances on one PostgreSQL database deliver an ordered endpoint's events in
 //! outbox order.
 //!
-//! The producer commits 1,000 rows in small batches on one connection, so outbox order
+//! The producer commits 500 rows in small batches on one connection, so outbox order
 //! (`seq`) is commit order is the order of the event numbers. Both instances wake on every
 //! commit and ingest side by side. The receiver answers every request 200 at once and
 //! checks, at the first request of each event, that every earlier event has already been
@@ -22,7 +22,7 @@ use hookd_fault_tests::{
     Probe, Producer, Receiver, Reply, TestDb, LONG,
 };
 
-const EVENTS: usize = 1000;
+const EVENTS: usize = 500;
 
 /// What the receiver has seen, in the order it saw it.
 #[derive(Default)]

@@ -11,13 +11,17 @@ use serde_json::json;
 use hookd_store::{DeliveryFilter, DeliveryState, Outcome, Trigger};
 use hookd_testkit::{wait_until, Process, Receiver, Reply, TestDb};
 
-const EVENTS: usize = 5000;
+/// Five batches of the job (`resend_jobs::BATCH`). A job pauses while 1,000 of its resends
+/// are due and not yet sent (with `HOOKD_CLAIM_BATCH` 250 below), so the kill, soon after
+/// 1,000 were resent, leaves about 1,000 or more to resend.
+const EVENTS: usize = 2500;
 
 async fn start(db: &TestDb) -> Process {
     support::serve(db)
         .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
         .env("HOOKD_RETRY_SCHEDULE", "")
         .env("HOOKD_CONCURRENCY", "4")
+        .env("HOOKD_CLAIM_BATCH", "250")
         .env("HOOKD_LEASE_DURATION", "3s")
         .env("HOOKD_REQUEST_TIMEOUT", "1s")
         .env("HOOKD_RESCUE_SCHEDULE", "* * * * * *")
@@ -52,7 +56,7 @@ async fn all_in(store: &dyn hookd_store::Store, state: DeliveryState, timeout: D
 async fn bulk_resend_survives_a_kill_and_resends_each_delivery_once() {
     let db = TestDb::sqlite();
 
-    // 5,000 deliveries that failed for good (no automatic retries).
+    // 2,500 deliveries that failed for good (no automatic retries).
     let receiver = Receiver::start(|_, _| Reply::status(500)).await;
     let mut hookd = start(&db).await;
     let ep = hookd.api().endpoint(json!({ "url": receiver.url() })).await;
