@@ -3,17 +3,16 @@
 //! for the whole timeout cannot take the pool), and retries may hold at most `retries`
 //! (a storm of retries cannot starve new events).
 //!
-//! The claim skips endpoints that already have enough running and waiting; what a claim
-//! brings beyond an endpoint's cap waits in [`Ready`] for a place.
+//! The claim skips endpoints that already have enough running and waiting
+//! (`planner::busy_endpoints`); what a claim brings beyond an endpoint's cap waits in
+//! `ready.rs` for a place.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use hookd_store::Claimed;
-
-use super::ready::Ready;
 
 /// Counts of attempts in flight; a [`Slot`] is held by each running attempt.
 #[derive(Clone)]
@@ -67,23 +66,15 @@ impl InFlight {
         }
     }
 
-    /// Endpoints the next claim skips: those with a full cap running and another waiting
-    /// in `ready` (the waiting ones start the moment a place frees, with no round trip).
-    pub fn busy_endpoints(&self, ready: &Ready) -> Vec<String> {
-        let enough = 2 * self.per_endpoint;
+    /// Attempts one endpoint may have in flight.
+    pub fn per_endpoint(&self) -> usize {
+        self.per_endpoint
+    }
+
+    /// Calls `f` with the attempts in flight per endpoint (endpoints with none left out).
+    pub fn running<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (&str, usize)>) -> R) -> R {
         let counts = self.inner.lock().expect("counts lock");
-        let mut busy = BTreeSet::new();
-        for (id, running) in &counts.endpoints {
-            if running + ready.waiting_for(id) >= enough {
-                busy.insert(id.clone());
-            }
-        }
-        for (id, waiting) in ready.endpoints() {
-            if waiting + counts.endpoints.get(id).copied().unwrap_or(0) >= enough {
-                busy.insert(id.to_string());
-            }
-        }
-        busy.into_iter().collect()
+        f(&mut counts.endpoints.iter().map(|(id, n)| (id.as_str(), *n)))
     }
 
     /// How many more retries may start now.
@@ -164,15 +155,19 @@ pub(crate) mod tests {
             "a first attempt still goes"
         );
 
-        // a is skipped by claims once a full cap waits besides the one running.
-        let mut ready = Ready::default();
-        assert!(f.busy_endpoints(&ready).is_empty());
-        ready.push(claimed("a", 1), std::time::Instant::now());
-        assert!(f.busy_endpoints(&ready).is_empty());
-        ready.push(claimed("a", 1), std::time::Instant::now());
-        assert_eq!(f.busy_endpoints(&ready), ["a"]);
+        let running = |f: &InFlight| {
+            let mut running: Vec<(String, usize)> =
+                f.running(|r| r.map(|(id, n)| (id.to_string(), n)).collect());
+            running.sort();
+            running
+        };
+        let counts = |c: &[(&str, usize)]| -> Vec<(String, usize)> {
+            c.iter().map(|(id, n)| (id.to_string(), *n)).collect()
+        };
+        // (d's attempt ended at once.)
+        assert_eq!(running(&f), counts(&[("a", 2), ("b", 1), ("c", 1)]));
         drop(a1);
-        assert!(f.busy_endpoints(&ready).is_empty());
+        assert_eq!(running(&f), counts(&[("a", 1), ("b", 1), ("c", 1)]));
         assert!(f.admit(&claimed("a", 1)).is_some());
         // Every place freed was announced.
         assert!(futures_now(freed.notified()));

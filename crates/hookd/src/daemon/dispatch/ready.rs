@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use hookd_store::Claimed;
 
-use super::isolation::{InFlight, Slot};
-
 /// A claimed delivery and when it was claimed.
 pub struct Waiting {
     pub claimed: Claimed,
@@ -55,11 +53,6 @@ impl Ready {
         self.retries
     }
 
-    /// Rows waiting for `endpoint_id`.
-    pub fn waiting_for(&self, endpoint_id: &str) -> usize {
-        self.queues.get(endpoint_id).map_or(0, VecDeque::len)
-    }
-
     /// When the longest-waiting row was claimed.
     pub fn oldest(&self) -> Option<Instant> {
         self.queues
@@ -73,18 +66,22 @@ impl Ready {
         self.queues.iter().map(|(id, q)| (id.as_str(), q.len()))
     }
 
-    /// Takes up to `max` rows that may start now, one endpoint at a time in turn, each with
-    /// the place `in_flight` gives it; and every row that has waited longer than `max_wait`,
-    /// to be handed back.
-    pub fn take(
+    /// Takes up to `max` rows that may start at `now`, one endpoint at a time in turn, each
+    /// with the place `admit` gives it (`None`: its endpoint, or the retries, are at their
+    /// cap); and every row that has waited longer than `max_wait`, to be handed back.
+    pub fn take<S>(
         &mut self,
-        in_flight: &InFlight,
         max: usize,
+        now: Instant,
         max_wait: Duration,
-    ) -> (Vec<(Waiting, Slot)>, Vec<Claimed>) {
+        mut admit: impl FnMut(&Claimed) -> Option<S>,
+    ) -> (Vec<(Waiting, S)>, Vec<Claimed>) {
         let mut stale = Vec::new();
         for queue in self.queues.values_mut() {
-            while queue.front().is_some_and(|w| w.since.elapsed() > max_wait) {
+            while queue
+                .front()
+                .is_some_and(|w| now.saturating_duration_since(w.since) > max_wait)
+            {
                 stale.push(queue.pop_front().expect("front exists").claimed);
             }
         }
@@ -97,7 +94,7 @@ impl Ready {
                 .queues
                 .get_mut(&id)
                 .expect("every ordered endpoint has a queue");
-            let slot = queue.front().and_then(|w| in_flight.admit(&w.claimed));
+            let slot = queue.front().and_then(|w| admit(&w.claimed));
             match slot {
                 Some(slot) => {
                     start.push((queue.pop_front().expect("front exists"), slot));
@@ -145,11 +142,148 @@ impl Ready {
 mod tests {
     use super::*;
     use crate::daemon::dispatch::isolation::tests::claimed_for as claimed;
+    use crate::daemon::dispatch::isolation::InFlight;
+    use std::collections::HashMap;
     use std::sync::Arc;
     use tokio::sync::Notify;
 
+    const MAX_WAIT: Duration = Duration::from_secs(60);
+
     #[test]
-    fn starts_what_the_caps_allow_in_turn_and_keeps_the_rest() {
+    fn starts_in_turn_what_the_caps_allow() {
+        type Row = (i64, &'static str, i32);
+        // (rows waiting, in order; places per endpoint; places for retries; at most; the
+        // rows started, in order; the rows still waiting)
+        let cases: &[(&[Row], usize, usize, usize, &[i64], usize)] = &[
+            (&[], 2, 2, 10, &[], 0),
+            // One row per endpoint per turn, each endpoint's in its order.
+            (
+                &[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)],
+                9,
+                9,
+                10,
+                &[1, 3, 2, 4],
+                0,
+            ),
+            (
+                &[(1, "a", 1), (2, "a", 1), (3, "a", 1), (4, "b", 1)],
+                9,
+                9,
+                10,
+                &[1, 4, 2, 3],
+                0,
+            ),
+            // No more than asked.
+            (
+                &[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)],
+                9,
+                9,
+                3,
+                &[1, 3, 2],
+                1,
+            ),
+            (&[(1, "a", 1)], 9, 9, 0, &[], 1),
+            // An endpoint at its cap waits; the others go on.
+            (
+                &[(1, "a", 1), (2, "a", 1), (3, "b", 1), (4, "b", 1)],
+                1,
+                9,
+                10,
+                &[1, 3],
+                2,
+            ),
+            (
+                &[
+                    (1, "a", 1),
+                    (2, "a", 1),
+                    (3, "a", 1),
+                    (4, "b", 1),
+                    (5, "b", 1),
+                ],
+                2,
+                9,
+                10,
+                &[1, 4, 2, 5],
+                1,
+            ),
+            // Retries at their cap wait, and so does what queues behind them.
+            (
+                &[(1, "a", 2), (2, "a", 1), (3, "b", 1), (4, "c", 3)],
+                9,
+                0,
+                10,
+                &[3],
+                3,
+            ),
+            (
+                &[(1, "a", 2), (2, "a", 1), (3, "b", 2), (4, "c", 1)],
+                9,
+                1,
+                10,
+                &[1, 4, 2],
+                1,
+            ),
+        ];
+        let now = Instant::now();
+        for (rows, per_endpoint, retries, max, started, left) in cases {
+            let mut ready = Ready::default();
+            for (id, endpoint, attempt) in *rows {
+                ready.push(claimed(*id, endpoint, *attempt), now);
+            }
+            let mut running: HashMap<String, usize> = HashMap::new();
+            let mut retries_running = 0;
+            let admit = |c: &Claimed| {
+                let n = running.entry(c.endpoint.id.clone()).or_default();
+                let retry = c.attempt > 1;
+                if *n >= *per_endpoint || (retry && retries_running >= *retries) {
+                    return None;
+                }
+                *n += 1;
+                retries_running += usize::from(retry);
+                Some(())
+            };
+            let (start, stale) = ready.take(*max, now, MAX_WAIT, admit);
+            let ids: Vec<i64> = start.iter().map(|(w, _)| w.claimed.delivery_id).collect();
+            assert_eq!(
+                ids, *started,
+                "{rows:?}, caps {per_endpoint}/{retries}, max {max}"
+            );
+            assert!(stale.is_empty());
+            assert_eq!(ready.len(), *left, "{rows:?}");
+            assert_eq!(ready.drain().len(), *left);
+        }
+    }
+
+    #[test]
+    fn counts_what_waits_and_hands_back_the_stale() {
+        let now = Instant::now();
+        let long_ago = now - Duration::from_secs(120);
+        let mut ready = Ready::default();
+        assert_eq!((ready.len(), ready.retries(), ready.oldest()), (0, 0, None));
+        ready.push(claimed(1, "a", 1), long_ago);
+        ready.push(claimed(2, "a", 2), now - MAX_WAIT);
+        ready.push(claimed(3, "b", 3), now);
+        assert_eq!((ready.len(), ready.retries()), (3, 2));
+        assert_eq!(ready.oldest(), Some(long_ago));
+        let mut endpoints: Vec<(&str, usize)> = ready.endpoints().collect();
+        endpoints.sort();
+        assert_eq!(endpoints, [("a", 2), ("b", 1)]);
+
+        // Only what waited longer than `max_wait` goes back, started or not.
+        let (start, stale) = ready.take(0, now, MAX_WAIT, |_| Some(()));
+        assert!(start.is_empty());
+        assert_eq!(stale.iter().map(|c| c.delivery_id).collect::<Vec<_>>(), [1]);
+        assert_eq!((ready.len(), ready.retries()), (2, 2));
+        assert_eq!(ready.oldest(), Some(now - MAX_WAIT));
+
+        let (start, stale) = ready.take(1, now + Duration::from_millis(1), MAX_WAIT, |_| Some(()));
+        assert_eq!(stale.iter().map(|c| c.delivery_id).collect::<Vec<_>>(), [2]);
+        assert_eq!(start.len(), 1);
+        assert_eq!((ready.len(), ready.retries(), ready.oldest()), (0, 0, None));
+    }
+
+    #[test]
+    fn a_finished_attempt_lets_the_next_of_its_endpoint_start() {
         let in_flight = InFlight::new(2, 1, Arc::new(Notify::new()));
         let mut ready = Ready::default();
         let now = Instant::now();
@@ -159,41 +293,21 @@ mod tests {
         ready.push(claimed(5, "b", 1), now);
         ready.push(claimed(6, "b", 2), now);
         ready.push(claimed(7, "b", 3), now);
-        assert_eq!((ready.len(), ready.retries()), (7, 2));
 
-        let (start, stale) = ready.take(&in_flight, 10, Duration::from_secs(60));
-        let ids: Vec<i64> = start.iter().map(|(w, _)| w.claimed.delivery_id).collect();
-        // a: its cap of 2, in order; b: one first attempt and one retry (retry cap 1).
-        assert_eq!(ids.len(), 4, "{ids:?}");
-        assert!(ids.contains(&1) && ids.contains(&2) && ids.contains(&5) && ids.contains(&6));
-        assert!(stale.is_empty());
+        let (start, _) = ready.take(10, now, MAX_WAIT, |c| in_flight.admit(c));
+        let mut ids: Vec<i64> = start.iter().map(|(w, _)| w.claimed.delivery_id).collect();
+        ids.sort();
+        // a: its cap of 2; b: one first attempt and one retry (retry cap 1).
+        assert_eq!(ids, [1, 2, 5, 6]);
         assert_eq!((ready.len(), ready.retries()), (3, 1));
-        assert_eq!(ready.waiting_for("a"), 2);
 
         // A finished attempt of a lets the next of a start; the retry of b still waits.
         let (first, _running): (Vec<_>, Vec<_>) = start
             .into_iter()
             .partition(|(w, _)| w.claimed.delivery_id == 1);
         drop(first);
-        let (start, _) = ready.take(&in_flight, 10, Duration::from_secs(60));
+        let (start, _) = ready.take(10, now, MAX_WAIT, |c| in_flight.admit(c));
         let ids: Vec<i64> = start.iter().map(|(w, _)| w.claimed.delivery_id).collect();
         assert_eq!(ids, [3]);
-    }
-
-    #[test]
-    fn takes_no_more_than_asked_and_hands_back_the_stale() {
-        let in_flight = InFlight::new(10, 10, Arc::new(Notify::new()));
-        let mut ready = Ready::default();
-        let long_ago = Instant::now() - Duration::from_secs(120);
-        ready.push(claimed(1, "a", 1), long_ago);
-        ready.push(claimed(2, "a", 1), Instant::now());
-        ready.push(claimed(3, "b", 1), Instant::now());
-        assert_eq!(ready.oldest(), Some(long_ago));
-        let (start, stale) = ready.take(&in_flight, 1, Duration::from_secs(60));
-        assert_eq!(stale.iter().map(|c| c.delivery_id).collect::<Vec<_>>(), [1]);
-        assert_eq!(start.len(), 1);
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready.drain().len(), 1);
-        assert_eq!(ready.len(), 0);
     }
 }
