@@ -232,6 +232,8 @@ pub(crate) struct Incoming<'a> {
     pub event_type: &'a str,
     pub payload: &'a str,
     pub endpoint_id: Option<&'a str>,
+    /// As given, not yet checked.
+    pub tenant_id: Option<&'a str>,
 }
 
 impl<'a> From<&'a crate::rows::OutboxRow> for Incoming<'a> {
@@ -241,6 +243,7 @@ impl<'a> From<&'a crate::rows::OutboxRow> for Incoming<'a> {
             event_type: &r.event_type,
             payload: &r.payload,
             endpoint_id: r.endpoint_id.as_deref(),
+            tenant_id: r.tenant_id.as_deref(),
         }
     }
 }
@@ -252,6 +255,7 @@ impl<'a> From<&'a crate::NewEvent> for Incoming<'a> {
             event_type: &e.event_type,
             payload: &e.payload,
             endpoint_id: e.endpoint_id.as_deref(),
+            tenant_id: e.tenant_id.as_deref(),
         }
     }
 }
@@ -263,7 +267,12 @@ pub(crate) struct PreparedEvent<'a> {
     pub event_type: &'a str,
     pub payload: &'a str,
     pub endpoint_id: Option<&'a str>,
+    /// Stored only when valid (an invalid one is the event's `payload_error`).
+    pub tenant_id: Option<&'a str>,
     pub payload_error: Option<String>,
+    /// The tenant as given, which fan-out matches on: an invalid one matches no endpoint.
+    #[serde(skip)]
+    pub given_tenant: Option<&'a str>,
 }
 
 /// A batch of incoming events ready to be inserted.
@@ -284,7 +293,12 @@ pub(crate) fn prepare<'a>(events: &[Incoming<'a>], limits: &IngestLimits) -> Pre
     };
     for e in events {
         let given = event_id(e.event_id);
-        let payload_error = undeliverable(&given, e.payload, limits);
+        let tenant_error = e
+            .tenant_id
+            .and_then(|t| crate::TenantId::parse(t).err())
+            .map(|err| err.to_string());
+        let tenant_id = e.tenant_id.filter(|_| tenant_error.is_none());
+        let payload_error = tenant_error.or_else(|| undeliverable(&given, e.payload, limits));
         // An id that cannot be an id (too long for the index, unprintable) is stored under a
         // stable stand-in, so the row fails with its reason instead of stopping ingestion;
         // the same bad id maps to the same stand-in.
@@ -297,7 +311,9 @@ pub(crate) fn prepare<'a>(events: &[Incoming<'a>], limits: &IngestLimits) -> Pre
                 event_type: e.event_type,
                 payload: e.payload,
                 endpoint_id: e.endpoint_id,
+                tenant_id,
                 payload_error,
+                given_tenant: e.tenant_id,
             });
         }
     }
@@ -315,6 +331,7 @@ impl crate::values::Row for PreparedEvent<'_> {
             .add(self.event_type)
             .add(self.payload)
             .add(self.endpoint_id)
+            .add(self.tenant_id)
             .add(self.payload_error.as_deref());
     }
 }
@@ -325,6 +342,7 @@ impl crate::values::Row for NewDelivery<'_> {
             .add(self.event_id)
             .add(self.endpoint_id.as_str())
             .add(self.event_type)
+            .add(self.tenant_id)
             .add(self.state)
             .add(self.parked)
             .add(self.held)
@@ -342,6 +360,9 @@ pub(crate) struct NewDelivery<'a> {
     pub event_id: &'a str,
     pub endpoint_id: String,
     pub event_type: &'a str,
+    /// The event's tenant (none for a delivery failed across tenants: only the provider
+    /// sees that one).
+    pub tenant_id: Option<&'a str>,
     pub state: &'static str,
     pub parked: bool,
     pub held: bool,
@@ -444,7 +465,9 @@ pub(crate) fn ordered_endpoints(
         .iter()
         .filter(|r| r.payload_error.is_none() && new_ids.contains(&r.event_id));
     for row in pending {
-        for planned in crate::matching::plan(row.event_type, row.endpoint_id, targets) {
+        for planned in
+            crate::matching::plan(row.event_type, row.endpoint_id, row.given_tenant, targets)
+        {
             if planned.ordered && !found.contains(&planned.endpoint_id) {
                 found.push(planned.endpoint_id);
             }
@@ -475,18 +498,16 @@ pub(crate) fn fan_out<'p>(
         .iter()
         .filter(|r| new_ids.contains(&r.event_id))
     {
-        let state = if row.payload_error.is_some() {
-            "failed"
-        } else {
-            "pending"
-        };
-        let planned = crate::matching::plan(row.event_type, row.endpoint_id, targets);
+        let planned =
+            crate::matching::plan(row.event_type, row.endpoint_id, row.given_tenant, targets);
         if planned.is_empty() {
             if let Some(missing) = row.endpoint_id {
                 tracing::warn!(event_id = %row.event_id, endpoint_id = missing, "event names an endpoint that does not exist; nothing to deliver");
             }
         }
         for planned in planned {
+            let error = row.payload_error.as_deref().or(planned.error);
+            let state = if error.is_some() { "failed" } else { "pending" };
             let held = planned.ordered
                 && state == "pending"
                 // Every endpoint reached was asked about; were one not, waiting is the
@@ -509,10 +530,15 @@ pub(crate) fn fan_out<'p>(
                 event_id: &row.event_id,
                 endpoint_id: planned.endpoint_id,
                 event_type: row.event_type,
+                tenant_id: if planned.error.is_some() {
+                    None
+                } else {
+                    row.tenant_id
+                },
                 state,
                 parked: planned.parked,
                 held,
-                error: row.payload_error.as_deref(),
+                error,
                 lease_token: if lease { token } else { None },
                 lease_ms: if lease { lease_ms } else { None },
             });
@@ -586,8 +612,13 @@ pub(crate) fn lease_rows<'l>(
             leasable: 0,
             busy: 0,
         };
-        for p in crate::matching::plan(&r.event_type, r.endpoint_id.as_deref(), targets) {
-            if p.parked {
+        for p in crate::matching::plan(
+            &r.event_type,
+            r.endpoint_id.as_deref(),
+            r.tenant_id.as_deref(),
+            targets,
+        ) {
+            if p.parked || p.error.is_some() {
                 continue;
             }
             if lease.exclude_endpoints.contains(&p.endpoint_id) {

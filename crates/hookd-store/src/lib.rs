@@ -227,12 +227,55 @@ pub trait Store: Send + Sync + 'static {
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>>;
 
     // --- endpoints -------------------------------------------------------------------
+    //
+    // The calls the API makes for data take a [`Scope`] (`..._in`) and build it into their
+    // SQL: in a tenant's scope, another tenant's rows do not exist. The unscoped forms are
+    // the admin's scope, for the daemon's own work.
+
     /// Stores a new endpoint; `created_at`/`updated_at` are set from the database clock.
     async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint>;
+    /// A live (not deleted) endpoint visible in `scope`.
+    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>>;
     /// A live (not deleted) endpoint.
-    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>>;
+    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        self.endpoint_in(&Scope::Admin, id).await
+    }
+    /// Live endpoints visible in `scope`, ordered by id, after `after`.
+    async fn endpoints_in(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>>;
     /// Live endpoints ordered by id, after `after`.
-    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>>;
+    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
+        self.endpoints_in(&Scope::Admin, after, limit).await
+    }
+    /// [`Store::update_endpoint_if`] of an endpoint visible in `scope` (else `NotFound`).
+    /// An endpoint's tenant never changes, so the check cannot race the write.
+    async fn update_endpoint_in(
+        &self,
+        scope: &Scope,
+        endpoint: &Endpoint,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<Endpoint>> {
+        if self.endpoint_in(scope, &endpoint.id).await?.is_none() {
+            return Ok(Versioned::NotFound);
+        }
+        self.update_endpoint_if(endpoint, if_version).await
+    }
+    /// [`Store::delete_endpoint_if`] of an endpoint visible in `scope` (else `NotFound`).
+    async fn delete_endpoint_in(
+        &self,
+        scope: &Scope,
+        id: &str,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>> {
+        if self.endpoint_in(scope, id).await?.is_none() {
+            return Ok(Versioned::NotFound);
+        }
+        self.delete_endpoint_if(id, if_version).await
+    }
     /// Replaces an endpoint's mutable fields and adds one to its version; with `if_version`,
     /// only while the endpoint still has that version (compared in the same statement).
     /// Disabling parks its pending deliveries; enabling makes parked ones due at once.
@@ -294,7 +337,11 @@ pub trait Store: Send + Sync + 'static {
         limits: &IngestLimits,
         lease: Option<IngestLease<'_>>,
     ) -> Result<Ingested>;
-    async fn event(&self, event_id: &str) -> Result<Option<Event>>;
+    /// An event visible in `scope`.
+    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>>;
+    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+        self.event_in(&Scope::Admin, event_id).await
+    }
 
     // --- dispatch --------------------------------------------------------------------
     /// Leases the due deliveries `plan` names for `lease_ms`, oldest due first within each
@@ -334,16 +381,46 @@ pub trait Store: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Delivery>>;
-    async fn delivery(&self, id: i64) -> Result<Option<Delivery>>;
+    /// [`Store::deliveries`] visible in `scope`: the filter confined to its tenant.
+    async fn deliveries_in(
+        &self,
+        scope: &Scope,
+        filter: &DeliveryFilter,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        self.deliveries(&scope.confine(filter), before_id, limit)
+            .await
+    }
+    /// A delivery visible in `scope`.
+    async fn delivery_in(&self, scope: &Scope, id: i64) -> Result<Option<Delivery>>;
+    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+        self.delivery_in(&Scope::Admin, id).await
+    }
     /// Oldest first.
     async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>>;
     /// Asks for one manual attempt now, whatever the state (after the running one, when in
-    /// flight). `false` when there is no such delivery.
-    async fn resend(&self, id: i64) -> Result<bool>;
+    /// flight), of a delivery visible in `scope`. `false` when there is no such delivery.
+    async fn resend_in(&self, scope: &Scope, id: i64) -> Result<bool>;
+    async fn resend(&self, id: i64) -> Result<bool> {
+        self.resend_in(&Scope::Admin, id).await
+    }
     /// Records a bulk resend of everything matching `filter` now, to be worked through by
-    /// `step_resend_jobs`.
+    /// `step_resend_jobs`. `filter.tenant_id` confines it to that tenant.
     async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob>;
-    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>>;
+    /// [`Store::create_resend_job`] of the deliveries visible in `scope`.
+    async fn create_resend_job_in(
+        &self,
+        scope: &Scope,
+        filter: &DeliveryFilter,
+    ) -> Result<ResendJob> {
+        self.create_resend_job(&scope.confine(filter)).await
+    }
+    /// A bulk resend job created in `scope` (a tenant sees its own only).
+    async fn resend_job_in(&self, scope: &Scope, id: &str) -> Result<Option<ResendJob>>;
+    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
+        self.resend_job_in(&Scope::Admin, id).await
+    }
     /// Resends the next `batch` deliveries of the oldest running job, in one transaction that
     /// also moves its cursor, unless `max_due` manual resends are already waiting to be
     /// sent. The chunk is read beforehand, outside the write transaction, so a step holds
@@ -355,12 +432,36 @@ pub trait Store: Send + Sync + 'static {
     /// over the last `window_ms`: its deliveries created since then by their state now, and
     /// its unfinished deliveries of any age. The cost follows the window's deliveries of
     /// these endpoints and their backlog, never the older history (see [`summary`]).
+    async fn endpoint_summaries_in(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: u32,
+        window_ms: i64,
+    ) -> Result<Summaries>;
     async fn endpoint_summaries(
         &self,
         after: Option<&str>,
         limit: u32,
         window_ms: i64,
-    ) -> Result<Summaries>;
+    ) -> Result<Summaries> {
+        self.endpoint_summaries_in(&Scope::Admin, after, limit, window_ms)
+            .await
+    }
+
+    // --- tenant tokens --------------------------------------------------------------------
+    /// Stores a tenant token by its hash, valid for `ttl_ms` from now (database clock).
+    /// Returns when it expires (ms).
+    async fn insert_tenant_token(
+        &self,
+        token_hash: &str,
+        tenant: &TenantId,
+        ttl_ms: i64,
+    ) -> Result<i64>;
+    /// The tenant of an unexpired token with this hash, if any.
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<TenantId>>;
+    /// Deletes every token of `tenant`; returns how many.
+    async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64>;
 
     // --- gauges and retention ------------------------------------------------------------
     async fn backlog(&self) -> Result<Backlog>;

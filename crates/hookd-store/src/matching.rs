@@ -37,6 +37,8 @@ pub fn valid_pattern(pattern: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub id: String,
+    /// The endpoint's tenant; `None`: the provider-wide tenant.
+    pub tenant_id: Option<String>,
     pub event_types: Vec<String>,
     pub enabled: bool,
     pub ordered: bool,
@@ -49,46 +51,66 @@ pub struct Planned {
     pub parked: bool,
     /// The endpoint delivers in order: the delivery may have to wait for earlier ones.
     pub ordered: bool,
+    /// Why the delivery can never be sent (it is created `failed`), or `None`.
+    pub error: Option<&'static str>,
 }
 
-/// The deliveries for one event.
+/// The error of a delivery addressed (`endpoint_id`) across tenants.
+pub const ANOTHER_TENANT: &str = "endpoint belongs to another tenant";
+
+/// The deliveries for one event of `tenant` (`None`: the provider-wide tenant). Fan-out
+/// stays inside the tenant.
 ///
 /// With `endpoint_id` the event goes to that endpoint alone (parked when it is disabled, none
-/// when it does not exist); otherwise to every enabled endpoint whose patterns accept it.
-pub fn plan(event_type: &str, endpoint_id: Option<&str>, targets: &[Target]) -> Vec<Planned> {
+/// when it does not exist, failed with [`ANOTHER_TENANT`] when it is another tenant's);
+/// otherwise to every enabled endpoint of the tenant whose patterns accept it.
+pub fn plan(
+    event_type: &str,
+    endpoint_id: Option<&str>,
+    tenant: Option<&str>,
+    targets: &[Target],
+) -> Vec<Planned> {
     match endpoint_id {
         Some(id) => targets
             .iter()
             .filter(|t| t.id == id)
-            .map(|t| Planned {
-                endpoint_id: t.id.clone(),
-                parked: !t.enabled,
-                ordered: t.ordered,
+            .map(|t| {
+                let error = (t.tenant_id.as_deref() != tenant).then_some(ANOTHER_TENANT);
+                Planned {
+                    endpoint_id: t.id.clone(),
+                    parked: !t.enabled && error.is_none(),
+                    ordered: t.ordered && error.is_none(),
+                    error,
+                }
             })
             .collect(),
         None => targets
             .iter()
-            .filter(|t| t.enabled && accepts(&t.event_types, event_type))
+            .filter(|t| {
+                t.enabled && t.tenant_id.as_deref() == tenant && accepts(&t.event_types, event_type)
+            })
             .map(|t| Planned {
                 endpoint_id: t.id.clone(),
                 parked: false,
                 ordered: t.ordered,
+                error: None,
             })
             .collect(),
     }
 }
 
-/// Whether any of `events` (event type, `endpoint_id`) goes to an ordered endpoint: then
-/// the order in which its deliveries are created is the order they are sent in.
+/// Whether any of `events` (event type, `endpoint_id`, tenant) goes to an ordered
+/// endpoint: then the order in which its deliveries are created is the order they are
+/// sent in.
 pub fn reaches_ordered<'a>(
-    events: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    events: impl IntoIterator<Item = (&'a str, Option<&'a str>, Option<&'a str>)>,
     targets: &[Target],
 ) -> bool {
     if !targets.iter().any(|t| t.ordered) {
         return false;
     }
-    events.into_iter().any(|(event_type, endpoint_id)| {
-        plan(event_type, endpoint_id, targets)
+    events.into_iter().any(|(event_type, endpoint_id, tenant)| {
+        plan(event_type, endpoint_id, tenant, targets)
             .iter()
             .any(|p| p.ordered)
     })
@@ -148,18 +170,21 @@ mod tests {
         let targets = vec![
             Target {
                 id: "a".into(),
+                tenant_id: None,
                 event_types: pats(&["*"]),
                 enabled: true,
                 ordered: false,
             },
             Target {
                 id: "b".into(),
+                tenant_id: None,
                 event_types: pats(&["refund"]),
                 enabled: true,
                 ordered: false,
             },
             Target {
                 id: "c".into(),
+                tenant_id: None,
                 event_types: pats(&["*"]),
                 enabled: false,
                 ordered: false,
@@ -171,28 +196,29 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            ids(plan("purchase", None, &targets)),
+            ids(plan("purchase", None, None, &targets)),
             vec![("a".into(), false)]
         );
         assert_eq!(
-            ids(plan("refund", None, &targets)),
+            ids(plan("refund", None, None, &targets)),
             vec![("a".into(), false), ("b".into(), false)]
         );
         assert_eq!(
-            ids(plan("purchase", Some("b"), &targets)),
+            ids(plan("purchase", Some("b"), None, &targets)),
             vec![("b".into(), false)]
         );
         assert_eq!(
-            ids(plan("purchase", Some("c"), &targets)),
+            ids(plan("purchase", Some("c"), None, &targets)),
             vec![("c".into(), true)]
         );
-        assert!(plan("purchase", Some("zz"), &targets).is_empty());
+        assert!(plan("purchase", Some("zz"), None, &targets).is_empty());
     }
 
     #[test]
     fn reaching_ordered_endpoints() {
         let target = |id: &str, types: &[&str], enabled, ordered| Target {
             id: id.into(),
+            tenant_id: None,
             event_types: pats(types),
             enabled,
             ordered,
@@ -202,18 +228,24 @@ mod tests {
             target("seq", &["order.*"], true, true),
             target("seq_off", &["*"], false, true),
         ];
-        type Event<'a> = (&'a str, Option<&'a str>);
+        type Event<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
         // (events as (event type, endpoint_id), reaches an ordered endpoint)
         let cases: &[(&[Event], bool)] = &[
             (&[], false),
-            (&[("purchase", None)], false),
-            (&[("order.paid", None)], true),
-            (&[("purchase", None), ("order.paid", None)], true),
+            (&[("purchase", None, None)], false),
+            (&[("order.paid", None, None)], true),
+            (
+                &[("purchase", None, None), ("order.paid", None, None)],
+                true,
+            ),
             // A disabled ordered endpoint is no fan-out target, but a targeted row reaches it
             // (parked, still in order).
-            (&[("purchase", Some("seq_off"))], true),
-            (&[("order.paid", Some("plain"))], false),
-            (&[("order.paid", Some("nobody"))], false),
+            (&[("purchase", Some("seq_off"), None)], true),
+            (&[("order.paid", Some("plain"), None)], false),
+            (&[("order.paid", Some("nobody"), None)], false),
+            // Another tenant's ordered endpoint: not reached (the delivery fails).
+            (&[("order.paid", None, Some("t1"))], false),
+            (&[("purchase", Some("seq_off"), Some("t1"))], false),
         ];
         for (events, want) in cases {
             assert_eq!(
@@ -223,6 +255,54 @@ mod tests {
             );
         }
         let unordered = vec![target("plain", &["*"], true, false)];
-        assert!(!reaches_ordered([("order.paid", None)], &unordered));
+        assert!(!reaches_ordered([("order.paid", None, None)], &unordered));
+    }
+
+    #[test]
+    fn fan_out_stays_inside_the_tenant() {
+        let target = |id: &str, tenant: Option<&str>, enabled| Target {
+            id: id.into(),
+            tenant_id: tenant.map(Into::into),
+            event_types: pats(&["*"]),
+            enabled,
+            ordered: false,
+        };
+        let targets = vec![
+            target("wide", None, true),
+            target("a1", Some("a"), true),
+            target("a2", Some("a"), false),
+            target("b1", Some("b"), true),
+        ];
+        type Row = (Option<&'static str>, Option<&'static str>);
+        // ((tenant, endpoint_id), [(endpoint, parked, error)])
+        let cases: &[(Row, &[(&str, bool, Option<&str>)])] = &[
+            ((None, None), &[("wide", false, None)]),
+            ((Some("a"), None), &[("a1", false, None)]),
+            ((Some("b"), None), &[("b1", false, None)]),
+            ((Some("c"), None), &[]),
+            ((Some("a"), Some("a2")), &[("a2", true, None)]),
+            (
+                (Some("a"), Some("b1")),
+                &[("b1", false, Some(ANOTHER_TENANT))],
+            ),
+            (
+                (Some("a"), Some("wide")),
+                &[("wide", false, Some(ANOTHER_TENANT))],
+            ),
+            ((None, Some("a1")), &[("a1", false, Some(ANOTHER_TENANT))]),
+            ((Some("a"), Some("nobody")), &[]),
+        ];
+        for ((tenant, endpoint_id), want) in cases {
+            let got: Vec<(String, bool, Option<&str>)> =
+                plan("purchase", *endpoint_id, *tenant, &targets)
+                    .into_iter()
+                    .map(|p| (p.endpoint_id, p.parked, p.error))
+                    .collect();
+            let want: Vec<(String, bool, Option<&str>)> = want
+                .iter()
+                .map(|(id, parked, error)| (id.to_string(), *parked, *error))
+                .collect();
+            assert_eq!(got, want, "{tenant:?} {endpoint_id:?}");
+        }
     }
 }

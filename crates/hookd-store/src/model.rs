@@ -160,6 +160,9 @@ impl_str_enum!(Outcome, "outcome", Outcome::ALL);
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
     pub id: String,
+    /// The tenant it belongs to; `None`: the provider-wide tenant. Set at creation, never
+    /// changed (`update_endpoint` leaves it).
+    pub tenant_id: Option<crate::TenantId>,
     pub url: String,
     pub description: Option<String>,
     /// Patterns: an exact event type, `*` for all, or a prefix wildcard such as `payment.*`.
@@ -206,6 +209,7 @@ impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Endpoint {
             id,
+            tenant_id,
             url,
             description,
             event_types,
@@ -234,6 +238,7 @@ impl fmt::Debug for Endpoint {
             headers.keys().map(|k| (k.as_str(), Hidden)).collect();
         f.debug_struct("Endpoint")
             .field("id", id)
+            .field("tenant_id", tenant_id)
             .field("url", url)
             .field("description", description)
             .field("event_types", event_types)
@@ -290,6 +295,9 @@ pub struct NewEvent {
     pub payload: String,
     /// Deliver to this endpoint only, instead of fanning out by event type.
     pub endpoint_id: Option<String>,
+    /// The tenant it belongs to, as given (checked at ingest: an invalid one fails the
+    /// event's deliveries); `None`: the provider-wide tenant.
+    pub tenant_id: Option<String>,
 }
 
 /// What `enqueue_event` did.
@@ -309,6 +317,7 @@ pub struct Event {
     pub event_type: String,
     pub payload: String,
     pub endpoint_id: Option<String>,
+    pub tenant_id: Option<crate::TenantId>,
     pub payload_error: Option<String>,
     pub created_at: i64,
 }
@@ -319,6 +328,8 @@ pub struct Delivery {
     pub id: i64,
     pub event_id: String,
     pub endpoint_id: String,
+    /// The event's tenant.
+    pub tenant_id: Option<crate::TenantId>,
     pub event_type: String,
     pub state: DeliveryState,
     /// Attempts made, the running one included.
@@ -410,6 +421,8 @@ pub struct Completion {
 /// Filters of the delivery log. Every `Some` narrows the result.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryFilter {
+    /// One tenant's deliveries only. A confined store call sets it from its scope.
+    pub tenant_id: Option<crate::TenantId>,
     pub state: Option<DeliveryState>,
     pub endpoint_id: Option<String>,
     pub event_id: Option<String>,

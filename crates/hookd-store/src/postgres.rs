@@ -128,13 +128,14 @@ impl Store for PgStore {
         "postgres"
     }
 
-    async fn endpoint_summaries(
+    async fn endpoint_summaries_in(
         &self,
+        scope: &Scope,
         after: Option<&str>,
         limit: u32,
         window_ms: i64,
     ) -> Result<crate::Summaries> {
-        let endpoints = self.endpoints(after, limit).await?;
+        let endpoints = self.endpoints_in(scope, after, limit).await?;
         crate::summary::summarize(&self.pool, std::borrow::Cow::Borrowed, endpoints, window_ms)
             .await
     }
@@ -189,6 +190,7 @@ impl Store for PgStore {
             .bind(e.previous_secret.as_deref().map(seal))
             .bind(e.previous_secret_expires_at)
             .bind(e.ordered)
+            .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&self.pool)
             .await?;
         self.endpoint_any(&self.pool, &e.id).await?.ok_or_else(|| {
@@ -196,22 +198,31 @@ impl Store for PgStore {
         })
     }
 
-    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
         Ok(self
             .endpoint_any(&self.pool, id)
             .await?
-            .filter(|e| !e.deleted))
+            .filter(|e| !e.deleted && scope.sees(e.tenant_id.as_ref())))
     }
 
-    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
+    async fn endpoints_in(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
         let live = format!(
             "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
-             WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+             WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
+            common::tenant_endpoints(scope)
         );
-        sqlx::query_as::<_, EndpointRow>(&live)
+        let mut q = sqlx::query_as::<_, EndpointRow>(&live)
             .bind(after.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .bind(limit as i64);
+        if let Some(tenant) = scope.tenant() {
+            q = q.bind(tenant.as_str());
+        }
+        q.fetch_all(&self.pool)
             .await?
             .into_iter()
             .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
@@ -395,7 +406,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: several instances ingest disjoint rows side by side.
         let mut rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
+            "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id FROM hookd_outbox \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(window as i64)
@@ -407,8 +418,13 @@ impl Store for PgStore {
         let full = rows.len() == window as usize;
         let targets = Self::targets(&mut tx).await?;
         let ordered = matching::reaches_ordered(
-            rows.iter()
-                .map(|r| (r.event_type.as_str(), r.endpoint_id.as_deref())),
+            rows.iter().map(|r| {
+                (
+                    r.event_type.as_str(),
+                    r.endpoint_id.as_deref(),
+                    r.tenant_id.as_deref(),
+                )
+            }),
             &targets,
         );
         if ordered {
@@ -418,7 +434,7 @@ impl Store for PgStore {
             // it left (or a producer committed late) ahead of ours. Waits only on earlier
             // rows, so ingestions never wait on each other in a circle.
             let earlier: Vec<OutboxRow> = sqlx::query_as(
-                "SELECT seq, event_id, event_type, payload, endpoint_id FROM hookd_outbox \
+                "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id FROM hookd_outbox \
                  WHERE seq < $1 ORDER BY seq FOR UPDATE",
             )
             .bind(rows[0].seq)
@@ -450,9 +466,10 @@ impl Store for PgStore {
         self.ingested(rows.len(), more, leasing).await
     }
 
-    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
         Ok(sqlx::query_as::<_, rows::EventRow>(sql::EVENT)
             .bind(event_id)
+            .bind(scope.tenant().map(|t| t.as_str()))
             .fetch_optional(&self.pool)
             .await?
             .map(Into::into))
@@ -599,9 +616,10 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+    async fn delivery_in(&self, scope: &Scope, id: i64) -> Result<Option<Delivery>> {
         sqlx::query_as::<_, rows::DeliveryRow>(sql::DELIVERY)
             .bind(id)
+            .bind(scope.tenant().map(|t| t.as_str()))
             .fetch_optional(&self.pool)
             .await?
             .map(Delivery::try_from)
@@ -618,9 +636,12 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn resend(&self, id: i64) -> Result<bool> {
+    async fn resend_in(&self, scope: &Scope, id: i64) -> Result<bool> {
         let mut q = QueryBuilder::<Postgres>::new(sql::RESEND_SET);
         q.push("WHERE id = ").push_bind(id);
+        if let Some(tenant) = scope.tenant() {
+            q.push(" AND tenant_id = ").push_bind(tenant.as_str());
+        }
         Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
     }
 
@@ -648,10 +669,12 @@ impl Store for PgStore {
             .bind(max_id)
             .bind(matched)
             .bind(min_id)
+            .bind(filter.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&mut *tx)
             .await?;
         let job = sqlx::query_as::<_, rows::ResendJobRow>(sql::RESEND_JOB)
             .bind(&id)
+            .bind(None::<&str>)
             .fetch_optional(&mut *tx)
             .await?
             .map(ResendJob::try_from)
@@ -662,9 +685,10 @@ impl Store for PgStore {
         })
     }
 
-    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
+    async fn resend_job_in(&self, scope: &Scope, id: &str) -> Result<Option<ResendJob>> {
         sqlx::query_as::<_, rows::ResendJobRow>(sql::RESEND_JOB)
             .bind(id)
+            .bind(scope.tenant().map(|t| t.as_str()))
             .fetch_optional(&self.pool)
             .await?
             .map(ResendJob::try_from)
@@ -755,6 +779,38 @@ impl Store for PgStore {
                 return Ok(resent);
             }
         }
+    }
+
+    // --- tenant tokens --------------------------------------------------------------------
+
+    async fn insert_tenant_token(
+        &self,
+        token_hash: &str,
+        tenant: &TenantId,
+        ttl_ms: i64,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql::INSERT_TENANT_TOKEN)
+            .bind(token_hash)
+            .bind(tenant.as_str())
+            .bind(ttl_ms)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<TenantId>> {
+        let tenant: Option<String> = sqlx::query_scalar(sql::TENANT_OF_TOKEN)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(tenant.map(TenantId::stored))
+    }
+
+    async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64> {
+        Ok(sqlx::query(sql::REVOKE_TENANT_TOKENS)
+            .bind(tenant.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     // --- gauges and retention ------------------------------------------------------------

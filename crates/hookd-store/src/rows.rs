@@ -30,7 +30,8 @@ fn json<T: serde::de::DeserializeOwned>(
 }
 
 /// `SELECT` list for [`EndpointRow`].
-pub(crate) const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, bearer_token, \
+pub(crate) const ENDPOINT_COLUMNS: &str =
+    "id, tenant_id, url, description, event_types, bearer_token, \
     signature_scheme, secret, previous_secret, previous_secret_expires_at, ordered, \
     retry_schedule, timeout_ms, headers, enabled, disabled_reason, disabled_at, \
     last_success_at, failing_since, deleted_at, version, created_at, updated_at";
@@ -38,6 +39,7 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, be
 #[derive(sqlx::FromRow)]
 pub(crate) struct EndpointRow {
     id: String,
+    tenant_id: Option<String>,
     url: String,
     description: Option<String>,
     event_types: String,
@@ -75,6 +77,7 @@ impl TryFrom<EndpointRow> for Endpoint {
             timeout_ms: r.timeout_ms.map(|t| t.max(0) as u64),
             headers: json::<BTreeMap<String, String>>("headers", &r.headers)?,
             id: r.id,
+            tenant_id: r.tenant_id.map(crate::TenantId::stored),
             url: r.url,
             description: r.description,
             bearer_token: r.bearer_token,
@@ -107,7 +110,8 @@ pub(crate) fn endpoint_json(e: &Endpoint) -> (String, Option<String>, String) {
     )
 }
 
-pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, event_type, state, \
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "id, event_id, endpoint_id, tenant_id, event_type, state, \
     attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at";
 
 #[derive(sqlx::FromRow)]
@@ -115,6 +119,7 @@ pub(crate) struct DeliveryRow {
     id: i64,
     event_id: String,
     endpoint_id: String,
+    tenant_id: Option<String>,
     event_type: String,
     state: String,
     attempts: i32,
@@ -134,6 +139,7 @@ impl TryFrom<DeliveryRow> for Delivery {
             id: r.id,
             event_id: r.event_id,
             endpoint_id: r.endpoint_id,
+            tenant_id: r.tenant_id.map(crate::TenantId::stored),
             event_type: r.event_type,
             attempts: r.attempts,
             next_attempt_at: r.next_attempt_at,
@@ -180,6 +186,7 @@ pub(crate) struct EventRow {
     event_type: String,
     payload: String,
     endpoint_id: Option<String>,
+    tenant_id: Option<String>,
     payload_error: Option<String>,
     created_at: i64,
 }
@@ -191,6 +198,7 @@ impl From<EventRow> for Event {
             event_type: r.event_type,
             payload: r.payload,
             endpoint_id: r.endpoint_id,
+            tenant_id: r.tenant_id.map(crate::TenantId::stored),
             payload_error: r.payload_error,
             created_at: r.created_at,
         }
@@ -247,11 +255,13 @@ pub(crate) struct OutboxRow {
     pub event_type: String,
     pub payload: String,
     pub endpoint_id: Option<String>,
+    pub tenant_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TargetRow {
     id: String,
+    tenant_id: Option<String>,
     event_types: String,
     enabled: bool,
     ordered: bool,
@@ -263,6 +273,7 @@ impl TryFrom<TargetRow> for crate::matching::Target {
         Ok(crate::matching::Target {
             event_types: json("event_types", &r.event_types)?,
             id: r.id,
+            tenant_id: r.tenant_id,
             enabled: r.enabled,
             ordered: r.ordered,
         })
@@ -270,7 +281,7 @@ impl TryFrom<TargetRow> for crate::matching::Target {
 }
 
 pub(crate) const RESEND_JOB_COLUMNS: &str = "id, state, f_state, f_endpoint_id, f_event_id, \
-    f_event_type, f_since, f_until, cursor, floor_id, matched, resent, created_at, updated_at, \
+    f_event_type, f_since, f_until, f_tenant_id, cursor, floor_id, matched, resent, created_at, updated_at, \
     finished_at";
 
 #[derive(sqlx::FromRow)]
@@ -283,6 +294,7 @@ pub(crate) struct ResendJobRow {
     f_event_type: Option<String>,
     f_since: Option<i64>,
     f_until: Option<i64>,
+    f_tenant_id: Option<String>,
     pub cursor: i64,
     pub floor_id: i64,
     matched: i64,
@@ -298,6 +310,7 @@ impl TryFrom<ResendJobRow> for ResendJob {
         Ok(ResendJob {
             done: r.state == "done",
             filter: DeliveryFilter {
+                tenant_id: r.f_tenant_id.map(crate::TenantId::stored),
                 state: r
                     .f_state
                     .as_deref()

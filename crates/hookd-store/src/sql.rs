@@ -52,8 +52,8 @@ pub(crate) const NOW: &str = "SELECT hookd_now_ms()";
 pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO hookd_endpoints (id, url, description, \
     event_types, bearer_token, signature_scheme, secret, retry_schedule, timeout_ms, headers, \
     enabled, disabled_reason, disabled_at, previous_secret, previous_secret_expires_at, ordered, \
-    created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+    tenant_id, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
     hookd_now_ms(), hookd_now_ms())";
 
 /// `$17`: the endpoint is unreadable (its secrets could not be decrypted), so its stored
@@ -146,8 +146,8 @@ pub(crate) const SEALED_ENDPOINTS: &str = "SELECT id, secret, previous_secret, b
     FROM hookd_endpoints WHERE deleted_at IS NULL AND (secret LIKE 'sealed:%' \
     OR previous_secret LIKE 'sealed:%' OR bearer_token LIKE 'sealed:%') ORDER BY id";
 
-pub(crate) const TARGETS: &str =
-    "SELECT id, event_types, enabled, ordered FROM hookd_endpoints WHERE deleted_at IS NULL";
+pub(crate) const TARGETS: &str = "SELECT id, tenant_id, event_types, enabled, ordered \
+    FROM hookd_endpoints WHERE deleted_at IS NULL";
 
 /// Whether an endpoint has a delivery still to finish (an ordered one's next must wait):
 /// the first entry of the endpoint in the index of unfinished rows.
@@ -169,8 +169,10 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =
     "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";
 
-pub(crate) const EVENT: &str = "SELECT event_id, event_type, payload, endpoint_id, payload_error, \
-    created_at FROM hookd_events WHERE event_id = $1";
+/// `$2`: the scope's tenant (NULL: the admin's scope, every event).
+pub(crate) const EVENT: &str = "SELECT event_id, event_type, payload, endpoint_id, tenant_id, \
+    payload_error, created_at FROM hookd_events \
+    WHERE event_id = $1 AND ($2 IS NULL OR tenant_id = $2)";
 
 /// The columns of a batch of attempt results, one JSON object per result (built by
 /// [`crate::rows::completions_json`]), with their PostgreSQL types.
@@ -289,13 +291,14 @@ const EVENT_COLUMNS: &[(&str, &str)] = &[
     ("event_type", "TEXT"),
     ("payload", "TEXT"),
     ("endpoint_id", "TEXT"),
+    ("tenant_id", "TEXT"),
     ("payload_error", "TEXT"),
 ];
 
 // WHERE TRUE: SQLite would read ON CONFLICT as a join constraint of the FROM.
 const INSERT_EVENTS_STATEMENT: &str = "INSERT INTO hookd_events (event_id, event_type, payload, \
-     endpoint_id, payload_error, created_at) SELECT v.event_id, v.event_type, v.payload, \
-     v.endpoint_id, v.payload_error, hookd_now_ms() FROM v WHERE TRUE \
+     endpoint_id, tenant_id, payload_error, created_at) SELECT v.event_id, v.event_type, \
+     v.payload, v.endpoint_id, v.tenant_id, v.payload_error, hookd_now_ms() FROM v WHERE TRUE \
      ON CONFLICT (event_id) DO NOTHING";
 
 /// New deliveries, in `ord` order. `state`: 'pending' or 'failed'; `parked`: pending with
@@ -311,6 +314,7 @@ const DELIVERY_COLUMNS: &[(&str, &str)] = &[
     ("event_id", "TEXT"),
     ("endpoint_id", "TEXT"),
     ("event_type", "TEXT"),
+    ("tenant_id", "TEXT"),
     ("state", "TEXT"),
     ("parked", "BOOLEAN"),
     ("held", "BOOLEAN"),
@@ -329,7 +333,7 @@ pub(crate) static INSERT_LEASED_DELIVERIES: Batch = Batch::with_suffix(
 
 const INSERT_DELIVERIES_STATEMENT: &str = "INSERT INTO hookd_deliveries (event_id, endpoint_id, \
      event_type, state, next_attempt_at, last_error, held, created_at, updated_at, finished_at, \
-     lease_token, lease_expires_at, attempts, auto_attempts) \
+     lease_token, lease_expires_at, attempts, auto_attempts, tenant_id) \
      SELECT v.event_id, v.endpoint_id, v.event_type, \
      CASE WHEN v.lease_token IS NULL THEN v.state ELSE 'in_flight' END, \
      CASE WHEN v.state = 'pending' AND NOT v.parked AND NOT v.held THEN hookd_now_ms() END, \
@@ -337,7 +341,7 @@ const INSERT_DELIVERIES_STATEMENT: &str = "INSERT INTO hookd_deliveries (event_i
      CASE WHEN v.state = 'failed' THEN hookd_now_ms() END, \
      v.lease_token, hookd_now_ms() + v.lease_ms, \
      CASE WHEN v.lease_token IS NULL THEN 0 ELSE 1 END, \
-     CASE WHEN v.lease_token IS NULL THEN 0 ELSE 1 END \
+     CASE WHEN v.lease_token IS NULL THEN 0 ELSE 1 END, v.tenant_id \
      FROM v ORDER BY v.ord";
 
 /// Records a batch of attempt results (rows `v`, see [`json_rows`]), each only if its lease
@@ -392,9 +396,10 @@ pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) - hookd_now_ms() FROM ( \
         WHERE state = 'pending' AND attempts > 0 AND next_attempt_at IS NOT NULL \
         ORDER BY next_attempt_at LIMIT 1) r) firsts";
 
-pub(crate) const DELIVERY: &str = "SELECT id, event_id, endpoint_id, event_type, state, attempts, \
-    next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at \
-    FROM hookd_deliveries WHERE id = $1";
+/// `$2`: the scope's tenant (NULL: the admin's scope, every delivery).
+pub(crate) const DELIVERY: &str = "SELECT id, event_id, endpoint_id, tenant_id, event_type, \
+    state, attempts, next_attempt_at, last_status_code, last_error, created_at, updated_at, \
+    finished_at FROM hookd_deliveries WHERE id = $1 AND ($2 IS NULL OR tenant_id = $2)";
 
 pub(crate) const ATTEMPTS: &str = "SELECT attempt, trigger, started_at, duration_ms, status_code, \
     outcome, error, response_body FROM hookd_attempts WHERE delivery_id = $1 ORDER BY attempt, id";
@@ -439,16 +444,18 @@ pub(crate) const PURGE_EVENTS: &str = "DELETE FROM hookd_events WHERE event_id I
     AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.event_id = e.event_id) \
     ORDER BY e.created_at LIMIT $2)";
 
+/// `$2`: the scope's tenant (NULL: the admin's scope, every job).
 pub(crate) const RESEND_JOB: &str = "SELECT id, state, f_state, f_endpoint_id, f_event_id, \
-    f_event_type, f_since, f_until, cursor, floor_id, matched, resent, created_at, updated_at, \
-    finished_at FROM hookd_resend_jobs WHERE id = $1";
+    f_event_type, f_since, f_until, f_tenant_id, cursor, floor_id, matched, resent, created_at, \
+    updated_at, finished_at FROM hookd_resend_jobs \
+    WHERE id = $1 AND ($2 IS NULL OR f_tenant_id = $2)";
 
-/// `$8` cursor (the highest id matched), `$9` matched, `$10` floor (the lowest).
+/// `$8` cursor (the highest id matched), `$9` matched, `$10` floor (the lowest), `$11` tenant.
 pub(crate) const INSERT_RESEND_JOB: &str = "INSERT INTO hookd_resend_jobs (id, state, f_state, \
     f_endpoint_id, f_event_id, f_event_type, f_since, f_until, cursor, matched, floor_id, resent, \
-    created_at, updated_at, finished_at) VALUES ($1, CASE WHEN $9 = 0 THEN 'done' ELSE 'running' END, \
+    created_at, updated_at, finished_at, f_tenant_id) VALUES ($1, CASE WHEN $9 = 0 THEN 'done' ELSE 'running' END, \
     $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, hookd_now_ms(), hookd_now_ms(), \
-    CASE WHEN $9 = 0 THEN hookd_now_ms() END)";
+    CASE WHEN $9 = 0 THEN hookd_now_ms() END, $11)";
 
 /// A running job's cursor, read in the step's write transaction (locked on PostgreSQL, so
 /// that two instances cannot both move it from the same place).
@@ -476,3 +483,16 @@ pub(crate) const RESEND_WINDOW_BATCHES: i64 = 20;
 /// ...and passes over at most this many windows without a match before it records its
 /// progress.
 pub(crate) const RESEND_WINDOWS_PER_STEP: usize = 100;
+
+/// `$1` hash, `$2` tenant, `$3` time to live (ms). Returns the expiry.
+pub(crate) const INSERT_TENANT_TOKEN: &str = "INSERT INTO hookd_tenant_tokens \
+    (token_hash, tenant_id, created_at, expires_at) \
+    VALUES ($1, $2, hookd_now_ms(), hookd_now_ms() + $3) RETURNING expires_at";
+
+/// The tenant of an unexpired token: one seek in the primary key.
+pub(crate) const TENANT_OF_TOKEN: &str = "SELECT tenant_id FROM hookd_tenant_tokens \
+    WHERE token_hash = $1 AND expires_at > hookd_now_ms()";
+
+/// Revoke-all; expired tokens of the tenant go too.
+pub(crate) const REVOKE_TENANT_TOKENS: &str =
+    "DELETE FROM hookd_tenant_tokens WHERE tenant_id = $1";

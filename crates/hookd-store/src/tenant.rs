@@ -36,6 +36,18 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A tenant id read back from the database, where only valid ones are written.
+    pub(crate) fn stored(text: String) -> TenantId {
+        TenantId(text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        TenantId::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl fmt::Display for TenantId {
@@ -60,6 +72,16 @@ impl Scope {
             Scope::Admin => None,
             Scope::Tenant(t) => Some(t),
         }
+    }
+
+    /// `filter` confined to this scope: a tenant scope replaces the filter's tenant with
+    /// its own (a caller asking for another tenant's rows is refused before this).
+    pub fn confine(&self, filter: &crate::DeliveryFilter) -> crate::DeliveryFilter {
+        let mut f = filter.clone();
+        if let Scope::Tenant(t) = self {
+            f.tenant_id = Some(t.clone());
+        }
+        f
     }
 
     /// Whether a row of `owner` (its `tenant_id`) is visible in this scope.

@@ -153,7 +153,9 @@ mod tests {
             event_type: "purchase",
             payload: "{}",
             endpoint_id: None,
+            tenant_id: Some("t1"),
             payload_error: None,
+            given_tenant: Some("t1"),
         };
         check(&event, &INSERT_EVENTS);
         check(&event, &INSERT_NEW_EVENTS);
@@ -162,6 +164,7 @@ mod tests {
             event_id: "evt_1",
             endpoint_id: "ep_1".into(),
             event_type: "purchase",
+            tenant_id: None,
             state: "pending",
             parked: false,
             held: false,

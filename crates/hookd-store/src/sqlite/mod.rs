@@ -144,13 +144,14 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn endpoint_summaries(
+    async fn endpoint_summaries_in(
         &self,
+        scope: &Scope,
         after: Option<&str>,
         limit: u32,
         window_ms: i64,
     ) -> Result<crate::Summaries> {
-        let endpoints = self.endpoints(after, limit).await?;
+        let endpoints = self.endpoints_in(scope, after, limit).await?;
         crate::summary::summarize(&self.reader, dialect, endpoints, window_ms).await
     }
 
@@ -213,6 +214,7 @@ impl Store for SqliteStore {
             .bind(e.previous_secret.as_deref().map(seal))
             .bind(e.previous_secret_expires_at)
             .bind(e.ordered)
+            .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&mut *self.writer.lock().await?)
             .await?;
         self.endpoint_any(&mut *self.writer.lock().await?, &e.id)
@@ -222,22 +224,31 @@ impl Store for SqliteStore {
             })
     }
 
-    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
         Ok(self
             .endpoint_any(&self.reader, id)
             .await?
-            .filter(|e| !e.deleted))
+            .filter(|e| !e.deleted && scope.sees(e.tenant_id.as_ref())))
     }
 
-    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
+    async fn endpoints_in(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
         let live = format!(
             "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
-             WHERE deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+             WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
+            common::tenant_endpoints(scope)
         );
-        sqlx::query_as::<_, EndpointRow>(&live)
+        let mut q = sqlx::query_as::<_, EndpointRow>(&live)
             .bind(after.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
+            .bind(limit as i64);
+        if let Some(tenant) = scope.tenant() {
+            q = q.bind(tenant.as_str());
+        }
+        q.fetch_all(&self.reader)
             .await?
             .into_iter()
             .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
@@ -436,30 +447,42 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         // Producers may bind anything (SQLite keeps a BLOB a BLOB, and text that is not
         // UTF-8): read bytes, so that one odd row fails alone instead of stopping ingestion.
-        let raw: Vec<(i64, Option<Vec<u8>>, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        type Raw = (
+            i64,
+            Option<Vec<u8>>,
+            Vec<u8>,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let raw: Vec<Raw> = sqlx::query_as(
             "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
-             CAST(endpoint_id AS BLOB) FROM hookd_outbox ORDER BY seq LIMIT $1",
+             CAST(endpoint_id AS BLOB), CAST(tenant_id AS BLOB) FROM hookd_outbox \
+             ORDER BY seq LIMIT $1",
         )
         .bind(window as i64)
         .fetch_all(&mut *tx)
         .await?;
         let rows: Vec<OutboxRow> = raw
             .into_iter()
-            .map(|(seq, event_id, event_type, payload, endpoint_id)| {
-                let text = |b: Vec<u8>| ingest::lossy(b).0;
-                let (mut payload, utf8) = ingest::lossy(payload);
-                if !utf8 {
-                    // Not JSON either way; make sure it is refused as such.
-                    payload.insert_str(0, "\u{FFFD}not UTF-8: ");
-                }
-                OutboxRow {
-                    seq,
-                    event_id: event_id.map(text),
-                    event_type: text(event_type),
-                    payload,
-                    endpoint_id: endpoint_id.map(text),
-                }
-            })
+            .map(
+                |(seq, event_id, event_type, payload, endpoint_id, tenant_id)| {
+                    let text = |b: Vec<u8>| ingest::lossy(b).0;
+                    let (mut payload, utf8) = ingest::lossy(payload);
+                    if !utf8 {
+                        // Not JSON either way; make sure it is refused as such.
+                        payload.insert_str(0, "\u{FFFD}not UTF-8: ");
+                    }
+                    OutboxRow {
+                        seq,
+                        event_id: event_id.map(text),
+                        event_type: text(event_type),
+                        payload,
+                        endpoint_id: endpoint_id.map(text),
+                        tenant_id: tenant_id.map(text),
+                    }
+                },
+            )
             .collect();
         if rows.is_empty() {
             return Ok(Ingested::default());
@@ -479,9 +502,10 @@ impl Store for SqliteStore {
         self.ingested(rows.len(), more, leasing).await
     }
 
-    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
         Ok(sqlx::query_as::<_, rows::EventRow>(&dialect(sql::EVENT))
             .bind(event_id)
+            .bind(scope.tenant().map(|t| t.as_str()))
             .fetch_optional(&self.reader)
             .await?
             .map(Into::into))
@@ -636,9 +660,10 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+    async fn delivery_in(&self, scope: &Scope, id: i64) -> Result<Option<Delivery>> {
         sqlx::query_as::<_, rows::DeliveryRow>(&dialect(sql::DELIVERY))
             .bind(id)
+            .bind(scope.tenant().map(|t| t.as_str()))
             .fetch_optional(&self.reader)
             .await?
             .map(Delivery::try_from)
@@ -655,9 +680,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn resend(&self, id: i64) -> Result<bool> {
+    async fn resend_in(&self, scope: &Scope, id: i64) -> Result<bool> {
         let mut q = QueryBuilder::<Sqlite>::new(dialect(sql::RESEND_SET));
         q.push("WHERE id = ").push_bind(id);
+        if let Some(tenant) = scope.tenant() {
+            q.push(" AND tenant_id = ").push_bind(tenant.as_str());
+        }
         Ok(q.build()
             .execute(&mut *self.writer.lock().await?)
             .await?
@@ -690,10 +718,12 @@ impl Store for SqliteStore {
             .bind(max_id)
             .bind(matched)
             .bind(min_id)
+            .bind(filter.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&mut *tx)
             .await?;
         let job = sqlx::query_as::<_, rows::ResendJobRow>(&dialect(sql::RESEND_JOB))
             .bind(&id)
+            .bind(None::<&str>)
             .fetch_optional(&mut *tx)
             .await?
             .map(ResendJob::try_from)
@@ -704,9 +734,10 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
+    async fn resend_job_in(&self, scope: &Scope, id: &str) -> Result<Option<ResendJob>> {
         sqlx::query_as::<_, rows::ResendJobRow>(&dialect(sql::RESEND_JOB))
             .bind(id)
+            .bind(scope.tenant().map(|t| t.as_str()))
             .fetch_optional(&self.reader)
             .await?
             .map(ResendJob::try_from)
@@ -795,6 +826,38 @@ impl Store for SqliteStore {
                 return Ok(resent);
             }
         }
+    }
+
+    // --- tenant tokens --------------------------------------------------------------------
+
+    async fn insert_tenant_token(
+        &self,
+        token_hash: &str,
+        tenant: &TenantId,
+        ttl_ms: i64,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(&dialect(sql::INSERT_TENANT_TOKEN))
+            .bind(token_hash)
+            .bind(tenant.as_str())
+            .bind(ttl_ms)
+            .fetch_one(&mut *self.writer.lock().await?)
+            .await?)
+    }
+
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<TenantId>> {
+        let tenant: Option<String> = sqlx::query_scalar(&dialect(sql::TENANT_OF_TOKEN))
+            .bind(token_hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(tenant.map(TenantId::stored))
+    }
+
+    async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64> {
+        Ok(sqlx::query(&dialect(sql::REVOKE_TENANT_TOKENS))
+            .bind(tenant.as_str())
+            .execute(&mut *self.writer.lock().await?)
+            .await?
+            .rows_affected())
     }
 
     // --- gauges and retention ------------------------------------------------------------

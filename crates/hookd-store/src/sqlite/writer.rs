@@ -409,6 +409,7 @@ mod tests {
             event_type: "purchase".into(),
             payload: "{}".into(),
             endpoint_id: None,
+            tenant_id: None,
         };
         let limits = crate::IngestLimits {
             max_payload_bytes: 1024,
@@ -464,6 +465,7 @@ mod tests {
             event_type: "purchase".into(),
             payload,
             endpoint_id: None,
+            tenant_id: None,
         };
         let limits = crate::IngestLimits {
             max_payload_bytes: 1 << 20,

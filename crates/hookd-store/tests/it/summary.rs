@@ -46,6 +46,7 @@ async fn send(store: &Arc<dyn Store>, endpoint: &str, event_id: &str) {
                 event_type: "purchase".into(),
                 payload: "{}".into(),
                 endpoint_id: Some(endpoint.into()),
+                tenant_id: None,
             },
             &IngestLimits::default(),
         )

@@ -40,6 +40,14 @@ macro_rules! metered {
         $self.observe(stringify!($op), started, &result);
         result
     }};
+    // A scoped call observed under the name of its unscoped form: one series per
+    // operation, whoever's scope (no tenant label, ever).
+    ($self:ident, $name:literal, $op:ident($($arg:expr),*)) => {{
+        let started = Instant::now();
+        let result = $self.inner.$op($($arg),*).await;
+        $self.observe($name, started, &result);
+        result
+    }};
 }
 
 #[async_trait]
@@ -72,11 +80,16 @@ impl Store for MeteredStore {
     async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint> {
         metered!(self, insert_endpoint(endpoint))
     }
-    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
-        metered!(self, endpoint(id))
+    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
+        metered!(self, "endpoint", endpoint_in(scope, id))
     }
-    async fn endpoints(&self, after: Option<&str>, limit: u32) -> Result<Vec<Endpoint>> {
-        metered!(self, endpoints(after, limit))
+    async fn endpoints_in(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
+        metered!(self, "endpoints", endpoints_in(scope, after, limit))
     }
     /// Observed as `update_endpoint`, with or without a version to compare.
     async fn update_endpoint_if(
@@ -116,19 +129,38 @@ impl Store for MeteredStore {
     async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob> {
         metered!(self, create_resend_job(filter))
     }
-    async fn resend_job(&self, id: &str) -> Result<Option<ResendJob>> {
-        metered!(self, resend_job(id))
+    async fn resend_job_in(&self, scope: &Scope, id: &str) -> Result<Option<ResendJob>> {
+        metered!(self, "resend_job", resend_job_in(scope, id))
     }
     async fn step_resend_jobs(&self, batch: u32, max_due: u32) -> Result<u64> {
         metered!(self, step_resend_jobs(batch, max_due))
     }
-    async fn endpoint_summaries(
+    async fn endpoint_summaries_in(
         &self,
+        scope: &Scope,
         after: Option<&str>,
         limit: u32,
         window_ms: i64,
     ) -> Result<Summaries> {
-        metered!(self, endpoint_summaries(after, limit, window_ms))
+        metered!(
+            self,
+            "endpoint_summaries",
+            endpoint_summaries_in(scope, after, limit, window_ms)
+        )
+    }
+    async fn insert_tenant_token(
+        &self,
+        token_hash: &str,
+        tenant: &TenantId,
+        ttl_ms: i64,
+    ) -> Result<i64> {
+        metered!(self, insert_tenant_token(token_hash, tenant, ttl_ms))
+    }
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<TenantId>> {
+        metered!(self, tenant_of_token(token_hash))
+    }
+    async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64> {
+        metered!(self, revoke_tenant_tokens(tenant))
     }
     async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
         metered!(self, enqueue_event(event, limits))
@@ -145,8 +177,8 @@ impl Store for MeteredStore {
         self.observe("ingest_outbox", started, &result);
         result
     }
-    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
-        metered!(self, event(event_id))
+    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
+        metered!(self, "event", event_in(scope, event_id))
     }
     async fn claim_due(
         &self,
@@ -179,14 +211,14 @@ impl Store for MeteredStore {
     ) -> Result<Vec<Delivery>> {
         metered!(self, deliveries(filter, before_id, limit))
     }
-    async fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
-        metered!(self, delivery(id))
+    async fn delivery_in(&self, scope: &Scope, id: i64) -> Result<Option<Delivery>> {
+        metered!(self, "delivery", delivery_in(scope, id))
     }
     async fn attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
         metered!(self, attempts(delivery_id))
     }
-    async fn resend(&self, id: i64) -> Result<bool> {
-        metered!(self, resend(id))
+    async fn resend_in(&self, scope: &Scope, id: i64) -> Result<bool> {
+        metered!(self, "resend", resend_in(scope, id))
     }
 
     async fn backlog(&self) -> Result<Backlog> {

@@ -429,6 +429,7 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
         event_type: "x".into(),
         payload: "{}".into(),
         endpoint_id: None,
+        tenant_id: None,
     };
     store
         .enqueue_event(&event, &Default::default())

@@ -41,6 +41,7 @@ async fn private_destinations_are_blocked_at_send_time() {
         event_type: "x".into(),
         payload: "{}".into(),
         endpoint_id: None,
+        tenant_id: None,
     };
     app.store
         .enqueue_event(&event, &Default::default())

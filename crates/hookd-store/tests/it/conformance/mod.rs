@@ -23,6 +23,7 @@ mod record;
 mod resend;
 mod retention;
 mod sealing;
+mod tenants;
 
 async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
     let db = TestDb::new(backend).await;
@@ -69,6 +70,7 @@ fn event(id: Option<&str>, event_type: &str) -> NewEvent {
         event_type: event_type.to_string(),
         payload: r#"{"orderId":"o-1","amount":9900}"#.to_string(),
         endpoint_id: None,
+        tenant_id: None,
     }
 }
 

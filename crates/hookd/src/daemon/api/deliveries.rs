@@ -118,6 +118,7 @@ impl FilterFields {
             .transpose()
         };
         Ok(DeliveryFilter {
+            tenant_id: None,
             state,
             endpoint_id: self.endpoint_id,
             event_id: self.event_id,

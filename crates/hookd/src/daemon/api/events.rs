@@ -77,6 +77,7 @@ pub async fn create(
         event_type: req.event_type,
         payload: payload.to_string(),
         endpoint_id: req.endpoint_id,
+        tenant_id: None,
     };
     let enqueued = state.store.enqueue_event(&event, &state.limits).await?;
     let status = if enqueued.created {
