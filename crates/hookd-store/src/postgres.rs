@@ -95,7 +95,7 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
         "WITH {}, \
          fair AS (SELECT f.id FROM unnest($8::text[], $9::bigint[]) AS p(endpoint_id, n) \
              CROSS JOIN LATERAL (SELECT id FROM hookd_deliveries \
-                 WHERE endpoint_id = p.endpoint_id AND state = 'pending' AND attempts < 1 \
+                 WHERE endpoint_id = p.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
                  AND next_attempt_at <= hookd_now_ms() \
                  ORDER BY next_attempt_at LIMIT p.n FOR UPDATE SKIP LOCKED) f), \
          {}, {}, \

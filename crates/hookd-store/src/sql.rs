@@ -175,15 +175,15 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
 /// seek to the next endpoint and one to its first due row, however long its backlog.
 pub(crate) const DUE_ENDPOINTS: &str = "WITH RECURSIVE eps(endpoint_id) AS ( \
     SELECT (SELECT endpoint_id FROM hookd_deliveries /* due_endpoint */ \
-        WHERE state = 'pending' AND attempts < 1 ORDER BY endpoint_id LIMIT 1) \
+        WHERE state = 'pending' AND attempts < 1 AND NOT held ORDER BY endpoint_id LIMIT 1) \
     UNION ALL \
     SELECT (SELECT endpoint_id FROM hookd_deliveries /* due_endpoint */ \
-        WHERE state = 'pending' AND attempts < 1 AND endpoint_id > eps.endpoint_id \
+        WHERE state = 'pending' AND attempts < 1 AND NOT held AND endpoint_id > eps.endpoint_id \
         ORDER BY endpoint_id LIMIT 1) \
     FROM eps WHERE eps.endpoint_id IS NOT NULL) \
     SELECT e.id, e.tenant_id FROM eps JOIN hookd_endpoints e ON e.id = eps.endpoint_id \
     WHERE (SELECT next_attempt_at FROM hookd_deliveries /* due_endpoint */ \
-        WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 \
+        WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
         AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= hookd_now_ms()";
 
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =

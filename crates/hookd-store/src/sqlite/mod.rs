@@ -129,7 +129,7 @@ fn claim_sql(fair: usize) -> String {
             let (endpoint, rows) = (8 + 2 * n, 9 + 2 * n);
             format!(
                 "SELECT id FROM (SELECT id FROM hookd_deliveries /* due_endpoint */ \
-                 WHERE endpoint_id = ${endpoint} AND state = 'pending' AND attempts < 1 \
+                 WHERE endpoint_id = ${endpoint} AND state = 'pending' AND attempts < 1 AND NOT held \
                  AND next_attempt_at <= hookd_now_ms() ORDER BY next_attempt_at LIMIT ${rows})"
             )
         })

@@ -567,15 +567,15 @@ fn fair_queries(backend: Backend) -> Vec<(&'static str, String)> {
             format!(
                 "WITH RECURSIVE eps(endpoint_id) AS ( \
                  SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
-                     WHERE state = 'pending' AND attempts < 1 ORDER BY endpoint_id LIMIT 1) \
+                     WHERE state = 'pending' AND attempts < 1 AND NOT held ORDER BY endpoint_id LIMIT 1) \
                  UNION ALL \
                  SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
-                     WHERE state = 'pending' AND attempts < 1 AND endpoint_id > eps.endpoint_id \
+                     WHERE state = 'pending' AND attempts < 1 AND NOT held AND endpoint_id > eps.endpoint_id \
                      ORDER BY endpoint_id LIMIT 1) \
                  FROM eps WHERE eps.endpoint_id IS NOT NULL) \
                  SELECT e.id, e.tenant_id FROM eps JOIN hookd_endpoints e ON e.id = eps.endpoint_id \
                  WHERE (SELECT next_attempt_at FROM hookd_deliveries {hint} \
-                     WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 \
+                     WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
                      AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= 1000000000000"
             ),
         ),
@@ -583,7 +583,7 @@ fn fair_queries(backend: Backend) -> Vec<(&'static str, String)> {
             "fair claim: one endpoint's share, oldest due first",
             format!(
                 "SELECT id FROM hookd_deliveries {hint} WHERE endpoint_id = 'a_7' \
-                 AND state = 'pending' AND attempts < 1 AND next_attempt_at <= 1000000000000 \
+                 AND state = 'pending' AND attempts < 1 AND NOT held AND next_attempt_at <= 1000000000000 \
                  ORDER BY next_attempt_at LIMIT 25"
             ),
         ),
