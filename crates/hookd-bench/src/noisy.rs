@@ -193,13 +193,11 @@ async fn measure(
     for k in 0..A_ENDPOINTS {
         let body = serde_json::json!({
             "url": format!("http://{addr}/a/{k}"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "tenant_id": tenant_a,
         });
         a_ids.push(hookd.register(&ctx.http, body).await?);
     }
     let body = serde_json::json!({
         "url": format!("http://{addr}/b"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "tenant_id": tenant_b,
     });
     let b_id = hookd.register(&ctx.http, body).await?;
     hookd.stop().await;
@@ -219,8 +217,12 @@ async fn measure(
     )
     .await
     .context("preloading A's backlog")?;
+    // Tenants set in the table (as the outbox and the store know them), whichever API
+    // version the hookd under test speaks.
     conn.execute(&format!(
-        "UPDATE hookd_events SET tenant_id = '{tenant_a}'; \
+        "UPDATE hookd_endpoints SET tenant_id = CASE WHEN id = '{b_id}' THEN '{tenant_b}' \
+         ELSE '{tenant_a}' END; \
+         UPDATE hookd_events SET tenant_id = '{tenant_a}'; \
          UPDATE hookd_deliveries SET tenant_id = '{tenant_a}';"
     ))
     .await?;
