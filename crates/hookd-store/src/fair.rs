@@ -97,6 +97,17 @@ mod tests {
             .collect()
     }
 
+    /// (what, places, turn, endpoints given rows, b's rows)
+    type TenantCase = (&'static str, u32, u64, usize, Vec<(&'static str, u32)>);
+    /// (what, due, places, turn, shares)
+    type EndpointCase = (
+        &'static str,
+        Vec<(Option<&'static str>, &'static str)>,
+        u32,
+        u64,
+        Vec<(&'static str, u32)>,
+    );
+
     fn got(s: Vec<(String, u32)>) -> Vec<(&'static str, u32)> {
         s.into_iter()
             .map(|(e, n)| (&*Box::leak(e.into_boxed_str()), n))
@@ -111,7 +122,7 @@ mod tests {
         list.push((Some("b"), "b0".into()));
         let list: Vec<(Option<&str>, &str)> = list.iter().map(|(t, e)| (*t, e.as_str())).collect();
         let d = due(&list);
-        let cases: Vec<(&str, u32, u64, usize, Vec<(&str, u32)>)> = vec![
+        let cases: Vec<TenantCase> = vec![
             // (what, places, turn, how many endpoints get rows, rows of b0)
             ("b gets half of 40", 40, 0, 21, vec![("b0", 20)]),
             (
@@ -156,7 +167,7 @@ mod tests {
 
     #[test]
     fn endpoints_of_one_tenant_share_equally() {
-        let cases: Vec<(&str, Vec<(Option<&str>, &str)>, u32, u64, Vec<(&str, u32)>)> = vec![
+        let cases: Vec<EndpointCase> = vec![
             (
                 "two endpoints of the provider-wide tenant",
                 vec![(None, "x"), (None, "y")],
