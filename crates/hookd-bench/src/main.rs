@@ -9,6 +9,7 @@ mod ceiling;
 mod db;
 mod history;
 mod hookd;
+mod noisy;
 mod receiver;
 mod report;
 mod run;
@@ -50,6 +51,10 @@ enum Scenario {
     /// events through the API at --resend-rate for --resend-secs while a bulk resend of the
     /// whole history runs (the longest pause between two deliveries).
     History,
+    /// Tenant A's --noisy-backlog due deliveries over 20 endpoints while 20 events of B
+    /// arrive one at a time: B's commit-to-receipt p99 and A's drain rate against A alone;
+    /// A and B as two tenants, then as two endpoints of one tenant.
+    NoisyNeighbour,
     /// throughput, fanout, latency, api-latency, errors, scale.
     All,
 }
@@ -128,6 +133,10 @@ struct Cli {
     /// Requests of each ceiling run. Default: max(--events, 20000).
     #[arg(long)]
     ceiling_requests: Option<usize>,
+    /// Tenant A's due deliveries in the noisy-neighbour scenario. Default 50000; 2000 with
+    /// --smoke.
+    #[arg(long)]
+    noisy_backlog: Option<usize>,
     /// Skip the plain-HTTP ceiling run.
     #[arg(long)]
     no_ceiling: bool,
@@ -162,6 +171,16 @@ struct Cli {
 }
 
 impl Cli {
+    fn databases(&self) -> Vec<String> {
+        if !self.dbs.is_empty() {
+            self.dbs.clone()
+        } else if self.smoke {
+            vec!["sqlite".to_string(), LOCAL_PG.to_string()]
+        } else {
+            vec!["sqlite".to_string()]
+        }
+    }
+
     fn plan(&self) -> Vec<Spec> {
         let smoke = self.smoke;
         let events = self
@@ -217,13 +236,7 @@ impl Cli {
                 }
             }
         }
-        let dbs = if !self.dbs.is_empty() {
-            self.dbs.clone()
-        } else if smoke {
-            vec!["sqlite".to_string(), LOCAL_PG.to_string()]
-        } else {
-            vec!["sqlite".to_string()]
-        };
+        let dbs = self.databases();
 
         let mut plan = Vec::new();
         for db in &dbs {
@@ -319,6 +332,8 @@ impl Cli {
                                 ..spec("history", batch, events)
                             });
                         }
+                        // Runs of its own shape: see `noisy`.
+                        Scenario::NoisyNeighbour => {}
                         Scenario::All => unreachable!("expanded above"),
                     }
                 }
@@ -470,6 +485,20 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         runs.push(outcome);
     }
 
+    let mut noisy_reports = Vec::new();
+    if cli.scenario.contains(&Scenario::NoisyNeighbour) {
+        let backlog = cli
+            .noisy_backlog
+            .unwrap_or(if cli.smoke { 2_000 } else { 50_000 })
+            .max(noisy::MIN_BACKLOG);
+        let timeout = Duration::from_secs(cli.timeout_secs.unwrap_or(600));
+        for db in cli.databases() {
+            for variant in [noisy::Variant::TwoTenants, noisy::Variant::OneTenant] {
+                noisy_reports.push(noisy::run(&ctx, &db, variant, backlog, timeout).await);
+            }
+        }
+    }
+
     machine.load_avg_at_end = report::load_avg();
     let ceiling = report::CeilingSummary::of(ceilings);
     let mut report = Report {
@@ -484,6 +513,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         report.evaluate_targets();
     }
     report.print();
+    noisy::print(&noisy_reports);
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -498,6 +528,11 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
                 .into_iter()
                 .map(move |p| format!("{} x{} {} {}: {p}", r.db, r.instances, r.scenario, r.insert))
         })
+        .chain(noisy_reports.iter().filter_map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| format!("{} noisy-neighbour ({}): {e}", r.db, r.variant.label()))
+        }))
         .collect();
     if failed.is_empty() {
         println!(

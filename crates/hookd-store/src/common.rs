@@ -10,6 +10,21 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::rows::ClaimRow;
 use crate::{Claimed, DeliveryFilter, DeliveryState, Endpoint, Release, Result, StoreError};
 
+/// A fair claim's shares (see [`crate::fair`]) of `places` first attempts between the
+/// endpoints `due` lists (`(endpoint, tenant)`), less those excluded.
+pub(crate) fn fair_shares(
+    due: Vec<(String, Option<String>)>,
+    exclude: &[String],
+    places: u32,
+) -> Vec<(String, u32)> {
+    let due: Vec<crate::fair::Due> = due
+        .into_iter()
+        .filter(|(endpoint, _)| !exclude.contains(endpoint))
+        .map(|(endpoint, tenant)| crate::fair::Due { tenant, endpoint })
+        .collect();
+    crate::fair::shares(&due, places, crate::fair::next_turn())
+}
+
 /// Ok when `applied` migrations (`_sqlx_migrations` rows that succeeded) are all that
 /// `migrator` knows.
 pub(crate) fn all_applied(applied: i64, migrator: &sqlx::migrate::Migrator) -> Result<()> {

@@ -23,6 +23,7 @@
 //!   many rows.
 //! - `rows.rs`: rows as the database returns them, and their conversion into the model.
 //! - `values.rs`: how SQLite binds the rows of a batch statement.
+//! - [`fair`]: how a claim shares its places between tenants, then endpoints. Pure.
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
 //! - [`model`]: the records: endpoints, events, deliveries and their attempts.
 //! - `error.rs`: [`StoreError`], one variant per kind of failure.
@@ -42,6 +43,7 @@ pub mod model;
 
 mod common;
 mod error;
+pub mod fair;
 pub mod ingest;
 mod postgres;
 mod rows;
@@ -345,9 +347,11 @@ pub trait Store: Send + Sync + 'static {
     }
 
     // --- dispatch --------------------------------------------------------------------
-    /// Leases the due deliveries `plan` names for `lease_ms`, oldest due first within each
-    /// kind, skipping the endpoints in `exclude_endpoints`, and counts the attempt. One
-    /// statement; nothing stays locked after it returns.
+    /// Leases the due deliveries `plan` names for `lease_ms`, skipping the endpoints in
+    /// `exclude_endpoints`, and counts the attempt. First attempts are shared fairly between
+    /// the tenants with some due, then between each tenant's endpoints ([`fair`]), oldest due
+    /// first within an endpoint; retries go oldest due first. A read of the endpoints with
+    /// due work, then one claim statement; nothing stays locked after it returns.
     async fn claim_due(
         &self,
         plan: ClaimPlan,

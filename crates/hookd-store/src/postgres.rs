@@ -74,8 +74,12 @@ static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One claim round in one statement: retries ahead ($5), first attempts ($6), then the
-/// retries after those ahead ($7, read in the same order past the first $5), $3 in all.
+/// One claim round in one statement: retries ahead ($5), first attempts in each chosen
+/// endpoint's fair share (`fair`: endpoints `$8`, rows `$9`), the oldest due first attempts
+/// of any endpoint for the places the shares left ($6), then the retries after those ahead
+/// ($7, read in the same order past the first $5), $3 in all. A share is ordered by
+/// endpoint, then due time, the order of the index of pending first attempts by endpoint:
+/// the planner reads that index rather than walk the due order filtering on the endpoint.
 /// The `UNION ALL` under the `LIMIT` reads an arm only while the ones before it leave room,
 /// so rows an arm never reaches are never locked. Each arm reads its own partial index.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
@@ -88,9 +92,15 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
         )
     };
     format!(
-        "WITH {}, {}, {}, \
-         due AS (SELECT id FROM ahead UNION ALL SELECT id FROM first UNION ALL \
-             SELECT id FROM after LIMIT $3), \
+        "WITH {}, \
+         fair AS (SELECT f.id FROM unnest($8::text[], $9::bigint[]) AS p(endpoint_id, n) \
+             CROSS JOIN LATERAL (SELECT id FROM hookd_deliveries \
+                 WHERE endpoint_id = p.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
+                 AND next_attempt_at <= hookd_now_ms() \
+                 ORDER BY next_attempt_at LIMIT p.n FOR UPDATE SKIP LOCKED) f), \
+         {}, {}, \
+         due AS (SELECT id FROM ahead UNION ALL SELECT id FROM fair UNION ALL \
+             SELECT id FROM first UNION ALL SELECT id FROM after LIMIT $3), \
          claimed AS ( \
              UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
                  lease_expires_at = hookd_now_ms() + $2, attempts = d.attempts + 1, \
@@ -106,7 +116,11 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
          FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
          ORDER BY c.next_attempt_at, c.id",
         due("ahead", "attempts > 0", "LIMIT $5"),
-        due("first", "attempts = 0", "LIMIT $6"),
+        due(
+            "first",
+            "attempts = 0 AND id NOT IN (SELECT id FROM fair)",
+            "LIMIT $6"
+        ),
         due("after", "attempts > 0", "LIMIT $7 OFFSET $5"),
     )
 });
@@ -490,6 +504,16 @@ impl Store for PgStore {
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
+        let shares = if first > 0 {
+            let due: Vec<(String, Option<String>)> = sqlx::query_as(sql::DUE_ENDPOINTS)
+                .fetch_all(&self.pool)
+                .await?;
+            common::fair_shares(due, exclude_endpoints, (first - ahead) as u32)
+        } else {
+            Vec::new()
+        };
+        let (endpoints, counts): (Vec<String>, Vec<i64>) =
+            shares.into_iter().map(|(e, n)| (e, n as i64)).unzip();
         let rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
             .bind(crate::token())
             .bind(lease_ms as i64)
@@ -498,6 +522,8 @@ impl Store for PgStore {
             .bind(ahead)
             .bind(first)
             .bind(after)
+            .bind(endpoints)
+            .bind(counts)
             .fetch_all(&self.pool)
             .await?;
         self.with_endpoints(rows).await

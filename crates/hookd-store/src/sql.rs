@@ -13,7 +13,11 @@ pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400
 /// Index hints: a comment PostgreSQL ignores and SQLite turns into `INDEXED BY`. SQLite has
 /// no planner statistics unless `ANALYZE` runs, and without them it prefers the `state`
 /// index and reads every pending row; a due index is read in due order from its first entry.
-const HINTS: [(&str, &str); 3] = [
+const HINTS: [(&str, &str); 4] = [
+    (
+        "hookd_deliveries /* due_endpoint */",
+        "hookd_deliveries INDEXED BY hookd_deliveries_due_endpoint",
+    ),
     (
         "hookd_deliveries /* due_first */",
         "hookd_deliveries INDEXED BY hookd_deliveries_due_first",
@@ -165,6 +169,22 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
         WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
         AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
         LIMIT 1) IS NULL";
+
+/// The endpoints with first attempts due, and their tenants, for a fair claim
+/// ([`crate::fair`]): a skip scan of the index of pending first attempts by endpoint, one
+/// seek to the next endpoint and one to its first due row, however long its backlog.
+pub(crate) const DUE_ENDPOINTS: &str = "WITH RECURSIVE eps(endpoint_id) AS ( \
+    SELECT (SELECT endpoint_id FROM hookd_deliveries /* due_endpoint */ \
+        WHERE state = 'pending' AND attempts < 1 AND NOT held ORDER BY endpoint_id LIMIT 1) \
+    UNION ALL \
+    SELECT (SELECT endpoint_id FROM hookd_deliveries /* due_endpoint */ \
+        WHERE state = 'pending' AND attempts < 1 AND NOT held AND endpoint_id > eps.endpoint_id \
+        ORDER BY endpoint_id LIMIT 1) \
+    FROM eps WHERE eps.endpoint_id IS NOT NULL) \
+    SELECT e.id, e.tenant_id FROM eps JOIN hookd_endpoints e ON e.id = eps.endpoint_id \
+    WHERE (SELECT next_attempt_at FROM hookd_deliveries /* due_endpoint */ \
+        WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
+        AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= hookd_now_ms()";
 
 pub(crate) const COUNT_EVENT_DELIVERIES: &str =
     "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";

@@ -26,6 +26,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::common;
+use crate::fair;
 use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
 use crate::matching::Target;
 use crate::rows::{
@@ -108,11 +109,13 @@ static COMPLETE_RETURNING: sql::Batch = sql::Batch::with_suffix(
     " RETURNING hookd_deliveries.id",
 );
 
-/// One claim round in one statement: retries ahead ($5), first attempts ($6), then the
-/// retries after those ahead ($7, read in the same order past the first $5), $3 in all.
-/// SQLite runs `UNION ALL` arm by arm under the outer `LIMIT`, so an arm is read only while
-/// the ones before it leave room. Each arm reads its own partial index in due order.
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+/// One claim round in one statement: retries ahead ($5), first attempts in each chosen
+/// endpoint's fair share (`fair` arms: endpoint `$N`, `$N+1` rows, from `$8` on), the oldest
+/// due first attempts of any endpoint for the places the shares left ($6), then the retries
+/// after those ahead ($7, read in the same order past the first $5), $3 in all. SQLite runs
+/// `UNION ALL` arm by arm under the outer `LIMIT`, so an arm is read only while the ones
+/// before it leave room. Each arm reads its own partial index in due order.
+fn claim_sql(fair: usize) -> String {
     let due = |index: &str, kind: &str, limit: &str| {
         format!(
             "SELECT id FROM (SELECT id FROM hookd_deliveries /* {index} */ \
@@ -121,22 +124,45 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
              ORDER BY next_attempt_at {limit})"
         )
     };
+    let mut shares: Vec<String> = (0..fair)
+        .map(|n| {
+            let (endpoint, rows) = (8 + 2 * n, 9 + 2 * n);
+            format!(
+                "SELECT id FROM (SELECT id FROM hookd_deliveries /* due_endpoint */ \
+                 WHERE endpoint_id = ${endpoint} AND state = 'pending' AND attempts < 1 AND NOT held \
+                 AND next_attempt_at <= hookd_now_ms() ORDER BY next_attempt_at LIMIT ${rows})"
+            )
+        })
+        .collect();
+    if shares.is_empty() {
+        shares.push("SELECT NULL WHERE FALSE".into());
+    }
     sql::sqlite_dialect_owned(&format!(
-        "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
+        "WITH fair(id) AS ({}) \
+         UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
          lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
          auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
          updated_at = hookd_now_ms() \
-         WHERE id IN ({} UNION ALL {} UNION ALL {} LIMIT $3) \
+         WHERE id IN ({} UNION ALL SELECT id FROM fair UNION ALL {} UNION ALL {} LIMIT $3) \
          RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
              auto_attempts, manual_only, next_attempt_at, \
              (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
              (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
                  AS payload_error",
+        shares.join(" UNION ALL "),
         due("due_retry", "attempts > 0", "LIMIT $5"),
-        due("due_first", "attempts = 0", "LIMIT $6"),
+        due(
+            "due_first",
+            "attempts = 0 AND id NOT IN (SELECT id FROM fair)",
+            "LIMIT $6"
+        ),
         due("due_retry", "attempts > 0", "LIMIT $7 OFFSET $5"),
     ))
-});
+}
+
+/// The claim statements by number of fair arms, built once each.
+static CLAIMS: LazyLock<Vec<String>> =
+    LazyLock::new(|| (0..=fair::MAX_ENDPOINTS).map(claim_sql).collect());
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -527,17 +553,27 @@ impl Store for SqliteStore {
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
+        let shares = if first > 0 {
+            let due: Vec<(String, Option<String>)> = sqlx::query_as(&dialect(sql::DUE_ENDPOINTS))
+                .fetch_all(&self.reader)
+                .await?;
+            common::fair_shares(due, exclude_endpoints, (first - ahead) as u32)
+        } else {
+            Vec::new()
+        };
         let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
-        let mut rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
+        let mut claim = sqlx::query_as(&CLAIMS[shares.len()])
             .bind(crate::token())
             .bind(lease_ms as i64)
             .bind(plan.max as i64)
             .bind(excluded)
             .bind(ahead)
             .bind(first)
-            .bind(after)
-            .fetch_all(&mut *self.writer.lock().await?)
-            .await?;
+            .bind(after);
+        for (endpoint, rows) in shares {
+            claim = claim.bind(endpoint).bind(rows as i64);
+        }
+        let mut rows: Vec<ClaimRow> = claim.fetch_all(&mut *self.writer.lock().await?).await?;
         // RETURNING gives no order.
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         self.with_endpoints(rows).await

@@ -524,3 +524,130 @@ async fn postgres_tenant_queries_read_tenant_indexes() {
         .await;
     check_tenants(&db, "with statistics").await;
 }
+
+/// A fair claim with 50,000 first attempts due over 20 endpoints of one tenant and one due
+/// of another: the list of endpoints with due work is a skip scan of the index of pending
+/// first attempts by endpoint (a seek per endpoint, never a scan of the backlog), and each
+/// endpoint's share is read from the same index in due order. As `DUE_ENDPOINTS` in sql.rs
+/// and the per-endpoint arms of the claim in sqlite/mod.rs and postgres.rs spell them,
+/// `hookd_now_ms()` as 10^12 (SQLite's with its index hint).
+fn fair_seed(backend: Backend) -> String {
+    let series = |n: u32| {
+        match backend {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n"
+        ),
+        Backend::Postgres => format!("SELECT i FROM generate_series(1, {n}) AS i"),
+    }
+    };
+    format!(
+        "INSERT INTO hookd_endpoints (id, tenant_id, url, event_types, signature_scheme, secret, created_at, updated_at)
+         SELECT 'a_' || i, 'a', 'https://a.example/', '[\"*\"]', 'standard', 's', 0, 0 FROM ({}) s;
+         INSERT INTO hookd_endpoints (id, tenant_id, url, event_types, signature_scheme, secret, created_at, updated_at)
+         VALUES ('b_0', 'b', 'https://b.example/', '[\"*\"]', 'standard', 's', 0, 0);
+         INSERT INTO hookd_events (event_id, event_type, payload, created_at) VALUES ('e', 'x', '{{}}', 0);
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, tenant_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
+         SELECT 'e', 'a_' || (i % 20 + 1), 'a', 'x', CASE WHEN i % 7 = 0 THEN 'succeeded' ELSE 'pending' END,
+                i, 0, i, i FROM ({}) s;
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, tenant_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
+         VALUES ('e', 'b_0', 'b', 'x', 'pending', 60000, 0, 60000, 60000);",
+        series(20),
+        series(55_000),
+    )
+}
+
+fn fair_queries(backend: Backend) -> Vec<(&'static str, String)> {
+    let hint = match backend {
+        Backend::Sqlite => "INDEXED BY hookd_deliveries_due_endpoint",
+        Backend::Postgres => "",
+    };
+    vec![
+        (
+            "fair claim: the endpoints with first attempts due",
+            format!(
+                "WITH RECURSIVE eps(endpoint_id) AS ( \
+                 SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
+                     WHERE state = 'pending' AND attempts < 1 AND NOT held ORDER BY endpoint_id LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
+                     WHERE state = 'pending' AND attempts < 1 AND NOT held AND endpoint_id > eps.endpoint_id \
+                     ORDER BY endpoint_id LIMIT 1) \
+                 FROM eps WHERE eps.endpoint_id IS NOT NULL) \
+                 SELECT e.id, e.tenant_id FROM eps JOIN hookd_endpoints e ON e.id = eps.endpoint_id \
+                 WHERE (SELECT next_attempt_at FROM hookd_deliveries {hint} \
+                     WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
+                     AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= 1000000000000"
+            ),
+        ),
+        (
+            "fair claim: one endpoint's share, oldest due first",
+            format!(
+                "SELECT id FROM hookd_deliveries {hint} WHERE endpoint_id = 'a_7' \
+                 AND state = 'pending' AND attempts < 1 AND NOT held AND next_attempt_at <= 1000000000000 \
+                 ORDER BY next_attempt_at LIMIT 25"
+            ),
+        ),
+    ]
+}
+
+async fn check_fair(db: &TestDb, when: &str) {
+    for (what, sql) in fair_queries(db.backend) {
+        let plan = explain(db, &sql).await;
+        println!("{:?} {when}, {what}:\n{plan}\n", db.backend);
+        assert!(
+            plan.contains("hookd_deliveries_due_endpoint"),
+            "{what} ({when}): expected hookd_deliveries_due_endpoint:\n{plan}"
+        );
+        assert!(
+            !plan.contains("TEMP B-TREE") && !plan.contains("Sort"),
+            "{what} ({when}) sorts:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan on hookd_deliveries")
+                && !plan
+                    .lines()
+                    .any(|l| l.contains("SCAN hookd_deliveries") && !l.contains("INDEX")),
+            "{what} ({when}) scans the deliveries:\n{plan}"
+        );
+    }
+    // The skip scan reads the endpoints with due work, not the backlog: 21 of them.
+    let (_, sql) = &fair_queries(db.backend)[0];
+    let n: i64 = match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({sql}) x"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({sql}) x"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(n, 21, "{when}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_fair_claim_reads_endpoints_not_the_backlog() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    db.exec(&fair_seed(Backend::Sqlite)).await;
+    check_fair(&db, "without statistics").await;
+    db.exec("ANALYZE").await;
+    check_fair(&db, "with statistics").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fair_claim_reads_endpoints_not_the_backlog() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    db.exec(&format!("{}; ANALYZE;", fair_seed(Backend::Postgres)))
+        .await;
+    check_fair(&db, "with statistics").await;
+}

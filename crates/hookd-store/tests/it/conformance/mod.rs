@@ -16,6 +16,7 @@ mod claim;
 mod delivery_log;
 mod endpoints;
 mod errors;
+mod fair;
 mod ingest;
 mod ingest_lease;
 mod ordered;

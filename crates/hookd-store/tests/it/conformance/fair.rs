@@ -1,0 +1,138 @@
+//! Fair claims: a tenant's backlog, or one endpoint's, does not hold up the fresh events of
+//! another tenant or endpoint; a claim's places are shared between the tenants with first
+//! attempts due, then between their endpoints.
+
+use super::*;
+
+hookd_testkit::each_backend!(
+    a_fresh_event_of_another_tenant_is_claimed_ahead_of_a_backlog,
+    a_fresh_event_of_another_endpoint_is_claimed_ahead_of_its_backlog,
+    shares_skip_busy_endpoints_and_unused_shares_go_to_the_oldest,
+    a_fair_drain_claims_every_delivery_once,
+);
+
+fn owned(id: &str, t: Option<&str>) -> Endpoint {
+    Endpoint {
+        tenant_id: t.map(|t| TenantId::parse(t).unwrap()),
+        ..endpoint(id, &["*"])
+    }
+}
+
+/// Events `{prefix}{i}` of tenant `t` for `i` in `ids`, one enqueue each.
+async fn enqueue_of(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    ids: std::ops::Range<usize>,
+    t: Option<&str>,
+) {
+    for i in ids {
+        let e = NewEvent {
+            tenant_id: t.map(str::to_string),
+            ..event(Some(&format!("{prefix}{i}")), "purchase")
+        };
+        store.enqueue_event(&e, &limits()).await.unwrap();
+    }
+}
+
+/// Tenant `a` with endpoints `ep_a1`..`ep_a4` and a backlog of 30 events (120 deliveries),
+/// then tenant `b` with `ep_b` and one fresh event.
+async fn open_with_backlog(backend: Backend) -> (TestDb, Arc<dyn Store>) {
+    let (db, store) = open(backend).await;
+    for id in ["ep_a1", "ep_a2", "ep_a3", "ep_a4"] {
+        store.insert_endpoint(&owned(id, Some("a"))).await.unwrap();
+    }
+    store
+        .insert_endpoint(&owned("ep_b", Some("b")))
+        .await
+        .unwrap();
+    enqueue_of(&store, "a", 0..30, Some("a")).await;
+    enqueue_of(&store, "b", 0..1, Some("b")).await;
+    (db, store)
+}
+
+fn endpoints(claimed: &[Claimed]) -> Vec<&str> {
+    let mut e: Vec<&str> = claimed.iter().map(|c| c.endpoint.id.as_str()).collect();
+    e.sort_unstable();
+    e
+}
+
+async fn a_fresh_event_of_another_tenant_is_claimed_ahead_of_a_backlog(backend: Backend) {
+    let (_db, store) = open_with_backlog(backend).await;
+    // Two places: one per tenant, whatever the backlog ahead in due order.
+    let claimed = store.claim(2, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        endpoints(&claimed).contains(&"ep_b"),
+        "{:?}",
+        endpoints(&claimed)
+    );
+    assert_eq!(
+        claimed
+            .iter()
+            .find(|c| c.endpoint.id == "ep_b")
+            .unwrap()
+            .event_id,
+        "b0"
+    );
+}
+
+async fn a_fresh_event_of_another_endpoint_is_claimed_ahead_of_its_backlog(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&owned("ep_x", Some("t")))
+        .await
+        .unwrap();
+    enqueue_of(&store, "x", 0..40, Some("t")).await;
+    store
+        .insert_endpoint(&owned("ep_y", Some("t")))
+        .await
+        .unwrap();
+    // Addressed to ep_y only: ep_x's backlog is 40 rows ahead of it in due order.
+    let e = NewEvent {
+        tenant_id: Some("t".into()),
+        endpoint_id: Some("ep_y".into()),
+        ..event(Some("y0"), "purchase")
+    };
+    store.enqueue_event(&e, &limits()).await.unwrap();
+    let claimed = store.claim(2, 60_000).await.unwrap();
+    assert_eq!(endpoints(&claimed), vec!["ep_x", "ep_y"]);
+}
+
+async fn shares_skip_busy_endpoints_and_unused_shares_go_to_the_oldest(backend: Backend) {
+    let (_db, store) = open_with_backlog(backend).await;
+    // ep_b busy: every place goes to tenant a, each of its endpoints its share.
+    let claimed = store
+        .claim_due(ClaimPlan::any(8), &["ep_b".to_string()], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        endpoints(&claimed),
+        vec!["ep_a1", "ep_a1", "ep_a2", "ep_a2", "ep_a3", "ep_a3", "ep_a4", "ep_a4"]
+    );
+    // Ten places: b's share is five, it has one; the four left go to a's oldest rows.
+    let claimed = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 10);
+    assert_eq!(
+        endpoints(&claimed).iter().filter(|e| **e == "ep_b").count(),
+        1
+    );
+}
+
+async fn a_fair_drain_claims_every_delivery_once(backend: Backend) {
+    let (_db, store) = open_with_backlog(backend).await;
+    let mut seen = HashSet::new();
+    loop {
+        let claimed = store.claim(7, 60_000).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for c in &claimed {
+            assert!(
+                seen.insert(c.delivery_id),
+                "claimed twice: {}",
+                c.delivery_id
+            );
+        }
+    }
+    assert_eq!(seen.len(), 121);
+}
