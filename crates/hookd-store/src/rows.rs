@@ -417,3 +417,19 @@ pub(crate) fn recorded(batch: &[crate::Completion], done: &[i64]) -> Vec<bool> {
         .map(|c| first.insert(c.delivery_id) && done.contains(&c.delivery_id))
         .collect()
 }
+
+/// The ordered endpoints with a result recorded in `batch`, each once, in the order of
+/// their first result: each may let its next held delivery go.
+pub(crate) fn ordered_endpoints<'a>(
+    batch: &'a [crate::Completion],
+    recorded: &[bool],
+) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    batch
+        .iter()
+        .zip(recorded)
+        .filter(|(c, ok)| **ok && c.ordered)
+        .map(|(c, _)| c.endpoint_id.as_str())
+        .filter(|id| seen.insert(*id))
+        .collect()
+}

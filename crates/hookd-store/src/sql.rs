@@ -158,8 +158,8 @@ pub(crate) const TARGETS: &str = "SELECT id, tenant_id, event_types, enabled, or
 pub(crate) const HAS_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM hookd_deliveries \
     WHERE endpoint_id = $1 AND state IN ('pending', 'in_flight') AND held IS NOT NULL)";
 
-/// After delivery `$1` of an ordered endpoint finished, the oldest held one goes, unless
-/// another is already on its way (a manual resend jumped the queue).
+/// After delivery `$1` of an ordered endpoint was released as failed, the oldest held one
+/// goes, unless another is already on its way (a manual resend jumped the queue).
 pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
     SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
     WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
@@ -167,6 +167,18 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
             WHERE d.id = $1 AND d.state IN ('succeeded', 'failed'))) \
     AND (SELECT 1 FROM hookd_deliveries o \
         WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
+        AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
+        LIMIT 1) IS NULL";
+
+/// After a batch of results of ordered endpoint `$1` was recorded, its oldest held delivery
+/// goes, unless one of the endpoint's is still on its way (a retry, or a manual resend that
+/// jumped the queue). Once per endpoint per batch, however many of its results the batch
+/// carries: a bulk resend of an ordered endpoint's history brings hundreds per batch.
+pub(crate) const PROMOTE_ENDPOINT_NEXT: &str = "UPDATE hookd_deliveries \
+    SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
+    WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h \
+        WHERE h.endpoint_id = $1 AND h.held AND h.state = 'pending') \
+    AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = $1 \
         AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
         LIMIT 1) IS NULL";
 

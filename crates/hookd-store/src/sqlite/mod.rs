@@ -595,13 +595,11 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
         let recorded = rows::recorded(batch, &done);
-        for (c, ok) in batch.iter().zip(&recorded) {
-            if *ok && c.ordered {
-                sqlx::query(&dialect(sql::PROMOTE_NEXT))
-                    .bind(c.delivery_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        for endpoint in rows::ordered_endpoints(batch, &recorded) {
+            sqlx::query(&dialect(sql::PROMOTE_ENDPOINT_NEXT))
+                .bind(endpoint)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(recorded)

@@ -98,6 +98,17 @@ fn history_queries() -> Vec<(&'static str, String, &'static [&'static str])> {
             UNFINISHED,
         ),
         (
+            "ordered: the next goes after a batch of results",
+            "UPDATE hookd_deliveries SET held = FALSE, next_attempt_at = 0, updated_at = 0 \
+             WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h \
+                 WHERE h.endpoint_id = 'ep_b' AND h.held AND h.state = 'pending') \
+             AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = 'ep_b' \
+                 AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
+                 LIMIT 1) IS NULL"
+                .into(),
+            UNFINISHED,
+        ),
+        (
             "ordered: the safety net (promote stranded)",
             "UPDATE hookd_deliveries SET held = FALSE, next_attempt_at = 0, updated_at = 0 \
              WHERE id IN (SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \

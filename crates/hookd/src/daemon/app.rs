@@ -24,7 +24,7 @@ use crate::daemon::maintenance;
 use crate::daemon::metered::MeteredStore;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::redact::redact;
-use crate::daemon::resend_jobs::ResendJobs;
+use crate::daemon::resend_jobs::{Pace, ResendJobs};
 use crate::daemon::supervisor::{Supervisor, Task};
 use crate::daemon::wakeup;
 
@@ -147,7 +147,7 @@ impl Application {
             ResendJobs {
                 store: store.clone(),
                 metrics: metrics.clone(),
-                max_due: config.claim_batch.saturating_mul(4).max(1000),
+                pace: Pace::for_claim_batch(config.claim_batch),
                 poll_interval: config.poll_interval,
                 wake: jobs_wake.clone(),
                 dispatch_wake: dispatch_wake.clone(),

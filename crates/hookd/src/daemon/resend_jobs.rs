@@ -2,9 +2,11 @@
 //!
 //! Each step resends one batch and moves the job's cursor in the same transaction, so a
 //! restart continues where the last committed step stopped and the job itself never resends
-//! a delivery twice. A step waits while many manual resends are already due, so a bulk
-//! resend of a million deliveries flows at the dispatcher's pace instead of flooding the
-//! due queue.
+//! a delivery twice. The job is paced by the dispatcher ([`Pace`]): it makes at most half a
+//! claim's worth of deliveries due per step, and takes no step while a claim's worth are due
+//! and unsent, so a bulk resend of a million deliveries flows at the dispatcher's pace
+//! instead of flooding the due queue (a flood of due rows makes every claim and every
+//! result batch around it longer, and other endpoints wait that long).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +20,34 @@ use hookd_store::Store;
 use crate::daemon::backoff;
 use crate::daemon::metrics::Metrics;
 
-/// Deliveries resent per step.
-pub const BATCH: u32 = 500;
+/// Deliveries resent per step, at most.
+pub const MAX_STEP: u32 = 500;
+
+/// How fast a bulk resend makes deliveries due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Deliveries resent per step.
+    pub step: u32,
+    /// No step while this many manual resends are due and not yet sent.
+    pub max_due: u32,
+}
+
+impl Pace {
+    /// From the dispatcher's claim size: half a claim per step (at most [`MAX_STEP`]), and
+    /// a claim's worth due at the most, so one claim can always take everything due.
+    pub fn for_claim_batch(claim_batch: u32) -> Pace {
+        let max_due = claim_batch.max(1);
+        Pace {
+            step: (max_due / 2).clamp(1, MAX_STEP),
+            max_due,
+        }
+    }
+}
 
 pub struct ResendJobs {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
-    /// Steps wait while this many manual resends are due and not yet sent.
-    pub max_due: u32,
+    pub pace: Pace,
     pub poll_interval: Duration,
     /// Notified when a job is created.
     pub wake: Arc<Notify>,
@@ -36,8 +58,9 @@ pub struct ResendJobs {
 impl ResendJobs {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut delays = backoff::database().build();
+        let Pace { step, max_due } = self.pace;
         loop {
-            let wait = match self.store.step_resend_jobs(BATCH, self.max_due).await {
+            let wait = match self.store.step_resend_jobs(step, max_due).await {
                 Ok(0) => {
                     delays = backoff::database().build();
                     self.poll_interval * 5
@@ -59,6 +82,31 @@ impl ResendJobs {
                 _ = self.wake.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_follows_the_claim_size() {
+        let cases = [
+            // (claim_batch, step, max_due)
+            (512, 256, 512),
+            (1, 1, 1),
+            (2, 1, 2),
+            (3, 1, 3),
+            (1000, 500, 1000),
+            (10_000, MAX_STEP, 10_000),
+        ];
+        for (claim_batch, step, max_due) in cases {
+            assert_eq!(
+                Pace::for_claim_batch(claim_batch),
+                Pace { step, max_due },
+                "claim_batch {claim_batch}"
+            );
         }
     }
 }

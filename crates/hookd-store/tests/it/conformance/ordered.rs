@@ -5,6 +5,7 @@ use super::*;
 hookd_testkit::each_backend!(
     ordered_endpoints_hold_the_next_delivery,
     the_safety_net_lets_one_go_per_idle_ordered_endpoint,
+    one_batch_of_results_lets_one_held_delivery_go,
 );
 
 /// The safety net lets the oldest held delivery go of each ordered endpoint that has
@@ -172,4 +173,43 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
         .map(|c| c.event_id)
         .collect();
     assert_eq!(released, ["e5", "e6", "e7"]);
+}
+
+/// Manual resends of an ordered endpoint's finished deliveries go beside its head; when
+/// their results and the head's are recorded in one batch, exactly the next held one goes.
+async fn one_batch_of_results_lets_one_held_delivery_go(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&Endpoint {
+            ordered: true,
+            ..endpoint("ep_o", &["*"])
+        })
+        .await
+        .unwrap();
+    enqueue_numbered(&store, 0..5, "x").await;
+    let mut finished = Vec::new();
+    for expected in ["e0", "e1"] {
+        let head = store.claim(10, 60_000).await.unwrap();
+        assert_eq!(head.len(), 1);
+        assert_eq!(head[0].event_id, expected);
+        store.complete(&[succeeded(&head[0])]).await.unwrap();
+        finished.push(head[0].delivery_id);
+    }
+    for id in &finished {
+        assert!(store.resend(*id).await.unwrap());
+    }
+    let batch = store.claim(10, 60_000).await.unwrap();
+    let mut events: Vec<&str> = batch.iter().map(|c| c.event_id.as_str()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["e0", "e1", "e2"], "two resends beside the head");
+    let results: Vec<Completion> = batch.iter().map(succeeded).collect();
+    assert_eq!(store.complete(&results).await.unwrap(), [true, true, true]);
+
+    let next = store.claim(10, 60_000).await.unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.event_id.as_str()).collect::<Vec<_>>(),
+        ["e3"],
+        "one held delivery goes, the oldest"
+    );
+    assert_eq!(store.promote_stranded().await.unwrap(), 0, "e4 stays held");
 }
