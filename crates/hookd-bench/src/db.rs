@@ -371,12 +371,20 @@ pub enum Insert {
     /// `POST /v1/events` at a fixed rate (events/s); an event counts as committed when
     /// hookd answers 202 (it has stored the event and its deliveries by then).
     Api(f64),
+    /// `POST /v1/events` from this many closed-loop clients, each sending its next event
+    /// as soon as the last one was answered (saturation through the API).
+    ApiLoop(usize),
 }
 
 impl Insert {
     /// Inserts as fast as the producers can: hookd runs at saturation.
     pub fn at_saturation(&self) -> bool {
-        matches!(self, Insert::Batch(_) | Insert::Single)
+        matches!(self, Insert::Batch(_) | Insert::Single | Insert::ApiLoop(_))
+    }
+
+    /// Events go through `POST /v1/events` rather than the outbox.
+    pub fn through_api(&self) -> bool {
+        matches!(self, Insert::Api(_) | Insert::ApiLoop(_))
     }
 
     pub fn label(&self) -> String {
@@ -385,6 +393,7 @@ impl Insert {
             Insert::Single => "single".into(),
             Insert::Paced(r) => format!("{r:.0}/s"),
             Insert::Api(r) => format!("API {r:.0}/s"),
+            Insert::ApiLoop(c) => format!("API c{c}"),
         }
     }
 }
@@ -393,6 +402,8 @@ impl Insert {
 pub struct Commits {
     pub at: Vec<AtomicU64>,
     pub first_start_ns: AtomicU64,
+    /// Through the API: each request's time from send to hookd's answer, ns.
+    pub accept_ns: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Commits {
@@ -400,6 +411,7 @@ impl Commits {
         Arc::new(Commits {
             at: (0..n).map(|_| AtomicU64::new(0)).collect(),
             first_start_ns: AtomicU64::new(u64::MAX),
+            accept_ns: std::sync::Mutex::new(Vec::with_capacity(n)),
         })
     }
 }
@@ -423,23 +435,33 @@ pub async fn produce(
     let (paced_tx, paced_rx) = tokio::sync::mpsc::channel::<usize>(65_536);
     let paced_rx = Arc::new(tokio::sync::Mutex::new(paced_rx));
     let mut tasks = tokio::task::JoinSet::new();
-    if let Insert::Api(_) = insert {
+    if insert.through_api() {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(producers.max(1))
             .build()
             .context("HTTP client")?;
         for _ in 0..producers.max(1) {
             let (http, url) = (http.clone(), format!("{api}/v1/events"));
             let (commits, prefix) = (commits.clone(), prefix.to_string());
-            let paced_rx = paced_rx.clone();
+            let (paced_rx, next) = (paced_rx.clone(), next.clone());
             tasks.spawn(async move {
+                let mut accepts = Vec::new();
                 loop {
-                    let Some(i) = paced_rx.lock().await.recv().await else {
-                        break;
+                    let i = if let Insert::ApiLoop(_) = insert {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        i
+                    } else {
+                        let Some(i) = paced_rx.lock().await.recv().await else {
+                            break;
+                        };
+                        i
                     };
-                    commits
-                        .first_start_ns
-                        .fetch_min(now_ns(), Ordering::Relaxed);
+                    let sent = now_ns();
+                    commits.first_start_ns.fetch_min(sent, Ordering::Relaxed);
                     let body = format!(
                         "{{\"event_id\":\"{prefix}{i}\",\"event_type\":\"{EVENT_TYPE}\",\"payload\":{}}}",
                         payload(i, size)
@@ -456,12 +478,18 @@ pub async fn produce(
                         anyhow::bail!("POST /v1/events answered {}", response.status());
                     }
                     commits.at[i].store(t, Ordering::Release);
+                    accepts.push(t - sent);
                 }
+                commits
+                    .accept_ns
+                    .lock()
+                    .expect("never poisoned")
+                    .extend(accepts);
                 Ok::<_, anyhow::Error>(())
             });
         }
     }
-    let db_producers = if let Insert::Api(_) = insert {
+    let db_producers = if insert.through_api() {
         0
     } else {
         producers.max(1)
@@ -481,10 +509,12 @@ pub async fn produce(
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         i..i + 1
                     }
-                    Insert::Paced(_) | Insert::Api(_) => match paced_rx.lock().await.recv().await {
-                        Some(i) => i..i + 1,
-                        None => break,
-                    },
+                    Insert::Paced(_) | Insert::Api(_) | Insert::ApiLoop(_) => {
+                        match paced_rx.lock().await.recv().await {
+                            Some(i) => i..i + 1,
+                            None => break,
+                        }
+                    }
                 };
                 if range.start >= n {
                     break;

@@ -37,6 +37,9 @@ enum Scenario {
     Latency,
     /// `POST /v1/events` paced at --rate events/s; 202-to-receipt latency.
     ApiLatency,
+    /// `POST /v1/events` from closed-loop clients at each --api-concurrency, as fast as
+    /// hookd answers: deliveries/s and accept latency, beside the outbox's throughput.
+    ApiThroughput,
     /// Like throughput (batches), with --error-fraction of requests answered 500.
     Errors,
     /// --preload finished deliveries bulk-loaded first, then throughput (batches).
@@ -55,7 +58,7 @@ enum Scenario {
     /// arrive one at a time: B's commit-to-receipt p99 and A's drain rate against A alone;
     /// A and B as two tenants, then as two endpoints of one tenant.
     NoisyNeighbour,
-    /// throughput, fanout, latency, api-latency, errors, scale.
+    /// throughput, fanout, latency, api-latency, api-throughput, errors, scale.
     All,
 }
 
@@ -119,6 +122,9 @@ struct Cli {
     /// Comma-separated to run each count: 1,2.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     instances: Vec<usize>,
+    /// Closed-loop clients of the api-throughput scenario, comma-separated: one run each.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+    api_concurrency: Vec<usize>,
     /// Producer connections. Default: 1 on SQLite; on PostgreSQL 2 for batches, 16 for
     /// single-row transactions.
     #[arg(long)]
@@ -225,6 +231,7 @@ impl Cli {
                     Scenario::Fanout,
                     Scenario::Latency,
                     Scenario::ApiLatency,
+                    Scenario::ApiThroughput,
                     Scenario::Errors,
                     Scenario::Scale,
                 ],
@@ -301,6 +308,15 @@ impl Cli {
                                     latency_events,
                                 )
                             });
+                        }
+                        Scenario::ApiThroughput => {
+                            for c in &self.api_concurrency {
+                                let c = (*c).max(1);
+                                plan.push(Spec {
+                                    producers: c,
+                                    ..spec("api-throughput", Insert::ApiLoop(c), events)
+                                });
+                            }
                         }
                         Scenario::Errors => plan.push(Spec {
                             fail_permille,

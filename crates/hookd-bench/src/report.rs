@@ -202,6 +202,9 @@ impl Report {
                     fmt_num(r.latency.p50_ms),
                     fmt_num(r.latency.p99_ms),
                     fmt_num(r.latency.max_ms),
+                    r.accept
+                        .map(|a| format!("{} / {}", fmt_num(a.p50_ms), fmt_num(a.p99_ms)))
+                        .unwrap_or_else(|| "-".into()),
                     format!("{:.1}", r.peak_rss_mb),
                     format!("{:.2}", r.cpu_secs_per_10k),
                     r.fraction_of_ceiling
@@ -230,6 +233,7 @@ impl Report {
                 "p50 ms",
                 "p99 ms",
                 "max ms",
+                "accept p50/p99 ms",
                 "RSS MB",
                 "CPU s/10k",
                 "of ceiling",
@@ -606,6 +610,40 @@ impl Report {
                 under(api, true, 50.0),
             );
         }
+        // The API path at concurrency 64 against the batched outbox and the ceiling.
+        for (db, of_ceiling) in [("sqlite", 0.30), ("postgres", 0.18)] {
+            let api = find(db, "api-throughput", Some("API c64"));
+            let outbox = find(db, "throughput", Some("batch"));
+            push(
+                &format!("{db}: API path at concurrency 64 >= 70% of the batched outbox"),
+                api.zip(outbox).map(|(a, o)| {
+                    let ratio = a.deliveries_per_sec / o.deliveries_per_sec.max(1.0);
+                    (
+                        format!(
+                            "{:.0}/s against {:.0}/s: {:.0}%",
+                            a.deliveries_per_sec,
+                            o.deliveries_per_sec,
+                            ratio * 100.0
+                        ),
+                        ratio >= 0.70,
+                    )
+                }),
+            );
+            push(
+                &format!(
+                    "{db}: API path at concurrency 64 >= {:.0}% of the ceiling",
+                    of_ceiling * 100.0
+                ),
+                api.and_then(|a| a.fraction_of_ceiling)
+                    .map(|f| (format!("{:.0}%", f * 100.0), f >= of_ceiling)),
+            );
+        }
+        push(
+            "PostgreSQL: API accept latency p50 < 10 ms at concurrency 64",
+            find("postgres", "api-throughput", Some("API c64"))
+                .and_then(|a| a.accept)
+                .map(|a| (format!("{:.2} ms", a.p50_ms), a.p50_ms < 10.0)),
+        );
         push(
             "SQLite latency p99 < poll interval + 20 ms (120 ms)",
             under(find("sqlite", "latency", None), true, 120.0),

@@ -99,6 +99,8 @@ pub struct Outcome {
     pub attempts_per_sec: f64,
     /// Commit of the outbox row to the first 2xx answer of the delivery.
     pub latency: Latency,
+    /// Through the API: from sending `POST /v1/events` to hookd's answer.
+    pub accept: Option<Latency>,
     /// Largest VmHWM among the hookd processes, and their sum.
     pub peak_rss_mb: f64,
     pub peak_rss_mb_total: f64,
@@ -611,6 +613,17 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().map(|l| *l as f64 / 1e6).unwrap_or(0.0),
     };
+
+    let mut accepts = std::mem::take(&mut *commits.accept_ns.lock().expect("never poisoned"));
+    if !accepts.is_empty() {
+        accepts.sort_unstable();
+        out.accept = Some(Latency {
+            p50_ms: percentile(&accepts, 0.50),
+            p90_ms: percentile(&accepts, 0.90),
+            p99_ms: percentile(&accepts, 0.99),
+            max_ms: accepts.last().map(|l| *l as f64 / 1e6).unwrap_or(0.0),
+        });
+    }
 
     let rss: Vec<f64> = hookds
         .iter()

@@ -323,7 +323,21 @@ pub trait Store: Send + Sync + 'static {
     // --- events ----------------------------------------------------------------------
     /// Stores an event and its deliveries in one transaction. A known `event_id` creates
     /// nothing and reports the first enqueue's delivery count.
-    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued>;
+    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
+        let mut done = self
+            .enqueue_events(std::slice::from_ref(event), limits)
+            .await?;
+        Ok(done.pop().expect("one event in, one answer out"))
+    }
+    /// Stores a group of events and their deliveries in one transaction (the API's group
+    /// commit), one answer per event in order, each as [`Store::enqueue_event`] would give
+    /// it: a known `event_id`, or one repeated within the group, creates nothing and reports
+    /// the first enqueue's delivery count. Statements per group: a constant, not per event.
+    async fn enqueue_events(
+        &self,
+        events: &[NewEvent],
+        limits: &IngestLimits,
+    ) -> Result<Vec<Enqueued>>;
     /// Moves up to `max_rows` rows from `hookd_outbox` into events and deliveries, in one
     /// transaction. Returns the number of outbox rows consumed.
     async fn ingest_outbox(&self, max_rows: u32, limits: &IngestLimits) -> Result<u64> {

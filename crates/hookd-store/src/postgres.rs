@@ -35,9 +35,14 @@ const CHANNEL: &str = "hookd";
 /// Connections per instance: the dispatcher (its claims and outbox reads), the recorder and
 /// the API share them.
 const MAX_CONNECTIONS: u32 = 16;
+/// Connections of the API's event writes, apart from the rest so that neither the API nor
+/// the dispatcher can starve the other: the API's group commit writes one group at a time.
+const EVENT_CONNECTIONS: u32 = 2;
 
 pub struct PgStore {
     pool: PgPool,
+    /// `enqueue_events` only.
+    events_pool: PgPool,
     sealer: Option<Arc<dyn Sealer>>,
 }
 
@@ -48,7 +53,15 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool, sealer: None })
+        let events_pool = PgPoolOptions::new()
+            .max_connections(EVENT_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(url)?;
+        Ok(Self {
+            pool,
+            events_pool,
+            sealer: None,
+        })
     }
 
     fn sealer(&self) -> Option<&dyn Sealer> {
@@ -396,24 +409,27 @@ impl Store for PgStore {
 
     // --- events ----------------------------------------------------------------------
 
-    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
-        let mut tx = self.pool.begin().await?;
+    async fn enqueue_events(
+        &self,
+        events: &[NewEvent],
+        limits: &IngestLimits,
+    ) -> Result<Vec<Enqueued>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.events_pool.begin().await?;
         let targets = Self::targets(&mut tx).await?;
-        let (event_id, created) =
-            Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
-                .await?
-                .pop()
-                .expect("one event in, one out");
-        let deliveries: i64 = sqlx::query_scalar(sql::COUNT_EVENT_DELIVERIES)
-            .bind(&event_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let incoming: Vec<Incoming> = events.iter().map(Incoming::from).collect();
+        let stored = Self::store_events(&mut tx, &targets, &incoming, limits, None).await?;
+        let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+        let counts: HashMap<String, i64> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_POSTGRES)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
         tx.commit().await?;
-        Ok(Enqueued {
-            event_id,
-            deliveries: deliveries as u64,
-            created,
-        })
+        Ok(rows::enqueued(stored, &counts))
     }
 
     async fn ingest_leasing(

@@ -433,3 +433,19 @@ pub(crate) fn ordered_endpoints<'a>(
         .filter(|id| seen.insert(*id))
         .collect()
 }
+
+/// The answers of a group commit, in the order of its events: `stored` as the ingest
+/// returned it (event id, created now), `counts` each event's deliveries.
+pub(crate) fn enqueued(
+    stored: Vec<(String, bool)>,
+    counts: &std::collections::HashMap<String, i64>,
+) -> Vec<crate::Enqueued> {
+    stored
+        .into_iter()
+        .map(|(event_id, created)| crate::Enqueued {
+            deliveries: counts.get(&event_id).copied().unwrap_or(0) as u64,
+            event_id,
+            created,
+        })
+        .collect()
+}

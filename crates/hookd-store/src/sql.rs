@@ -198,8 +198,12 @@ pub(crate) const DUE_ENDPOINTS: &str = "WITH RECURSIVE eps(endpoint_id) AS ( \
         WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
         AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= hookd_now_ms()";
 
-pub(crate) const COUNT_EVENT_DELIVERIES: &str =
-    "SELECT COUNT(*) FROM hookd_deliveries WHERE event_id = $1";
+/// The deliveries of each event of a group (one read per group commit, by the event index).
+/// `$1`: the event ids, a JSON array on SQLite (`json_each`), a `text[]` on PostgreSQL.
+pub(crate) const COUNT_EVENTS_DELIVERIES_SQLITE: &str = "SELECT event_id, COUNT(*) \
+    FROM hookd_deliveries WHERE event_id IN (SELECT value FROM json_each($1)) GROUP BY event_id";
+pub(crate) const COUNT_EVENTS_DELIVERIES_POSTGRES: &str = "SELECT event_id, COUNT(*) \
+    FROM hookd_deliveries WHERE event_id = ANY($1) GROUP BY event_id";
 
 /// `$2`: the scope's tenant (NULL: the admin's scope, every event).
 pub(crate) const EVENT: &str = "SELECT event_id, event_type, payload, endpoint_id, tenant_id, \

@@ -443,24 +443,27 @@ impl Store for SqliteStore {
 
     // --- events ----------------------------------------------------------------------
 
-    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
+    async fn enqueue_events(
+        &self,
+        events: &[NewEvent],
+        limits: &IngestLimits,
+    ) -> Result<Vec<Enqueued>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.writer.begin().await?;
         let targets = Self::targets(&mut tx).await?;
-        let (event_id, created) =
-            Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
-                .await?
-                .pop()
-                .expect("one event in, one out");
-        let deliveries: i64 = sqlx::query_scalar(&dialect(sql::COUNT_EVENT_DELIVERIES))
-            .bind(&event_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let incoming: Vec<Incoming> = events.iter().map(Incoming::from).collect();
+        let stored = Self::store_events(&mut tx, &targets, &incoming, limits, None).await?;
+        let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+        let counts: HashMap<String, i64> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
+            .bind(serde_json::to_string(&ids).expect("strings serialise"))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
         tx.commit().await?;
-        Ok(Enqueued {
-            event_id,
-            deliveries: deliveries as u64,
-            created,
-        })
+        Ok(rows::enqueued(stored, &counts))
     }
 
     async fn ingest_leasing(

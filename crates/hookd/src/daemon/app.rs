@@ -185,6 +185,11 @@ impl Application {
             allowed_hosts: Arc::new(config.allowed_hosts()),
             targets: Arc::new(config.target_policy()),
             limits,
+            events: api::group_commit::GroupCommit::new(
+                store.clone(),
+                limits,
+                api::group_commit::GroupCommit::in_flight_for(store.backend()),
+            ),
             health: health.clone(),
         };
         // The API stays up while the dispatcher drains, answering /readyz with 503.

@@ -162,8 +162,12 @@ impl Store for MeteredStore {
     async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64> {
         metered!(self, revoke_tenant_tokens(tenant))
     }
-    async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
-        metered!(self, enqueue_event(event, limits))
+    async fn enqueue_events(
+        &self,
+        events: &[NewEvent],
+        limits: &IngestLimits,
+    ) -> Result<Vec<Enqueued>> {
+        metered!(self, enqueue_events(events, limits))
     }
     /// Observed as `ingest_outbox` (which calls it): the same work, with or without leases.
     async fn ingest_leasing(

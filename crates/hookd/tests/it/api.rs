@@ -517,3 +517,49 @@ async fn times_out_of_range_are_422() {
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+/// `POST /v1/events` from many clients at once: the requests share transactions, and each
+/// is answered as it would be alone (202 once per event id, 200 for a repeat with the first
+/// count, 422 for a bad one, which fails alone). On both stores.
+#[tokio::test]
+async fn concurrent_events_are_answered_each_as_alone() {
+    for db in [TestDb::sqlite(), TestDb::postgres().await] {
+        let app = TestApp::spawn(&db).await;
+        let receiver = Receiver::ok().await;
+        app.endpoint(json!({ "url": receiver.url() })).await;
+        let bodies: Vec<Value> = (0..60)
+            .map(|i| match i % 3 {
+                0 => json!({ "event_type": "x", "event_id": format!("u{i}"), "payload": {} }),
+                1 => json!({ "event_type": "x", "event_id": "dup", "payload": {} }),
+                _ => json!({ "event_type": "x", "event_id": "has space", "payload": {} }),
+            })
+            .collect();
+        let answers = futures_util::future::join_all(
+            bodies.iter().map(|b| app.post("/v1/events", b.clone())),
+        )
+        .await;
+        let mut dup_created = 0;
+        for (i, (status, body)) in answers.iter().enumerate() {
+            match i % 3 {
+                0 => {
+                    assert_eq!(*status, StatusCode::ACCEPTED, "{body}");
+                    assert_eq!(body["event_id"], format!("u{i}"));
+                    assert_eq!(body["deliveries"], 1);
+                }
+                1 => {
+                    assert!(
+                        [StatusCode::ACCEPTED, StatusCode::OK].contains(status),
+                        "{status} {body}"
+                    );
+                    dup_created += usize::from(*status == StatusCode::ACCEPTED);
+                    assert_eq!(body["event_id"], "dup");
+                    assert_eq!(body["deliveries"], 1, "the first answer's count");
+                }
+                _ => assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "{body}"),
+            }
+        }
+        assert_eq!(dup_created, 1, "one 202 for a repeated event id");
+        app.wait_all_finished(21).await;
+        app.stop().await;
+    }
+}

@@ -8,6 +8,7 @@ hookd_testkit::each_backend!(
     bad_payloads_fail_with_a_reason,
     odd_outbox_rows_fail_alone,
     a_batch_of_events_keeps_arrival_order,
+    a_group_of_events_answers_each_as_alone,
 );
 
 async fn fan_out_targets_and_dedupes(backend: Backend) {
@@ -279,4 +280,55 @@ async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
         .iter()
         .filter(|d| d.event_id != "e-bad")
         .all(|d| d.state == DeliveryState::Pending));
+}
+
+/// The API's group commit: one transaction, and each event answered as if written alone
+/// (a repeat within the group or of a known event creates nothing and reports the first
+/// count).
+async fn a_group_of_events_answers_each_as_alone(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    store
+        .insert_endpoint(&endpoint("ep_all", &["*"]))
+        .await
+        .unwrap();
+    store
+        .insert_endpoint(&endpoint("ep_buy", &["purchase"]))
+        .await
+        .unwrap();
+    store
+        .enqueue_event(&event(Some("known"), "purchase"), &limits())
+        .await
+        .unwrap();
+
+    let mut targeted = event(Some("t"), "purchase");
+    targeted.endpoint_id = Some("ep_buy".into());
+    let group = [
+        event(Some("a"), "purchase"),
+        event(Some("b"), "refund"),
+        event(Some("a"), "refund"),
+        event(Some("known"), "refund"),
+        targeted,
+        event(None, "purchase"),
+    ];
+    let answers = store.enqueue_events(&group, &limits()).await.unwrap();
+    let seen: Vec<(&str, u64, bool)> = answers
+        .iter()
+        .map(|a| (a.event_id.as_str(), a.deliveries, a.created))
+        .collect();
+    assert_eq!(
+        seen[..5],
+        [
+            ("a", 2, true),
+            ("b", 1, true),
+            ("a", 2, false),
+            ("known", 2, false),
+            ("t", 1, true),
+        ]
+    );
+    assert!(seen[5].0.starts_with("evt_"));
+    assert_eq!((seen[5].1, seen[5].2), (2, true));
+    assert_eq!(
+        store.enqueue_events(&[], &limits()).await.unwrap(),
+        Vec::<Enqueued>::new()
+    );
 }

@@ -98,7 +98,7 @@ pub async fn create(
         endpoint_id: req.endpoint_id,
         tenant_id: tenant.map(|t| t.to_string()),
     };
-    let enqueued = state.store.enqueue_event(&event, &state.limits).await?;
+    let enqueued = state.events.enqueue(event).await?;
     let status = if enqueued.created {
         state.dispatch_wake.notify_one();
         StatusCode::ACCEPTED

@@ -1,7 +1,7 @@
 //! The admin REST API, `/metrics` and the health checks, on one axum router.
 //!
 //! - `endpoints`: register and manage receivers.
-//! - `events`: accept events over HTTP.
+//! - `events`: accept events over HTTP; `group_commit` writes concurrent ones together.
 //! - `deliveries`: the delivery log with every attempt, and resends.
 //! - `summary`: per endpoint, how its recent deliveries went (the dashboard's overview).
 //! - `tenants`: tenants' portal tokens.
@@ -20,6 +20,7 @@ mod etag;
 mod events;
 #[cfg(test)]
 mod fuzz;
+pub mod group_commit;
 mod json;
 pub mod openapi;
 pub mod scope;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// Which endpoint URLs may be registered.
     pub targets: Arc<crate::daemon::ssrf::TargetPolicy>,
     pub limits: IngestLimits,
+    /// Writes `POST /v1/events` in shared transactions.
+    pub events: group_commit::GroupCommit,
     pub health: Arc<crate::daemon::health::Health>,
 }
 

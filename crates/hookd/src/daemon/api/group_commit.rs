@@ -1,0 +1,129 @@
+//! Group commit of `POST /v1/events`: requests that arrive while a commit is in progress
+//! are written together in the next one, and each is answered once its own row is durable.
+//!
+//! No task of its own: the first request to find a commit slot free leads a group of every
+//! request waiting by then (at most [`MAX_GROUP`]); the rest wait for its answer. The write
+//! runs in a task of its own, so a leader whose client goes away cannot cancel the group
+//! it took. A group whose transaction fails is written again one event at a time, so one
+//! bad request fails alone.
+
+use std::sync::{Arc, Mutex};
+
+use hookd_store::{Enqueued, IngestLimits, NewEvent, Store, StoreError};
+use tokio::sync::{oneshot, Semaphore};
+
+/// The largest group one transaction writes: a commit's cost grows little with its rows
+/// up to here (SQLite's one writer, PostgreSQL's WAL flush), and a failed group is
+/// written again one by one.
+pub const MAX_GROUP: usize = 256;
+
+type Answer = Result<Enqueued, StoreError>;
+
+struct Waiting {
+    event: NewEvent,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The API's writer of events.
+#[derive(Clone)]
+pub struct GroupCommit {
+    store: Arc<dyn Store>,
+    limits: IngestLimits,
+    waiting: Arc<Mutex<Vec<Waiting>>>,
+    /// A permit is held while a group is written; the next group gathers meanwhile.
+    committing: Arc<Semaphore>,
+}
+
+impl GroupCommit {
+    /// `in_flight`: groups written at once. SQLite has one writer, so 1; on PostgreSQL a
+    /// commit mostly waits for its WAL flush, and a second group can be written meanwhile.
+    pub fn new(store: Arc<dyn Store>, limits: IngestLimits, in_flight: usize) -> Self {
+        Self {
+            store,
+            limits,
+            waiting: Arc::default(),
+            committing: Arc::new(Semaphore::new(in_flight.max(1))),
+        }
+    }
+
+    /// Groups in flight for a store: see [`GroupCommit::new`].
+    pub fn in_flight_for(backend: &str) -> usize {
+        if backend == "postgres" {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Stores `event` and its deliveries, in a transaction shared with the requests that
+    /// wait alongside it; returns once that transaction has committed.
+    pub async fn enqueue(&self, event: NewEvent) -> Answer {
+        let (answer, mut answered) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("the waiting list is never poisoned")
+            .push(Waiting { event, answer });
+        loop {
+            let turn = tokio::select! {
+                biased;
+                answer = &mut answered => return answer.unwrap_or_else(|_| Err(ended())),
+                turn = self.committing.clone().acquire_owned() => turn.expect("never closed"),
+            };
+            // Another group may have taken this event (and answered it just now).
+            if let Some(answer) = taken(&mut answered) {
+                return answer;
+            }
+            let group = {
+                let mut waiting = self.waiting.lock().expect("never poisoned");
+                let n = waiting.len().min(MAX_GROUP);
+                waiting.drain(..n).collect::<Vec<_>>()
+            };
+            let (store, limits) = (self.store.clone(), self.limits);
+            let written = tokio::spawn(async move {
+                write(store.as_ref(), &limits, group).await;
+                drop(turn);
+            });
+            // A panic in the write drops the group's senders: each waiter sees it below.
+            let _ = written.await;
+            if let Some(answer) = taken(&mut answered) {
+                return answer;
+            }
+        }
+    }
+}
+
+/// This request's answer, if its group has been written.
+fn taken(answered: &mut oneshot::Receiver<Answer>) -> Option<Answer> {
+    match answered.try_recv() {
+        Ok(answer) => Some(answer),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        Err(oneshot::error::TryRecvError::Closed) => Some(Err(ended())),
+    }
+}
+
+/// The answer of a request whose group's write panicked.
+fn ended() -> StoreError {
+    StoreError::Stopped("the event writer ended before answering".into())
+}
+
+async fn write(store: &dyn Store, limits: &IngestLimits, group: Vec<Waiting>) {
+    let events: Vec<NewEvent> = group.iter().map(|w| w.event.clone()).collect();
+    match store.enqueue_events(&events, limits).await {
+        Ok(answers) => {
+            for (waiting, answer) in group.into_iter().zip(answers) {
+                let _ = waiting.answer.send(Ok(answer));
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            let waiting = group.into_iter().next().expect("one");
+            let _ = waiting.answer.send(Err(e));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, events = group.len(), "a group of API events failed: writing them one by one");
+            for waiting in group {
+                let answer = store.enqueue_event(&waiting.event, limits).await;
+                let _ = waiting.answer.send(answer);
+            }
+        }
+    }
+}
