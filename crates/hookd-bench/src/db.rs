@@ -292,9 +292,21 @@ impl Conn {
              (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint \
              FROM pg_stat_database WHERE datname = current_database()",
         )
-        .fetch_one(c)
+        .fetch_one(&mut *c)
         .await
         .ok()?;
+        // Statements run in this database, when the server preloads pg_stat_statements
+        // (`shared_preload_libraries`); `None` otherwise.
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut *c)
+            .await;
+        let statements: Option<i64> = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(calls), 0)::bigint FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&mut *c)
+        .await
+        .ok();
         Some(PgCounters {
             commits: row.0,
             rollbacks: row.1,
@@ -302,6 +314,7 @@ impl Conn {
             updated: row.3,
             deleted: row.4,
             wal_bytes: row.5,
+            statements,
         })
     }
 }
@@ -344,6 +357,8 @@ pub struct PgCounters {
     pub updated: i64,
     pub deleted: i64,
     pub wal_bytes: i64,
+    /// Statements run in the database (pg_stat_statements' calls), when it is loaded.
+    pub statements: Option<i64>,
 }
 
 impl PgCounters {
@@ -355,6 +370,7 @@ impl PgCounters {
             updated: self.updated - before.updated,
             deleted: self.deleted - before.deleted,
             wal_bytes: self.wal_bytes - before.wal_bytes,
+            statements: self.statements.zip(before.statements).map(|(a, b)| a - b),
         }
     }
 }

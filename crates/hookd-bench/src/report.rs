@@ -307,6 +307,9 @@ impl Report {
                         .unwrap_or_else(|| "-".into()),
                     pg.map(|p| format!("{:.0}", p.wal_bytes))
                         .unwrap_or_else(|| "-".into()),
+                    pg.and_then(|p| p.statements)
+                        .map(|s| format!("{s:.2}"))
+                        .unwrap_or_else(|| "-".into()),
                     r.answered_500.to_string(),
                     r.log_warnings.to_string(),
                 ]
@@ -340,6 +343,7 @@ impl Report {
                 "PG rollbacks/deliv",
                 "PG rows/deliv",
                 "WAL B/deliv",
+                "PG statements/deliv",
                 "500s",
                 "warn lines",
             ],

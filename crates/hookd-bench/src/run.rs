@@ -188,6 +188,8 @@ pub struct PgPerDelivery {
     pub rows_updated: f64,
     pub rows_deleted: f64,
     pub wal_bytes: f64,
+    /// Statements per delivery (producers' included), with pg_stat_statements loaded.
+    pub statements: Option<f64>,
     pub totals: PgCounters,
 }
 
@@ -709,6 +711,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
                 rows_updated: per(d.updated),
                 rows_deleted: per(d.deleted),
                 wal_bytes: per(d.wal_bytes),
+                statements: d.statements.map(per),
                 totals: d,
             });
         }
