@@ -8,11 +8,14 @@
 //!   [`connect`], which picks a store by URL; and the sealing of secrets at rest
 //!   ([`Sealer`]).
 //! - `sqlite/`: [`SqliteStore`], the embedded default (WAL, one writer connection).
-//!   `sqlite/mod.rs` is every statement it runs, in its `Store` methods; `sqlite/writer.rs`
+//!   `sqlite/mod.rs` is its `Store` methods and the statements only it runs; `sqlite/writer.rs`
 //!   is the one write connection: how writes queue for it, its transactions, readiness
 //!   when its thread ends, and the WAL checkpointer beside it.
 //! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
-//!   LOCKED`, LISTEN/NOTIFY): every statement it runs, in its `Store` methods.
+//!   LOCKED`, LISTEN/NOTIFY): its `Store` methods and the statements only it runs.
+//! - `shared.rs`: the Rust both stores run around their statements, generic over sqlx's
+//!   `Database`: the endpoint's bound values, endpoint lookups, claimed rows joined with
+//!   their endpoints, what an ingest did, the ordered endpoints a batch of results lets go.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write
@@ -47,6 +50,7 @@ pub mod fair;
 pub mod ingest;
 mod postgres;
 mod rows;
+mod shared;
 mod sql;
 mod sqlite;
 pub mod summary;

@@ -5,10 +5,11 @@
 //! `hookd_outbox` sends `NOTIFY hookd` when a producer commits, and ingestion sends one when
 //! it creates deliveries, so every instance wakes at once; polling remains as a fallback.
 //!
-//! This file is every statement the store runs, in its `Store` methods: most are shared
+//! This file is the store's `Store` methods and the statements only it runs: most are shared
 //! with SQLite (`crate::sql`) and run as written there.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::matching::{self, Target};
 use crate::rows::{
     self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
 };
+use crate::shared;
 use crate::sql;
 use crate::*;
 
@@ -191,36 +193,18 @@ impl Store for PgStore {
     // --- endpoints -------------------------------------------------------------------
 
     async fn insert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
-        let (event_types, schedule, headers) = rows::endpoint_json(e);
-        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
-        sqlx::query(sql::INSERT_ENDPOINT)
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(event_types)
-            .bind(e.bearer_token.as_deref().map(seal))
-            .bind(e.signature_scheme.as_str())
-            .bind(seal(&e.secret))
-            .bind(schedule)
-            .bind(e.timeout_ms.map(|t| t as i64))
-            .bind(headers)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
-            .bind(e.disabled_at)
-            .bind(e.previous_secret.as_deref().map(seal))
-            .bind(e.previous_secret_expires_at)
-            .bind(e.ordered)
+        shared::bind_endpoint(sqlx::query(sql::INSERT_ENDPOINT), e, self.sealer())
             .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&self.pool)
             .await?;
-        self.endpoint_any(&self.pool, &e.id).await?.ok_or_else(|| {
+        self.endpoint_any(&e.id).await?.ok_or_else(|| {
             StoreError::Inconsistent(format!("endpoint {} is not there after its insert", e.id))
         })
     }
 
     async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
         Ok(self
-            .endpoint_any(&self.pool, id)
+            .endpoint_any(id)
             .await?
             .filter(|e| !e.deleted && scope.sees(e.tenant_id.as_ref())))
     }
@@ -262,33 +246,15 @@ impl Store for PgStore {
         e: &Endpoint,
         if_version: Option<i64>,
     ) -> Result<Versioned<Endpoint>> {
-        let (event_types, schedule, headers) = rows::endpoint_json(e);
-        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(sql::UPDATE_ENDPOINT)
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(event_types)
-            .bind(e.bearer_token.as_deref().map(seal))
-            .bind(e.signature_scheme.as_str())
-            .bind(seal(&e.secret))
-            .bind(schedule)
-            .bind(e.timeout_ms.map(|t| t as i64))
-            .bind(headers)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
-            .bind(e.disabled_at)
-            .bind(e.previous_secret.as_deref().map(seal))
-            .bind(e.previous_secret_expires_at)
-            .bind(e.ordered)
+        let updated = shared::bind_endpoint(sqlx::query(sql::UPDATE_ENDPOINT), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         if updated == 0 {
-            return Self::unwritten(&mut tx, &e.id).await;
+            return shared::unwritten::<Postgres, _>(&mut tx, Cow::Borrowed, &e.id).await;
         }
         let follow = if e.enabled {
             sql::UNPARK_ENDPOINT_DELIVERIES
@@ -304,7 +270,7 @@ impl Store for PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(match self.endpoint_any(&self.pool, &e.id).await? {
+        Ok(match self.endpoint_any(&e.id).await? {
             Some(updated) => Versioned::Done(updated),
             None => Versioned::NotFound,
         })
@@ -319,7 +285,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
         if deleted == 0 {
-            return Self::unwritten(&mut tx, id).await;
+            return shared::unwritten::<Postgres, _>(&mut tx, Cow::Borrowed, id).await;
         }
         sqlx::query(sql::FAIL_ENDPOINT_DELIVERIES)
             .bind(id)
@@ -398,7 +364,7 @@ impl Store for PgStore {
 
     async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
         let mut tx = self.pool.begin().await?;
-        let targets = Self::targets(&mut tx).await?;
+        let targets = shared::targets::<Postgres>(&mut tx, Cow::Borrowed).await?;
         let (event_id, created) =
             Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
                 .await?
@@ -436,7 +402,7 @@ impl Store for PgStore {
             return Ok(Ingested::default());
         }
         let full = rows.len() == window as usize;
-        let targets = Self::targets(&mut tx).await?;
+        let targets = shared::targets::<Postgres>(&mut tx, Cow::Borrowed).await?;
         let ordered = matching::reaches_ordered(
             rows.iter().map(|r| {
                 (
@@ -483,7 +449,7 @@ impl Store for PgStore {
                 .await?;
         }
         tx.commit().await?;
-        self.ingested(rows.len(), more, leasing).await
+        shared::ingested(self, &self.pool, self.sealer(), rows.len(), more, leasing).await
     }
 
     async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
@@ -526,7 +492,7 @@ impl Store for PgStore {
             .bind(counts)
             .fetch_all(&self.pool)
             .await?;
-        self.with_endpoints(rows).await
+        shared::with_endpoints(self, &self.pool, self.sealer(), rows).await
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
@@ -545,13 +511,7 @@ impl Store for PgStore {
         // transaction.
         let mut tx = self.pool.begin().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
-        let recorded = rows::recorded(batch, &done);
-        for endpoint in rows::ordered_endpoints(batch, &recorded) {
-            sqlx::query(sql::PROMOTE_ENDPOINT_NEXT)
-                .bind(endpoint)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let recorded = shared::recorded::<Postgres>(&mut tx, Cow::Borrowed, batch, &done).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -885,113 +845,9 @@ impl Store for PgStore {
 }
 
 impl PgStore {
-    /// Why a conditional write of an endpoint changed no row: no such live endpoint, or it
-    /// no longer has the version named.
-    async fn unwritten<T>(tx: &mut WriteTx, id: &str) -> Result<Versioned<T>> {
-        let live: bool = sqlx::query_scalar(sql::ENDPOINT_LIVE)
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-        Ok(if live {
-            Versioned::Changed
-        } else {
-            Versioned::NotFound
-        })
-    }
-
     /// An endpoint, deleted or not.
-    async fn endpoint_any<'e>(
-        &self,
-        executor: impl sqlx::Executor<'e, Database = Postgres>,
-        id: &str,
-    ) -> Result<Option<Endpoint>> {
-        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id = $1");
-        sqlx::query_as::<_, EndpointRow>(&sql)
-            .bind(id)
-            .fetch_optional(executor)
-            .await?
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .transpose()
-    }
-
-    /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
-    /// must be failed, not dropped).
-    async fn endpoints_by_id(
-        &self,
-        ids: impl Iterator<Item = &str>,
-    ) -> Result<HashMap<String, Arc<Endpoint>>> {
-        let ids: BTreeSet<&str> = ids.collect();
-        let mut found = HashMap::new();
-        if ids.is_empty() {
-            return Ok(found);
-        }
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id IN ("
-        ));
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        q.push(")");
-        for row in q
-            .build_query_as::<EndpointRow>()
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let e = crate::open_endpoint(self.sealer(), row.try_into()?);
-            found.insert(e.id.clone(), Arc::new(e));
-        }
-        Ok(found)
-    }
-
-    /// Joins claimed rows with their endpoints. If that fails, the rows are handed back
-    /// (due now, the claim undone) before the error is returned: a claim that cannot be
-    /// completed must not leave leases to expire and charge a lost attempt.
-    async fn with_endpoints(&self, rows: Vec<ClaimRow>) -> Result<Vec<Claimed>> {
-        let leases: Vec<Lease> = rows.iter().map(ClaimRow::lease).collect();
-        let endpoints = self
-            .endpoints_by_id(rows.iter().map(|r| r.endpoint_id.as_str()))
-            .await;
-        let joined = endpoints.and_then(|endpoints| common::join_endpoints(rows, &endpoints));
-        if joined.is_err() {
-            if let Err(undo) = self.release(&leases, Release::Now).await {
-                tracing::warn!(error = %undo, "cannot hand back a claim that failed");
-            }
-        }
-        joined
-    }
-
-    /// What an ingest of `rows` outbox rows did, its leased deliveries joined with their
-    /// endpoints (handed back if that fails: see `with_endpoints`).
-    async fn ingested(
-        &self,
-        rows: usize,
-        more: bool,
-        leasing: Option<Leasing<'_>>,
-    ) -> Result<Ingested> {
-        let (claimed, due, blocked) = match leasing {
-            Some(l) if !l.rows.is_empty() => (self.with_endpoints(l.rows).await?, l.due, l.blocked),
-            Some(l) => (Vec::new(), l.due, l.blocked),
-            // Not counted without a lease: due as far as anyone knows.
-            None => (Vec::new(), rows > 0, false),
-        };
-        Ok(Ingested {
-            rows: rows as u64,
-            claimed,
-            due,
-            more,
-            blocked,
-        })
-    }
-
-    /// The endpoints fan-out chooses among.
-    async fn targets(tx: &mut WriteTx) -> Result<Vec<Target>> {
-        sqlx::query_as::<_, rows::TargetRow>(sql::TARGETS)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(Target::try_from)
-            .collect()
+    async fn endpoint_any(&self, id: &str) -> Result<Option<Endpoint>> {
+        shared::endpoint_any(&self.pool, self.sealer(), id).await
     }
 
     /// Stores events and their deliveries inside `tx`, in three statements whatever the
