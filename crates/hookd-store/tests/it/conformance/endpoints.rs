@@ -37,10 +37,7 @@ async fn endpoints_round_trip(backend: Backend) {
     assert_eq!(store.endpoint("ep_a").await.unwrap().unwrap(), stored);
     assert!(store.endpoint("nope").await.unwrap().is_none());
 
-    store
-        .insert_endpoint(&endpoint("ep_b", &["*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_b", &["*"]).await;
     let page1 = store.endpoints(None, 1).await.unwrap();
     let page2 = store.endpoints(Some(&page1[0].id), 10).await.unwrap();
     assert_eq!(
@@ -72,14 +69,8 @@ async fn endpoints_round_trip(backend: Backend) {
 
 async fn disable_parks_and_enable_resumes(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let ep = store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let ep = add_endpoint(&store, "ep_1", &["*"]).await;
+    enqueue(&store, "e1", "purchase").await;
     let off = Endpoint {
         enabled: false,
         disabled_reason: Some("operator".into()),
@@ -91,10 +82,7 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
 
     // Fan-out skips a disabled endpoint; targeting it creates a parked delivery.
     assert_eq!(
-        store
-            .enqueue_event(&event(Some("e2"), "x"), &limits())
-            .await
-            .unwrap()
+        enqueue(&store, "e2", "x").await
             .deliveries,
         0
     );
@@ -124,10 +112,7 @@ async fn delete_fails_pending(backend: Backend) {
     assert_eq!(d.last_error.as_deref(), Some("endpoint deleted"));
     assert_eq!(store.attempts(d.id).await.unwrap().len(), 0);
     assert_eq!(
-        store
-            .enqueue_event(&event(Some("e2"), "x"), &limits())
-            .await
-            .unwrap()
+        enqueue(&store, "e2", "x").await
             .deliveries,
         0
     );
@@ -135,14 +120,8 @@ async fn delete_fails_pending(backend: Backend) {
 
 async fn endpoint_health_disables_the_failing(backend: Backend) {
     let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["*"]))
-        .await
-        .unwrap();
-    store
-        .enqueue_event(&event(Some("e1"), "x"), &limits())
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["*"]).await;
+    enqueue(&store, "e1", "x").await;
     let fail = |id: &str| vec![(id.to_string(), false)];
     assert!(store
         .record_endpoint_health(&fail("ep_1"), Some(60_000), "failing")
@@ -224,10 +203,7 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
 /// while the endpoint still has it.
 async fn endpoint_writes_compare_versions(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let stored = store
-        .insert_endpoint(&endpoint("ep_v", &["*"]))
-        .await
-        .unwrap();
+    let stored = add_endpoint(&store, "ep_v", &["*"]).await;
     assert_eq!(stored.version, 1);
 
     let mut changed = stored.clone();
@@ -328,10 +304,7 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
 /// Many writers from the same version at once: exactly one of them changes the endpoint.
 async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let stored = store
-        .insert_endpoint(&endpoint("ep_c", &["*"]))
-        .await
-        .unwrap();
+    let stored = add_endpoint(&store, "ep_c", &["*"]).await;
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..8 {
         let store = store.clone();

@@ -12,23 +12,11 @@ hookd_testkit::each_backend!(
 
 async fn fan_out_targets_and_dedupes(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_all", &["*"]))
-        .await
-        .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_buy", &["purchase"]))
-        .await
-        .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_pay", &["payment.*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_all", &["*"]).await;
+    add_endpoint(&store, "ep_buy", &["purchase"]).await;
+    add_endpoint(&store, "ep_pay", &["payment.*"]).await;
 
-    let first = store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let first = enqueue(&store, "e1", "purchase").await;
     assert_eq!(
         first,
         Enqueued {
@@ -37,10 +25,7 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
             created: true
         }
     );
-    let again = store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let again = enqueue(&store, "e1", "purchase").await;
     assert_eq!(
         again,
         Enqueued {
@@ -80,10 +65,7 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
     assert_eq!(d[0].endpoint_id, "ep_pay");
     assert_eq!(d[0].state, DeliveryState::Pending);
 
-    let none = store
-        .enqueue_event(&event(Some("e4"), "refund"), &limits())
-        .await
-        .unwrap();
+    let none = enqueue(&store, "e4", "refund").await;
     assert_eq!(none.deliveries, 1, "only the * endpoint");
     let stored = store.event("e1").await.unwrap().unwrap();
     assert_eq!(stored.payload, r#"{"orderId":"o-1","amount":9900}"#);
@@ -91,10 +73,7 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
 
 async fn outbox_rows_are_ingested_once(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["refund"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["refund"]).await;
     db.exec(
         "INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{\"orderId\":\"o-1\",\"amount\":9900}');
          INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('dup', 'refund', '{\"n\":1}');
@@ -246,10 +225,7 @@ async fn odd_outbox_rows_fail_alone(backend: Backend) {
 /// one event, and an odd row fails alone.
 async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["order.*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["order.*"]).await;
     let mut values = Vec::new();
     for i in 0..50 {
         let t = if i % 2 == 0 { "order.paid" } else { "refund" };

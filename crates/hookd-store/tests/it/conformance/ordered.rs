@@ -72,10 +72,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
         })
         .await
         .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_u", &["*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_u", &["*"]).await;
     enqueue_numbered(&store, 0..3, "x").await;
     let first = store.claim(10, 60_000).await.unwrap();
     let ordered: Vec<&Claimed> = first.iter().filter(|c| c.endpoint.id == "ep_o").collect();
@@ -123,19 +120,13 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
     );
     store.complete(&[succeeded(&last[0])]).await.unwrap();
     // A new event for an idle ordered endpoint goes at once.
-    store
-        .enqueue_event(&event(Some("e3"), "x"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "e3", "x").await;
     let both = store.claim(10, 60_000).await.unwrap();
     assert_eq!(both.len(), 2);
 
     // A completion that does not promote (the endpoint was unordered when the delivery was
     // claimed) leaves the next one stranded: the safety net releases it.
-    store
-        .enqueue_event(&event(Some("e4"), "x"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "e4", "x").await;
     let head = both.iter().find(|c| c.endpoint.id == "ep_o").unwrap();
     let mut unpromoted = succeeded(head);
     unpromoted.ordered = false;

@@ -47,10 +47,7 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     b.insert_endpoint(&endpoint("ep_b", &["*"])).await.unwrap();
     // Written before sealing was turned on: plaintext, readable by every store.
     let keyless = sealed_with(&db, None).await;
-    keyless
-        .insert_endpoint(&endpoint("ep_c", &["*"]))
-        .await
-        .unwrap();
+    add_endpoint(&keyless, "ep_c", &["*"]).await;
 
     // With key b, ep_a's secrets do not open: it reads as unreadable, blanked, and no
     // read of it fails.
@@ -98,14 +95,7 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     assert_eq!(unreadable_marks(&claimed), expected);
     db.exec("INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{}')")
         .await;
-    let ingested = b
-        .ingest_leasing(
-            500,
-            &limits(),
-            Some(lease(10, &[], Consume::ToRoom, 60_000)),
-        )
-        .await
-        .unwrap();
+    let ingested = ingest_to_room(&b, 500, 10).await;
     assert_eq!(unreadable_marks(&ingested.claimed), expected);
 
     // An update of its other fields keeps the sealed values it could not read.
