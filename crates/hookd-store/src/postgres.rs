@@ -202,7 +202,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &EndpointId) -> Result<Option<Endpoint>> {
         Ok(self
             .endpoint_any(id)
             .await?
@@ -233,7 +233,7 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+    async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
         let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as(sql::SEALED_ENDPOINTS)
                 .fetch_all(&self.pool)
@@ -276,7 +276,11 @@ impl Store for PgStore {
         })
     }
 
-    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+    async fn delete_endpoint_if(
+        &self,
+        id: &EndpointId,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query(sql::DELETE_ENDPOINT)
             .bind(id)
@@ -295,7 +299,7 @@ impl Store for PgStore {
         Ok(Versioned::Done(()))
     }
 
-    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let disabled = sqlx::query(sql::DISABLE_ENDPOINT)
             .bind(id)
@@ -316,10 +320,10 @@ impl Store for PgStore {
 
     async fn record_endpoint_health(
         &self,
-        outcomes: &[(String, bool)],
+        outcomes: &[(EndpointId, bool)],
         disable_after_ms: Option<i64>,
         reason: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<EndpointId>> {
         let mut disabled = Vec::new();
         if outcomes.is_empty() {
             return Ok(disabled);
@@ -376,7 +380,7 @@ impl Store for PgStore {
             .await?;
         tx.commit().await?;
         Ok(Enqueued {
-            event_id,
+            event_id: event_id.into(),
             deliveries: deliveries as u64,
             created,
         })
@@ -452,7 +456,7 @@ impl Store for PgStore {
         shared::ingested(self, &self.pool, self.sealer(), rows.len(), more, leasing).await
     }
 
-    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
         Ok(sqlx::query_as::<_, rows::EventRow>(sql::EVENT)
             .bind(event_id)
             .bind(scope.tenant().map(|t| t.as_str()))
@@ -466,7 +470,7 @@ impl Store for PgStore {
     async fn claim_due(
         &self,
         plan: ClaimPlan,
-        exclude_endpoints: &[String],
+        exclude_endpoints: &[EndpointId],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
@@ -846,7 +850,7 @@ impl Store for PgStore {
 
 impl PgStore {
     /// An endpoint, deleted or not.
-    async fn endpoint_any(&self, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_any(&self, id: &EndpointId) -> Result<Option<Endpoint>> {
         shared::endpoint_any(&self.pool, self.sealer(), id).await
     }
 

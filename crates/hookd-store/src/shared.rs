@@ -17,7 +17,7 @@ use crate::matching::Target;
 use crate::rows::{self, ClaimRow, EndpointRow, ENDPOINT_COLUMNS};
 use crate::sql;
 use crate::{
-    Claimed, Completion, Endpoint, Ingested, Lease, Release, Result, Sealer, Store, Versioned,
+    Claimed, Completion, Endpoint, EndpointId, Ingested, Lease, Release, Result, Sealer, Store, Versioned,
 };
 
 /// A backend's text of a statement written in `sql.rs`.
@@ -42,7 +42,7 @@ where
     Option<i64>: Encode<'q, DB>,
 {
     let (event_types, schedule, headers) = rows::endpoint_json(e);
-    let seal = |value: &str| crate::seal(sealer, value, &e.id);
+    let seal = |value: &str| crate::seal(sealer, value, e.id.as_str());
     query
         .bind(e.id.as_str())
         .bind(e.url.as_str())
@@ -66,7 +66,7 @@ where
 pub(crate) async fn endpoint_any<'e, DB>(
     executor: impl Executor<'e, Database = DB>,
     sealer: Option<&dyn Sealer>,
-    id: &str,
+    id: &EndpointId,
 ) -> Result<Option<Endpoint>>
 where
     DB: Database,
@@ -76,7 +76,7 @@ where
 {
     let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id = $1");
     sqlx::query_as::<DB, EndpointRow>(&sql)
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(executor)
         .await?
         .map(|row| Ok(crate::open_endpoint(sealer, row.try_into()?)))
@@ -89,7 +89,7 @@ pub(crate) async fn endpoints_by_id<'a, DB>(
     pool: &Pool<DB>,
     sealer: Option<&dyn Sealer>,
     ids: impl Iterator<Item = &'a str>,
-) -> Result<HashMap<String, Arc<Endpoint>>>
+) -> Result<HashMap<EndpointId, Arc<Endpoint>>>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -231,7 +231,7 @@ where
 pub(crate) async fn unwritten<DB, T>(
     conn: &mut DB::Connection,
     dialect: Dialect,
-    id: &str,
+    id: &EndpointId,
 ) -> Result<Versioned<T>>
 where
     DB: Database,
@@ -242,7 +242,7 @@ where
     (bool,): for<'r> FromRow<'r, DB::Row>,
 {
     let live: bool = sqlx::query_scalar::<DB, bool>(&dialect(sql::ENDPOINT_LIVE))
-        .bind(id)
+        .bind(id.as_str())
         .fetch_one(conn)
         .await?;
     Ok(if live {

@@ -241,7 +241,7 @@ impl Store for SqliteStore {
             })
     }
 
-    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &EndpointId) -> Result<Option<Endpoint>> {
         Ok(self
             .endpoint_any(&self.reader, id)
             .await?
@@ -272,7 +272,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+    async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
         let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as(&dialect(sql::SEALED_ENDPOINTS))
                 .fetch_all(&self.reader)
@@ -324,7 +324,11 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+    async fn delete_endpoint_if(
+        &self,
+        id: &EndpointId,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>> {
         let mut tx = self.writer.begin().await?;
         let deleted = sqlx::query(&dialect(sql::DELETE_ENDPOINT))
             .bind(id)
@@ -343,7 +347,7 @@ impl Store for SqliteStore {
         Ok(Versioned::Done(()))
     }
 
-    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let disabled = sqlx::query(&dialect(sql::DISABLE_ENDPOINT))
             .bind(id)
@@ -364,10 +368,10 @@ impl Store for SqliteStore {
 
     async fn record_endpoint_health(
         &self,
-        outcomes: &[(String, bool)],
+        outcomes: &[(EndpointId, bool)],
         disable_after_ms: Option<i64>,
         reason: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<EndpointId>> {
         let mut disabled = Vec::new();
         if outcomes.is_empty() {
             return Ok(disabled);
@@ -424,7 +428,7 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(Enqueued {
-            event_id,
+            event_id: event_id.into(),
             deliveries: deliveries as u64,
             created,
         })
@@ -502,7 +506,7 @@ impl Store for SqliteStore {
         shared::ingested(self, &self.reader, self.sealer(), rows.len(), more, leasing).await
     }
 
-    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
         Ok(sqlx::query_as::<_, rows::EventRow>(&dialect(sql::EVENT))
             .bind(event_id)
             .bind(scope.tenant().map(|t| t.as_str()))
@@ -516,7 +520,7 @@ impl Store for SqliteStore {
     async fn claim_due(
         &self,
         plan: ClaimPlan,
-        exclude_endpoints: &[String],
+        exclude_endpoints: &[EndpointId],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
@@ -915,7 +919,7 @@ impl SqliteStore {
     async fn endpoint_any<'e>(
         &self,
         executor: impl sqlx::Executor<'e, Database = Sqlite>,
-        id: &str,
+        id: &EndpointId,
     ) -> Result<Option<Endpoint>> {
         shared::endpoint_any(executor, self.sealer(), id).await
     }

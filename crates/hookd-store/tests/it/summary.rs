@@ -26,7 +26,7 @@ async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
 async fn add_endpoint(store: &Arc<dyn Store>, id: &str) {
     store
         .insert_endpoint(&Endpoint {
-            id: id.to_string(),
+            id: id.into(),
             url: format!("http://127.0.0.1:9/{id}"),
             event_types: vec!["*".into()],
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -104,7 +104,7 @@ fn figures(s: &Summaries) -> Vec<(String, u64, u64, u64, u64, u64)> {
         .iter()
         .map(|e| {
             (
-                e.endpoint.id.clone(),
+                e.endpoint.id.to_string(),
                 e.deliveries,
                 e.succeeded,
                 e.failed,
@@ -157,10 +157,10 @@ async fn summaries_count_the_window_by_state_and_the_backlog(backend: Backend) {
     .await;
     age(&db, &["old-ok", "old-waiting"], 2 * DAY_MS).await;
     assert!(store
-        .disable_endpoint("ep_c", "gone: the endpoint answered 410 Gone")
+        .disable_endpoint(&"ep_c".into(), "gone: the endpoint answered 410 Gone")
         .await
         .unwrap());
-    assert!(store.delete_endpoint("ep_d").await.unwrap());
+    assert!(store.delete_endpoint(&"ep_d".into()).await.unwrap());
 
     let now = store.now_ms().await.unwrap();
     let all = store.endpoint_summaries(None, 100, DAY_MS).await.unwrap();

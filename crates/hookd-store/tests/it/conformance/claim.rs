@@ -104,7 +104,7 @@ async fn release_undoes_the_claim(backend: Backend) {
         "the release undid the count"
     );
     // Parking is for an endpoint that is disabled (a worker finds it so after a claim).
-    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     store
         .update_endpoint(&Endpoint {
             enabled: false,
@@ -178,7 +178,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
     enqueue(&store, "new", "x").await;
 
     let fresh = store
-        .claim_due(ClaimPlan::first_attempts(10), &["ep_a".to_string()], 60_000)
+        .claim_due(ClaimPlan::first_attempts(10), &["ep_a".into()], 60_000)
         .await
         .unwrap();
     assert_eq!(
@@ -190,7 +190,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
         "first attempts only, ep_a skipped"
     );
     let retries = store
-        .claim_due(ClaimPlan::retries(10), &["ep_b".to_string()], 60_000)
+        .claim_due(ClaimPlan::retries(10), &["ep_b".into()], 60_000)
         .await
         .unwrap();
     assert_eq!(

@@ -67,7 +67,7 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
 
     let none = enqueue(&store, "e4", "refund").await;
     assert_eq!(none.deliveries, 1, "only the * endpoint");
-    let stored = store.event("e1").await.unwrap().unwrap();
+    let stored = store.event(&"e1".into()).await.unwrap().unwrap();
     assert_eq!(stored.payload, r#"{"orderId":"o-1","amount":9900}"#);
 }
 
@@ -99,7 +99,7 @@ async fn outbox_rows_are_ingested_once(backend: Backend) {
     assert_eq!(per_endpoint("ep_1"), 2, "purchase + dup once");
     assert_eq!(per_endpoint("ep_2"), 2, "dup once + targeted");
     assert_eq!(
-        store.event("dup").await.unwrap().unwrap().payload,
+        store.event(&"dup".into()).await.unwrap().unwrap().payload,
         r#"{"n":1}"#
     );
     assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 0);
@@ -118,7 +118,7 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
         let id = id.to_string();
         async move {
             let f = DeliveryFilter {
-                event_id: Some(id),
+                event_id: Some(id.into()),
                 ..Default::default()
             };
             store.deliveries(&f, None, 1).await.unwrap().remove(0)
@@ -215,7 +215,7 @@ async fn odd_outbox_rows_fail_alone(backend: Backend) {
             DeliveryState::Pending,
             "a BLOB of JSON is JSON"
         );
-        assert_eq!(store.event("blob").await.unwrap().unwrap().payload, "{}");
+        assert_eq!(store.event(&"blob".into()).await.unwrap().unwrap().payload, "{}");
         assert_eq!(by_event("latin1").state, DeliveryState::Failed);
     }
 }
@@ -240,12 +240,12 @@ async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
     let order: Vec<String> = all
         .iter()
         .filter(|d| d.endpoint_id == "ep_1" && d.event_id != "e-bad")
-        .map(|d| d.event_id.clone())
+        .map(|d| d.event_id.to_string())
         .collect();
     let expected: Vec<String> = (0..50).map(|i| format!("e{i}")).collect();
     assert_eq!(order, expected, "ids follow arrival order");
     assert_eq!(
-        store.event("e7").await.unwrap().unwrap().payload,
+        store.event(&"e7".into()).await.unwrap().unwrap().payload,
         "{\"i\":7}",
         "the first of a repeated id wins"
     );

@@ -192,7 +192,7 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
         .concat(),
     )
     .await;
-    let busy = vec!["ep_a".to_string()];
+    let busy = vec![EndpointId::from("ep_a")];
 
     // ep_a is busy: its rows before b1 become pending (so b1 can go), a3 waits in the outbox.
     let first = store
@@ -270,7 +270,7 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
         .await
         .unwrap()
         .into_iter()
-        .map(|c| c.event_id)
+        .map(|c| c.event_id.into())
         .collect();
     assert_eq!(claimed, ["a1", "a2", "a3"]);
 }

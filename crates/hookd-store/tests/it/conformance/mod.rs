@@ -53,7 +53,7 @@ async fn open_with_event(backend: Backend) -> (TestDb, Arc<dyn Store>) {
 
 fn endpoint(id: &str, types: &[&str]) -> Endpoint {
     Endpoint {
-        id: id.to_string(),
+        id: id.into(),
         url: format!("http://127.0.0.1:9/{id}"),
         event_types: types.iter().map(|s| s.to_string()).collect(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -170,7 +170,7 @@ async fn ingest_to_room(store: &Arc<dyn Store>, max_rows: u32, room: u32) -> Ing
         .expect("ingest")
 }
 
-fn lease(max: u32, busy: &[String], consume: Consume, lease_ms: u64) -> IngestLease<'_> {
+fn lease(max: u32, busy: &[EndpointId], consume: Consume, lease_ms: u64) -> IngestLease<'_> {
     IngestLease {
         max,
         exclude_endpoints: busy,

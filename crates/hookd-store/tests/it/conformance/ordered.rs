@@ -51,7 +51,7 @@ async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) 
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.endpoint.id.clone(), c.event_id))
+        .map(|c| (c.endpoint.id.to_string(), c.event_id.into()))
         .collect();
     next.sort();
     assert_eq!(
@@ -147,7 +147,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
 
     // Turning ordering off lets every held delivery go.
     enqueue_numbered(&store, 5..8, "x").await;
-    let ep = store.endpoint("ep_o").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_o".into()).await.unwrap().unwrap();
     store
         .update_endpoint(&Endpoint {
             ordered: false,
@@ -161,7 +161,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
         .unwrap()
         .into_iter()
         .filter(|c| c.endpoint.id == "ep_o")
-        .map(|c| c.event_id)
+        .map(|c| c.event_id.into())
         .collect();
     assert_eq!(released, ["e5", "e6", "e7"]);
 }

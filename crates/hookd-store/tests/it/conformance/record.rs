@@ -184,13 +184,13 @@ async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
         let order: Vec<String> = all
             .iter()
             .filter(|d| d.endpoint_id == ep)
-            .map(|d| d.event_id.clone())
+            .map(|d| d.event_id.to_string())
             .collect();
         let expected: Vec<String> = (0..700).map(|i| format!("e{i}")).collect();
         assert_eq!(order, expected, "{ep}: ids follow arrival order");
     }
     assert_eq!(
-        store.event("e699").await.unwrap().unwrap().payload,
+        store.event(&"e699".into()).await.unwrap().unwrap().payload,
         "{\"i\":699}"
     );
 
