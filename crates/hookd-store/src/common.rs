@@ -103,12 +103,15 @@ pub(crate) fn join_endpoints(
 ) -> Result<Vec<Claimed>> {
     rows.into_iter()
         .map(|r| {
-            let endpoint = endpoints.get(r.endpoint_id.as_str()).cloned().ok_or_else(|| {
-                StoreError::Inconsistent(format!(
-                    "delivery {} names endpoint {}, which is not there",
-                    r.id, r.endpoint_id
-                ))
-            })?;
+            let endpoint = endpoints
+                .get(r.endpoint_id.as_str())
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "delivery {} names endpoint {}, which is not there",
+                        r.id, r.endpoint_id
+                    ))
+                })?;
             r.into_claimed(endpoint)
         })
         .collect()

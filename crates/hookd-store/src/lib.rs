@@ -14,8 +14,9 @@
 //! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
 //!   LOCKED`, LISTEN/NOTIFY): its `Store` methods and the statements only it runs.
 //! - `shared.rs`: the Rust both stores run around their statements, generic over sqlx's
-//!   `Database`: the endpoint's bound values, endpoint lookups, claimed rows joined with
-//!   their endpoints, what an ingest did, the ordered endpoints a batch of results lets go.
+//!   `Database`: the endpoint's bound values, endpoint lookups and pages, claimed rows
+//!   joined with their endpoints, storing events and their deliveries, what an ingest did,
+//!   the ordered endpoints a batch of results lets go.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write

@@ -9,26 +9,20 @@
 //! with SQLite (`crate::sql`) and run as written there.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Transaction};
+use sqlx::{Postgres, QueryBuilder};
 
 use crate::common;
-use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
-use crate::matching::{self, Target};
-use crate::rows::{
-    self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
-};
+use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
+use crate::matching;
+use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
 use crate::sql;
 use crate::*;
-
-/// A write transaction: on PostgreSQL, any pooled connection's.
-type WriteTx = Transaction<'static, Postgres>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -215,22 +209,7 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Endpoint>> {
-        let live = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
-             WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
-            common::tenant_endpoints(scope)
-        );
-        let mut q = sqlx::query_as::<_, EndpointRow>(&live)
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64);
-        if let Some(tenant) = scope.tenant() {
-            q = q.bind(tenant.as_str());
-        }
-        q.fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .collect()
+        shared::endpoints_in(&self.pool, self.sealer(), scope, after, limit).await
     }
 
     async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
@@ -369,11 +348,17 @@ impl Store for PgStore {
     async fn enqueue_event(&self, event: &NewEvent, limits: &IngestLimits) -> Result<Enqueued> {
         let mut tx = self.pool.begin().await?;
         let targets = shared::targets::<Postgres>(&mut tx, Cow::Borrowed).await?;
-        let (event_id, created) =
-            Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
-                .await?
-                .pop()
-                .expect("one event in, one out");
+        let (event_id, created) = shared::store_events::<Self>(
+            &mut tx,
+            Cow::Borrowed,
+            &targets,
+            &[event.into()],
+            limits,
+            None,
+        )
+        .await?
+        .pop()
+        .expect("one event in, one out");
         let deliveries: i64 = sqlx::query_scalar(sql::COUNT_EVENT_DELIVERIES)
             .bind(&event_id)
             .fetch_one(&mut *tx)
@@ -438,7 +423,15 @@ impl Store for PgStore {
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = full || rows.len() < read;
         let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
-        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
+        shared::store_events::<Self>(
+            &mut tx,
+            Cow::Borrowed,
+            &targets,
+            &incoming,
+            limits,
+            leasing.as_mut(),
+        )
+        .await?;
         // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
@@ -453,7 +446,10 @@ impl Store for PgStore {
                 .await?;
         }
         tx.commit().await?;
-        shared::ingested(self, &self.pool, self.sealer(), rows.len(), more, leasing).await
+        shared::ingested(rows.len(), more, leasing, |rows| {
+            shared::with_endpoints(self, &self.pool, self.sealer(), rows)
+        })
+        .await
     }
 
     async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
@@ -854,68 +850,6 @@ impl PgStore {
         shared::endpoint_any(&self.pool, self.sealer(), id).await
     }
 
-    /// Stores events and their deliveries inside `tx`, in three statements whatever the
-    /// number of events (plus two per ordered endpoint reached, and one when some are
-    /// leased). Returns, per event, its id and whether it was new; a repeated id (in the
-    /// database or earlier in `events`) creates nothing. With `leasing`, the new deliveries
-    /// due now are created leased while it has room.
-    async fn store_events(
-        tx: &mut WriteTx,
-        targets: &[Target],
-        events: &[Incoming<'_>],
-        limits: &IngestLimits,
-        mut leasing: Option<&mut Leasing<'_>>,
-    ) -> Result<Vec<(String, bool)>> {
-        let prepared = ingest::prepare(events, limits);
-        let new_ids: HashSet<String> = if prepared.rows.is_empty() {
-            HashSet::new()
-        } else {
-            Self::insert_events(tx, &prepared.rows)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let mut busy = HashMap::new();
-        for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
-            // Serialises ingestion per ordered endpoint across instances.
-            sqlx::query("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE")
-                .bind(&endpoint_id)
-                .execute(&mut **tx)
-                .await?;
-            let unfinished: bool = sqlx::query_scalar(sql::HAS_UNFINISHED)
-                .bind(&endpoint_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            busy.insert(endpoint_id, unfinished);
-        }
-        let token = leasing.as_ref().map(|l| l.token.clone());
-        let (deliveries, leased) = ingest::fan_out(
-            &prepared,
-            &new_ids,
-            targets,
-            busy,
-            leasing.as_deref_mut(),
-            token.as_deref(),
-        );
-        if leased > 0 {
-            // Leased ones first: an ordered endpoint's leased delivery is its first in this
-            // batch, the rest wait behind it, so ids keep arrival order.
-            let (taken, rest): (Vec<_>, Vec<_>) = deliveries
-                .into_iter()
-                .partition(|d| d.lease_token.is_some());
-            let created = Self::insert_leased_deliveries(tx, &taken).await?;
-            if !rest.is_empty() {
-                Self::insert_deliveries(tx, &rest).await?;
-            }
-            leasing
-                .expect("deliveries are leased only with a lease")
-                .add_created(created, &prepared)?;
-        } else if !deliveries.is_empty() {
-            Self::insert_deliveries(tx, &deliveries).await?;
-        }
-        Ok(prepared.created(&new_ids))
-    }
-
     /// Records results; returns the delivery ids recorded.
     async fn complete_rows(
         conn: &mut sqlx::PgConnection,
@@ -926,32 +860,45 @@ impl PgStore {
             .fetch_all(conn)
             .await?)
     }
+}
+
+#[async_trait]
+impl shared::IngestWrites for PgStore {
+    type DB = Postgres;
+    const LOCK_ORDERED: Option<&'static str> =
+        Some("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE");
 
     /// New events, as one JSON array; returns the ids inserted.
-    async fn insert_events(tx: &mut WriteTx, rows: &[PreparedEvent<'_>]) -> Result<Vec<String>> {
+    async fn insert_events(
+        conn: &mut sqlx::PgConnection,
+        rows: &[PreparedEvent<'_>],
+    ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
             .bind(ingest::events_json(rows))
-            .fetch_all(&mut **tx)
+            .fetch_all(conn)
             .await?)
     }
 
     /// New deliveries, as one JSON array, in order.
-    async fn insert_deliveries(tx: &mut WriteTx, rows: &[NewDelivery<'_>]) -> Result<()> {
+    async fn insert_deliveries(
+        conn: &mut sqlx::PgConnection,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<()> {
         sqlx::query(sql::INSERT_DELIVERIES.postgres())
             .bind(serde_json::to_string(rows).expect("deliveries serialize"))
-            .execute(&mut **tx)
+            .execute(conn)
             .await?;
         Ok(())
     }
 
     /// New deliveries created leased; returns each one's id, event and endpoint.
     async fn insert_leased_deliveries(
-        tx: &mut WriteTx,
+        conn: &mut sqlx::PgConnection,
         rows: &[NewDelivery<'_>],
     ) -> Result<Vec<(i64, String, String)>> {
         Ok(sqlx::query_as(sql::INSERT_LEASED_DELIVERIES.postgres())
             .bind(serde_json::to_string(rows).expect("deliveries serialize"))
-            .fetch_all(&mut **tx)
+            .fetch_all(conn)
             .await?)
     }
 }

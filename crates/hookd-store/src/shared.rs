@@ -1,23 +1,26 @@
 //! The Rust both stores run around their statements, generic over sqlx's [`Database`]: the
-//! endpoint's bound values, endpoint lookups, joining claimed rows with their endpoints,
-//! what an ingest did, the endpoints fan-out chooses among, and the ordered endpoints a
-//! batch of results lets go. Each function takes the backend's dialect (`sql`: SQLite's
-//! rewrite, or PostgreSQL's text as written) where its statement is shared from `sql.rs`.
+//! endpoint's bound values, endpoint lookups and pages, joining claimed rows with their
+//! endpoints, what an ingest did, the endpoints fan-out chooses among, storing events and
+//! their deliveries (around the inserts each store writes its own way: [`IngestWrites`]),
+//! and the ordered endpoints a batch of results lets go. Each function takes the backend's
+//! dialect (`sql`: SQLite's rewrite, or PostgreSQL's text as written) where its statement
+//! is shared from `sql.rs`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use crate::common;
-use crate::ingest::Leasing;
+use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
 use crate::matching::Target;
 use crate::rows::{self, ClaimRow, EndpointRow, ENDPOINT_COLUMNS};
 use crate::sql;
 use crate::{
-    Claimed, Completion, Endpoint, EndpointId, Ingested, Lease, Release, Result, Sealer, Store, Versioned,
+    Claimed, Completion, Endpoint, EndpointId, IngestLimits, Ingested, Lease, Release, Result,
+    Scope, Sealer, Store, Versioned,
 };
 
 /// A backend's text of a statement written in `sql.rs`.
@@ -81,6 +84,40 @@ where
         .await?
         .map(|row| Ok(crate::open_endpoint(sealer, row.try_into()?)))
         .transpose()
+}
+
+/// Live endpoints visible in `scope`, ordered by id, after `after`.
+pub(crate) async fn endpoints_in<DB>(
+    pool: &Pool<DB>,
+    sealer: Option<&dyn Sealer>,
+    scope: &Scope,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Endpoint>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    for<'q> i64: Type<DB> + Encode<'q, DB>,
+    for<'r> EndpointRow: FromRow<'r, DB::Row>,
+{
+    let live = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
+         WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
+        common::tenant_endpoints(scope)
+    );
+    let mut q = sqlx::query_as::<DB, EndpointRow>(&live)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64);
+    if let Some(tenant) = scope.tenant() {
+        q = q.bind(tenant.as_str());
+    }
+    q.fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|row| Ok(crate::open_endpoint(sealer, row.try_into()?)))
+        .collect()
 }
 
 /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
@@ -148,29 +185,18 @@ where
 }
 
 /// What an ingest of `rows` outbox rows did, its leased deliveries joined with their
-/// endpoints (handed back if that fails: see [`with_endpoints`]).
-pub(crate) async fn ingested<S, DB>(
-    store: &S,
-    pool: &Pool<DB>,
-    sealer: Option<&dyn Sealer>,
+/// endpoints by `join` (the store's [`with_endpoints`]: handed back if that fails).
+pub(crate) async fn ingested<Join>(
     rows: usize,
     more: bool,
     leasing: Option<Leasing<'_>>,
+    join: impl FnOnce(Vec<ClaimRow>) -> Join,
 ) -> Result<Ingested>
 where
-    S: Store + ?Sized,
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
-    for<'r> EndpointRow: FromRow<'r, DB::Row>,
+    Join: std::future::Future<Output = Result<Vec<Claimed>>>,
 {
     let (claimed, due, blocked) = match leasing {
-        Some(l) if !l.rows.is_empty() => (
-            with_endpoints(store, pool, sealer, l.rows).await?,
-            l.due,
-            l.blocked,
-        ),
+        Some(l) if !l.rows.is_empty() => (join(l.rows).await?, l.due, l.blocked),
         Some(l) => (Vec::new(), l.due, l.blocked),
         // Not counted without a lease: due as far as anyone knows.
         None => (Vec::new(), rows > 0, false),
@@ -250,4 +276,106 @@ where
     } else {
         Versioned::NotFound
     })
+}
+
+/// The writes of an ingest each store makes in its own way (PostgreSQL: one statement of
+/// JSON rows each; SQLite: chunks of bound `VALUES` rows), inside the caller's transaction.
+#[async_trait::async_trait]
+pub(crate) trait IngestWrites {
+    type DB: Database;
+    /// Run (`$1`: the endpoint) before an ordered endpoint's check for unfinished
+    /// deliveries, to serialise its ingestion across instances; `None` where the store's
+    /// one writer already does.
+    const LOCK_ORDERED: Option<&'static str>;
+
+    /// New events; returns the ids inserted.
+    async fn insert_events(
+        conn: &mut <Self::DB as Database>::Connection,
+        rows: &[PreparedEvent<'_>],
+    ) -> Result<Vec<String>>;
+
+    /// New deliveries, in order.
+    async fn insert_deliveries(
+        conn: &mut <Self::DB as Database>::Connection,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<()>;
+
+    /// New deliveries created leased; returns each one's id, event and endpoint.
+    async fn insert_leased_deliveries(
+        conn: &mut <Self::DB as Database>::Connection,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<Vec<(i64, String, String)>>;
+}
+
+/// Stores events and their deliveries inside the caller's transaction, in three statements
+/// whatever the number of events (plus, per ordered endpoint reached, its check for
+/// unfinished deliveries and the store's lock, and one when some are leased). Returns, per
+/// event, its id and whether it was new; a repeated id (in the database or earlier in
+/// `events`) creates nothing. With `leasing`, the new deliveries due now are created leased
+/// while it has room.
+pub(crate) async fn store_events<W: IngestWrites>(
+    conn: &mut <W::DB as Database>::Connection,
+    dialect: Dialect,
+    targets: &[Target],
+    events: &[Incoming<'_>],
+    limits: &IngestLimits,
+    mut leasing: Option<&mut Leasing<'_>>,
+) -> Result<Vec<(String, bool)>>
+where
+    for<'c> &'c mut <W::DB as Database>::Connection: Executor<'c, Database = W::DB>,
+    for<'q> <W::DB as Database>::Arguments<'q>: IntoArguments<'q, W::DB>,
+    for<'q> &'q str: Type<W::DB> + Encode<'q, W::DB>,
+    bool: Type<W::DB> + for<'r> sqlx::Decode<'r, W::DB>,
+    (bool,): for<'r> FromRow<'r, <W::DB as Database>::Row>,
+{
+    let prepared = ingest::prepare(events, limits);
+    let new_ids: HashSet<String> = if prepared.rows.is_empty() {
+        HashSet::new()
+    } else {
+        W::insert_events(&mut *conn, &prepared.rows)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let has_unfinished = dialect(sql::HAS_UNFINISHED);
+    let mut busy = HashMap::new();
+    for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
+        if let Some(lock) = W::LOCK_ORDERED {
+            sqlx::query::<W::DB>(lock)
+                .bind(endpoint_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        let unfinished: bool = sqlx::query_scalar::<W::DB, bool>(&has_unfinished)
+            .bind(endpoint_id.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        busy.insert(endpoint_id, unfinished);
+    }
+    let token = leasing.as_ref().map(|l| l.token.clone());
+    let (deliveries, leased) = ingest::fan_out(
+        &prepared,
+        &new_ids,
+        targets,
+        busy,
+        leasing.as_deref_mut(),
+        token.as_deref(),
+    );
+    if leased > 0 {
+        // Leased ones first: an ordered endpoint's leased delivery is its first in this
+        // batch, the rest wait behind it, so ids keep arrival order.
+        let (taken, rest): (Vec<_>, Vec<_>) = deliveries
+            .into_iter()
+            .partition(|d| d.lease_token.is_some());
+        let created = W::insert_leased_deliveries(&mut *conn, &taken).await?;
+        if !rest.is_empty() {
+            W::insert_deliveries(&mut *conn, &rest).await?;
+        }
+        leasing
+            .expect("deliveries are leased only with a lease")
+            .add_created(created, &prepared)?;
+    } else if !deliveries.is_empty() {
+        W::insert_deliveries(&mut *conn, &deliveries).await?;
+    }
+    Ok(prepared.created(&new_ids))
 }

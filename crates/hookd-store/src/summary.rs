@@ -149,9 +149,14 @@ where
     let endpoints = endpoints
         .into_iter()
         .map(|endpoint| {
-            let [deliveries, succeeded, failed, retrying] =
-                window.get(endpoint.id.as_str()).copied().unwrap_or_default();
-            let pending = unfinished.get(endpoint.id.as_str()).copied().unwrap_or_default();
+            let [deliveries, succeeded, failed, retrying] = window
+                .get(endpoint.id.as_str())
+                .copied()
+                .unwrap_or_default();
+            let pending = unfinished
+                .get(endpoint.id.as_str())
+                .copied()
+                .unwrap_or_default();
             EndpointSummary {
                 deliveries: count(deliveries),
                 succeeded: count(succeeded),

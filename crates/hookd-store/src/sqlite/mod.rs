@@ -15,7 +15,6 @@
 mod writer;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
@@ -27,16 +26,13 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::common;
 use crate::fair;
-use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
-use crate::matching::Target;
-use crate::rows::{
-    self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
-};
+use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
+use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
 use crate::sql;
 use crate::values;
 use crate::*;
-use writer::{WriteTx, Writer, BUSY_TIMEOUT};
+use writer::{Writer, BUSY_TIMEOUT};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -254,22 +250,7 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Endpoint>> {
-        let live = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
-             WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
-            common::tenant_endpoints(scope)
-        );
-        let mut q = sqlx::query_as::<_, EndpointRow>(&live)
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64);
-        if let Some(tenant) = scope.tenant() {
-            q = q.bind(tenant.as_str());
-        }
-        q.fetch_all(&self.reader)
-            .await?
-            .into_iter()
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .collect()
+        shared::endpoints_in(&self.reader, self.sealer(), scope, after, limit).await
     }
 
     async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
@@ -418,7 +399,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let targets = shared::targets::<Sqlite>(&mut tx, dialect).await?;
         let (event_id, created) =
-            Self::store_events(&mut tx, &targets, &[event.into()], limits, None)
+            shared::store_events::<Self>(&mut tx, dialect, &targets, &[event.into()], limits, None)
                 .await?
                 .pop()
                 .expect("one event in, one out");
@@ -496,14 +477,25 @@ impl Store for SqliteStore {
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = read == window as usize || rows.len() < read;
         let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
-        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
+        shared::store_events::<Self>(
+            &mut tx,
+            dialect,
+            &targets,
+            &incoming,
+            limits,
+            leasing.as_mut(),
+        )
+        .await?;
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
             .bind(last)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        shared::ingested(self, &self.reader, self.sealer(), rows.len(), more, leasing).await
+        shared::ingested(rows.len(), more, leasing, |rows| {
+            shared::with_endpoints(self, &self.reader, self.sealer(), rows)
+        })
+        .await
     }
 
     async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
@@ -924,64 +916,6 @@ impl SqliteStore {
         shared::endpoint_any(executor, self.sealer(), id).await
     }
 
-    /// Stores events and their deliveries inside `tx`, in three statements whatever the
-    /// number of events (plus one per ordered endpoint reached, and one when some are
-    /// leased). Returns, per event, its id and whether it was new; a repeated id (in the
-    /// database or earlier in `events`) creates nothing. With `leasing`, the new deliveries
-    /// due now are created leased while it has room.
-    async fn store_events(
-        tx: &mut WriteTx,
-        targets: &[Target],
-        events: &[Incoming<'_>],
-        limits: &IngestLimits,
-        mut leasing: Option<&mut Leasing<'_>>,
-    ) -> Result<Vec<(String, bool)>> {
-        let prepared = ingest::prepare(events, limits);
-        let new_ids: HashSet<String> = if prepared.rows.is_empty() {
-            HashSet::new()
-        } else {
-            Self::insert_events(tx, &prepared.rows)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        // The single writer serialises ingestion: nothing to lock.
-        let mut busy = HashMap::new();
-        for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
-            let unfinished: bool = sqlx::query_scalar(&dialect(sql::HAS_UNFINISHED))
-                .bind(&endpoint_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            busy.insert(endpoint_id, unfinished);
-        }
-        let token = leasing.as_ref().map(|l| l.token.clone());
-        let (deliveries, leased) = ingest::fan_out(
-            &prepared,
-            &new_ids,
-            targets,
-            busy,
-            leasing.as_deref_mut(),
-            token.as_deref(),
-        );
-        if leased > 0 {
-            // Leased ones first: an ordered endpoint's leased delivery is its first in this
-            // batch, the rest wait behind it, so ids keep arrival order.
-            let (taken, rest): (Vec<_>, Vec<_>) = deliveries
-                .into_iter()
-                .partition(|d| d.lease_token.is_some());
-            let created = Self::insert_leased_deliveries(tx, &taken).await?;
-            if !rest.is_empty() {
-                Self::insert_deliveries(tx, &rest).await?;
-            }
-            leasing
-                .expect("deliveries are leased only with a lease")
-                .add_created(created, &prepared)?;
-        } else if !deliveries.is_empty() {
-            Self::insert_deliveries(tx, &deliveries).await?;
-        }
-        Ok(prepared.created(&new_ids))
-    }
-
     /// Records results inside the caller's transaction; returns the delivery ids recorded.
     /// Every row sent back is a hand-off between SQLite's thread and the runtime, so the
     /// usual case (every lease held) returns none.
@@ -1012,17 +946,27 @@ impl SqliteStore {
         }
         Ok(done)
     }
+}
+
+#[async_trait]
+impl shared::IngestWrites for SqliteStore {
+    type DB = Sqlite;
+    // The single writer serialises ingestion: nothing to lock.
+    const LOCK_ORDERED: Option<&'static str> = None;
 
     /// New events, in chunks; returns the ids inserted. It counts them instead of reading
     /// each id back (`RETURNING`, one row handed from SQLite's thread to the runtime per
     /// event while the write lock is held): all of them are new, the usual case, or the new
     /// ones are the last rows by rowid, since SQLite gives each new row the largest rowid
     /// plus one (chosen at random only once rowids reach 2^63 - 1).
-    async fn insert_events(tx: &mut WriteTx, rows: &[PreparedEvent<'_>]) -> Result<Vec<String>> {
+    async fn insert_events(
+        conn: &mut sqlx::SqliteConnection,
+        rows: &[PreparedEvent<'_>],
+    ) -> Result<Vec<String>> {
         let mut inserted = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(values::MAX_ROWS) {
             let (text, args) = sql::INSERT_NEW_EVENTS.sqlite_bind(chunk);
-            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            let done = sqlx::query_with(text, args).execute(&mut *conn).await?;
             let new = done.rows_affected() as i64;
             if new == chunk.len() as i64 {
                 inserted.extend(chunk.iter().map(|r| r.event_id.clone()));
@@ -1033,7 +977,7 @@ impl SqliteStore {
                 )
                 .bind(last - new)
                 .bind(last)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *conn)
                 .await?;
                 if ids.len() as i64 != new {
                     return Err(crate::StoreError::Inconsistent(format!(
@@ -1048,10 +992,13 @@ impl SqliteStore {
     }
 
     /// New deliveries, in chunks, in order.
-    async fn insert_deliveries(tx: &mut WriteTx, rows: &[NewDelivery<'_>]) -> Result<()> {
+    async fn insert_deliveries(
+        conn: &mut sqlx::SqliteConnection,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<()> {
         for chunk in rows.chunks(values::MAX_ROWS) {
             let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
-            sqlx::query_with(text, args).execute(&mut **tx).await?;
+            sqlx::query_with(text, args).execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -1063,13 +1010,13 @@ impl SqliteStore {
     /// that order; the conformance case `a_large_ingest_hands_out_the_id_of_each_new_delivery`
     /// checks every id against its row.)
     async fn insert_leased_deliveries(
-        tx: &mut WriteTx,
+        conn: &mut sqlx::SqliteConnection,
         rows: &[NewDelivery<'_>],
     ) -> Result<Vec<(i64, String, String)>> {
         let mut created = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(values::MAX_ROWS) {
             let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
-            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            let done = sqlx::query_with(text, args).execute(&mut *conn).await?;
             if done.rows_affected() != chunk.len() as u64 {
                 return Err(crate::StoreError::Inconsistent(format!(
                     "{} of {} new deliveries inserted",

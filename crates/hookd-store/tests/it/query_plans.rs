@@ -26,7 +26,7 @@ VALUES ('ep_a', 'https://a.example/', '[\"*\"]', 'standard', 's', 0, 0),
 INSERT INTO hookd_events (event_id, event_type, payload, created_at) VALUES ('e', 'x', '{}', 0);";
 
 /// A query of the numbers 1 to `n` as the column `i`, in `backend`'s words.
-fn series(backend: Backend, n: impl std::fmt::Display) -> String {
+pub(crate) fn series(backend: Backend, n: impl std::fmt::Display) -> String {
     match backend {
         Backend::Sqlite => format!(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n"
@@ -211,7 +211,8 @@ fn history_seed(backend: Backend) -> String {
     )
 }
 
-async fn explain(db: &TestDb, sql: &str) -> String {
+/// The plan `db` chooses for `sql`, one line a step.
+pub(crate) async fn explain(db: &TestDb, sql: &str) -> String {
     match db.backend {
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
@@ -575,11 +576,17 @@ async fn check_fair(db: &TestDb, when: &str) {
     let n: i64 = match db.backend {
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_scalar(&count).fetch_one(&mut conn).await.unwrap()
+            sqlx::query_scalar(&count)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
         }
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_scalar(&count).fetch_one(&mut conn).await.unwrap()
+            sqlx::query_scalar(&count)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
         }
     };
     assert_eq!(n, 21, "{when}");

@@ -343,7 +343,11 @@ async fn hookd_disabling_changes_the_etag_health_does_not(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
 
     let (_, before) = read(&app, &id).await;
-    assert!(app.store.disable_endpoint(&id.as_str().into(), "gone").await.unwrap());
+    assert!(app
+        .store
+        .disable_endpoint(&id.as_str().into(), "gone")
+        .await
+        .unwrap());
     let (ep, after) = read(&app, &id).await;
     assert_eq!(ep["enabled"], false);
     assert_ne!(after, before, "disabling by hookd changes the ETag");

@@ -56,12 +56,7 @@ fn assert_unprocessable(what: &str, status: StatusCode, v: &Value, words: &str) 
 }
 
 /// `PATCH /v1/endpoints/{id}` with `body`, as `bearer`.
-async fn patch_endpoint(
-    app: &TestApp,
-    bearer: &str,
-    id: &str,
-    body: Value,
-) -> (StatusCode, Value) {
+async fn patch_endpoint(app: &TestApp, bearer: &str, id: &str, body: Value) -> (StatusCode, Value) {
     let path = format!("/v1/endpoints/{id}");
     call(app, bearer, Method::PATCH, &path, Some(body)).await
 }

@@ -34,12 +34,18 @@ async fn endpoints_round_trip(backend: Backend) {
             ..ep.clone()
         }
     );
-    assert_eq!(store.endpoint(&"ep_a".into()).await.unwrap().unwrap(), stored);
+    assert_eq!(
+        store.endpoint(&"ep_a".into()).await.unwrap().unwrap(),
+        stored
+    );
     assert!(store.endpoint(&"nope".into()).await.unwrap().is_none());
 
     add_endpoint(&store, "ep_b", &["*"]).await;
     let page1 = store.endpoints(None, 1).await.unwrap();
-    let page2 = store.endpoints(Some(page1[0].id.as_str()), 10).await.unwrap();
+    let page2 = store
+        .endpoints(Some(page1[0].id.as_str()), 10)
+        .await
+        .unwrap();
     assert_eq!(
         [page1, page2]
             .concat()
@@ -81,11 +87,7 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
     assert!(store.claim(10, 60_000).await.unwrap().is_empty());
 
     // Fan-out skips a disabled endpoint; targeting it creates a parked delivery.
-    assert_eq!(
-        enqueue(&store, "e2", "x").await
-            .deliveries,
-        0
-    );
+    assert_eq!(enqueue(&store, "e2", "x").await.deliveries, 0);
     let targeted = NewEvent {
         endpoint_id: Some("ep_1".into()),
         ..event(Some("e3"), "x")
@@ -111,11 +113,7 @@ async fn delete_fails_pending(backend: Backend) {
     assert_eq!(d.state, DeliveryState::Failed);
     assert_eq!(d.last_error.as_deref(), Some("endpoint deleted"));
     assert_eq!(store.attempts(d.id).await.unwrap().len(), 0);
-    assert_eq!(
-        enqueue(&store, "e2", "x").await
-            .deliveries,
-        0
-    );
+    assert_eq!(enqueue(&store, "e2", "x").await.deliveries, 0);
 }
 
 async fn endpoint_health_disables_the_failing(backend: Backend) {
@@ -179,9 +177,18 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
         "only once"
     );
     // disable_endpoint (410 Gone) parks too, once.
-    assert!(store.disable_endpoint(&"ep_2".into(), "gone").await.unwrap());
-    assert!(!store.disable_endpoint(&"ep_2".into(), "gone").await.unwrap());
-    assert!(!store.disable_endpoint(&"nope".into(), "gone").await.unwrap());
+    assert!(store
+        .disable_endpoint(&"ep_2".into(), "gone")
+        .await
+        .unwrap());
+    assert!(!store
+        .disable_endpoint(&"ep_2".into(), "gone")
+        .await
+        .unwrap());
+    assert!(!store
+        .disable_endpoint(&"nope".into(), "gone")
+        .await
+        .unwrap());
     // Enabling resumes the parked delivery, and clears the failing period.
     let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     let back = store
@@ -221,7 +228,10 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
         Versioned::Changed
     );
     assert_eq!(
-        store.delete_endpoint_if(&"ep_v".into(), Some(1)).await.unwrap(),
+        store
+            .delete_endpoint_if(&"ep_v".into(), Some(1))
+            .await
+            .unwrap(),
         Versioned::Changed
     );
     let now = store.endpoint(&"ep_v".into()).await.unwrap().unwrap();
@@ -255,14 +265,17 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
     let now = store.endpoint(&"ep_v".into()).await.unwrap().unwrap();
     assert!(now.failing_since.is_some());
     assert_eq!(now.version, 4);
-    assert!(store.disable_endpoint(&"ep_v".into(), "gone").await.unwrap());
-    assert_eq!(store.endpoint(&"ep_v".into()).await.unwrap().unwrap().version, 5);
+    assert!(store
+        .disable_endpoint(&"ep_v".into(), "gone")
+        .await
+        .unwrap());
+    assert_eq!(version_of(&store, "ep_v").await, 5);
     store
         .record_endpoint_health(&[("ep_v".into(), false)], Some(0), "failing too long")
         .await
         .unwrap();
     assert_eq!(
-        store.endpoint(&"ep_v".into()).await.unwrap().unwrap().version,
+        version_of(&store, "ep_v").await,
         5,
         "already disabled: nothing changed"
     );
@@ -276,15 +289,21 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(disabled, ["ep_v"]);
-    assert_eq!(store.endpoint(&"ep_v".into()).await.unwrap().unwrap().version, 7);
+    assert_eq!(version_of(&store, "ep_v").await, 7);
 
     // Deleting from the current version; then nothing is left to write.
     assert_eq!(
-        store.delete_endpoint_if(&"ep_v".into(), Some(7)).await.unwrap(),
+        store
+            .delete_endpoint_if(&"ep_v".into(), Some(7))
+            .await
+            .unwrap(),
         Versioned::Done(())
     );
     assert_eq!(
-        store.delete_endpoint_if(&"ep_v".into(), Some(8)).await.unwrap(),
+        store
+            .delete_endpoint_if(&"ep_v".into(), Some(8))
+            .await
+            .unwrap(),
         Versioned::NotFound
     );
     assert_eq!(
@@ -322,7 +341,12 @@ async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
     }
     let deleter = {
         let store = store.clone();
-        tokio::spawn(async move { store.delete_endpoint_if(&"ep_c".into(), Some(1)).await.unwrap() })
+        tokio::spawn(async move {
+            store
+                .delete_endpoint_if(&"ep_c".into(), Some(1))
+                .await
+                .unwrap()
+        })
     };
     let mut done = Vec::new();
     for (i, result) in writers.join_all().await {
@@ -352,4 +376,10 @@ async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
         }
         Versioned::NotFound => panic!("the endpoint was there"),
     }
+}
+
+/// The version of live endpoint `id`.
+async fn version_of(store: &Arc<dyn Store>, id: &str) -> i64 {
+    let e = store.endpoint(&id.into()).await.unwrap();
+    e.unwrap_or_else(|| panic!("{id} is live")).version
 }

@@ -215,7 +215,10 @@ async fn odd_outbox_rows_fail_alone(backend: Backend) {
             DeliveryState::Pending,
             "a BLOB of JSON is JSON"
         );
-        assert_eq!(store.event(&"blob".into()).await.unwrap().unwrap().payload, "{}");
+        assert_eq!(
+            store.event(&"blob".into()).await.unwrap().unwrap().payload,
+            "{}"
+        );
         assert_eq!(by_event("latin1").state, DeliveryState::Failed);
     }
 }

@@ -149,6 +149,17 @@ async fn add_endpoint(store: &Arc<dyn Store>, id: &str, types: &[&str]) -> Endpo
         .unwrap_or_else(|e| panic!("insert {id}: {e}"))
 }
 
+/// Inserts endpoint `id`, ordered, subscribed to every event type.
+async fn add_ordered_endpoint(store: &Arc<dyn Store>, id: &str) -> Endpoint {
+    store
+        .insert_endpoint(&Endpoint {
+            ordered: true,
+            ..endpoint(id, &["*"])
+        })
+        .await
+        .unwrap_or_else(|e| panic!("insert {id}: {e}"))
+}
+
 /// Stores event `id` of `event_type`, fanned out to the endpoints it matches.
 async fn enqueue(store: &Arc<dyn Store>, id: &str, event_type: &str) -> Enqueued {
     store

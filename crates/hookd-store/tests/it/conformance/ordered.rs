@@ -13,13 +13,7 @@ hookd_testkit::each_backend!(
 async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) {
     let (_db, store) = open(backend).await;
     for id in ["ep_a", "ep_b", "ep_c"] {
-        store
-            .insert_endpoint(&Endpoint {
-                ordered: true,
-                ..endpoint(id, &["*"])
-            })
-            .await
-            .unwrap();
+        add_ordered_endpoint(&store, id).await;
     }
     enqueue_numbered(&store, 0..3, "x").await;
     let heads = store.claim(10, 60_000).await.unwrap();
@@ -65,13 +59,7 @@ async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) 
 
 async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&Endpoint {
-            ordered: true,
-            ..endpoint("ep_o", &["*"])
-        })
-        .await
-        .unwrap();
+    add_ordered_endpoint(&store, "ep_o").await;
     add_endpoint(&store, "ep_u", &["*"]).await;
     enqueue_numbered(&store, 0..3, "x").await;
     let first = store.claim(10, 60_000).await.unwrap();
@@ -170,13 +158,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
 /// their results and the head's are recorded in one batch, exactly the next held one goes.
 async fn one_batch_of_results_lets_one_held_delivery_go(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&Endpoint {
-            ordered: true,
-            ..endpoint("ep_o", &["*"])
-        })
-        .await
-        .unwrap();
+    add_ordered_endpoint(&store, "ep_o").await;
     enqueue_numbered(&store, 0..5, "x").await;
     let mut finished = Vec::new();
     for expected in ["e0", "e1"] {

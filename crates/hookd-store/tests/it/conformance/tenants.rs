@@ -228,9 +228,21 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
             .len(),
         4
     );
-    assert!(store.endpoint_in(&a, &"ep_a1".into()).await.unwrap().is_some());
-    assert!(store.endpoint_in(&a, &"ep_b".into()).await.unwrap().is_none());
-    assert!(store.endpoint_in(&a, &"ep_wide".into()).await.unwrap().is_none());
+    assert!(store
+        .endpoint_in(&a, &"ep_a1".into())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .endpoint_in(&a, &"ep_b".into())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .endpoint_in(&a, &"ep_wide".into())
+        .await
+        .unwrap()
+        .is_none());
 
     // Writes to another tenant's endpoint find nothing, and change nothing.
     let mut other = store.endpoint(&"ep_b".into()).await.unwrap().unwrap();
@@ -240,7 +252,10 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
         Versioned::NotFound
     );
     assert_eq!(
-        store.delete_endpoint_in(&a, &"ep_b".into(), None).await.unwrap(),
+        store
+            .delete_endpoint_in(&a, &"ep_b".into(), None)
+            .await
+            .unwrap(),
         Versioned::NotFound
     );
     let still = store.endpoint(&"ep_b".into()).await.unwrap().unwrap();
@@ -257,7 +272,10 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
     };
     assert_eq!(updated.tenant_id, Some(tenant("a")));
     assert_eq!(
-        store.delete_endpoint_in(&a, &"ep_a2".into(), None).await.unwrap(),
+        store
+            .delete_endpoint_in(&a, &"ep_a2".into(), None)
+            .await
+            .unwrap(),
         Versioned::Done(())
     );
 
@@ -300,7 +318,11 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
     assert!(!store.resend_in(&a, theirs.id).await.unwrap());
     assert!(store.resend_in(&b, theirs.id).await.unwrap());
     assert!(store.event_in(&a, &"e_b".into()).await.unwrap().is_none());
-    assert!(store.event_in(&a, &"e_wide".into()).await.unwrap().is_none());
+    assert!(store
+        .event_in(&a, &"e_wide".into())
+        .await
+        .unwrap()
+        .is_none());
     assert!(store.event_in(&a, &"e_a".into()).await.unwrap().is_some());
     assert!(store
         .event_in(&Scope::Admin, &"e_b".into())

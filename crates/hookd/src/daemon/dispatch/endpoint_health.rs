@@ -44,8 +44,7 @@ impl EndpointHealth {
     ) -> Vec<(EndpointId, bool)> {
         let mut any_success: BTreeMap<&EndpointId, bool> = BTreeMap::new();
         for (c, _) in batch.iter().zip(recorded).filter(|(_, ok)| **ok) {
-            *any_success.entry(&c.endpoint_id).or_default() |=
-                c.record.outcome == Outcome::Success;
+            *any_success.entry(&c.endpoint_id).or_default() |= c.record.outcome == Outcome::Success;
         }
         let news: Vec<(EndpointId, bool)> = any_success
             .into_iter()
@@ -152,17 +151,10 @@ mod tests {
         let news = health.news(&batch, &[true; 4], t0);
         assert_eq!(
             news,
-            [
-                ("a".into(), false),
-                ("b".into(), true),
-                ("c".into(), true)
-            ]
+            [("a".into(), false), ("b".into(), true), ("c".into(), true)]
         );
         assert!(health.news(&batch[3..], &[true], t0).is_empty());
         health.not_written(&news);
-        assert_eq!(
-            health.news(&batch[3..], &[true], t0),
-            [("c".into(), true)]
-        );
+        assert_eq!(health.news(&batch[3..], &[true], t0), [("c".into(), true)]);
     }
 }
