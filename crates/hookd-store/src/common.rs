@@ -14,12 +14,12 @@ use crate::{Claimed, DeliveryFilter, DeliveryState, Endpoint, Release, Result, S
 /// endpoints `due` lists (`(endpoint, tenant)`), less those excluded.
 pub(crate) fn fair_shares(
     due: Vec<(String, Option<String>)>,
-    exclude: &[String],
+    exclude: &[crate::EndpointId],
     places: u32,
 ) -> Vec<(String, u32)> {
     let due: Vec<crate::fair::Due> = due
         .into_iter()
-        .filter(|(endpoint, _)| !exclude.contains(endpoint))
+        .filter(|(endpoint, _)| !exclude.iter().any(|e| e.as_str() == endpoint))
         .map(|(endpoint, tenant)| crate::fair::Due { tenant, endpoint })
         .collect();
     crate::fair::shares(&due, places, crate::fair::next_turn())
@@ -99,16 +99,19 @@ pub(crate) fn release_args(how: &Release) -> (&'static str, bool, Option<&str>) 
 /// deleted endpoint must be failed, not dropped).
 pub(crate) fn join_endpoints(
     rows: Vec<ClaimRow>,
-    endpoints: &HashMap<String, Arc<Endpoint>>,
+    endpoints: &HashMap<crate::EndpointId, Arc<Endpoint>>,
 ) -> Result<Vec<Claimed>> {
     rows.into_iter()
         .map(|r| {
-            let endpoint = endpoints.get(&r.endpoint_id).cloned().ok_or_else(|| {
-                StoreError::Inconsistent(format!(
-                    "delivery {} names endpoint {}, which is not there",
-                    r.id, r.endpoint_id
-                ))
-            })?;
+            let endpoint = endpoints
+                .get(r.endpoint_id.as_str())
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "delivery {} names endpoint {}, which is not there",
+                        r.id, r.endpoint_id
+                    ))
+                })?;
             r.into_claimed(endpoint)
         })
         .collect()

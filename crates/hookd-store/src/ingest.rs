@@ -377,7 +377,7 @@ pub(crate) struct Leasing<'a> {
     /// Deliveries to lease at most.
     pub room: usize,
     /// Endpoints whose deliveries are not leased.
-    pub exclude: &'a [String],
+    pub exclude: &'a [crate::EndpointId],
     pub token: String,
     pub lease_ms: i64,
     /// The deliveries leased, filled in as they are created.
@@ -391,7 +391,7 @@ pub(crate) struct Leasing<'a> {
 impl Leasing<'_> {
     /// Whether a new delivery to `endpoint_id`, due now, is leased: while there is room.
     pub fn takes(&self, endpoint_id: &str, leased_so_far: usize) -> bool {
-        leased_so_far < self.room && !self.exclude.iter().any(|e| e == endpoint_id)
+        leased_so_far < self.room && !self.exclude.iter().any(|e| e.as_str() == endpoint_id)
     }
 
     /// Takes the deliveries just created leased (`created`: id, event id, endpoint id, in
@@ -416,7 +416,7 @@ impl Leasing<'_> {
                 id,
                 lease_token: self.token.clone(),
                 event_type: event.event_type.to_string(),
-                event_id,
+                event_id: event_id.into(),
                 endpoint_id,
                 attempts: 1,
                 next_trigger: "auto".to_string(),
@@ -621,7 +621,11 @@ pub(crate) fn lease_rows<'l>(
             if p.parked || p.error.is_some() {
                 continue;
             }
-            if lease.exclude_endpoints.contains(&p.endpoint_id) {
+            if lease
+                .exclude_endpoints
+                .iter()
+                .any(|e| e.as_str() == p.endpoint_id)
+            {
                 row.busy += 1;
             } else {
                 row.leasable += 1;

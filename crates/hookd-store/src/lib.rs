@@ -8,11 +8,15 @@
 //!   [`connect`], which picks a store by URL; and the sealing of secrets at rest
 //!   ([`Sealer`]).
 //! - `sqlite/`: [`SqliteStore`], the embedded default (WAL, one writer connection).
-//!   `sqlite/mod.rs` is every statement it runs, in its `Store` methods; `sqlite/writer.rs`
+//!   `sqlite/mod.rs` is its `Store` methods and the statements only it runs; `sqlite/writer.rs`
 //!   is the one write connection: how writes queue for it, its transactions, readiness
 //!   when its thread ends, and the WAL checkpointer beside it.
 //! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
-//!   LOCKED`, LISTEN/NOTIFY): every statement it runs, in its `Store` methods.
+//!   LOCKED`, LISTEN/NOTIFY): its `Store` methods and the statements only it runs.
+//! - `shared.rs`: the Rust both stores run around their statements, generic over sqlx's
+//!   `Database`: the endpoint's bound values, endpoint lookups and pages, claimed rows
+//!   joined with their endpoints, storing events and their deliveries, what an ingest did,
+//!   the ordered endpoints a batch of results lets go.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write
@@ -47,6 +51,7 @@ pub mod fair;
 pub mod ingest;
 mod postgres;
 mod rows;
+mod shared;
 mod sql;
 mod sqlite;
 pub mod summary;
@@ -130,7 +135,7 @@ pub struct IngestLease<'a> {
     /// leased: the rest stay in the outbox, the queue, until there is room for them.
     pub max: u32,
     /// Endpoints at their cap: their deliveries are not leased.
-    pub exclude_endpoints: &'a [String],
+    pub exclude_endpoints: &'a [EndpointId],
     /// Which outbox rows it consumes.
     pub consume: Consume,
     pub lease_ms: u64,
@@ -238,9 +243,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new endpoint; `created_at`/`updated_at` are set from the database clock.
     async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint>;
     /// A live (not deleted) endpoint visible in `scope`.
-    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>>;
+    async fn endpoint_in(&self, scope: &Scope, id: &EndpointId) -> Result<Option<Endpoint>>;
     /// A live (not deleted) endpoint.
-    async fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint(&self, id: &EndpointId) -> Result<Option<Endpoint>> {
         self.endpoint_in(&Scope::Admin, id).await
     }
     /// Live endpoints visible in `scope`, ordered by id, after `after`.
@@ -271,7 +276,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_endpoint_in(
         &self,
         scope: &Scope,
-        id: &str,
+        id: &EndpointId,
         if_version: Option<i64>,
     ) -> Result<Versioned<()>> {
         if self.endpoint_in(scope, id).await?.is_none() {
@@ -298,27 +303,31 @@ pub trait Store: Send + Sync + 'static {
     /// Live endpoints whose stored secrets this store cannot decrypt (no key, or another
     /// key than they were sealed with), as `(id, reason)`, ordered by id. Without a key,
     /// every live endpoint holding a sealed value. One read of the endpoints table.
-    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>>;
+    async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>>;
     /// Deletes an endpoint (its history stays readable) and fails its pending deliveries;
     /// with `if_version`, only while the endpoint still has that version.
-    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>>;
+    async fn delete_endpoint_if(
+        &self,
+        id: &EndpointId,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>>;
     /// [`Store::delete_endpoint_if`] with no condition: `false` when there is no such live
     /// endpoint.
-    async fn delete_endpoint(&self, id: &str) -> Result<bool> {
+    async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
         Ok(self.delete_endpoint_if(id, None).await? == Versioned::Done(()))
     }
     /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
     /// when it was already disabled (or does not exist).
-    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool>;
+    async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool>;
     /// Notes, per endpoint, whether a batch of attempts had a success; an endpoint failing
     /// with no success for `disable_after_ms` or more is disabled with `reason`. Returns the
     /// endpoints disabled now.
     async fn record_endpoint_health(
         &self,
-        outcomes: &[(String, bool)],
+        outcomes: &[(EndpointId, bool)],
         disable_after_ms: Option<i64>,
         reason: &str,
-    ) -> Result<Vec<String>>;
+    ) -> Result<Vec<EndpointId>>;
 
     // --- events ----------------------------------------------------------------------
     /// Stores an event and its deliveries in one transaction. A known `event_id` creates
@@ -355,8 +364,8 @@ pub trait Store: Send + Sync + 'static {
         lease: Option<IngestLease<'_>>,
     ) -> Result<Ingested>;
     /// An event visible in `scope`.
-    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>>;
-    async fn event(&self, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>>;
+    async fn event(&self, event_id: &EventId) -> Result<Option<Event>> {
         self.event_in(&Scope::Admin, event_id).await
     }
 
@@ -369,7 +378,7 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due(
         &self,
         plan: ClaimPlan,
-        exclude_endpoints: &[String],
+        exclude_endpoints: &[EndpointId],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>>;
     /// Leases up to `max` due deliveries of any kind, first attempts first.
@@ -560,7 +569,7 @@ pub(crate) fn open(
 pub(crate) fn unreadable(
     sealer: Option<&dyn Sealer>,
     sealed: Vec<(String, String, Option<String>, Option<String>)>,
-) -> Vec<(String, String)> {
+) -> Vec<(EndpointId, String)> {
     sealed
         .into_iter()
         .filter_map(|(id, secret, previous, token)| {
@@ -568,7 +577,7 @@ pub(crate) fn unreadable(
                 .into_iter()
                 .flatten()
                 .find_map(|value| open(sealer, value, &id).err())
-                .map(|reason| (id, reason))
+                .map(|reason| (EndpointId::from(id), reason))
         })
         .collect()
 }
@@ -578,16 +587,16 @@ pub(crate) fn unreadable(
 /// read: a claim or a list holding it must still serve every other endpoint.
 pub(crate) fn open_endpoint(sealer: Option<&dyn Sealer>, mut e: Endpoint) -> Endpoint {
     let has_token = e.bearer_token.is_some();
-    let secret = open(sealer, std::mem::take(&mut e.secret), &e.id);
+    let secret = open(sealer, std::mem::take(&mut e.secret), e.id.as_str());
     let previous = e
         .previous_secret
         .take()
-        .map(|p| open(sealer, p, &e.id))
+        .map(|p| open(sealer, p, e.id.as_str()))
         .transpose();
     let token = e
         .bearer_token
         .take()
-        .map(|t| open(sealer, t, &e.id))
+        .map(|t| open(sealer, t, e.id.as_str()))
         .transpose();
     match (secret, previous, token) {
         (Ok(secret), Ok(previous), Ok(token)) => {

@@ -6,6 +6,100 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+/// A newtype over a `String` id: serialized, stored and bound as the bare text, so that the
+/// JSON and the columns are those of a plain string; what it adds is that one kind of id
+/// cannot be passed where another is expected.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
+            serde::Serialize, serde::Deserialize, sqlx::Type,
+        )]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(id: impl Into<String>) -> Self {
+                $name(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> Self {
+                $name(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> Self {
+                $name(id.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+string_id!(
+    /// An endpoint's id (`ep_...` when hookd made it).
+    EndpointId
+);
+string_id!(
+    /// An event's id: the producer's, or `evt_...` when hookd made it.
+    EventId
+);
+
 /// Where a delivery is in its life. See `docs/state-machine.md` for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryState {
@@ -159,7 +253,7 @@ impl_str_enum!(Outcome, "outcome", Outcome::ALL);
 /// token and the values of the static headers (often credentials too).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
-    pub id: String,
+    pub id: EndpointId,
     /// The tenant it belongs to; `None`: the provider-wide tenant. Set at creation, never
     /// changed (`update_endpoint` leaves it).
     pub tenant_id: Option<crate::TenantId>,
@@ -303,7 +397,7 @@ pub struct NewEvent {
 /// What `enqueue_event` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
-    pub event_id: String,
+    pub event_id: EventId,
     /// Deliveries the event has (created now, or by the first enqueue of this `event_id`).
     pub deliveries: u64,
     /// `false` when the `event_id` was already known and nothing was created.
@@ -313,10 +407,10 @@ pub struct Enqueued {
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     pub payload: String,
-    pub endpoint_id: Option<String>,
+    pub endpoint_id: Option<EndpointId>,
     pub tenant_id: Option<crate::TenantId>,
     pub payload_error: Option<String>,
     pub created_at: i64,
@@ -326,8 +420,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: i64,
-    pub event_id: String,
-    pub endpoint_id: String,
+    pub event_id: EventId,
+    pub endpoint_id: EndpointId,
     /// The event's tenant.
     pub tenant_id: Option<crate::TenantId>,
     pub event_type: String,
@@ -362,7 +456,7 @@ pub struct Claimed {
     pub delivery_id: i64,
     /// Fences the completion write: only the holder of this token may record the result.
     pub lease_token: String,
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     /// The number of this attempt, 1-based.
     pub attempt: i32,
@@ -411,7 +505,7 @@ pub enum Next {
 pub struct Completion {
     pub delivery_id: i64,
     pub lease_token: String,
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     /// The endpoint is ordered: a final result lets the next held delivery go.
     pub ordered: bool,
     pub record: AttemptRecord,
@@ -424,8 +518,8 @@ pub struct DeliveryFilter {
     /// One tenant's deliveries only. A confined store call sets it from its scope.
     pub tenant_id: Option<crate::TenantId>,
     pub state: Option<DeliveryState>,
-    pub endpoint_id: Option<String>,
-    pub event_id: Option<String>,
+    pub endpoint_id: Option<EndpointId>,
+    pub event_id: Option<EventId>,
     pub event_type: Option<String>,
     /// Created at or after (ms).
     pub since: Option<i64>,

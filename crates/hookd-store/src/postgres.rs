@@ -5,28 +5,24 @@
 //! `hookd_outbox` sends `NOTIFY hookd` when a producer commits, and ingestion sends one when
 //! it creates deliveries, so every instance wakes at once; polling remains as a fallback.
 //!
-//! This file is every statement the store runs, in its `Store` methods: most are shared
+//! This file is the store's `Store` methods and the statements only it runs: most are shared
 //! with SQLite (`crate::sql`) and run as written there.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Transaction};
+use sqlx::{Postgres, QueryBuilder};
 
 use crate::common;
-use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
-use crate::matching::{self, Target};
-use crate::rows::{
-    self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
-};
+use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
+use crate::matching;
+use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
+use crate::shared;
 use crate::sql;
 use crate::*;
-
-/// A write transaction: on PostgreSQL, any pooled connection's.
-type WriteTx = Transaction<'static, Postgres>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -204,36 +200,18 @@ impl Store for PgStore {
     // --- endpoints -------------------------------------------------------------------
 
     async fn insert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
-        let (event_types, schedule, headers) = rows::endpoint_json(e);
-        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
-        sqlx::query(sql::INSERT_ENDPOINT)
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(event_types)
-            .bind(e.bearer_token.as_deref().map(seal))
-            .bind(e.signature_scheme.as_str())
-            .bind(seal(&e.secret))
-            .bind(schedule)
-            .bind(e.timeout_ms.map(|t| t as i64))
-            .bind(headers)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
-            .bind(e.disabled_at)
-            .bind(e.previous_secret.as_deref().map(seal))
-            .bind(e.previous_secret_expires_at)
-            .bind(e.ordered)
+        shared::bind_endpoint(sqlx::query(sql::INSERT_ENDPOINT), e, self.sealer())
             .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&self.pool)
             .await?;
-        self.endpoint_any(&self.pool, &e.id).await?.ok_or_else(|| {
+        self.endpoint_any(&e.id).await?.ok_or_else(|| {
             StoreError::Inconsistent(format!("endpoint {} is not there after its insert", e.id))
         })
     }
 
-    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &EndpointId) -> Result<Option<Endpoint>> {
         Ok(self
-            .endpoint_any(&self.pool, id)
+            .endpoint_any(id)
             .await?
             .filter(|e| !e.deleted && scope.sees(e.tenant_id.as_ref())))
     }
@@ -244,25 +222,10 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Endpoint>> {
-        let live = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
-             WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
-            common::tenant_endpoints(scope)
-        );
-        let mut q = sqlx::query_as::<_, EndpointRow>(&live)
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64);
-        if let Some(tenant) = scope.tenant() {
-            q = q.bind(tenant.as_str());
-        }
-        q.fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .collect()
+        shared::endpoints_in(&self.pool, self.sealer(), scope, after, limit).await
     }
 
-    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+    async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
         let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as(sql::SEALED_ENDPOINTS)
                 .fetch_all(&self.pool)
@@ -275,33 +238,15 @@ impl Store for PgStore {
         e: &Endpoint,
         if_version: Option<i64>,
     ) -> Result<Versioned<Endpoint>> {
-        let (event_types, schedule, headers) = rows::endpoint_json(e);
-        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(sql::UPDATE_ENDPOINT)
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(event_types)
-            .bind(e.bearer_token.as_deref().map(seal))
-            .bind(e.signature_scheme.as_str())
-            .bind(seal(&e.secret))
-            .bind(schedule)
-            .bind(e.timeout_ms.map(|t| t as i64))
-            .bind(headers)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
-            .bind(e.disabled_at)
-            .bind(e.previous_secret.as_deref().map(seal))
-            .bind(e.previous_secret_expires_at)
-            .bind(e.ordered)
+        let updated = shared::bind_endpoint(sqlx::query(sql::UPDATE_ENDPOINT), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         if updated == 0 {
-            return Self::unwritten(&mut tx, &e.id).await;
+            return shared::unwritten::<Postgres, _>(&mut tx, Cow::Borrowed, &e.id).await;
         }
         let follow = if e.enabled {
             sql::UNPARK_ENDPOINT_DELIVERIES
@@ -317,13 +262,17 @@ impl Store for PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(match self.endpoint_any(&self.pool, &e.id).await? {
+        Ok(match self.endpoint_any(&e.id).await? {
             Some(updated) => Versioned::Done(updated),
             None => Versioned::NotFound,
         })
     }
 
-    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+    async fn delete_endpoint_if(
+        &self,
+        id: &EndpointId,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query(sql::DELETE_ENDPOINT)
             .bind(id)
@@ -332,7 +281,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
         if deleted == 0 {
-            return Self::unwritten(&mut tx, id).await;
+            return shared::unwritten::<Postgres, _>(&mut tx, Cow::Borrowed, id).await;
         }
         sqlx::query(sql::FAIL_ENDPOINT_DELIVERIES)
             .bind(id)
@@ -342,7 +291,7 @@ impl Store for PgStore {
         Ok(Versioned::Done(()))
     }
 
-    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let disabled = sqlx::query(sql::DISABLE_ENDPOINT)
             .bind(id)
@@ -363,10 +312,10 @@ impl Store for PgStore {
 
     async fn record_endpoint_health(
         &self,
-        outcomes: &[(String, bool)],
+        outcomes: &[(EndpointId, bool)],
         disable_after_ms: Option<i64>,
         reason: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<EndpointId>> {
         let mut disabled = Vec::new();
         if outcomes.is_empty() {
             return Ok(disabled);
@@ -418,16 +367,19 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.events_pool.begin().await?;
-        let targets = Self::targets(&mut tx).await?;
+        let targets = shared::targets::<Postgres>(&mut tx, Cow::Borrowed).await?;
         let incoming: Vec<Incoming> = events.iter().map(Incoming::from).collect();
-        let stored = Self::store_events(&mut tx, &targets, &incoming, limits, None).await?;
+        let stored =
+            shared::store_events::<Self>(&mut tx, Cow::Borrowed, &targets, &incoming, limits, None)
+                .await?;
         let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
-        let counts: HashMap<String, i64> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_POSTGRES)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+        let counts: std::collections::HashMap<String, i64> =
+            sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_POSTGRES)
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         tx.commit().await?;
         Ok(rows::enqueued(stored, &counts))
     }
@@ -452,7 +404,7 @@ impl Store for PgStore {
             return Ok(Ingested::default());
         }
         let full = rows.len() == window as usize;
-        let targets = Self::targets(&mut tx).await?;
+        let targets = shared::targets::<Postgres>(&mut tx, Cow::Borrowed).await?;
         let ordered = matching::reaches_ordered(
             rows.iter().map(|r| {
                 (
@@ -484,7 +436,15 @@ impl Store for PgStore {
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = full || rows.len() < read;
         let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
-        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
+        shared::store_events::<Self>(
+            &mut tx,
+            Cow::Borrowed,
+            &targets,
+            &incoming,
+            limits,
+            leasing.as_mut(),
+        )
+        .await?;
         // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
@@ -499,10 +459,13 @@ impl Store for PgStore {
                 .await?;
         }
         tx.commit().await?;
-        self.ingested(rows.len(), more, leasing).await
+        shared::ingested(rows.len(), more, leasing, |rows| {
+            shared::with_endpoints(self, &self.pool, self.sealer(), rows)
+        })
+        .await
     }
 
-    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
         Ok(sqlx::query_as::<_, rows::EventRow>(sql::EVENT)
             .bind(event_id)
             .bind(scope.tenant().map(|t| t.as_str()))
@@ -516,7 +479,7 @@ impl Store for PgStore {
     async fn claim_due(
         &self,
         plan: ClaimPlan,
-        exclude_endpoints: &[String],
+        exclude_endpoints: &[EndpointId],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
@@ -542,7 +505,7 @@ impl Store for PgStore {
             .bind(counts)
             .fetch_all(&self.pool)
             .await?;
-        self.with_endpoints(rows).await
+        shared::with_endpoints(self, &self.pool, self.sealer(), rows).await
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
@@ -561,13 +524,7 @@ impl Store for PgStore {
         // transaction.
         let mut tx = self.pool.begin().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
-        let recorded = rows::recorded(batch, &done);
-        for endpoint in rows::ordered_endpoints(batch, &recorded) {
-            sqlx::query(sql::PROMOTE_ENDPOINT_NEXT)
-                .bind(endpoint)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let recorded = shared::recorded::<Postgres>(&mut tx, Cow::Borrowed, batch, &done).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -901,175 +858,9 @@ impl Store for PgStore {
 }
 
 impl PgStore {
-    /// Why a conditional write of an endpoint changed no row: no such live endpoint, or it
-    /// no longer has the version named.
-    async fn unwritten<T>(tx: &mut WriteTx, id: &str) -> Result<Versioned<T>> {
-        let live: bool = sqlx::query_scalar(sql::ENDPOINT_LIVE)
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-        Ok(if live {
-            Versioned::Changed
-        } else {
-            Versioned::NotFound
-        })
-    }
-
     /// An endpoint, deleted or not.
-    async fn endpoint_any<'e>(
-        &self,
-        executor: impl sqlx::Executor<'e, Database = Postgres>,
-        id: &str,
-    ) -> Result<Option<Endpoint>> {
-        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id = $1");
-        sqlx::query_as::<_, EndpointRow>(&sql)
-            .bind(id)
-            .fetch_optional(executor)
-            .await?
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .transpose()
-    }
-
-    /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
-    /// must be failed, not dropped).
-    async fn endpoints_by_id(
-        &self,
-        ids: impl Iterator<Item = &str>,
-    ) -> Result<HashMap<String, Arc<Endpoint>>> {
-        let ids: BTreeSet<&str> = ids.collect();
-        let mut found = HashMap::new();
-        if ids.is_empty() {
-            return Ok(found);
-        }
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id IN ("
-        ));
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        q.push(")");
-        for row in q
-            .build_query_as::<EndpointRow>()
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let e = crate::open_endpoint(self.sealer(), row.try_into()?);
-            found.insert(e.id.clone(), Arc::new(e));
-        }
-        Ok(found)
-    }
-
-    /// Joins claimed rows with their endpoints. If that fails, the rows are handed back
-    /// (due now, the claim undone) before the error is returned: a claim that cannot be
-    /// completed must not leave leases to expire and charge a lost attempt.
-    async fn with_endpoints(&self, rows: Vec<ClaimRow>) -> Result<Vec<Claimed>> {
-        let leases: Vec<Lease> = rows.iter().map(ClaimRow::lease).collect();
-        let endpoints = self
-            .endpoints_by_id(rows.iter().map(|r| r.endpoint_id.as_str()))
-            .await;
-        let joined = endpoints.and_then(|endpoints| common::join_endpoints(rows, &endpoints));
-        if joined.is_err() {
-            if let Err(undo) = self.release(&leases, Release::Now).await {
-                tracing::warn!(error = %undo, "cannot hand back a claim that failed");
-            }
-        }
-        joined
-    }
-
-    /// What an ingest of `rows` outbox rows did, its leased deliveries joined with their
-    /// endpoints (handed back if that fails: see `with_endpoints`).
-    async fn ingested(
-        &self,
-        rows: usize,
-        more: bool,
-        leasing: Option<Leasing<'_>>,
-    ) -> Result<Ingested> {
-        let (claimed, due, blocked) = match leasing {
-            Some(l) if !l.rows.is_empty() => (self.with_endpoints(l.rows).await?, l.due, l.blocked),
-            Some(l) => (Vec::new(), l.due, l.blocked),
-            // Not counted without a lease: due as far as anyone knows.
-            None => (Vec::new(), rows > 0, false),
-        };
-        Ok(Ingested {
-            rows: rows as u64,
-            claimed,
-            due,
-            more,
-            blocked,
-        })
-    }
-
-    /// The endpoints fan-out chooses among.
-    async fn targets(tx: &mut WriteTx) -> Result<Vec<Target>> {
-        sqlx::query_as::<_, rows::TargetRow>(sql::TARGETS)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(Target::try_from)
-            .collect()
-    }
-
-    /// Stores events and their deliveries inside `tx`, in three statements whatever the
-    /// number of events (plus two per ordered endpoint reached, and one when some are
-    /// leased). Returns, per event, its id and whether it was new; a repeated id (in the
-    /// database or earlier in `events`) creates nothing. With `leasing`, the new deliveries
-    /// due now are created leased while it has room.
-    async fn store_events(
-        tx: &mut WriteTx,
-        targets: &[Target],
-        events: &[Incoming<'_>],
-        limits: &IngestLimits,
-        mut leasing: Option<&mut Leasing<'_>>,
-    ) -> Result<Vec<(String, bool)>> {
-        let prepared = ingest::prepare(events, limits);
-        let new_ids: HashSet<String> = if prepared.rows.is_empty() {
-            HashSet::new()
-        } else {
-            Self::insert_events(tx, &prepared.rows)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let mut busy = HashMap::new();
-        for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
-            // Serialises ingestion per ordered endpoint across instances.
-            sqlx::query("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE")
-                .bind(&endpoint_id)
-                .execute(&mut **tx)
-                .await?;
-            let unfinished: bool = sqlx::query_scalar(sql::HAS_UNFINISHED)
-                .bind(&endpoint_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            busy.insert(endpoint_id, unfinished);
-        }
-        let token = leasing.as_ref().map(|l| l.token.clone());
-        let (deliveries, leased) = ingest::fan_out(
-            &prepared,
-            &new_ids,
-            targets,
-            busy,
-            leasing.as_deref_mut(),
-            token.as_deref(),
-        );
-        if leased > 0 {
-            // Leased ones first: an ordered endpoint's leased delivery is its first in this
-            // batch, the rest wait behind it, so ids keep arrival order.
-            let (taken, rest): (Vec<_>, Vec<_>) = deliveries
-                .into_iter()
-                .partition(|d| d.lease_token.is_some());
-            let created = Self::insert_leased_deliveries(tx, &taken).await?;
-            if !rest.is_empty() {
-                Self::insert_deliveries(tx, &rest).await?;
-            }
-            leasing
-                .expect("deliveries are leased only with a lease")
-                .add_created(created, &prepared)?;
-        } else if !deliveries.is_empty() {
-            Self::insert_deliveries(tx, &deliveries).await?;
-        }
-        Ok(prepared.created(&new_ids))
+    async fn endpoint_any(&self, id: &EndpointId) -> Result<Option<Endpoint>> {
+        shared::endpoint_any(&self.pool, self.sealer(), id).await
     }
 
     /// Records results; returns the delivery ids recorded.
@@ -1082,32 +873,45 @@ impl PgStore {
             .fetch_all(conn)
             .await?)
     }
+}
+
+#[async_trait]
+impl shared::IngestWrites for PgStore {
+    type DB = Postgres;
+    const LOCK_ORDERED: Option<&'static str> =
+        Some("SELECT 1 FROM hookd_endpoints WHERE id = $1 FOR UPDATE");
 
     /// New events, as one JSON array; returns the ids inserted.
-    async fn insert_events(tx: &mut WriteTx, rows: &[PreparedEvent<'_>]) -> Result<Vec<String>> {
+    async fn insert_events(
+        conn: &mut sqlx::PgConnection,
+        rows: &[PreparedEvent<'_>],
+    ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(sql::INSERT_EVENTS.postgres())
             .bind(ingest::events_json(rows))
-            .fetch_all(&mut **tx)
+            .fetch_all(conn)
             .await?)
     }
 
     /// New deliveries, as one JSON array, in order.
-    async fn insert_deliveries(tx: &mut WriteTx, rows: &[NewDelivery<'_>]) -> Result<()> {
+    async fn insert_deliveries(
+        conn: &mut sqlx::PgConnection,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<()> {
         sqlx::query(sql::INSERT_DELIVERIES.postgres())
             .bind(serde_json::to_string(rows).expect("deliveries serialize"))
-            .execute(&mut **tx)
+            .execute(conn)
             .await?;
         Ok(())
     }
 
     /// New deliveries created leased; returns each one's id, event and endpoint.
     async fn insert_leased_deliveries(
-        tx: &mut WriteTx,
+        conn: &mut sqlx::PgConnection,
         rows: &[NewDelivery<'_>],
     ) -> Result<Vec<(i64, String, String)>> {
         Ok(sqlx::query_as(sql::INSERT_LEASED_DELIVERIES.postgres())
             .bind(serde_json::to_string(rows).expect("deliveries serialize"))
-            .fetch_all(&mut **tx)
+            .fetch_all(conn)
             .await?)
     }
 }

@@ -38,7 +38,7 @@ pub(crate) const ENDPOINT_COLUMNS: &str =
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EndpointRow {
-    id: String,
+    id: EndpointId,
     tenant_id: Option<String>,
     url: String,
     description: Option<String>,
@@ -117,8 +117,8 @@ pub(crate) const DELIVERY_COLUMNS: &str =
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeliveryRow {
     id: i64,
-    event_id: String,
-    endpoint_id: String,
+    event_id: EventId,
+    endpoint_id: EndpointId,
     tenant_id: Option<String>,
     event_type: String,
     state: String,
@@ -182,10 +182,10 @@ impl TryFrom<AttemptRow> for AttemptRecord {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
-    event_id: String,
+    event_id: EventId,
     event_type: String,
     payload: String,
-    endpoint_id: Option<String>,
+    endpoint_id: Option<EndpointId>,
     tenant_id: Option<String>,
     payload_error: Option<String>,
     created_at: i64,
@@ -210,7 +210,7 @@ impl From<EventRow> for Event {
 pub(crate) struct ClaimRow {
     pub id: i64,
     pub lease_token: String,
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     pub endpoint_id: String,
     pub attempts: i32,
@@ -289,8 +289,8 @@ pub(crate) struct ResendJobRow {
     pub id: String,
     state: String,
     f_state: Option<String>,
-    f_endpoint_id: Option<String>,
-    f_event_id: Option<String>,
+    f_endpoint_id: Option<EndpointId>,
+    f_event_id: Option<EventId>,
     f_event_type: Option<String>,
     f_since: Option<i64>,
     f_until: Option<i64>,
@@ -444,7 +444,7 @@ pub(crate) fn enqueued(
         .into_iter()
         .map(|(event_id, created)| crate::Enqueued {
             deliveries: counts.get(&event_id).copied().unwrap_or(0) as u64,
-            event_id,
+            event_id: event_id.into(),
             created,
         })
         .collect()

@@ -121,7 +121,7 @@ where
             endpoints: Vec::new(),
         });
     };
-    let (low, high) = (low.id.clone(), high.id.clone());
+    let (low, high) = (low.id.to_string(), high.id.to_string());
     let mut window: HashMap<String, [i64; 4]> = HashMap::new();
     if let Some(first_id) = first_id {
         let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&sql(WINDOW_COUNTS))
@@ -149,9 +149,14 @@ where
     let endpoints = endpoints
         .into_iter()
         .map(|endpoint| {
-            let [deliveries, succeeded, failed, retrying] =
-                window.get(&endpoint.id).copied().unwrap_or_default();
-            let pending = unfinished.get(&endpoint.id).copied().unwrap_or_default();
+            let [deliveries, succeeded, failed, retrying] = window
+                .get(endpoint.id.as_str())
+                .copied()
+                .unwrap_or_default();
+            let pending = unfinished
+                .get(endpoint.id.as_str())
+                .copied()
+                .unwrap_or_default();
             EndpointSummary {
                 deliveries: count(deliveries),
                 succeeded: count(succeeded),

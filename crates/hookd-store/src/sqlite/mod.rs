@@ -7,7 +7,7 @@
 //! producer's write transaction. Reads use their own small pool and never block on
 //! the writer (WAL). Other processes' outbox inserts are seen by polling.
 //!
-//! This file is every statement the store runs, in its `Store` methods: most are shared
+//! This file is the store's `Store` methods and the statements only it runs: most are shared
 //! with PostgreSQL (`crate::sql`), run through [`dialect`]. `writer` is the one write
 //! connection: how a write waits for it, its transactions, and the WAL checkpointer beside
 //! it.
@@ -15,7 +15,6 @@
 mod writer;
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
@@ -27,15 +26,13 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::common;
 use crate::fair;
-use crate::ingest::{self, Incoming, Leasing, NewDelivery, PreparedEvent};
-use crate::matching::Target;
-use crate::rows::{
-    self, ClaimRow, EndpointRow, OutboxRow, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, RESEND_JOB_COLUMNS,
-};
+use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
+use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
+use crate::shared;
 use crate::sql;
 use crate::values;
 use crate::*;
-use writer::{WriteTx, Writer, BUSY_TIMEOUT};
+use writer::{Writer, BUSY_TIMEOUT};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -228,25 +225,8 @@ impl Store for SqliteStore {
     // --- endpoints -------------------------------------------------------------------
 
     async fn insert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
-        let (event_types, schedule, headers) = rows::endpoint_json(e);
-        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
-        sqlx::query(&dialect(sql::INSERT_ENDPOINT))
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(event_types)
-            .bind(e.bearer_token.as_deref().map(seal))
-            .bind(e.signature_scheme.as_str())
-            .bind(seal(&e.secret))
-            .bind(schedule)
-            .bind(e.timeout_ms.map(|t| t as i64))
-            .bind(headers)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
-            .bind(e.disabled_at)
-            .bind(e.previous_secret.as_deref().map(seal))
-            .bind(e.previous_secret_expires_at)
-            .bind(e.ordered)
+        let insert = dialect(sql::INSERT_ENDPOINT);
+        shared::bind_endpoint(sqlx::query(&insert), e, self.sealer())
             .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
             .execute(&mut *self.writer.lock().await?)
             .await?;
@@ -257,7 +237,7 @@ impl Store for SqliteStore {
             })
     }
 
-    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &EndpointId) -> Result<Option<Endpoint>> {
         Ok(self
             .endpoint_any(&self.reader, id)
             .await?
@@ -270,25 +250,10 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Endpoint>> {
-        let live = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints \
-             WHERE deleted_at IS NULL AND id > $1 {} ORDER BY id LIMIT $2",
-            common::tenant_endpoints(scope)
-        );
-        let mut q = sqlx::query_as::<_, EndpointRow>(&live)
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64);
-        if let Some(tenant) = scope.tenant() {
-            q = q.bind(tenant.as_str());
-        }
-        q.fetch_all(&self.reader)
-            .await?
-            .into_iter()
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .collect()
+        shared::endpoints_in(&self.reader, self.sealer(), scope, after, limit).await
     }
 
-    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+    async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
         let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as(&dialect(sql::SEALED_ENDPOINTS))
                 .fetch_all(&self.reader)
@@ -301,33 +266,16 @@ impl Store for SqliteStore {
         e: &Endpoint,
         if_version: Option<i64>,
     ) -> Result<Versioned<Endpoint>> {
-        let (event_types, schedule, headers) = rows::endpoint_json(e);
-        let seal = |value: &str| crate::seal(self.sealer(), value, &e.id);
+        let update = dialect(sql::UPDATE_ENDPOINT);
         let mut tx = self.writer.begin().await?;
-        let updated = sqlx::query(&dialect(sql::UPDATE_ENDPOINT))
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(event_types)
-            .bind(e.bearer_token.as_deref().map(seal))
-            .bind(e.signature_scheme.as_str())
-            .bind(seal(&e.secret))
-            .bind(schedule)
-            .bind(e.timeout_ms.map(|t| t as i64))
-            .bind(headers)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
-            .bind(e.disabled_at)
-            .bind(e.previous_secret.as_deref().map(seal))
-            .bind(e.previous_secret_expires_at)
-            .bind(e.ordered)
+        let updated = shared::bind_endpoint(sqlx::query(&update), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         if updated == 0 {
-            return Self::unwritten(&mut tx, &e.id).await;
+            return shared::unwritten::<Sqlite, _>(&mut tx, dialect, &e.id).await;
         }
         let follow = if e.enabled {
             sql::UNPARK_ENDPOINT_DELIVERIES
@@ -357,7 +305,11 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+    async fn delete_endpoint_if(
+        &self,
+        id: &EndpointId,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>> {
         let mut tx = self.writer.begin().await?;
         let deleted = sqlx::query(&dialect(sql::DELETE_ENDPOINT))
             .bind(id)
@@ -366,7 +318,7 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
         if deleted == 0 {
-            return Self::unwritten(&mut tx, id).await;
+            return shared::unwritten::<Sqlite, _>(&mut tx, dialect, id).await;
         }
         sqlx::query(&dialect(sql::FAIL_ENDPOINT_DELIVERIES))
             .bind(id)
@@ -376,7 +328,7 @@ impl Store for SqliteStore {
         Ok(Versioned::Done(()))
     }
 
-    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let disabled = sqlx::query(&dialect(sql::DISABLE_ENDPOINT))
             .bind(id)
@@ -397,10 +349,10 @@ impl Store for SqliteStore {
 
     async fn record_endpoint_health(
         &self,
-        outcomes: &[(String, bool)],
+        outcomes: &[(EndpointId, bool)],
         disable_after_ms: Option<i64>,
         reason: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<EndpointId>> {
         let mut disabled = Vec::new();
         if outcomes.is_empty() {
             return Ok(disabled);
@@ -452,16 +404,19 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.writer.begin().await?;
-        let targets = Self::targets(&mut tx).await?;
+        let targets = shared::targets::<Sqlite>(&mut tx, dialect).await?;
         let incoming: Vec<Incoming> = events.iter().map(Incoming::from).collect();
-        let stored = Self::store_events(&mut tx, &targets, &incoming, limits, None).await?;
+        let stored =
+            shared::store_events::<Self>(&mut tx, dialect, &targets, &incoming, limits, None)
+                .await?;
         let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
-        let counts: HashMap<String, i64> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
-            .bind(serde_json::to_string(&ids).expect("strings serialise"))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+        let counts: std::collections::HashMap<String, i64> =
+            sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
+                .bind(serde_json::to_string(&ids).expect("strings serialise"))
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         tx.commit().await?;
         Ok(rows::enqueued(stored, &counts))
     }
@@ -524,21 +479,32 @@ impl Store for SqliteStore {
             return Ok(Ingested::default());
         }
         let read = rows.len();
-        let targets = Self::targets(&mut tx).await?;
+        let targets = shared::targets::<Sqlite>(&mut tx, dialect).await?;
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
         let more = read == window as usize || rows.len() < read;
         let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
-        Self::store_events(&mut tx, &targets, &incoming, limits, leasing.as_mut()).await?;
+        shared::store_events::<Self>(
+            &mut tx,
+            dialect,
+            &targets,
+            &incoming,
+            limits,
+            leasing.as_mut(),
+        )
+        .await?;
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
             .bind(last)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.ingested(rows.len(), more, leasing).await
+        shared::ingested(rows.len(), more, leasing, |rows| {
+            shared::with_endpoints(self, &self.reader, self.sealer(), rows)
+        })
+        .await
     }
 
-    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
         Ok(sqlx::query_as::<_, rows::EventRow>(&dialect(sql::EVENT))
             .bind(event_id)
             .bind(scope.tenant().map(|t| t.as_str()))
@@ -552,7 +518,7 @@ impl Store for SqliteStore {
     async fn claim_due(
         &self,
         plan: ClaimPlan,
-        exclude_endpoints: &[String],
+        exclude_endpoints: &[EndpointId],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
@@ -579,7 +545,7 @@ impl Store for SqliteStore {
         let mut rows: Vec<ClaimRow> = claim.fetch_all(&mut *self.writer.lock().await?).await?;
         // RETURNING gives no order.
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
-        self.with_endpoints(rows).await
+        shared::with_endpoints(self, &self.reader, self.sealer(), rows).await
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>> {
@@ -597,13 +563,7 @@ impl Store for SqliteStore {
         // transaction.
         let mut tx = self.writer.begin().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
-        let recorded = rows::recorded(batch, &done);
-        for endpoint in rows::ordered_endpoints(batch, &recorded) {
-            sqlx::query(&dialect(sql::PROMOTE_ENDPOINT_NEXT))
-                .bind(endpoint)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let recorded = shared::recorded::<Sqlite>(&mut tx, dialect, batch, &done).await?;
         tx.commit().await?;
         Ok(recorded)
     }
@@ -953,171 +913,13 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Why a conditional write of an endpoint changed no row: no such live endpoint, or it
-    /// no longer has the version named.
-    async fn unwritten<T>(tx: &mut WriteTx, id: &str) -> Result<Versioned<T>> {
-        let live: bool = sqlx::query_scalar(&dialect(sql::ENDPOINT_LIVE))
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-        Ok(if live {
-            Versioned::Changed
-        } else {
-            Versioned::NotFound
-        })
-    }
-
     /// An endpoint, deleted or not.
     async fn endpoint_any<'e>(
         &self,
         executor: impl sqlx::Executor<'e, Database = Sqlite>,
-        id: &str,
+        id: &EndpointId,
     ) -> Result<Option<Endpoint>> {
-        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id = $1");
-        sqlx::query_as::<_, EndpointRow>(&sql)
-            .bind(id)
-            .fetch_optional(executor)
-            .await?
-            .map(|row| Ok(crate::open_endpoint(self.sealer(), row.try_into()?)))
-            .transpose()
-    }
-
-    /// Endpoints by id, deleted ones included (a claimed delivery of a deleted endpoint
-    /// must be failed, not dropped).
-    async fn endpoints_by_id(
-        &self,
-        ids: impl Iterator<Item = &str>,
-    ) -> Result<HashMap<String, Arc<Endpoint>>> {
-        let ids: BTreeSet<&str> = ids.collect();
-        let mut found = HashMap::new();
-        if ids.is_empty() {
-            return Ok(found);
-        }
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM hookd_endpoints WHERE id IN ("
-        ));
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        q.push(")");
-        for row in q
-            .build_query_as::<EndpointRow>()
-            .fetch_all(&self.reader)
-            .await?
-        {
-            let e = crate::open_endpoint(self.sealer(), row.try_into()?);
-            found.insert(e.id.clone(), Arc::new(e));
-        }
-        Ok(found)
-    }
-
-    /// Joins claimed rows with their endpoints. If that fails, the rows are handed back
-    /// (due now, the claim undone) before the error is returned: a claim that cannot be
-    /// completed must not leave leases to expire and charge a lost attempt.
-    async fn with_endpoints(&self, rows: Vec<ClaimRow>) -> Result<Vec<Claimed>> {
-        let leases: Vec<Lease> = rows.iter().map(ClaimRow::lease).collect();
-        let endpoints = self
-            .endpoints_by_id(rows.iter().map(|r| r.endpoint_id.as_str()))
-            .await;
-        let joined = endpoints.and_then(|endpoints| common::join_endpoints(rows, &endpoints));
-        if joined.is_err() {
-            if let Err(undo) = self.release(&leases, Release::Now).await {
-                tracing::warn!(error = %undo, "cannot hand back a claim that failed");
-            }
-        }
-        joined
-    }
-
-    /// What an ingest of `rows` outbox rows did, its leased deliveries joined with their
-    /// endpoints (handed back if that fails: see `with_endpoints`).
-    async fn ingested(
-        &self,
-        rows: usize,
-        more: bool,
-        leasing: Option<Leasing<'_>>,
-    ) -> Result<Ingested> {
-        let (claimed, due, blocked) = match leasing {
-            Some(l) if !l.rows.is_empty() => (self.with_endpoints(l.rows).await?, l.due, l.blocked),
-            Some(l) => (Vec::new(), l.due, l.blocked),
-            // Not counted without a lease: due as far as anyone knows.
-            None => (Vec::new(), rows > 0, false),
-        };
-        Ok(Ingested {
-            rows: rows as u64,
-            claimed,
-            due,
-            more,
-            blocked,
-        })
-    }
-
-    /// The endpoints fan-out chooses among.
-    async fn targets(tx: &mut WriteTx) -> Result<Vec<Target>> {
-        sqlx::query_as::<_, rows::TargetRow>(&dialect(sql::TARGETS))
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(Target::try_from)
-            .collect()
-    }
-
-    /// Stores events and their deliveries inside `tx`, in three statements whatever the
-    /// number of events (plus one per ordered endpoint reached, and one when some are
-    /// leased). Returns, per event, its id and whether it was new; a repeated id (in the
-    /// database or earlier in `events`) creates nothing. With `leasing`, the new deliveries
-    /// due now are created leased while it has room.
-    async fn store_events(
-        tx: &mut WriteTx,
-        targets: &[Target],
-        events: &[Incoming<'_>],
-        limits: &IngestLimits,
-        mut leasing: Option<&mut Leasing<'_>>,
-    ) -> Result<Vec<(String, bool)>> {
-        let prepared = ingest::prepare(events, limits);
-        let new_ids: HashSet<String> = if prepared.rows.is_empty() {
-            HashSet::new()
-        } else {
-            Self::insert_events(tx, &prepared.rows)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        // The single writer serialises ingestion: nothing to lock.
-        let mut busy = HashMap::new();
-        for endpoint_id in ingest::ordered_endpoints(&prepared, &new_ids, targets) {
-            let unfinished: bool = sqlx::query_scalar(&dialect(sql::HAS_UNFINISHED))
-                .bind(&endpoint_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            busy.insert(endpoint_id, unfinished);
-        }
-        let token = leasing.as_ref().map(|l| l.token.clone());
-        let (deliveries, leased) = ingest::fan_out(
-            &prepared,
-            &new_ids,
-            targets,
-            busy,
-            leasing.as_deref_mut(),
-            token.as_deref(),
-        );
-        if leased > 0 {
-            // Leased ones first: an ordered endpoint's leased delivery is its first in this
-            // batch, the rest wait behind it, so ids keep arrival order.
-            let (taken, rest): (Vec<_>, Vec<_>) = deliveries
-                .into_iter()
-                .partition(|d| d.lease_token.is_some());
-            let created = Self::insert_leased_deliveries(tx, &taken).await?;
-            if !rest.is_empty() {
-                Self::insert_deliveries(tx, &rest).await?;
-            }
-            leasing
-                .expect("deliveries are leased only with a lease")
-                .add_created(created, &prepared)?;
-        } else if !deliveries.is_empty() {
-            Self::insert_deliveries(tx, &deliveries).await?;
-        }
-        Ok(prepared.created(&new_ids))
+        shared::endpoint_any(executor, self.sealer(), id).await
     }
 
     /// Records results inside the caller's transaction; returns the delivery ids recorded.
@@ -1150,17 +952,27 @@ impl SqliteStore {
         }
         Ok(done)
     }
+}
+
+#[async_trait]
+impl shared::IngestWrites for SqliteStore {
+    type DB = Sqlite;
+    // The single writer serialises ingestion: nothing to lock.
+    const LOCK_ORDERED: Option<&'static str> = None;
 
     /// New events, in chunks; returns the ids inserted. It counts them instead of reading
     /// each id back (`RETURNING`, one row handed from SQLite's thread to the runtime per
     /// event while the write lock is held): all of them are new, the usual case, or the new
     /// ones are the last rows by rowid, since SQLite gives each new row the largest rowid
     /// plus one (chosen at random only once rowids reach 2^63 - 1).
-    async fn insert_events(tx: &mut WriteTx, rows: &[PreparedEvent<'_>]) -> Result<Vec<String>> {
+    async fn insert_events(
+        conn: &mut sqlx::SqliteConnection,
+        rows: &[PreparedEvent<'_>],
+    ) -> Result<Vec<String>> {
         let mut inserted = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(values::MAX_ROWS) {
             let (text, args) = sql::INSERT_NEW_EVENTS.sqlite_bind(chunk);
-            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            let done = sqlx::query_with(text, args).execute(&mut *conn).await?;
             let new = done.rows_affected() as i64;
             if new == chunk.len() as i64 {
                 inserted.extend(chunk.iter().map(|r| r.event_id.clone()));
@@ -1171,7 +983,7 @@ impl SqliteStore {
                 )
                 .bind(last - new)
                 .bind(last)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *conn)
                 .await?;
                 if ids.len() as i64 != new {
                     return Err(crate::StoreError::Inconsistent(format!(
@@ -1186,10 +998,13 @@ impl SqliteStore {
     }
 
     /// New deliveries, in chunks, in order.
-    async fn insert_deliveries(tx: &mut WriteTx, rows: &[NewDelivery<'_>]) -> Result<()> {
+    async fn insert_deliveries(
+        conn: &mut sqlx::SqliteConnection,
+        rows: &[NewDelivery<'_>],
+    ) -> Result<()> {
         for chunk in rows.chunks(values::MAX_ROWS) {
             let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
-            sqlx::query_with(text, args).execute(&mut **tx).await?;
+            sqlx::query_with(text, args).execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -1201,13 +1016,13 @@ impl SqliteStore {
     /// that order; the conformance case `a_large_ingest_hands_out_the_id_of_each_new_delivery`
     /// checks every id against its row.)
     async fn insert_leased_deliveries(
-        tx: &mut WriteTx,
+        conn: &mut sqlx::SqliteConnection,
         rows: &[NewDelivery<'_>],
     ) -> Result<Vec<(i64, String, String)>> {
         let mut created = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(values::MAX_ROWS) {
             let (text, args) = sql::INSERT_DELIVERIES.sqlite_bind(chunk);
-            let done = sqlx::query_with(text, args).execute(&mut **tx).await?;
+            let done = sqlx::query_with(text, args).execute(&mut *conn).await?;
             if done.rows_affected() != chunk.len() as u64 {
                 return Err(crate::StoreError::Inconsistent(format!(
                     "{} of {} new deliveries inserted",

@@ -445,7 +445,11 @@ mod tests {
             "{err:?}"
         );
         // Reads go on, on their own connections.
-        assert!(store.event("before").await.expect("a read").is_some());
+        assert!(store
+            .event(&"before".into())
+            .await
+            .expect("a read")
+            .is_some());
     }
 
     #[tokio::test]

@@ -25,6 +25,24 @@ VALUES ('ep_a', 'https://a.example/', '[\"*\"]', 'standard', 's', 0, 0),
        ('ep_b', 'https://b.example/', '[\"*\"]', 'standard', 's', 0, 0);
 INSERT INTO hookd_events (event_id, event_type, payload, created_at) VALUES ('e', 'x', '{}', 0);";
 
+/// A query of the numbers 1 to `n` as the column `i`, in `backend`'s words.
+pub(crate) fn series(backend: Backend, n: impl std::fmt::Display) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n"
+        ),
+        Backend::Postgres => format!("SELECT i FROM generate_series(1, {n}) AS i"),
+    }
+}
+
+/// A migrated database of `backend`, and its store.
+async fn migrated(backend: Backend) -> (TestDb, std::sync::Arc<dyn hookd_store::Store>) {
+    let db = TestDb::new(backend).await;
+    let store = hookd_store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
 /// (what, SQL, index it must use)
 fn queries() -> Vec<(&'static str, String, &'static str)> {
     vec![
@@ -180,16 +198,7 @@ fn history_queries() -> Vec<(&'static str, String, &'static [&'static str])> {
 /// Rows whose cost the history queries must not pay: 50,000 deliveries (2% of type `y`),
 /// created at their id, 1% pending, and 200 held deliveries of `ep_a`. `now` is 0.
 fn history_seed(backend: Backend) -> String {
-    let series = match backend {
-        Backend::Sqlite => format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) SELECT i FROM n"
-        ),
-        Backend::Postgres => format!("SELECT i FROM generate_series(1, {ROWS}) AS i"),
-    };
-    let held = match backend {
-        Backend::Sqlite => "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) SELECT i FROM n",
-        Backend::Postgres => "SELECT i FROM generate_series(1, 200) AS i",
-    };
+    let (series, held) = (series(backend, ROWS), series(backend, 200));
     format!(
         "{SEED}
          UPDATE hookd_endpoints SET ordered = TRUE;
@@ -202,7 +211,8 @@ fn history_seed(backend: Backend) -> String {
     )
 }
 
-async fn explain(db: &TestDb, sql: &str) -> String {
+/// The plan `db` chooses for `sql`, one line a step.
+pub(crate) async fn explain(db: &TestDb, sql: &str) -> String {
     match db.backend {
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
@@ -254,9 +264,7 @@ async fn check_history(db: &TestDb, when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_history_queries_read_indexes_not_history() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Sqlite).await;
     db.exec(&history_seed(Backend::Sqlite)).await;
     // hookd never runs ANALYZE: the plans must hold without statistics, and with them.
     check_history(&db, "without statistics").await;
@@ -266,66 +274,27 @@ async fn sqlite_history_queries_read_indexes_not_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_history_queries_read_indexes_not_history() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Postgres).await;
     db.exec(&format!("{}; ANALYZE;", history_seed(Backend::Postgres)))
         .await;
     check_history(&db, "with statistics").await;
 }
 
 async fn plans(backend: Backend) -> Vec<(String, String)> {
-    let db = TestDb::new(backend).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(backend).await;
+    db.exec(&format!(
+        "{SEED}
+         INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
+         SELECT 'e', CASE WHEN i % 200 = 1 THEN 'ep_a' ELSE 'ep_b' END, 'x',
+                CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 500 = 7 THEN 'failed' ELSE 'succeeded' END,
+                CASE WHEN i % 100 = 0 THEN i END, CASE WHEN i % 200 = 0 THEN 2 ELSE 0 END, i, i FROM ({}) s;
+         ANALYZE;",
+        series(backend, ROWS)
+    ))
+    .await;
     let mut out = Vec::new();
-    match backend {
-        Backend::Sqlite => {
-            db.exec(&format!(
-                "{SEED}
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
-                 INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
-                 SELECT 'e', CASE WHEN i % 200 = 1 THEN 'ep_a' ELSE 'ep_b' END, 'x',
-                        CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 500 = 7 THEN 'failed' ELSE 'succeeded' END,
-                        CASE WHEN i % 100 = 0 THEN i END, CASE WHEN i % 200 = 0 THEN 2 ELSE 0 END, i, i FROM n;
-                 ANALYZE;"
-            ))
-            .await;
-            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            for (what, sql, _) in queries() {
-                let rows: Vec<(i64, i64, i64, String)> =
-                    sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                        .fetch_all(&mut conn)
-                        .await
-                        .unwrap();
-                out.push((
-                    what.to_string(),
-                    rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n"),
-                ));
-            }
-        }
-        Backend::Postgres => {
-            db.exec(&format!(
-                "{SEED}
-                 INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
-                 SELECT 'e', CASE WHEN i % 200 = 1 THEN 'ep_a' ELSE 'ep_b' END, 'x',
-                        CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 500 = 7 THEN 'failed' ELSE 'succeeded' END,
-                        CASE WHEN i % 100 = 0 THEN i END, CASE WHEN i % 200 = 0 THEN 2 ELSE 0 END, i, i FROM generate_series(1, {ROWS}) AS i;
-                 ANALYZE;"
-            ))
-            .await;
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            for (what, sql, _) in queries() {
-                let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap();
-                out.push((
-                    what.to_string(),
-                    rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n"),
-                ));
-            }
-        }
+    for (what, sql, _) in queries() {
+        out.push((what.to_string(), explain(&db, &sql).await));
     }
     out
 }
@@ -363,9 +332,7 @@ async fn postgres_hot_queries_use_their_indexes() {
 /// as in `queries()` and with the endpoints a claim skips, as the store's claim reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_claim_ignores_stale_statistics() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Postgres).await;
     db.exec(&format!(
         "{SEED}
          INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, attempts, created_at, updated_at, finished_at)
@@ -403,14 +370,7 @@ async fn postgres_claim_ignores_stale_statistics() {
 /// tenant indexes (or a bounded window of the primary key), as the store spells them
 /// (`endpoints_in`, `push_filter`).
 fn tenant_seed(backend: Backend) -> String {
-    let series = |n: u32| {
-        match backend {
-        Backend::Sqlite => format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n"
-        ),
-        Backend::Postgres => format!("SELECT i FROM generate_series(1, {n}) AS i"),
-    }
-    };
+    let series = |n: u32| series(backend, n);
     format!(
         "{SEED}
          INSERT INTO hookd_endpoints (id, tenant_id, url, event_types, signature_scheme, secret, created_at, updated_at)
@@ -517,9 +477,7 @@ async fn check_tenants(db: &TestDb, when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tenant_queries_read_tenant_indexes() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Sqlite).await;
     db.exec(&tenant_seed(Backend::Sqlite)).await;
     check_tenants(&db, "without statistics").await;
     db.exec("ANALYZE").await;
@@ -528,9 +486,7 @@ async fn sqlite_tenant_queries_read_tenant_indexes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_tenant_queries_read_tenant_indexes() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Postgres).await;
     db.exec(&format!("{}; ANALYZE;", tenant_seed(Backend::Postgres)))
         .await;
     check_tenants(&db, "with statistics").await;
@@ -543,14 +499,7 @@ async fn postgres_tenant_queries_read_tenant_indexes() {
 /// and the per-endpoint arms of the claim in sqlite/mod.rs and postgres.rs spell them,
 /// `hookd_now_ms()` as 10^12 (SQLite's with its index hint).
 fn fair_seed(backend: Backend) -> String {
-    let series = |n: u32| {
-        match backend {
-        Backend::Sqlite => format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n"
-        ),
-        Backend::Postgres => format!("SELECT i FROM generate_series(1, {n}) AS i"),
-    }
-    };
+    let series = |n: u32| series(backend, n);
     format!(
         "INSERT INTO hookd_endpoints (id, tenant_id, url, event_types, signature_scheme, secret, created_at, updated_at)
          SELECT 'a_' || i, 'a', 'https://a.example/', '[\"*\"]', 'standard', 's', 0, 0 FROM ({}) s;
@@ -623,17 +572,18 @@ async fn check_fair(db: &TestDb, when: &str) {
     }
     // The skip scan reads the endpoints with due work, not the backlog: 21 of them.
     let (_, sql) = &fair_queries(db.backend)[0];
+    let count = format!("SELECT COUNT(*) FROM ({sql}) x");
     let n: i64 = match db.backend {
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({sql}) x"))
+            sqlx::query_scalar(&count)
                 .fetch_one(&mut conn)
                 .await
                 .unwrap()
         }
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({sql}) x"))
+            sqlx::query_scalar(&count)
                 .fetch_one(&mut conn)
                 .await
                 .unwrap()
@@ -644,9 +594,7 @@ async fn check_fair(db: &TestDb, when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_fair_claim_reads_endpoints_not_the_backlog() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Sqlite).await;
     db.exec(&fair_seed(Backend::Sqlite)).await;
     check_fair(&db, "without statistics").await;
     db.exec("ANALYZE").await;
@@ -655,9 +603,7 @@ async fn sqlite_fair_claim_reads_endpoints_not_the_backlog() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fair_claim_reads_endpoints_not_the_backlog() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let store = hookd_store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (db, _store) = migrated(Backend::Postgres).await;
     db.exec(&format!("{}; ANALYZE;", fair_seed(Backend::Postgres)))
         .await;
     check_fair(&db, "with statistics").await;

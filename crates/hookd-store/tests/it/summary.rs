@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::query_plans::{explain, series};
 use hookd_store::*;
 use hookd_testkit::{Backend, TestDb};
-use sqlx::Connection;
 
 hookd_testkit::each_backend!(
     summaries_count_the_window_by_state_and_the_backlog,
@@ -26,7 +26,7 @@ async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
 async fn add_endpoint(store: &Arc<dyn Store>, id: &str) {
     store
         .insert_endpoint(&Endpoint {
-            id: id.to_string(),
+            id: id.into(),
             url: format!("http://127.0.0.1:9/{id}"),
             event_types: vec!["*".into()],
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -104,7 +104,7 @@ fn figures(s: &Summaries) -> Vec<(String, u64, u64, u64, u64, u64)> {
         .iter()
         .map(|e| {
             (
-                e.endpoint.id.clone(),
+                e.endpoint.id.to_string(),
                 e.deliveries,
                 e.succeeded,
                 e.failed,
@@ -157,10 +157,10 @@ async fn summaries_count_the_window_by_state_and_the_backlog(backend: Backend) {
     .await;
     age(&db, &["old-ok", "old-waiting"], 2 * DAY_MS).await;
     assert!(store
-        .disable_endpoint("ep_c", "gone: the endpoint answered 410 Gone")
+        .disable_endpoint(&"ep_c".into(), "gone: the endpoint answered 410 Gone")
         .await
         .unwrap());
-    assert!(store.delete_endpoint("ep_d").await.unwrap());
+    assert!(store.delete_endpoint(&"ep_d".into()).await.unwrap());
 
     let now = store.now_ms().await.unwrap();
     let all = store.endpoint_summaries(None, 100, DAY_MS).await.unwrap();
@@ -257,14 +257,7 @@ const ROWS: i64 = 50_000;
 /// 200 held ones of `ep_a`; endpoints `ep_0` to `ep_9` without any. The window starts at
 /// 49,000.
 fn seed(backend: Backend) -> String {
-    let series = |n: i64| {
-        match backend {
-        Backend::Sqlite => format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n"
-        ),
-        Backend::Postgres => format!("SELECT i FROM generate_series(1, {n}) AS i"),
-    }
-    };
+    let series = |n: i64| series(backend, n);
     let (s_rows, s_held, s_eps) = (series(ROWS), series(200), series(10));
     format!(
         "INSERT INTO hookd_endpoints (id, url, event_types, signature_scheme, secret, created_at, updated_at)
@@ -319,28 +312,6 @@ fn statements(backend: Backend) -> Vec<(&'static str, String, &'static [&'static
             &["hookd_deliveries_unfinished"],
         ),
     ]
-}
-
-async fn explain(db: &TestDb, sql: &str) -> String {
-    match db.backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            let rows: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap();
-            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
-        }
-    }
 }
 
 /// Each statement reads its index and never scans or sorts the deliveries. A read of

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use hookd_store::Store;
+use hookd_store::{EndpointId, Store};
 
 use crate::daemon::metrics::Metrics;
 use crate::daemon::supervisor::{Supervisor, Task};
@@ -208,9 +208,9 @@ pub async fn check_unreadable(store: &dyn Store, metrics: &Metrics) {
 /// Of the unreadable endpoints `found` now, those not `reported` yet; and the reported
 /// ones not found any more (readable again, or deleted).
 fn unreadable_changes<'a>(
-    reported: &BTreeSet<String>,
-    found: &'a [(String, String)],
-) -> (Vec<&'a (String, String)>, Vec<String>) {
+    reported: &BTreeSet<EndpointId>,
+    found: &'a [(EndpointId, String)],
+) -> (Vec<&'a (EndpointId, String)>, Vec<EndpointId>) {
     let new = found
         .iter()
         .filter(|(id, _)| !reported.contains(id))
@@ -275,13 +275,14 @@ mod tests {
 
     #[test]
     fn each_unreadable_endpoint_is_reported_once() {
-        let found = |ids: &[&str]| -> Vec<(String, String)> {
+        let found = |ids: &[&str]| -> Vec<(EndpointId, String)> {
             ids.iter()
-                .map(|id| (id.to_string(), "why".to_string()))
+                .map(|id| (EndpointId::from(*id), "why".to_string()))
                 .collect()
         };
-        let set =
-            |ids: &[&str]| -> BTreeSet<String> { ids.iter().map(|s| s.to_string()).collect() };
+        let set = |ids: &[&str]| -> BTreeSet<EndpointId> {
+            ids.iter().map(|s| EndpointId::from(*s)).collect()
+        };
         // (reported before, found now, newly reported, readable again)
         type Ids = &'static [&'static str];
         let cases: &[(Ids, Ids, Ids, Ids)] = &[

@@ -80,7 +80,7 @@ impl Store for MeteredStore {
     async fn insert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint> {
         metered!(self, insert_endpoint(endpoint))
     }
-    async fn endpoint_in(&self, scope: &Scope, id: &str) -> Result<Option<Endpoint>> {
+    async fn endpoint_in(&self, scope: &Scope, id: &EndpointId) -> Result<Option<Endpoint>> {
         metered!(self, "endpoint", endpoint_in(scope, id))
     }
     async fn endpoints_in(
@@ -102,25 +102,29 @@ impl Store for MeteredStore {
         self.observe("update_endpoint", started, &result);
         result
     }
-    async fn unreadable_endpoints(&self) -> Result<Vec<(String, String)>> {
+    async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
         metered!(self, unreadable_endpoints())
     }
     /// Observed as `delete_endpoint`, with or without a version to compare.
-    async fn delete_endpoint_if(&self, id: &str, if_version: Option<i64>) -> Result<Versioned<()>> {
+    async fn delete_endpoint_if(
+        &self,
+        id: &EndpointId,
+        if_version: Option<i64>,
+    ) -> Result<Versioned<()>> {
         let started = Instant::now();
         let result = self.inner.delete_endpoint_if(id, if_version).await;
         self.observe("delete_endpoint", started, &result);
         result
     }
-    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool> {
         metered!(self, disable_endpoint(id, reason))
     }
     async fn record_endpoint_health(
         &self,
-        outcomes: &[(String, bool)],
+        outcomes: &[(EndpointId, bool)],
         disable_after_ms: Option<i64>,
         reason: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<EndpointId>> {
         metered!(
             self,
             record_endpoint_health(outcomes, disable_after_ms, reason)
@@ -181,13 +185,13 @@ impl Store for MeteredStore {
         self.observe("ingest_outbox", started, &result);
         result
     }
-    async fn event_in(&self, scope: &Scope, event_id: &str) -> Result<Option<Event>> {
+    async fn event_in(&self, scope: &Scope, event_id: &EventId) -> Result<Option<Event>> {
         metered!(self, "event", event_in(scope, event_id))
     }
     async fn claim_due(
         &self,
         plan: ClaimPlan,
-        exclude: &[String],
+        exclude: &[EndpointId],
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         metered!(self, claim_due(plan, exclude, lease_ms))

@@ -49,7 +49,7 @@ pub struct Metrics {
     pub endpoints_unreadable: IntGauge,
     /// The endpoints behind `endpoints_unreadable` whose error was already logged: once
     /// each, not once per attempt or per refresh.
-    pub unreadable_reported: Arc<Mutex<BTreeSet<String>>>,
+    pub unreadable_reported: Arc<Mutex<BTreeSet<hookd_store::EndpointId>>>,
     /// `hookd_task_failures_total{task}`: essential tasks that ended unexpectedly.
     pub task_failures: IntCounterVec,
     /// `hookd_maintenance_job_duration_seconds{job}`.

@@ -322,11 +322,11 @@ async fn hookd_disabling_changes_the_etag_health_does_not(backend: Backend) {
     let (_db, app, id) = setup(backend).await;
     let (_, first) = read(&app, &id).await;
     app.store
-        .record_endpoint_health(&[(id.clone(), true)], None, "failing")
+        .record_endpoint_health(&[(id.as_str().into(), true)], None, "failing")
         .await
         .unwrap();
     app.store
-        .record_endpoint_health(&[(id.clone(), false)], None, "failing")
+        .record_endpoint_health(&[(id.as_str().into(), false)], None, "failing")
         .await
         .unwrap();
     let (ep, tag) = read(&app, &id).await;
@@ -343,7 +343,11 @@ async fn hookd_disabling_changes_the_etag_health_does_not(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
 
     let (_, before) = read(&app, &id).await;
-    assert!(app.store.disable_endpoint(&id, "gone").await.unwrap());
+    assert!(app
+        .store
+        .disable_endpoint(&id.as_str().into(), "gone")
+        .await
+        .unwrap());
     let (ep, after) = read(&app, &id).await;
     assert_eq!(ep["enabled"], false);
     assert_ne!(after, before, "disabling by hookd changes the ETag");

@@ -86,7 +86,7 @@ async fn rotation_keeps_both_keys_valid_through_the_grace_period(backend: Backen
     }
 
     // A rotation with no grace retires the old key at once.
-    let mut store_ep = app.store.endpoint(id).await.unwrap().unwrap();
+    let mut store_ep = app.store.endpoint(&id.into()).await.unwrap().unwrap();
     store_ep.previous_secret_expires_at = Some(0); // the grace period is over
     app.store.update_endpoint(&store_ep).await.unwrap();
     let (status, again) = app

@@ -217,7 +217,7 @@ async fn secrets_are_encrypted_at_rest() {
     // and holds nothing of them.
     let keyless = hookd_store::connect(&db.url).await.unwrap();
     let read = keyless
-        .endpoint(ep["id"].as_str().unwrap())
+        .endpoint(&ep["id"].as_str().unwrap().into())
         .await
         .unwrap()
         .unwrap();

@@ -46,6 +46,21 @@ async fn admin(app: &TestApp, method: Method, path: &str, body: Option<Value>) -
     v
 }
 
+/// Asserts that the answer to `what` is a 422 whose message says `words`.
+fn assert_unprocessable(what: &str, status: StatusCode, v: &Value, words: &str) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(words),
+        "{what}: {v}"
+    );
+}
+
+/// `PATCH /v1/endpoints/{id}` with `body`, as `bearer`.
+async fn patch_endpoint(app: &TestApp, bearer: &str, id: &str, body: Value) -> (StatusCode, Value) {
+    let path = format!("/v1/endpoints/{id}");
+    call(app, bearer, Method::PATCH, &path, Some(body)).await
+}
+
 /// A tenant's token, created by the admin.
 async fn token(app: &TestApp, tenant: &str) -> String {
     let v = admin(
@@ -305,37 +320,15 @@ async fn a_tenant_token_manages_its_own_and_nothing_else() {
         );
     }
     // The tenant cannot be changed.
-    let (s, e) = call(
+    let (s, e) = patch_endpoint(&app, &t, &w.ep_a, json!({"tenant_id": "b"})).await;
+    assert_unprocessable("a tenant's own tenant_id", s, &e, "tenant_id");
+    let (s, e) = patch_endpoint(&app, ADMIN, &w.ep_a, json!({"tenant_id": null})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, e) = patch_endpoint(
         &app,
         &t,
-        Method::PATCH,
-        &format!("/v1/endpoints/{}", w.ep_a),
-        Some(json!({"tenant_id": "b"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tenant_id"),
-        "{e}"
-    );
-    let (s, e) = call(
-        &app,
-        ADMIN,
-        Method::PATCH,
-        &format!("/v1/endpoints/{}", w.ep_a),
-        Some(json!({"tenant_id": null})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    let (s, e) = call(
-        &app,
-        &t,
-        Method::PATCH,
-        &format!("/v1/endpoints/{}", w.ep_a),
-        Some(json!({"tenant_id": "a", "description": "ours"})),
+        &w.ep_a,
+        json!({"tenant_id": "a", "description": "ours"}),
     )
     .await;
     assert_eq!(
@@ -481,14 +474,7 @@ async fn bad_tenant_ids_answer_422_naming_the_field() {
         ];
         for (method, path, body) in cases {
             let (s, e) = call(&app, ADMIN, method, &path, body).await;
-            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path} {bad:?}: {e}");
-            assert!(
-                e["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("tenant_id"),
-                "{e}"
-            );
+            assert_unprocessable(&format!("{path} {bad:?}"), s, &e, "tenant_id");
         }
     }
     for bad in ["a%20b", &long] {
@@ -500,14 +486,7 @@ async fn bad_tenant_ids_answer_422_naming_the_field() {
             None,
         )
         .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-        assert!(
-            e["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("tenant_id"),
-            "{e}"
-        );
+        assert_unprocessable(bad, s, &e, "tenant_id");
     }
     let (s, e) = call(
         &app,
@@ -528,14 +507,7 @@ async fn bad_tenant_ids_answer_422_naming_the_field() {
             Some(json!({"event_type": "x", "payload": {}, "tenant_id": "a", "endpoint_id": ep})),
         )
         .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-        assert!(
-            e["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("another tenant"),
-            "{e}"
-        );
+        assert_unprocessable(ep, s, &e, "another tenant");
     }
     app.stop().await;
 }

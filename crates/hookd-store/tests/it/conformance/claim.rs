@@ -104,7 +104,7 @@ async fn release_undoes_the_claim(backend: Backend) {
         "the release undid the count"
     );
     // Parking is for an endpoint that is disabled (a worker finds it so after a claim).
-    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     store
         .update_endpoint(&Endpoint {
             enabled: false,
@@ -161,18 +161,9 @@ async fn concurrent_claims_never_overlap(backend: Backend) {
 
 async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_a", &["*"]))
-        .await
-        .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_b", &["*"]))
-        .await
-        .unwrap();
-    store
-        .enqueue_event(&event(Some("old"), "x"), &limits())
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_a", &["*"]).await;
+    add_endpoint(&store, "ep_b", &["*"]).await;
+    enqueue(&store, "old", "x").await;
     // "old" fails once on both endpoints: two retries due now.
     let first = store
         .claim_due(ClaimPlan::first_attempts(10), &[], 60_000)
@@ -184,13 +175,10 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
         .map(|c| completion(c, Outcome::HttpError, Some(500), Next::RetryIn(0)))
         .collect();
     store.complete(&retry_now).await.unwrap();
-    store
-        .enqueue_event(&event(Some("new"), "x"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "new", "x").await;
 
     let fresh = store
-        .claim_due(ClaimPlan::first_attempts(10), &["ep_a".to_string()], 60_000)
+        .claim_due(ClaimPlan::first_attempts(10), &["ep_a".into()], 60_000)
         .await
         .unwrap();
     assert_eq!(
@@ -202,7 +190,7 @@ async fn claims_by_kind_and_skip_busy_endpoints(backend: Backend) {
         "first attempts only, ep_a skipped"
     );
     let retries = store
-        .claim_due(ClaimPlan::retries(10), &["ep_b".to_string()], 60_000)
+        .claim_due(ClaimPlan::retries(10), &["ep_b".into()], 60_000)
         .await
         .unwrap();
     assert_eq!(
@@ -273,14 +261,8 @@ async fn a_claim_round_shares_between_retries_and_first_attempts(backend: Backen
 
 async fn a_release_after_reenabling_is_due(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let ep = store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
-    store
-        .enqueue_event(&event(Some("e1"), "x"), &limits())
-        .await
-        .unwrap();
+    let ep = add_endpoint(&store, "ep_1", &["*"]).await;
+    enqueue(&store, "e1", "x").await;
     // Claimed while the endpoint is disabled, enabled again before the worker parks it.
     store
         .update_endpoint(&Endpoint {

@@ -6,10 +6,7 @@ hookd_testkit::each_backend!(log_filters_and_pages, backlog_figures,);
 
 async fn log_filters_and_pages(backend: Backend) {
     let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["refund"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["refund"]).await;
     for i in 0..7 {
         let kind = if i % 2 == 0 { "purchase" } else { "refund" };
         store
@@ -95,10 +92,7 @@ async fn log_filters_and_pages(backend: Backend) {
 async fn backlog_figures(backend: Backend) {
     let (_db, store) = open(backend).await;
     assert_eq!(store.backlog().await.unwrap(), Backlog::default());
-    store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_1", &["*"]).await;
     enqueue_numbered(&store, 0..3, "x").await;
     let c = store.claim(1, 60_000).await.unwrap().remove(0);
     let b = wait_until(Duration::from_secs(5), "the oldest due delivery to age", || {

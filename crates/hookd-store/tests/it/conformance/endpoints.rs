@@ -34,15 +34,18 @@ async fn endpoints_round_trip(backend: Backend) {
             ..ep.clone()
         }
     );
-    assert_eq!(store.endpoint("ep_a").await.unwrap().unwrap(), stored);
-    assert!(store.endpoint("nope").await.unwrap().is_none());
+    assert_eq!(
+        store.endpoint(&"ep_a".into()).await.unwrap().unwrap(),
+        stored
+    );
+    assert!(store.endpoint(&"nope".into()).await.unwrap().is_none());
 
-    store
-        .insert_endpoint(&endpoint("ep_b", &["*"]))
+    add_endpoint(&store, "ep_b", &["*"]).await;
+    let page1 = store.endpoints(None, 1).await.unwrap();
+    let page2 = store
+        .endpoints(Some(page1[0].id.as_str()), 10)
         .await
         .unwrap();
-    let page1 = store.endpoints(None, 1).await.unwrap();
-    let page2 = store.endpoints(Some(&page1[0].id), 10).await.unwrap();
     assert_eq!(
         [page1, page2]
             .concat()
@@ -64,22 +67,16 @@ async fn endpoints_round_trip(backend: Backend) {
         .unwrap()
         .is_none());
 
-    assert!(store.delete_endpoint("ep_a").await.unwrap());
-    assert!(!store.delete_endpoint("ep_a").await.unwrap());
-    assert!(store.endpoint("ep_a").await.unwrap().is_none());
+    assert!(store.delete_endpoint(&"ep_a".into()).await.unwrap());
+    assert!(!store.delete_endpoint(&"ep_a".into()).await.unwrap());
+    assert!(store.endpoint(&"ep_a".into()).await.unwrap().is_none());
     assert_eq!(store.endpoints(None, 10).await.unwrap().len(), 1);
 }
 
 async fn disable_parks_and_enable_resumes(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let ep = store
-        .insert_endpoint(&endpoint("ep_1", &["*"]))
-        .await
-        .unwrap();
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let ep = add_endpoint(&store, "ep_1", &["*"]).await;
+    enqueue(&store, "e1", "purchase").await;
     let off = Endpoint {
         enabled: false,
         disabled_reason: Some("operator".into()),
@@ -90,14 +87,7 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
     assert!(store.claim(10, 60_000).await.unwrap().is_empty());
 
     // Fan-out skips a disabled endpoint; targeting it creates a parked delivery.
-    assert_eq!(
-        store
-            .enqueue_event(&event(Some("e2"), "x"), &limits())
-            .await
-            .unwrap()
-            .deliveries,
-        0
-    );
+    assert_eq!(enqueue(&store, "e2", "x").await.deliveries, 0);
     let targeted = NewEvent {
         endpoint_id: Some("ep_1".into()),
         ..event(Some("e3"), "x")
@@ -118,38 +108,25 @@ async fn disable_parks_and_enable_resumes(backend: Backend) {
 
 async fn delete_fails_pending(backend: Backend) {
     let (_db, store) = open_with_event(backend).await;
-    assert!(store.delete_endpoint("ep_1").await.unwrap());
+    assert!(store.delete_endpoint(&"ep_1".into()).await.unwrap());
     let d = one_delivery(&store).await;
     assert_eq!(d.state, DeliveryState::Failed);
     assert_eq!(d.last_error.as_deref(), Some("endpoint deleted"));
     assert_eq!(store.attempts(d.id).await.unwrap().len(), 0);
-    assert_eq!(
-        store
-            .enqueue_event(&event(Some("e2"), "x"), &limits())
-            .await
-            .unwrap()
-            .deliveries,
-        0
-    );
+    assert_eq!(enqueue(&store, "e2", "x").await.deliveries, 0);
 }
 
 async fn endpoint_health_disables_the_failing(backend: Backend) {
     let (_db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["*"]))
-        .await
-        .unwrap();
-    store
-        .enqueue_event(&event(Some("e1"), "x"), &limits())
-        .await
-        .unwrap();
-    let fail = |id: &str| vec![(id.to_string(), false)];
+    add_endpoint(&store, "ep_2", &["*"]).await;
+    enqueue(&store, "e1", "x").await;
+    let fail = |id: &str| vec![(EndpointId::from(id), false)];
     assert!(store
         .record_endpoint_health(&fail("ep_1"), Some(60_000), "failing")
         .await
         .unwrap()
         .is_empty());
-    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     assert!(ep.failing_since.is_some() && ep.enabled);
     // Editing an enabled endpoint does not restart its failing period.
     let edited = store
@@ -166,7 +143,7 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
         .record_endpoint_health(&[("ep_1".into(), true)], Some(60_000), "failing")
         .await
         .unwrap();
-    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     assert!(ep.failing_since.is_none() && ep.last_success_at.is_some());
     // Failing for longer than the threshold (0 ms here) disables it and parks its deliveries.
     store
@@ -178,7 +155,7 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(disabled, ["ep_1"]);
-    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     assert_eq!(
         (ep.enabled, ep.disabled_reason.as_deref()),
         (false, Some("failing for 0s"))
@@ -200,11 +177,20 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
         "only once"
     );
     // disable_endpoint (410 Gone) parks too, once.
-    assert!(store.disable_endpoint("ep_2", "gone").await.unwrap());
-    assert!(!store.disable_endpoint("ep_2", "gone").await.unwrap());
-    assert!(!store.disable_endpoint("nope", "gone").await.unwrap());
+    assert!(store
+        .disable_endpoint(&"ep_2".into(), "gone")
+        .await
+        .unwrap());
+    assert!(!store
+        .disable_endpoint(&"ep_2".into(), "gone")
+        .await
+        .unwrap());
+    assert!(!store
+        .disable_endpoint(&"nope".into(), "gone")
+        .await
+        .unwrap());
     // Enabling resumes the parked delivery, and clears the failing period.
-    let ep = store.endpoint("ep_1").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_1".into()).await.unwrap().unwrap();
     let back = store
         .update_endpoint(&Endpoint {
             enabled: true,
@@ -224,10 +210,7 @@ async fn endpoint_health_disables_the_failing(backend: Backend) {
 /// while the endpoint still has it.
 async fn endpoint_writes_compare_versions(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let stored = store
-        .insert_endpoint(&endpoint("ep_v", &["*"]))
-        .await
-        .unwrap();
+    let stored = add_endpoint(&store, "ep_v", &["*"]).await;
     assert_eq!(stored.version, 1);
 
     let mut changed = stored.clone();
@@ -245,10 +228,13 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
         Versioned::Changed
     );
     assert_eq!(
-        store.delete_endpoint_if("ep_v", Some(1)).await.unwrap(),
+        store
+            .delete_endpoint_if(&"ep_v".into(), Some(1))
+            .await
+            .unwrap(),
         Versioned::Changed
     );
-    let now = store.endpoint("ep_v").await.unwrap().unwrap();
+    let now = store.endpoint(&"ep_v".into()).await.unwrap().unwrap();
     assert_eq!(
         (now.version, now.url.as_str()),
         (2, "http://127.0.0.1:9/ep_v")
@@ -276,21 +262,24 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
         .record_endpoint_health(&[("ep_v".into(), false)], None, "failing")
         .await
         .unwrap();
-    let now = store.endpoint("ep_v").await.unwrap().unwrap();
+    let now = store.endpoint(&"ep_v".into()).await.unwrap().unwrap();
     assert!(now.failing_since.is_some());
     assert_eq!(now.version, 4);
-    assert!(store.disable_endpoint("ep_v", "gone").await.unwrap());
-    assert_eq!(store.endpoint("ep_v").await.unwrap().unwrap().version, 5);
+    assert!(store
+        .disable_endpoint(&"ep_v".into(), "gone")
+        .await
+        .unwrap());
+    assert_eq!(version_of(&store, "ep_v").await, 5);
     store
         .record_endpoint_health(&[("ep_v".into(), false)], Some(0), "failing too long")
         .await
         .unwrap();
     assert_eq!(
-        store.endpoint("ep_v").await.unwrap().unwrap().version,
+        version_of(&store, "ep_v").await,
         5,
         "already disabled: nothing changed"
     );
-    let mut enabled = store.endpoint("ep_v").await.unwrap().unwrap();
+    let mut enabled = store.endpoint(&"ep_v".into()).await.unwrap().unwrap();
     enabled.enabled = true;
     enabled.disabled_reason = None;
     enabled.disabled_at = None;
@@ -300,15 +289,21 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(disabled, ["ep_v"]);
-    assert_eq!(store.endpoint("ep_v").await.unwrap().unwrap().version, 7);
+    assert_eq!(version_of(&store, "ep_v").await, 7);
 
     // Deleting from the current version; then nothing is left to write.
     assert_eq!(
-        store.delete_endpoint_if("ep_v", Some(7)).await.unwrap(),
+        store
+            .delete_endpoint_if(&"ep_v".into(), Some(7))
+            .await
+            .unwrap(),
         Versioned::Done(())
     );
     assert_eq!(
-        store.delete_endpoint_if("ep_v", Some(8)).await.unwrap(),
+        store
+            .delete_endpoint_if(&"ep_v".into(), Some(8))
+            .await
+            .unwrap(),
         Versioned::NotFound
     );
     assert_eq!(
@@ -322,16 +317,13 @@ async fn endpoint_writes_compare_versions(backend: Backend) {
             .unwrap(),
         Versioned::NotFound
     );
-    assert!(!store.delete_endpoint("ep_v").await.unwrap());
+    assert!(!store.delete_endpoint(&"ep_v".into()).await.unwrap());
 }
 
 /// Many writers from the same version at once: exactly one of them changes the endpoint.
 async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let stored = store
-        .insert_endpoint(&endpoint("ep_c", &["*"]))
-        .await
-        .unwrap();
+    let stored = add_endpoint(&store, "ep_c", &["*"]).await;
     let mut writers = tokio::task::JoinSet::new();
     for i in 0..8 {
         let store = store.clone();
@@ -349,7 +341,12 @@ async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
     }
     let deleter = {
         let store = store.clone();
-        tokio::spawn(async move { store.delete_endpoint_if("ep_c", Some(1)).await.unwrap() })
+        tokio::spawn(async move {
+            store
+                .delete_endpoint_if(&"ep_c".into(), Some(1))
+                .await
+                .unwrap()
+        })
     };
     let mut done = Vec::new();
     for (i, result) in writers.join_all().await {
@@ -369,14 +366,20 @@ async fn concurrent_writes_from_one_version_apply_once(backend: Backend) {
                 done.is_empty(),
                 "deleted and changed from one version: {done:?}"
             );
-            assert!(store.endpoint("ep_c").await.unwrap().is_none());
+            assert!(store.endpoint(&"ep_c".into()).await.unwrap().is_none());
         }
         Versioned::Changed => {
             assert_eq!(done.len(), 1, "exactly one writer: {done:?}");
-            let now = store.endpoint("ep_c").await.unwrap().unwrap();
+            let now = store.endpoint(&"ep_c".into()).await.unwrap().unwrap();
             assert_eq!(now.description.as_ref(), done.first());
             assert_eq!(now.version, 2);
         }
         Versioned::NotFound => panic!("the endpoint was there"),
     }
+}
+
+/// The version of live endpoint `id`.
+async fn version_of(store: &Arc<dyn Store>, id: &str) -> i64 {
+    let e = store.endpoint(&id.into()).await.unwrap();
+    e.unwrap_or_else(|| panic!("{id} is live")).version
 }

@@ -34,7 +34,7 @@ async fn a_stored_value_that_does_not_decode_names_its_column(backend: Backend) 
     db.exec("UPDATE hookd_endpoints SET headers = 'not json' WHERE id = 'ep_1'")
         .await;
     let err = store
-        .endpoint("ep_1")
+        .endpoint(&"ep_1".into())
         .await
         .expect_err("headers do not decode");
     assert!(

@@ -102,7 +102,7 @@ async fn shares_skip_busy_endpoints_and_unused_shares_go_to_the_oldest(backend: 
     let (_db, store) = open_with_backlog(backend).await;
     // ep_b busy: every place goes to tenant a, each of its endpoints its share.
     let claimed = store
-        .claim_due(ClaimPlan::any(8), &["ep_b".to_string()], 60_000)
+        .claim_due(ClaimPlan::any(8), &["ep_b".into()], 60_000)
         .await
         .unwrap();
     assert_eq!(

@@ -13,23 +13,11 @@ hookd_testkit::each_backend!(
 
 async fn fan_out_targets_and_dedupes(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_all", &["*"]))
-        .await
-        .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_buy", &["purchase"]))
-        .await
-        .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_pay", &["payment.*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_all", &["*"]).await;
+    add_endpoint(&store, "ep_buy", &["purchase"]).await;
+    add_endpoint(&store, "ep_pay", &["payment.*"]).await;
 
-    let first = store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let first = enqueue(&store, "e1", "purchase").await;
     assert_eq!(
         first,
         Enqueued {
@@ -38,10 +26,7 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
             created: true
         }
     );
-    let again = store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    let again = enqueue(&store, "e1", "purchase").await;
     assert_eq!(
         again,
         Enqueued {
@@ -81,21 +66,15 @@ async fn fan_out_targets_and_dedupes(backend: Backend) {
     assert_eq!(d[0].endpoint_id, "ep_pay");
     assert_eq!(d[0].state, DeliveryState::Pending);
 
-    let none = store
-        .enqueue_event(&event(Some("e4"), "refund"), &limits())
-        .await
-        .unwrap();
+    let none = enqueue(&store, "e4", "refund").await;
     assert_eq!(none.deliveries, 1, "only the * endpoint");
-    let stored = store.event("e1").await.unwrap().unwrap();
+    let stored = store.event(&"e1".into()).await.unwrap().unwrap();
     assert_eq!(stored.payload, r#"{"orderId":"o-1","amount":9900}"#);
 }
 
 async fn outbox_rows_are_ingested_once(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["refund"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["refund"]).await;
     db.exec(
         "INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{\"orderId\":\"o-1\",\"amount\":9900}');
          INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('dup', 'refund', '{\"n\":1}');
@@ -121,7 +100,7 @@ async fn outbox_rows_are_ingested_once(backend: Backend) {
     assert_eq!(per_endpoint("ep_1"), 2, "purchase + dup once");
     assert_eq!(per_endpoint("ep_2"), 2, "dup once + targeted");
     assert_eq!(
-        store.event("dup").await.unwrap().unwrap().payload,
+        store.event(&"dup".into()).await.unwrap().unwrap().payload,
         r#"{"n":1}"#
     );
     assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 0);
@@ -140,7 +119,7 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
         let id = id.to_string();
         async move {
             let f = DeliveryFilter {
-                event_id: Some(id),
+                event_id: Some(id.into()),
                 ..Default::default()
             };
             store.deliveries(&f, None, 1).await.unwrap().remove(0)
@@ -237,7 +216,10 @@ async fn odd_outbox_rows_fail_alone(backend: Backend) {
             DeliveryState::Pending,
             "a BLOB of JSON is JSON"
         );
-        assert_eq!(store.event("blob").await.unwrap().unwrap().payload, "{}");
+        assert_eq!(
+            store.event(&"blob".into()).await.unwrap().unwrap().payload,
+            "{}"
+        );
         assert_eq!(by_event("latin1").state, DeliveryState::Failed);
     }
 }
@@ -247,10 +229,7 @@ async fn odd_outbox_rows_fail_alone(backend: Backend) {
 /// one event, and an odd row fails alone.
 async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["order.*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["order.*"]).await;
     let mut values = Vec::new();
     for i in 0..50 {
         let t = if i % 2 == 0 { "order.paid" } else { "refund" };
@@ -265,12 +244,12 @@ async fn a_batch_of_events_keeps_arrival_order(backend: Backend) {
     let order: Vec<String> = all
         .iter()
         .filter(|d| d.endpoint_id == "ep_1" && d.event_id != "e-bad")
-        .map(|d| d.event_id.clone())
+        .map(|d| d.event_id.to_string())
         .collect();
     let expected: Vec<String> = (0..50).map(|i| format!("e{i}")).collect();
     assert_eq!(order, expected, "ids follow arrival order");
     assert_eq!(
-        store.event("e7").await.unwrap().unwrap().payload,
+        store.event(&"e7".into()).await.unwrap().unwrap().payload,
         "{\"i\":7}",
         "the first of a repeated id wins"
     );

@@ -14,15 +14,9 @@ async fn outbox_len(db: &TestDb) -> i64 {
 
 async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["refund"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["refund"]).await;
     // e1 is already stored: its outbox row is a duplicate and creates nothing.
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "e1", "purchase").await;
     db.exec(
         "INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e1', 'purchase', '{}');
          INSERT INTO hookd_outbox (event_id, event_type, payload) VALUES ('e2', 'purchase', '{\"n\":2}');
@@ -107,24 +101,10 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
     assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 1));
 
     // More room than rows: everything, and the outbox is empty.
-    let rest = store
-        .ingest_leasing(
-            500,
-            &limits(),
-            Some(lease(10, &[], Consume::ToRoom, 60_000)),
-        )
-        .await
-        .unwrap();
+    let rest = ingest_to_room(&store, 500, 10).await;
     assert_eq!((rest.rows, rest.claimed.len(), rest.more), (1, 1, false));
     assert_eq!(outbox_len(&db).await, 0);
-    let empty = store
-        .ingest_leasing(
-            500,
-            &limits(),
-            Some(lease(10, &[], Consume::ToRoom, 60_000)),
-        )
-        .await
-        .unwrap();
+    let empty = ingest_to_room(&store, 500, 10).await;
     assert_eq!((empty.rows, empty.claimed.len(), empty.more), (0, 0, false));
 }
 
@@ -132,10 +112,7 @@ async fn an_ingest_leases_what_it_has_room_for(backend: Backend) {
 /// delivery is leased once, under the id of its own row.
 async fn a_large_ingest_hands_out_the_id_of_each_new_delivery(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["purchase"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["purchase"]).await;
     let stored = ["e10", "e511", "e512", "e699"];
     for id in stored {
         store
@@ -151,14 +128,7 @@ async fn a_large_ingest_hands_out_the_id_of_each_new_delivery(backend: Backend) 
         values.join(", ")
     ))
     .await;
-    let ingested = store
-        .ingest_leasing(
-            1000,
-            &limits(),
-            Some(lease(5000, &[], Consume::ToRoom, 60_000)),
-        )
-        .await
-        .unwrap();
+    let ingested = ingest_to_room(&store, 1000, 5000).await;
     assert_eq!(ingested.rows, 700);
     assert_eq!(ingested.claimed.len(), 2 * (700 - stored.len()));
     let mut ids = HashSet::new();
@@ -222,7 +192,7 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
         .concat(),
     )
     .await;
-    let busy = vec!["ep_a".to_string()];
+    let busy = vec![EndpointId::from("ep_a")];
 
     // ep_a is busy: its rows before b1 become pending (so b1 can go), a3 waits in the outbox.
     let first = store
@@ -300,7 +270,7 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
         .await
         .unwrap()
         .into_iter()
-        .map(|c| c.event_id)
+        .map(|c| c.event_id.into())
         .collect();
     assert_eq!(claimed, ["a1", "a2", "a3"]);
 }

@@ -47,16 +47,13 @@ async fn open_with_endpoint(backend: Backend) -> (TestDb, Arc<dyn Store>) {
 /// A store with endpoint `ep_1` and one pending delivery to it, of event `e1`.
 async fn open_with_event(backend: Backend) -> (TestDb, Arc<dyn Store>) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .enqueue_event(&event(Some("e1"), "purchase"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "e1", "purchase").await;
     (db, store)
 }
 
 fn endpoint(id: &str, types: &[&str]) -> Endpoint {
     Endpoint {
-        id: id.to_string(),
+        id: id.into(),
         url: format!("http://127.0.0.1:9/{id}"),
         event_types: types.iter().map(|s| s.to_string()).collect(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -144,7 +141,47 @@ async fn one_delivery(store: &Arc<dyn Store>) -> Delivery {
     all.remove(0)
 }
 
-fn lease(max: u32, busy: &[String], consume: Consume, lease_ms: u64) -> IngestLease<'_> {
+/// Inserts endpoint `id`, subscribed to `types`.
+async fn add_endpoint(store: &Arc<dyn Store>, id: &str, types: &[&str]) -> Endpoint {
+    store
+        .insert_endpoint(&endpoint(id, types))
+        .await
+        .unwrap_or_else(|e| panic!("insert {id}: {e}"))
+}
+
+/// Inserts endpoint `id`, ordered, subscribed to every event type.
+async fn add_ordered_endpoint(store: &Arc<dyn Store>, id: &str) -> Endpoint {
+    store
+        .insert_endpoint(&Endpoint {
+            ordered: true,
+            ..endpoint(id, &["*"])
+        })
+        .await
+        .unwrap_or_else(|e| panic!("insert {id}: {e}"))
+}
+
+/// Stores event `id` of `event_type`, fanned out to the endpoints it matches.
+async fn enqueue(store: &Arc<dyn Store>, id: &str, event_type: &str) -> Enqueued {
+    store
+        .enqueue_event(&event(Some(id), event_type), &limits())
+        .await
+        .unwrap_or_else(|e| panic!("enqueue {id}: {e}"))
+}
+
+/// Ingests up to `max_rows` outbox rows, leasing up to `room` deliveries (no endpoint
+/// busy, the rows taken to the room's measure, a lease of a minute).
+async fn ingest_to_room(store: &Arc<dyn Store>, max_rows: u32, room: u32) -> Ingested {
+    store
+        .ingest_leasing(
+            max_rows,
+            &limits(),
+            Some(lease(room, &[], Consume::ToRoom, 60_000)),
+        )
+        .await
+        .expect("ingest")
+}
+
+fn lease(max: u32, busy: &[EndpointId], consume: Consume, lease_ms: u64) -> IngestLease<'_> {
     IngestLease {
         max,
         exclude_endpoints: busy,

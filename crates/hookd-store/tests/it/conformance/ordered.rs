@@ -13,13 +13,7 @@ hookd_testkit::each_backend!(
 async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) {
     let (_db, store) = open(backend).await;
     for id in ["ep_a", "ep_b", "ep_c"] {
-        store
-            .insert_endpoint(&Endpoint {
-                ordered: true,
-                ..endpoint(id, &["*"])
-            })
-            .await
-            .unwrap();
+        add_ordered_endpoint(&store, id).await;
     }
     enqueue_numbered(&store, 0..3, "x").await;
     let heads = store.claim(10, 60_000).await.unwrap();
@@ -51,7 +45,7 @@ async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) 
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.endpoint.id.clone(), c.event_id))
+        .map(|c| (c.endpoint.id.to_string(), c.event_id.into()))
         .collect();
     next.sort();
     assert_eq!(
@@ -65,17 +59,8 @@ async fn the_safety_net_lets_one_go_per_idle_ordered_endpoint(backend: Backend) 
 
 async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&Endpoint {
-            ordered: true,
-            ..endpoint("ep_o", &["*"])
-        })
-        .await
-        .unwrap();
-    store
-        .insert_endpoint(&endpoint("ep_u", &["*"]))
-        .await
-        .unwrap();
+    add_ordered_endpoint(&store, "ep_o").await;
+    add_endpoint(&store, "ep_u", &["*"]).await;
     enqueue_numbered(&store, 0..3, "x").await;
     let first = store.claim(10, 60_000).await.unwrap();
     let ordered: Vec<&Claimed> = first.iter().filter(|c| c.endpoint.id == "ep_o").collect();
@@ -123,19 +108,13 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
     );
     store.complete(&[succeeded(&last[0])]).await.unwrap();
     // A new event for an idle ordered endpoint goes at once.
-    store
-        .enqueue_event(&event(Some("e3"), "x"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "e3", "x").await;
     let both = store.claim(10, 60_000).await.unwrap();
     assert_eq!(both.len(), 2);
 
     // A completion that does not promote (the endpoint was unordered when the delivery was
     // claimed) leaves the next one stranded: the safety net releases it.
-    store
-        .enqueue_event(&event(Some("e4"), "x"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "e4", "x").await;
     let head = both.iter().find(|c| c.endpoint.id == "ep_o").unwrap();
     let mut unpromoted = succeeded(head);
     unpromoted.ordered = false;
@@ -156,7 +135,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
 
     // Turning ordering off lets every held delivery go.
     enqueue_numbered(&store, 5..8, "x").await;
-    let ep = store.endpoint("ep_o").await.unwrap().unwrap();
+    let ep = store.endpoint(&"ep_o".into()).await.unwrap().unwrap();
     store
         .update_endpoint(&Endpoint {
             ordered: false,
@@ -170,7 +149,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
         .unwrap()
         .into_iter()
         .filter(|c| c.endpoint.id == "ep_o")
-        .map(|c| c.event_id)
+        .map(|c| c.event_id.into())
         .collect();
     assert_eq!(released, ["e5", "e6", "e7"]);
 }
@@ -179,13 +158,7 @@ async fn ordered_endpoints_hold_the_next_delivery(backend: Backend) {
 /// their results and the head's are recorded in one batch, exactly the next held one goes.
 async fn one_batch_of_results_lets_one_held_delivery_go(backend: Backend) {
     let (_db, store) = open(backend).await;
-    store
-        .insert_endpoint(&Endpoint {
-            ordered: true,
-            ..endpoint("ep_o", &["*"])
-        })
-        .await
-        .unwrap();
+    add_ordered_endpoint(&store, "ep_o").await;
     enqueue_numbered(&store, 0..5, "x").await;
     let mut finished = Vec::new();
     for expected in ["e0", "e1"] {

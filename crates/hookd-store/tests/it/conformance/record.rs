@@ -172,10 +172,7 @@ async fn a_batch_of_results_is_recorded_row_by_row(backend: Backend) {
 /// one of them stale, recorded row by row.
 async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
     let (db, store) = open_with_endpoint(backend).await;
-    store
-        .insert_endpoint(&endpoint("ep_2", &["*"]))
-        .await
-        .unwrap();
+    add_endpoint(&store, "ep_2", &["*"]).await;
     let mut values: Vec<String> = (0..700)
         .map(|i| format!("('e{i}', 'order.paid', '{{\"i\":{i}}}')"))
         .collect();
@@ -187,13 +184,13 @@ async fn batches_larger_than_one_statement_are_written_whole(backend: Backend) {
         let order: Vec<String> = all
             .iter()
             .filter(|d| d.endpoint_id == ep)
-            .map(|d| d.event_id.clone())
+            .map(|d| d.event_id.to_string())
             .collect();
         let expected: Vec<String> = (0..700).map(|i| format!("e{i}")).collect();
         assert_eq!(order, expected, "{ep}: ids follow arrival order");
     }
     assert_eq!(
-        store.event("e699").await.unwrap().unwrap().payload,
+        store.event(&"e699".into()).await.unwrap().unwrap().payload,
         "{\"i\":699}"
     );
 

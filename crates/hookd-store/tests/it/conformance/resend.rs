@@ -80,10 +80,7 @@ async fn resend_jobs_work_in_batches_and_resume(backend: Backend) {
     let job = store.create_resend_job(&failed).await.unwrap();
     assert_eq!((job.matched, job.done), (7, false));
     // A delivery that fails after the job was created is not part of it.
-    store
-        .enqueue_event(&event(Some("late"), "x"), &limits())
-        .await
-        .unwrap();
+    enqueue(&store, "late", "x").await;
 
     assert_eq!(store.step_resend_jobs(3, 100).await.unwrap(), 3);
     // Throttled while 3 manual resends are due and at most 3 may wait.

@@ -30,7 +30,7 @@ async fn sealed_with(db: &TestDb, key: Option<&'static str>) -> Arc<dyn Store> {
 fn unreadable_marks(claimed: &[Claimed]) -> Vec<(String, bool)> {
     let mut marks: Vec<(String, bool)> = claimed
         .iter()
-        .map(|c| (c.endpoint.id.clone(), c.endpoint.unreadable.is_some()))
+        .map(|c| (c.endpoint.id.to_string(), c.endpoint.unreadable.is_some()))
         .collect();
     marks.sort();
     marks
@@ -47,14 +47,11 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     b.insert_endpoint(&endpoint("ep_b", &["*"])).await.unwrap();
     // Written before sealing was turned on: plaintext, readable by every store.
     let keyless = sealed_with(&db, None).await;
-    keyless
-        .insert_endpoint(&endpoint("ep_c", &["*"]))
-        .await
-        .unwrap();
+    add_endpoint(&keyless, "ep_c", &["*"]).await;
 
     // With key b, ep_a's secrets do not open: it reads as unreadable, blanked, and no
     // read of it fails.
-    let e = b.endpoint("ep_a").await.unwrap().unwrap();
+    let e = b.endpoint(&"ep_a".into()).await.unwrap().unwrap();
     let why = e.unreadable.clone().expect("unreadable with another key");
     assert!(why.contains("wrong key"), "{why}");
     assert_eq!(
@@ -74,7 +71,7 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     assert_eq!(listed[1].secret, sealed.secret, "ep_b opens with its key");
     assert_eq!(
         b.unreadable_endpoints().await.unwrap(),
-        [("ep_a".to_string(), why.clone())]
+        [("ep_a".into(), why.clone())]
     );
     // Without a key, every endpoint holding a sealed value.
     let without_key = keyless.unreadable_endpoints().await.unwrap();
@@ -98,14 +95,7 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     assert_eq!(unreadable_marks(&claimed), expected);
     db.exec("INSERT INTO hookd_outbox (event_type, payload) VALUES ('purchase', '{}')")
         .await;
-    let ingested = b
-        .ingest_leasing(
-            500,
-            &limits(),
-            Some(lease(10, &[], Consume::ToRoom, 60_000)),
-        )
-        .await
-        .unwrap();
+    let ingested = ingest_to_room(&b, 500, 10).await;
     assert_eq!(unreadable_marks(&ingested.claimed), expected);
 
     // An update of its other fields keeps the sealed values it could not read.
@@ -114,7 +104,7 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     let updated = b.update_endpoint(&changed).await.unwrap().unwrap();
     assert_eq!(updated.description.as_deref(), Some("changed"));
     assert_eq!(updated.unreadable, Some(why));
-    let back = a.endpoint("ep_a").await.unwrap().unwrap();
+    let back = a.endpoint(&"ep_a".into()).await.unwrap().unwrap();
     assert_eq!(back.unreadable, None);
     assert_eq!(
         (back.secret.as_str(), back.bearer_token.as_deref()),
@@ -134,7 +124,7 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
     assert_eq!(rekeyed.bearer_token, None);
     assert!(b.unreadable_endpoints().await.unwrap().is_empty());
     assert!(a
-        .endpoint("ep_a")
+        .endpoint(&"ep_a".into())
         .await
         .unwrap()
         .unwrap()
@@ -142,13 +132,13 @@ async fn an_endpoint_that_cannot_be_unsealed_is_read_as_unreadable(backend: Back
         .is_some());
 
     // Deleted endpoints are not counted.
-    assert!(b.delete_endpoint("ep_b").await.unwrap());
+    assert!(b.delete_endpoint(&"ep_b".into()).await.unwrap());
     let ids: Vec<String> = keyless
         .unreadable_endpoints()
         .await
         .unwrap()
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|(id, _)| id.into())
         .collect();
     assert_eq!(ids, ["ep_a"]);
 }

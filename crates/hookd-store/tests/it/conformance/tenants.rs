@@ -61,8 +61,8 @@ async fn all(
     all.into_iter()
         .map(|d| {
             (
-                d.event_id,
-                d.endpoint_id,
+                d.event_id.into(),
+                d.endpoint_id.into(),
                 d.tenant_id.map(|t| t.to_string()),
                 d.state,
                 d.last_error,
@@ -85,7 +85,7 @@ async fn fan_out_stays_inside_the_tenant(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(done.deliveries, n, "{id}");
-        let stored = store.event(id).await.unwrap().unwrap();
+        let stored = store.event(&id.into()).await.unwrap().unwrap();
         assert_eq!(stored.tenant_id.map(|t| t.to_string()).as_deref(), t);
     }
     let got = all(&store).await;
@@ -164,7 +164,7 @@ async fn outbox_rows_with_bad_tenants_fail_alone(backend: Backend) {
             (ep, None, DeliveryState::Failed)
         );
         assert!(d[0].4.as_deref().unwrap().contains("tenant_id"), "{d:?}");
-        let e = store.event(id).await.unwrap().unwrap();
+        let e = store.event(&id.into()).await.unwrap().unwrap();
         assert_eq!(e.tenant_id, None);
         assert!(e.payload_error.unwrap().contains("tenant_id"));
     }
@@ -228,28 +228,43 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
             .len(),
         4
     );
-    assert!(store.endpoint_in(&a, "ep_a1").await.unwrap().is_some());
-    assert!(store.endpoint_in(&a, "ep_b").await.unwrap().is_none());
-    assert!(store.endpoint_in(&a, "ep_wide").await.unwrap().is_none());
+    assert!(store
+        .endpoint_in(&a, &"ep_a1".into())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .endpoint_in(&a, &"ep_b".into())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .endpoint_in(&a, &"ep_wide".into())
+        .await
+        .unwrap()
+        .is_none());
 
     // Writes to another tenant's endpoint find nothing, and change nothing.
-    let mut other = store.endpoint("ep_b").await.unwrap().unwrap();
+    let mut other = store.endpoint(&"ep_b".into()).await.unwrap().unwrap();
     other.url = "http://127.0.0.1:9/changed".into();
     assert_eq!(
         store.update_endpoint_in(&a, &other, None).await.unwrap(),
         Versioned::NotFound
     );
     assert_eq!(
-        store.delete_endpoint_in(&a, "ep_b", None).await.unwrap(),
+        store
+            .delete_endpoint_in(&a, &"ep_b".into(), None)
+            .await
+            .unwrap(),
         Versioned::NotFound
     );
-    let still = store.endpoint("ep_b").await.unwrap().unwrap();
+    let still = store.endpoint(&"ep_b".into()).await.unwrap().unwrap();
     assert_eq!(
         (still.url.as_str(), still.deleted),
         ("http://127.0.0.1:9/ep_b", false)
     );
     // An update in the tenant's scope keeps the tenant.
-    let mut mine = store.endpoint("ep_a1").await.unwrap().unwrap();
+    let mut mine = store.endpoint(&"ep_a1".into()).await.unwrap().unwrap();
     mine.tenant_id = None;
     mine.description = Some("mine".into());
     let Versioned::Done(updated) = store.update_endpoint_in(&a, &mine, None).await.unwrap() else {
@@ -257,7 +272,10 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
     };
     assert_eq!(updated.tenant_id, Some(tenant("a")));
     assert_eq!(
-        store.delete_endpoint_in(&a, "ep_a2", None).await.unwrap(),
+        store
+            .delete_endpoint_in(&a, &"ep_a2".into(), None)
+            .await
+            .unwrap(),
         Versioned::Done(())
     );
 
@@ -299,11 +317,15 @@ async fn a_tenant_scope_sees_only_its_own_rows(backend: Backend) {
     assert!(store.delivery_in(&b, theirs.id).await.unwrap().is_some());
     assert!(!store.resend_in(&a, theirs.id).await.unwrap());
     assert!(store.resend_in(&b, theirs.id).await.unwrap());
-    assert!(store.event_in(&a, "e_b").await.unwrap().is_none());
-    assert!(store.event_in(&a, "e_wide").await.unwrap().is_none());
-    assert!(store.event_in(&a, "e_a").await.unwrap().is_some());
+    assert!(store.event_in(&a, &"e_b".into()).await.unwrap().is_none());
     assert!(store
-        .event_in(&Scope::Admin, "e_b")
+        .event_in(&a, &"e_wide".into())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.event_in(&a, &"e_a".into()).await.unwrap().is_some());
+    assert!(store
+        .event_in(&Scope::Admin, &"e_b".into())
         .await
         .unwrap()
         .is_some());
@@ -349,7 +371,7 @@ async fn a_tenant_bulk_resend_matches_only_its_deliveries(backend: Backend) {
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.event_id, c.trigger))
+        .map(|c| (c.event_id.into(), c.trigger))
         .collect();
     triggers.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use hookd_store::{matching, Endpoint, Scope, SignatureScheme, Versioned};
+use hookd_store::{matching, Endpoint, EndpointId, Scope, SignatureScheme, Versioned};
 
 use super::error::{ApiError, ErrorBody};
 use super::etag::{self, IfMatch};
@@ -155,7 +155,7 @@ impl EndpointView {
             unreadable: e.unreadable,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
-            id: e.id,
+            id: e.id.into(),
             url: e.url,
             description: e.description,
             event_types: e.event_types,
@@ -176,7 +176,7 @@ pub async fn create(
     let scheme = parse_scheme(req.signature_scheme.as_deref())?;
     let enabled = req.enabled.unwrap_or(true);
     let endpoint = Endpoint {
-        id: hookd_store::new_id("ep"),
+        id: hookd_store::new_id("ep").into(),
         tenant_id,
         url: req.url,
         description: req.description,
@@ -223,7 +223,7 @@ pub async fn list(
         .endpoints_in(&scope, q.page.cursor.as_deref(), limit)
         .await?;
     let next_cursor = (endpoints.len() == limit as usize)
-        .then(|| endpoints.last().map(|e| e.id.clone()))
+        .then(|| endpoints.last().map(|e| e.id.to_string()))
         .flatten();
     Ok(Json(Page {
         data: endpoints
@@ -238,7 +238,7 @@ pub async fn list(
 pub async fn show(
     Caller(scope): Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<EndpointId>,
 ) -> Result<(Tagged, Json<EndpointView>), ApiError> {
     let endpoint = read(&state, &scope, &id).await?;
     Ok(tagged(endpoint))
@@ -248,7 +248,7 @@ pub async fn show(
 pub async fn update(
     Caller(scope): Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<EndpointId>,
     headers: HeaderMap,
     Body(patch): Body<EndpointPatch>,
 ) -> Result<(Tagged, Json<EndpointView>), ApiError> {
@@ -361,7 +361,7 @@ fn apply(e: &mut Endpoint, patch: &EndpointPatch) -> Result<bool, ApiError> {
 pub async fn delete(
     Caller(scope): Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<EndpointId>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let condition = IfMatch::from_headers(&headers);
@@ -403,7 +403,7 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 pub async fn rotate_secret(
     Caller(scope): Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<EndpointId>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(Tagged, Json<EndpointView>), ApiError> {
@@ -478,7 +478,7 @@ const IF_MATCH_DOC: &str = "an ETag of the endpoint (`\"v3\"`, or a list): the c
 
 /// A live endpoint, or `404`.
 /// A live endpoint visible in `scope`; another tenant's answers 404 like a missing one.
-async fn read(state: &AppState, scope: &Scope, id: &str) -> Result<Endpoint, ApiError> {
+async fn read(state: &AppState, scope: &Scope, id: &EndpointId) -> Result<Endpoint, ApiError> {
     state
         .store
         .endpoint_in(scope, id)

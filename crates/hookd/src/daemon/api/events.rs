@@ -6,7 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use hookd_store::NewEvent;
+use hookd_store::{EventId, NewEvent};
 
 use super::deliveries::DeliveryView;
 use super::error::{ApiError, ErrorBody};
@@ -80,7 +80,7 @@ pub async fn create(
         )));
     }
     if let Some(endpoint_id) = &req.endpoint_id {
-        match state.store.endpoint(endpoint_id).await? {
+        match state.store.endpoint(&endpoint_id.as_str().into()).await? {
             None => return Err(ApiError::not_found("endpoint", endpoint_id)),
             Some(e) if e.tenant_id != tenant => {
                 return Err(ApiError::invalid(format!(
@@ -108,7 +108,7 @@ pub async fn create(
     Ok((
         status,
         Json(Accepted {
-            event_id: enqueued.event_id,
+            event_id: enqueued.event_id.into(),
             deliveries: enqueued.deliveries,
         }),
     ))
@@ -131,7 +131,7 @@ pub struct EventView {
 pub async fn show(
     Caller(scope): Caller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<EventId>,
 ) -> Result<Json<EventView>, ApiError> {
     let event = state
         .store
@@ -147,10 +147,10 @@ pub async fn show(
         .deliveries_in(&scope, &filter, None, 1000)
         .await?;
     Ok(Json(EventView {
-        event_id: event.event_id,
+        event_id: event.event_id.into(),
         event_type: event.event_type,
         payload: raw_payload(event.payload),
-        endpoint_id: event.endpoint_id,
+        endpoint_id: event.endpoint_id.map(Into::into),
         tenant_id: event.tenant_id.map(|t| t.to_string()),
         payload_error: event.payload_error,
         created_at: rfc3339(event.created_at),

@@ -68,7 +68,7 @@ impl From<EndpointSummary> for EndpointSummaryView {
         let success_rate = s.success_rate().map(|r| (r * 10_000.0).round() / 10_000.0);
         let e = s.endpoint;
         EndpointSummaryView {
-            endpoint_id: e.id,
+            endpoint_id: e.id.into(),
             url: e.url,
             description: e.description,
             enabled: e.enabled,
@@ -115,7 +115,7 @@ pub async fn endpoints(
         )
         .await?;
     let next_cursor = (page.endpoints.len() == limit as usize)
-        .then(|| page.endpoints.last().map(|s| s.endpoint.id.clone()))
+        .then(|| page.endpoints.last().map(|s| s.endpoint.id.to_string()))
         .flatten();
     Ok(Json(SummaryPage {
         window: window_text.to_string(),

@@ -290,7 +290,7 @@ impl Sender {
         }
         request = request
             .header(CONTENT_TYPE, "application/json")
-            .header("webhook-id", &c.event_id);
+            .header("webhook-id", c.event_id.as_str());
         if let Some(token) = &c.endpoint.bearer_token {
             let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
                 (

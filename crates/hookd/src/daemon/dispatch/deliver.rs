@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use hookd_store::{AttemptRecord, Claimed, Completion, Lease, Next, Release, Trigger};
+use hookd_store::{AttemptRecord, Claimed, Completion, EndpointId, Lease, Next, Release, Trigger};
 
 use super::ready::Waiting;
 use super::recorder::Finished;
@@ -129,7 +129,7 @@ impl Shared {
         let _ = results.send(Finished { completion, permit }).await;
     }
 
-    async fn disable_gone(&self, endpoint_id: &str) {
+    async fn disable_gone(&self, endpoint_id: &EndpointId) {
         let reason = "gone: the endpoint answered 410 Gone";
         match self.store.disable_endpoint(endpoint_id, reason).await {
             Ok(true) => {
@@ -137,11 +137,11 @@ impl Shared {
                     .endpoint_disables
                     .with_label_values(&["gone"])
                     .inc();
-                tracing::warn!(endpoint_id, "endpoint disabled: it answered 410 Gone");
+                tracing::warn!(%endpoint_id, "endpoint disabled: it answered 410 Gone");
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(error = %e, endpoint_id, "cannot disable an endpoint that answered 410")
+                tracing::warn!(error = %e, %endpoint_id, "cannot disable an endpoint that answered 410")
             }
         }
     }

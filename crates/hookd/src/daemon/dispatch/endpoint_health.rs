@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use hookd_store::{Completion, Outcome};
+use hookd_store::{Completion, EndpointId, Outcome};
 
 /// Endpoints whose last health write was a success, and when it was made.
 pub struct EndpointHealth {
-    healthy: HashMap<String, Instant>,
+    healthy: HashMap<EndpointId, Instant>,
     rewrite_success: Duration,
 }
 
@@ -41,13 +41,12 @@ impl EndpointHealth {
         batch: &[Completion],
         recorded: &[bool],
         now: Instant,
-    ) -> Vec<(String, bool)> {
-        let mut any_success: BTreeMap<&str, bool> = BTreeMap::new();
+    ) -> Vec<(EndpointId, bool)> {
+        let mut any_success: BTreeMap<&EndpointId, bool> = BTreeMap::new();
         for (c, _) in batch.iter().zip(recorded).filter(|(_, ok)| **ok) {
-            *any_success.entry(c.endpoint_id.as_str()).or_default() |=
-                c.record.outcome == Outcome::Success;
+            *any_success.entry(&c.endpoint_id).or_default() |= c.record.outcome == Outcome::Success;
         }
-        let news: Vec<(String, bool)> = any_success
+        let news: Vec<(EndpointId, bool)> = any_success
             .into_iter()
             .filter(|(id, ok)| {
                 let fresh = self
@@ -56,7 +55,7 @@ impl EndpointHealth {
                     .is_some_and(|at| now.duration_since(*at) < self.rewrite_success);
                 !(*ok && fresh)
             })
-            .map(|(id, ok)| (id.to_string(), ok))
+            .map(|(id, ok)| (id.clone(), ok))
             .collect();
         for (id, ok) in &news {
             if *ok {
@@ -69,7 +68,7 @@ impl EndpointHealth {
     }
 
     /// `news` could not be written: the next success of each of its endpoints is written.
-    pub fn not_written(&mut self, news: &[(String, bool)]) {
+    pub fn not_written(&mut self, news: &[(EndpointId, bool)]) {
         for (id, _) in news {
             self.healthy.remove(id);
         }
@@ -134,7 +133,7 @@ mod tests {
         for (at, outcomes, recorded, news) in steps {
             let batch: Vec<Completion> = outcomes.iter().map(|o| result("a", *o)).collect();
             let got = health.news(&batch, recorded, t0 + *at);
-            let want: Vec<(String, bool)> = news.iter().map(|ok| ("a".to_string(), *ok)).collect();
+            let want: Vec<(EndpointId, bool)> = news.iter().map(|ok| ("a".into(), *ok)).collect();
             assert_eq!(got, want, "at {at:?}: {outcomes:?} recorded {recorded:?}");
         }
     }
@@ -152,17 +151,10 @@ mod tests {
         let news = health.news(&batch, &[true; 4], t0);
         assert_eq!(
             news,
-            [
-                ("a".to_string(), false),
-                ("b".to_string(), true),
-                ("c".to_string(), true)
-            ]
+            [("a".into(), false), ("b".into(), true), ("c".into(), true)]
         );
         assert!(health.news(&batch[3..], &[true], t0).is_empty());
         health.not_written(&news);
-        assert_eq!(
-            health.news(&batch[3..], &[true], t0),
-            [("c".to_string(), true)]
-        );
+        assert_eq!(health.news(&batch[3..], &[true], t0), [("c".into(), true)]);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use hookd_store::Claimed;
+use hookd_store::{Claimed, EndpointId};
 
 /// Counts of attempts in flight; a [`Slot`] is held by each running attempt.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct InFlight {
 }
 
 struct Counts {
-    endpoints: HashMap<String, usize>,
+    endpoints: HashMap<EndpointId, usize>,
     retries: usize,
     /// Told whenever a place frees, so that a waiting row can start at once.
     freed: Arc<Notify>,
@@ -32,7 +32,7 @@ struct Counts {
 /// One running attempt; dropping it frees its place.
 pub struct Slot {
     inner: Arc<Mutex<Counts>>,
-    endpoint_id: String,
+    endpoint_id: EndpointId,
     retry: bool,
 }
 

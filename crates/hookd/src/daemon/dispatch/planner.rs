@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
-use hookd_store::{ClaimPlan, Consume, Ingested};
+use hookd_store::{ClaimPlan, Consume, EndpointId, Ingested};
 
 /// A database call that failed is tried again after this long at the most.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -66,7 +66,7 @@ pub struct View {
     /// Retries that may start, as far as the running ones go.
     pub retry_places: usize,
     /// Endpoints the next claim or ingest lease skips ([`busy_endpoints`]).
-    pub busy: Vec<String>,
+    pub busy: Vec<EndpointId>,
 }
 
 /// What to start now, and when to look again if nothing wakes the dispatcher first.
@@ -83,7 +83,7 @@ pub struct Ingest {
     /// New deliveries to lease, at most.
     pub want: u32,
     /// Endpoints that lease nothing.
-    pub busy: Vec<String>,
+    pub busy: Vec<EndpointId>,
     /// Which rows it consumes under its lease; `None`: every row it reads, none leased.
     pub lease: Option<Consume>,
 }
@@ -95,11 +95,11 @@ pub struct Ingest {
 pub struct Claim {
     pub plan: ClaimPlan,
     /// Endpoints it skips.
-    pub busy: Vec<String>,
+    pub busy: Vec<EndpointId>,
 }
 
 impl Claim {
-    fn new(want: u32, busy: Vec<String>, retry_room: u32) -> Claim {
+    fn new(want: u32, busy: Vec<EndpointId>, retry_room: u32) -> Claim {
         Claim {
             plan: ClaimPlan {
                 max: want,
@@ -119,7 +119,7 @@ pub fn busy_endpoints<'r, 'w>(
     running: impl IntoIterator<Item = (&'r str, usize)>,
     waiting: impl IntoIterator<Item = (&'w str, usize)>,
     per_endpoint: usize,
-) -> Vec<String> {
+) -> Vec<EndpointId> {
     let enough = 2 * per_endpoint.max(1);
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, n) in running {
@@ -130,7 +130,7 @@ pub fn busy_endpoints<'r, 'w>(
     }
     load.into_iter()
         .filter(|(_, n)| *n >= enough)
-        .map(|(id, _)| id.to_string())
+        .map(|(id, _)| EndpointId::from(id))
         .collect()
 }
 
@@ -170,13 +170,13 @@ struct Ingesting {
 /// only to skip them all: with 300,000 rows due to one busy endpoint, 35 ms of PostgreSQL
 /// per claim.
 struct FoundNothing {
-    skipped: Vec<String>,
+    skipped: Vec<EndpointId>,
     retry_room: u32,
     until: Instant,
 }
 
 impl FoundNothing {
-    fn worth_claiming(&self, busy: &[String], retry_room: u32) -> bool {
+    fn worth_claiming(&self, busy: &[EndpointId], retry_room: u32) -> bool {
         retry_room > self.retry_room || self.skipped.iter().any(|id| !busy.contains(id))
     }
 }
@@ -185,7 +185,7 @@ impl FoundNothing {
 /// once [`Planner::idle_until`] knows until when.
 #[must_use]
 pub struct EmptyClaim {
-    skipped: Vec<String>,
+    skipped: Vec<EndpointId>,
     retry_room: u32,
 }
 
@@ -194,7 +194,7 @@ pub struct EmptyClaim {
 /// `poll_interval`, when they are taken anyway, as pending deliveries for a claim: rows
 /// behind them never wait longer for a slow endpoint.
 struct OutboxBlocked {
-    skipped: Vec<String>,
+    skipped: Vec<EndpointId>,
     since: Instant,
 }
 
@@ -273,7 +273,7 @@ impl Planner {
 
     /// One claim at a time, none in the backoff after a failed one, and after one that
     /// found nothing only once another may find something.
-    fn claim_may_start(&self, busy: &[String], retry_room: u32, now: Instant) -> bool {
+    fn claim_may_start(&self, busy: &[EndpointId], retry_room: u32, now: Instant) -> bool {
         self.claiming.is_none()
             && now >= self.no_claim_before
             && self
@@ -283,7 +283,7 @@ impl Planner {
     }
 
     /// Whether the outbox is due for a read, and which rows the read takes under its lease.
-    fn outbox_read(&self, busy: &[String], now: Instant) -> Option<Consume> {
+    fn outbox_read(&self, busy: &[EndpointId], now: Instant) -> Option<Consume> {
         let due = now >= self.read_outbox_at;
         match &self.outbox_blocked {
             None => due.then_some(Consume::ToRoom),
@@ -480,7 +480,7 @@ mod tests {
 
     fn busy(view: View, busy: &[&str]) -> View {
         View {
-            busy: busy.iter().map(|s| s.to_string()).collect(),
+            busy: busy.iter().map(|s| EndpointId::from(*s)).collect(),
             ..view
         }
     }
@@ -644,7 +644,7 @@ mod tests {
             (10, 20, vec!["a", "b"], 0),
         ];
         for (retry_places, waiting_retries, busy, retry_room) in cases {
-            let busy: Vec<String> = busy.iter().map(|s| s.to_string()).collect();
+            let busy: Vec<EndpointId> = busy.iter().map(|s| EndpointId::from(*s)).collect();
             let view = View {
                 waiting: waiting_retries,
                 waiting_retries,

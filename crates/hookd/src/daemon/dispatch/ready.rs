@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use hookd_store::Claimed;
+use hookd_store::{Claimed, EndpointId};
 
 /// A claimed delivery and when it was claimed.
 pub struct Waiting {
@@ -21,9 +21,9 @@ pub struct Waiting {
 /// Waiting rows by endpoint, each endpoint's in claim (due) order.
 #[derive(Default)]
 pub struct Ready {
-    queues: HashMap<String, VecDeque<Waiting>>,
+    queues: HashMap<EndpointId, VecDeque<Waiting>>,
     /// Endpoints in the order they are served, round robin.
-    order: VecDeque<String>,
+    order: VecDeque<EndpointId>,
     len: usize,
     retries: usize,
 }
@@ -178,7 +178,7 @@ mod tests {
             for (id, endpoint, attempt) in *rows {
                 ready.push(claimed(*id, endpoint, *attempt), now);
             }
-            let mut running: HashMap<String, usize> = HashMap::new();
+            let mut running: HashMap<EndpointId, usize> = HashMap::new();
             let mut retries_running = 0;
             let admit = |c: &Claimed| {
                 let n = running.entry(c.endpoint.id.clone()).or_default();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 
-use hookd_store::{Completion, Store};
+use hookd_store::{Completion, EndpointId, Store};
 
 use super::batching::{self, Batching, Wake, MAX_BATCH};
 use super::endpoint_health::EndpointHealth;
@@ -127,7 +127,7 @@ pub async fn run(
 async fn write_health(
     store: &dyn Store,
     metrics: &Metrics,
-    news: &[(String, bool)],
+    news: &[(EndpointId, bool)],
     disable_after: Duration,
 ) -> bool {
     let threshold = (!disable_after.is_zero()).then_some(disable_after.as_millis() as i64);
