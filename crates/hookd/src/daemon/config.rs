@@ -27,6 +27,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("allowed_hosts", None),
     ("secret_key", None),
     ("retry_schedule", Some(retry::DEFAULT_SCHEDULE)),
+    ("retry_jitter", Some("0")),
     ("request_timeout", Some("10s")),
     ("allow_private_targets", Some("false")),
     ("allow_targets", Some("")),
@@ -68,6 +69,10 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// Delay before each retry; N entries = N retries = N+1 attempts.
     pub retry_schedule: Vec<Duration>,
+    /// Each retry's delay is drawn uniformly within ± this fraction of its step (0 to 1;
+    /// 0 keeps the ladder exact), so that deliveries that failed together do not all
+    /// retry in the same second.
+    pub retry_jitter: f64,
     /// Whole-request timeout of one attempt, unless the endpoint sets its own.
     pub request_timeout: Duration,
     /// Allow loopback/private/link-local destinations (tests and local development).
@@ -316,6 +321,7 @@ impl Layers {
                 _ => None,
             },
             retry_schedule: self.parse("retry_schedule", duration::parse_schedule)?,
+            retry_jitter: self.parse("retry_jitter", retry::parse_jitter)?,
             request_timeout: positive("request_timeout")?,
             allow_private_targets: self.parse("allow_private_targets", parse_bool)?,
             allow_targets: self.parse("allow_targets", crate::daemon::ssrf::parse_ranges)?,
@@ -477,6 +483,7 @@ impl std::fmt::Debug for Config {
             allowed_hosts,
             secret_key,
             retry_schedule,
+            retry_jitter,
             request_timeout,
             allow_private_targets,
             allow_targets,
@@ -511,6 +518,7 @@ impl std::fmt::Debug for Config {
             .field("allowed_hosts", allowed_hosts)
             .field("secret_key", &hidden(secret_key))
             .field("retry_schedule", retry_schedule)
+            .field("retry_jitter", retry_jitter)
             .field("request_timeout", request_timeout)
             .field("allow_private_targets", allow_private_targets)
             .field("allow_targets", allow_targets)

@@ -55,6 +55,26 @@ pub fn next_state(claimed: &Claimed, outcome: Outcome, schedule: &[Duration]) ->
     }
 }
 
+/// `HOOKD_RETRY_JITTER`: a fraction from 0 to 1.
+pub fn parse_jitter(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction from 0 to 1 (e.g. 0.1)")),
+    }
+}
+
+/// Spreads a retry's delay uniformly within ± `jitter` of it: `draw` is uniform in [0, 1)
+/// (random in the daemon, fixed in tests). Other outcomes, and a jitter of 0, unchanged.
+pub fn with_jitter(next: Next, jitter: f64, draw: f64) -> Next {
+    match next {
+        Next::RetryIn(ms) if jitter > 0.0 => {
+            let factor = 1.0 + jitter * (2.0 * draw - 1.0);
+            Next::RetryIn((ms as f64 * factor).round().max(0.0) as u64)
+        }
+        next => next,
+    }
+}
+
 /// The most a receiver's `Retry-After` may push a retry back.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -98,6 +118,39 @@ mod tests {
             s(DEFAULT_SCHEDULE),
             [60, 300, 600, 1800, 3600, 7200, 14400].map(Duration::from_secs)
         );
+    }
+
+    #[test]
+    fn jitter_spreads_a_retry_within_its_fraction() {
+        let cases: &[(Next, f64, f64, Next)] = &[
+            // No jitter: the ladder exactly, whatever the draw.
+            (Next::RetryIn(60_000), 0.0, 0.99, Next::RetryIn(60_000)),
+            // The draw spans [-jitter, +jitter): 0 is the low end, 0.5 the step itself.
+            (Next::RetryIn(60_000), 0.1, 0.0, Next::RetryIn(54_000)),
+            (Next::RetryIn(60_000), 0.1, 0.5, Next::RetryIn(60_000)),
+            (Next::RetryIn(60_000), 0.1, 0.75, Next::RetryIn(63_000)),
+            (Next::RetryIn(60_000), 1.0, 0.0, Next::RetryIn(0)),
+            // Only retries move.
+            (Next::Succeeded, 0.5, 0.0, Next::Succeeded),
+            (Next::Failed, 0.5, 0.0, Next::Failed),
+        ];
+        for &(next, jitter, draw, want) in cases {
+            assert_eq!(
+                with_jitter(next, jitter, draw),
+                want,
+                "{next:?} {jitter} {draw}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_is_a_fraction() {
+        assert_eq!(parse_jitter("0"), Ok(0.0));
+        assert_eq!(parse_jitter("0.1"), Ok(0.1));
+        assert_eq!(parse_jitter("1"), Ok(1.0));
+        for bad in ["-0.1", "1.5", "10%", "", "NaN"] {
+            assert!(parse_jitter(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

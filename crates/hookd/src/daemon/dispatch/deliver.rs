@@ -81,8 +81,13 @@ impl Shared {
             Some(ms) => ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             None => self.retry_schedule.clone(),
         };
+        // Jitter first: a receiver's `Retry-After` stays a floor.
         let mut next = retry::honour_retry_after(
-            retry::next_state(&c, outcome, &schedule),
+            retry::with_jitter(
+                retry::next_state(&c, outcome, &schedule),
+                self.retry_jitter,
+                rand::random::<f64>(),
+            ),
             result.retry_after,
         );
         if result.status == Some(410) {

@@ -68,6 +68,8 @@ struct Shared {
     sender: Sender,
     metrics: Metrics,
     retry_schedule: Vec<Duration>,
+    /// See [`crate::daemon::config::Config::retry_jitter`].
+    retry_jitter: f64,
     request_timeout: Duration,
     lease: Duration,
 }
@@ -121,6 +123,7 @@ impl Dispatcher {
                 ),
                 metrics,
                 retry_schedule: config.retry_schedule.clone(),
+                retry_jitter: config.retry_jitter,
                 request_timeout: config.request_timeout,
                 lease: config.lease_duration,
             }),
