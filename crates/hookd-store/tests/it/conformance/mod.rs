@@ -17,6 +17,7 @@ mod delivery_log;
 mod endpoints;
 mod errors;
 mod fair;
+mod migrate_forward;
 mod ingest;
 mod ingest_lease;
 mod ordered;
