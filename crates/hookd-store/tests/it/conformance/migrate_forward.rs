@@ -38,11 +38,10 @@ fn before_tenants(all: &Migrator) -> Migrator {
 async fn build_old_schema(db: &TestDb) {
     match db.backend {
         Backend::Sqlite => {
-            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(
-                &db.url,
-            )
-            .unwrap()
-            .create_if_missing(true);
+            let options =
+                <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.url)
+                    .unwrap()
+                    .create_if_missing(true);
             let mut conn = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .unwrap();
@@ -222,7 +221,14 @@ async fn an_old_database_migrates_forward_and_its_work_is_delivered(backend: Bac
     }
     let mut want: Vec<String> = (0..30).map(|i| format!("old_pending{i}")).collect();
     want.extend(
-        ["old_leased", "old_retry", "old_outbox", "old_outbox", "fresh_t"].map(String::from),
+        [
+            "old_leased",
+            "old_retry",
+            "old_outbox",
+            "old_outbox",
+            "fresh_t",
+        ]
+        .map(String::from),
     );
     want.sort();
     claimed.sort();
