@@ -493,7 +493,11 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             .max(noisy::MIN_BACKLOG);
         let timeout = Duration::from_secs(cli.timeout_secs.unwrap_or(600));
         for db in cli.databases() {
-            for variant in [noisy::Variant::TwoTenants, noisy::Variant::OneTenant] {
+            for variant in [
+                noisy::Variant::TwoTenants,
+                noisy::Variant::OneTenant,
+                noisy::Variant::Outbox,
+            ] {
                 noisy_reports.push(noisy::run(&ctx, &db, variant, backlog, timeout).await);
             }
         }
