@@ -206,7 +206,10 @@ static DUE_ENDPOINTS: LazyLock<String> =
 
 /// The claim statements by number of first-attempt and retry arms, each built when first
 /// used.
-static CLAIMS: LazyLock<Mutex<HashMap<(usize, usize), Arc<str>>>> = LazyLock::new(Default::default);
+static CLAIMS: LazyLock<Mutex<ClaimStatements>> = LazyLock::new(Default::default);
+
+/// Claim statements by (first-attempt arms, retry arms).
+type ClaimStatements = HashMap<(usize, usize), Arc<str>>;
 
 fn claim_statement(fair: usize, retries: usize) -> Arc<str> {
     CLAIMS
