@@ -53,7 +53,7 @@ enum Scenario {
     History,
     /// Tenant A's --noisy-backlog due deliveries over 20 endpoints while 20 events of B
     /// arrive one at a time: B's commit-to-receipt p99 and A's drain rate against A alone;
-    /// A and B as two tenants, then as two endpoints of one tenant.
+    /// A and B as two tenants, as two endpoints of one tenant, then as two tenants with A's backlog in the outbox.
     NoisyNeighbour,
     /// throughput, fanout, latency, api-latency, errors, scale.
     All,
