@@ -56,7 +56,7 @@ enum Scenario {
     History,
     /// Tenant A's --noisy-backlog due deliveries over 20 endpoints while 20 events of B
     /// arrive one at a time: B's commit-to-receipt p99 and A's drain rate against A alone;
-    /// A and B as two tenants, then as two endpoints of one tenant.
+    /// A and B as two tenants, as two endpoints of one tenant, then as two tenants with A's backlog in the outbox.
     NoisyNeighbour,
     /// throughput, fanout, latency, api-latency, api-throughput, errors, scale.
     All,
@@ -509,7 +509,11 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             .max(noisy::MIN_BACKLOG);
         let timeout = Duration::from_secs(cli.timeout_secs.unwrap_or(600));
         for db in cli.databases() {
-            for variant in [noisy::Variant::TwoTenants, noisy::Variant::OneTenant] {
+            for variant in [
+                noisy::Variant::TwoTenants,
+                noisy::Variant::OneTenant,
+                noisy::Variant::Outbox,
+            ] {
                 noisy_reports.push(noisy::run(&ctx, &db, variant, backlog, timeout).await);
             }
         }

@@ -5,8 +5,9 @@
 //! alone (its drain rate: deliveries over the time from hookd's start to A's last receipt),
 //! then again with B: 20 events inserted into the outbox one at a time, 100 ms apart,
 //! starting 0.5 s after hookd's start, each addressed to B's endpoint. Reported: the p99
-//! (and p50, max) of B's commit-to-receipt and A's drain rate against the run alone. Two
-//! variants: A and B two tenants, and A and B two endpoints of one tenant.
+//! (and p50, max) of B's commit-to-receipt and A's drain rate against the run alone. Three
+//! variants: A and B two tenants, A and B two endpoints of one tenant, and two tenants with
+//! A's backlog still in the outbox (rows addressed to its endpoints, not yet ingested).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ const B_EVERY: Duration = Duration::from_millis(100);
 pub enum Variant {
     TwoTenants,
     OneTenant,
+    /// Two tenants, A's backlog in the outbox.
+    Outbox,
 }
 
 impl Variant {
@@ -46,6 +49,7 @@ impl Variant {
         match self {
             Variant::TwoTenants => "two tenants",
             Variant::OneTenant => "two endpoints of one tenant",
+            Variant::Outbox => "two tenants, A in the outbox",
         }
     }
 }
@@ -186,7 +190,7 @@ async fn measure(
     let log = db.dir.path().join("hookd.log");
     let hookd = Hookd::start(&ctx.hookd_bin, &db.url, log.clone(), &ctx.http, &[]).await?;
     let (tenant_a, tenant_b) = match variant {
-        Variant::TwoTenants => ("tenant-a", "tenant-b"),
+        Variant::TwoTenants | Variant::Outbox => ("tenant-a", "tenant-b"),
         Variant::OneTenant => ("tenant-a", "tenant-a"),
     };
     let mut a_ids = Vec::new();
@@ -205,18 +209,22 @@ async fn measure(
     // A's backlog, due now, by bulk SQL with hookd stopped.
     let mut conn = db.connect().await?;
     let per_endpoint = (backlog / A_ENDPOINTS).max(1);
-    db::preload(
-        &mut conn,
-        db.kind,
-        Preload::PendingDue,
-        "a-",
-        &a_ids,
-        per_endpoint as u64,
-        200,
-        db::EVENT_TYPE,
-    )
-    .await
-    .context("preloading A's backlog")?;
+    if variant == Variant::Outbox {
+        preload_outbox(&mut conn, db.kind, &a_ids, per_endpoint, tenant_a).await?;
+    } else {
+        db::preload(
+            &mut conn,
+            db.kind,
+            Preload::PendingDue,
+            "a-",
+            &a_ids,
+            per_endpoint as u64,
+            200,
+            db::EVENT_TYPE,
+        )
+        .await
+        .context("preloading A's backlog")?;
+    }
     // Tenants set in the table (as the outbox and the store know them), whichever API
     // version the hookd under test speaks.
     conn.execute(&format!(
@@ -227,7 +235,7 @@ async fn measure(
     ))
     .await?;
     if db.kind == Kind::Postgres {
-        for table in ["hookd_events", "hookd_deliveries"] {
+        for table in ["hookd_events", "hookd_deliveries", "hookd_outbox"] {
             conn.execute(&format!("VACUUM ANALYZE {table}")).await?;
         }
     }
@@ -288,6 +296,55 @@ async fn measure(
         })
         .collect();
     Ok((a_total as f64 / a_secs.max(1e-9), b_ms))
+}
+
+/// A's backlog as outbox rows of tenant `tenant`, addressed to its endpoints in turn, by
+/// bulk SQL with hookd stopped.
+async fn preload_outbox(
+    conn: &mut Conn,
+    kind: Kind,
+    a_ids: &[String],
+    per_endpoint: usize,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    let n = per_endpoint * a_ids.len();
+    let series = match kind {
+        Kind::Sqlite => format!(
+            "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
+             SELECT i FROM s",
+            n - 1
+        ),
+        Kind::Postgres => format!("SELECT i FROM generate_series(0, {}) AS i", n - 1),
+    };
+    let endpoint = match kind {
+        Kind::Sqlite => format!(
+            "json_extract('[{}]', '$[' || (i % {}) || ']')",
+            a_ids
+                .iter()
+                .map(|id| format!("\"{id}\""))
+                .collect::<Vec<_>>()
+                .join(","),
+            a_ids.len()
+        ),
+        Kind::Postgres => format!(
+            "(ARRAY[{}])[i % {} + 1]",
+            a_ids
+                .iter()
+                .map(|id| format!("'{id}'"))
+                .collect::<Vec<_>>()
+                .join(","),
+            a_ids.len()
+        ),
+    };
+    let body = db::payload(0, 200);
+    conn.execute(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload, endpoint_id, tenant_id) \
+         SELECT 'a-' || i, '{}', '{body}', {endpoint}, '{tenant}' FROM ({series}) s",
+        db::EVENT_TYPE
+    ))
+    .await
+    .context("filling the outbox with A's backlog")?;
+    Ok(())
 }
 
 async fn insert_b(conn: &mut Conn, i: usize, endpoint: &str, tenant: &str) -> anyhow::Result<()> {

@@ -10,19 +10,37 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use crate::rows::ClaimRow;
 use crate::{Claimed, DeliveryFilter, DeliveryState, Endpoint, Release, Result, StoreError};
 
-/// A fair claim's shares (see [`crate::fair`]) of `places` first attempts between the
-/// endpoints `due` lists (`(endpoint, tenant)`), less those excluded.
+/// A fair claim's shares (see [`crate::fair`]) between the endpoints `due` lists
+/// (`(endpoint, tenant, retry)`), less those excluded: `first` places of first attempts
+/// (`(endpoint, rows)`), and retries (`(endpoint, rows ahead, rows after)`) of `ahead`
+/// places before the first attempts and `after` places after them.
+#[derive(Default)]
+pub(crate) struct FairShares {
+    pub first: Vec<(String, u32)>,
+    pub retries: Vec<(String, u32, u32)>,
+}
+
 pub(crate) fn fair_shares(
-    due: Vec<(String, Option<String>)>,
+    due: Vec<(String, Option<String>, bool)>,
     exclude: &[crate::EndpointId],
-    places: u32,
-) -> Vec<(String, u32)> {
-    let due: Vec<crate::fair::Due> = due
+    first: u32,
+    ahead: u32,
+    after: u32,
+) -> FairShares {
+    let (firsts, retries): (Vec<_>, Vec<_>) = due
         .into_iter()
-        .filter(|(endpoint, _)| !exclude.iter().any(|e| e.as_str() == endpoint))
-        .map(|(endpoint, tenant)| crate::fair::Due { tenant, endpoint })
-        .collect();
-    crate::fair::shares(&due, places, crate::fair::next_turn())
+        .filter(|(endpoint, _, _)| !exclude.iter().any(|e| e.as_str() == endpoint))
+        .partition(|(_, _, retry)| !retry);
+    let list = |v: Vec<(String, Option<String>, bool)>| -> Vec<crate::fair::Due> {
+        v.into_iter()
+            .map(|(endpoint, tenant, _)| crate::fair::Due { tenant, endpoint })
+            .collect()
+    };
+    let turn = crate::fair::next_turn();
+    FairShares {
+        first: crate::fair::shares(&list(firsts), first, turn),
+        retries: crate::fair::retry_shares(&list(retries), ahead, after, turn),
+    }
 }
 
 /// Ok when `applied` migrations (`_sqlx_migrations` rows that succeeded) are all that

@@ -1,12 +1,14 @@
 //! Fair shares of a claim: how many first attempts each endpoint with due work gets, so that
 //! one tenant's backlog (or one endpoint's) does not hold up another's fresh events. Pure.
 //!
-//! A claim first lists the endpoints that have first attempts due (one index seek per such
-//! endpoint, not one per row), then [`shares`] splits the claim's places: equally between
-//! tenants, then equally between the endpoints of each tenant, the remainders and any
-//! tenant or endpoint beyond [`MAX_ENDPOINTS`] taken in turn from `turn`, which advances
-//! with every claim (round robin). A share an endpoint cannot fill is left to the claim's
-//! last arm, the oldest due rows of any endpoint.
+//! A claim first lists the endpoints that have first attempts due, and those that have
+//! retries due (one index seek per such endpoint, not one per row), then [`shares`] splits
+//! the claim's places for each kind: equally between tenants, then equally between the
+//! endpoints of each tenant, the remainders and any tenant or endpoint beyond
+//! [`MAX_ENDPOINTS`] taken in turn from `turn`, which advances with every claim (round
+//! robin). A share an endpoint cannot fill is left to the oldest due rows of any endpoint.
+//! Retries are claimed in two parts, some ahead of the first attempts and the rest after
+//! them ([`retry_shares`]): each part is shared the same way.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +70,29 @@ pub fn shares(due: &[Due], places: u32, turn: u64) -> Vec<(String, u32)> {
                 out.push((endpoint.to_string(), rows));
                 slots -= 1;
             }
+        }
+    }
+    out
+}
+
+/// A claim's retry places shared as [`shares`] does: `(endpoint, ahead, after)`, the rows
+/// of the endpoint's share taken ahead of the first attempts (the shares of `ahead` places)
+/// and after them (the rest of its share of `ahead + after` places). Endpoints in the order
+/// of the shares of all the places.
+pub fn retry_shares(due: &[Due], ahead: u32, after: u32, turn: u64) -> Vec<(String, u32, u32)> {
+    let first: BTreeMap<String, u32> = shares(due, ahead, turn).into_iter().collect();
+    let mut out: Vec<(String, u32, u32)> = shares(due, ahead + after, turn)
+        .into_iter()
+        .map(|(endpoint, all)| {
+            let ahead = first.get(&endpoint).copied().unwrap_or(0);
+            (endpoint, ahead.min(all), all.saturating_sub(ahead))
+        })
+        .collect();
+    // An endpoint with a share ahead but none of all the places (beyond MAX_ENDPOINTS
+    // there): it keeps its share ahead.
+    for (endpoint, rows) in first {
+        if !out.iter().any(|(e, _, _)| *e == endpoint) && out.len() < MAX_ENDPOINTS {
+            out.push((endpoint, rows, 0));
         }
     }
     out
@@ -200,6 +225,56 @@ mod tests {
         ];
         for (what, list, places, turn, want) in cases {
             assert_eq!(got(shares(&due(&list), places, turn)), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn retry_places_ahead_and_after_are_each_shared() {
+        // (what, due, ahead, after, turn, shares)
+        type Case = (
+            &'static str,
+            Vec<(Option<&'static str>, &'static str)>,
+            u32,
+            u32,
+            u64,
+            Vec<(&'static str, u32, u32)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "one place ahead per tenant, the rest after",
+                vec![(Some("a"), "a1"), (Some("a"), "a2"), (Some("b"), "b0")],
+                2,
+                6,
+                0,
+                vec![("a1", 1, 1), ("a2", 0, 2), ("b0", 1, 3)],
+            ),
+            (
+                "nothing ahead: every place after",
+                vec![(Some("a"), "a1"), (Some("b"), "b0")],
+                0,
+                2,
+                0,
+                vec![("a1", 0, 1), ("b0", 0, 1)],
+            ),
+            (
+                "nothing after",
+                vec![(Some("a"), "a1"), (Some("b"), "b0")],
+                2,
+                0,
+                1,
+                vec![("b0", 1, 0), ("a1", 1, 0)],
+            ),
+            ("no retries due", vec![], 2, 6, 0, vec![]),
+        ];
+        for (what, list, ahead, after, turn, want) in cases {
+            let got: Vec<(String, u32, u32)> = retry_shares(&due(&list), ahead, after, turn);
+            let got: Vec<(&str, u32, u32)> =
+                got.iter().map(|(e, a, b)| (e.as_str(), *a, *b)).collect();
+            assert_eq!(got, want, "{what}");
+            let (a, b): (u32, u32) = got.iter().fold((0, 0), |(x, y), (_, a, b)| (x + a, y + b));
+            if !list.is_empty() {
+                assert_eq!((a, b), (ahead, after), "{what}: every place shared");
+            }
         }
     }
 

@@ -83,14 +83,17 @@ static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// One claim round in one statement: retries ahead ($5), first attempts in each chosen
-/// endpoint's fair share (`fair`: endpoints `$8`, rows `$9`), the oldest due first attempts
-/// of any endpoint for the places the shares left ($6), then the retries after those ahead
-/// ($7, read in the same order past the first $5), $3 in all. A share is ordered by
-/// endpoint, then due time, the order of the index of pending first attempts by endpoint:
-/// the planner reads that index rather than walk the due order filtering on the endpoint.
-/// The `UNION ALL` under the `LIMIT` reads an arm only while the ones before it leave room,
-/// so rows an arm never reaches are never locked. Each arm reads its own partial index.
+/// One claim round in one statement, `$3` rows in all: retries ahead of the first attempts
+/// (`ahead`, `$5` at most: each chosen endpoint's fair share of them, `$10` endpoints with
+/// `$11` rows each, then the oldest due retries of any endpoint for the places the shares
+/// left), first attempts in each chosen endpoint's fair share (`fair`: endpoints `$8`, rows
+/// `$9`), the oldest due first attempts of any endpoint for the places the shares left
+/// (`$6`), then retries after the first attempts (`later`, `$7` at most: the same
+/// endpoints' shares, `$12` rows each, then the oldest). A share is ordered by endpoint,
+/// then due time, the order of its index of pending rows by endpoint: the planner reads
+/// that index rather than walk the due order filtering on the endpoint. The `UNION ALL`
+/// under the `LIMIT` reads an arm only while the ones before it leave room, so rows an arm
+/// never reaches are never locked. Each arm reads its own partial index.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
     let due = |name: &str, kind: &str, limit: &str| {
         format!(
@@ -100,16 +103,22 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
              ORDER BY next_attempt_at {limit} FOR UPDATE SKIP LOCKED)"
         )
     };
+    let shares = |name: &str, endpoints: &str, rows: &str, kind, also: &str| {
+        format!(
+            "{name} AS (SELECT f.id FROM unnest({endpoints}::text[], {rows}::bigint[]) \
+                 AS p(endpoint_id, n) \
+             CROSS JOIN LATERAL ({} LIMIT p.n FOR UPDATE SKIP LOCKED) f)",
+            sql::share_of("p.endpoint_id", kind, also)
+        )
+    };
     format!(
-        "WITH {}, \
-         fair AS (SELECT f.id FROM unnest($8::text[], $9::bigint[]) AS p(endpoint_id, n) \
-             CROSS JOIN LATERAL (SELECT id FROM hookd_deliveries \
-                 WHERE endpoint_id = p.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
-                 AND next_attempt_at <= hookd_now_ms() \
-                 ORDER BY next_attempt_at LIMIT p.n FOR UPDATE SKIP LOCKED) f), \
+        "WITH {}, {}, {}, \
+         ahead AS (SELECT id FROM retry_fair UNION ALL SELECT id FROM ahead_rest LIMIT $5), \
          {}, {}, \
+         later AS (SELECT id FROM retry_later UNION ALL SELECT id FROM later_rest LIMIT $7), \
+         {}, \
          due AS (SELECT id FROM ahead UNION ALL SELECT id FROM fair UNION ALL \
-             SELECT id FROM first UNION ALL SELECT id FROM after LIMIT $3), \
+             SELECT id FROM first UNION ALL SELECT id FROM later LIMIT $3), \
          claimed AS ( \
              UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
                  lease_expires_at = hookd_now_ms() + $2, attempts = d.attempts + 1, \
@@ -124,13 +133,31 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
              e.payload_error \
          FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
          ORDER BY c.next_attempt_at, c.id",
-        due("ahead", "attempts > 0", "LIMIT $5"),
+        shares("fair", "$8", "$9", sql::FIRST_BY_ENDPOINT, ""),
+        shares("retry_fair", "$10", "$11", sql::RETRY_BY_ENDPOINT, ""),
+        due(
+            "ahead_rest",
+            "attempts > 0 AND id NOT IN (SELECT id FROM retry_fair)",
+            "LIMIT $5"
+        ),
+        shares(
+            "retry_later",
+            "$10",
+            "$12",
+            sql::RETRY_BY_ENDPOINT,
+            " AND id NOT IN (SELECT id FROM ahead)"
+        ),
+        due(
+            "later_rest",
+            "attempts > 0 AND id NOT IN (SELECT id FROM ahead) \
+             AND id NOT IN (SELECT id FROM retry_later)",
+            "LIMIT $7"
+        ),
         due(
             "first",
             "attempts = 0 AND id NOT IN (SELECT id FROM fair)",
             "LIMIT $6"
         ),
-        due("after", "attempts > 0", "LIMIT $7 OFFSET $5"),
     )
 });
 
@@ -483,16 +510,30 @@ impl Store for PgStore {
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
-        let shares = if first > 0 {
-            let due: Vec<(String, Option<String>)> = sqlx::query_as(sql::DUE_ENDPOINTS)
-                .fetch_all(&self.pool)
-                .await?;
-            common::fair_shares(due, exclude_endpoints, (first - ahead) as u32)
+        let shares = if first > 0 || ahead + after > 0 {
+            let due: Vec<(String, Option<String>, bool)> =
+                sqlx::query_as(sql::DUE_ENDPOINTS.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
+            common::fair_shares(
+                due,
+                exclude_endpoints,
+                (first - ahead).max(0) as u32,
+                ahead as u32,
+                after as u32,
+            )
         } else {
-            Vec::new()
+            common::FairShares::default()
         };
         let (endpoints, counts): (Vec<String>, Vec<i64>) =
-            shares.into_iter().map(|(e, n)| (e, n as i64)).unzip();
+            shares.first.into_iter().map(|(e, n)| (e, n as i64)).unzip();
+        let mut retry_endpoints = Vec::new();
+        let (mut retry_ahead, mut retry_after) = (Vec::new(), Vec::new());
+        for (endpoint, ahead, after) in shares.retries {
+            retry_endpoints.push(endpoint);
+            retry_ahead.push(ahead as i64);
+            retry_after.push(after as i64);
+        }
         let rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
             .bind(crate::token())
             .bind(lease_ms as i64)
@@ -503,6 +544,9 @@ impl Store for PgStore {
             .bind(after)
             .bind(endpoints)
             .bind(counts)
+            .bind(retry_endpoints)
+            .bind(retry_ahead)
+            .bind(retry_after)
             .fetch_all(&self.pool)
             .await?;
         shared::with_endpoints(self, &self.pool, self.sealer(), rows).await

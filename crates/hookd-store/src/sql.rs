@@ -13,10 +13,14 @@ pub(crate) const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400
 /// Index hints: a comment PostgreSQL ignores and SQLite turns into `INDEXED BY`. SQLite has
 /// no planner statistics unless `ANALYZE` runs, and without them it prefers the `state`
 /// index and reads every pending row; a due index is read in due order from its first entry.
-const HINTS: [(&str, &str); 4] = [
+const HINTS: [(&str, &str); 5] = [
     (
         "hookd_deliveries /* due_endpoint */",
         "hookd_deliveries INDEXED BY hookd_deliveries_due_endpoint",
+    ),
+    (
+        "hookd_deliveries /* due_retry_endpoint */",
+        "hookd_deliveries INDEXED BY hookd_deliveries_due_retry_endpoint",
     ),
     (
         "hookd_deliveries /* due_first */",
@@ -182,21 +186,62 @@ pub(crate) const PROMOTE_ENDPOINT_NEXT: &str = "UPDATE hookd_deliveries \
         AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
         LIMIT 1) IS NULL";
 
-/// The endpoints with first attempts due, and their tenants, for a fair claim
-/// ([`crate::fair`]): a skip scan of the index of pending first attempts by endpoint, one
+/// Which pending rows of an endpoint a fair claim's share reads: first attempts, or retries
+/// (`(predicate, index hint)`). Each is spelled to match only its index of pending rows by
+/// endpoint (migrations 0010, 0011) and not to imply the predicate of the due-order index of
+/// its kind, so that neither stands in for the other: read through the due-order index,
+/// filtering on the endpoint, a share would walk the other endpoints' backlog.
+pub(crate) const FIRST_BY_ENDPOINT: (&str, &str) = (
+    "state = 'pending' AND attempts < 1 AND NOT held",
+    "/* due_endpoint */",
+);
+pub(crate) const RETRY_BY_ENDPOINT: (&str, &str) = (
+    "state = 'pending' AND attempts <> 0 AND NOT held",
+    "/* due_retry_endpoint */",
+);
+
+/// The endpoints with `kind` rows due ([`FIRST_BY_ENDPOINT`], [`RETRY_BY_ENDPOINT`]), their
+/// tenants and `retry`: a skip scan of the kind's index of pending rows by endpoint, one
 /// seek to the next endpoint and one to its first due row, however long its backlog.
-pub(crate) const DUE_ENDPOINTS: &str = "WITH RECURSIVE eps(endpoint_id) AS ( \
-    SELECT (SELECT endpoint_id FROM hookd_deliveries /* due_endpoint */ \
-        WHERE state = 'pending' AND attempts < 1 AND NOT held ORDER BY endpoint_id LIMIT 1) \
-    UNION ALL \
-    SELECT (SELECT endpoint_id FROM hookd_deliveries /* due_endpoint */ \
-        WHERE state = 'pending' AND attempts < 1 AND NOT held AND endpoint_id > eps.endpoint_id \
-        ORDER BY endpoint_id LIMIT 1) \
-    FROM eps WHERE eps.endpoint_id IS NOT NULL) \
-    SELECT e.id, e.tenant_id FROM eps JOIN hookd_endpoints e ON e.id = eps.endpoint_id \
-    WHERE (SELECT next_attempt_at FROM hookd_deliveries /* due_endpoint */ \
-        WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
-        AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= hookd_now_ms()";
+fn due_endpoints(cte: &str, (kind, hint): (&str, &str), retry: bool) -> String {
+    format!(
+        "{cte}(endpoint_id) AS ( \
+         SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
+             WHERE {kind} ORDER BY endpoint_id LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
+             WHERE {kind} AND endpoint_id > {cte}.endpoint_id \
+             ORDER BY endpoint_id LIMIT 1) \
+         FROM {cte} WHERE {cte}.endpoint_id IS NOT NULL), \
+         {cte}_due AS (SELECT e.id, e.tenant_id, {retry} AS retry FROM {cte} \
+             JOIN hookd_endpoints e ON e.id = {cte}.endpoint_id \
+             WHERE (SELECT next_attempt_at FROM hookd_deliveries {hint} \
+                 WHERE endpoint_id = {cte}.endpoint_id AND {kind} \
+                 AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= hookd_now_ms())",
+        retry = if retry { "TRUE" } else { "FALSE" },
+    )
+}
+
+/// The endpoints with first attempts due and those with retries due, for a fair claim
+/// ([`crate::fair`]): `(endpoint, tenant, retry)`, both skip scans in one statement.
+pub(crate) static DUE_ENDPOINTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE {}, {} \
+         SELECT id, tenant_id, retry FROM firsts_due UNION ALL SELECT id, tenant_id, retry FROM retries_due",
+        due_endpoints("firsts", FIRST_BY_ENDPOINT, false),
+        due_endpoints("retries", RETRY_BY_ENDPOINT, true),
+    )
+});
+
+/// One endpoint's share of `kind` rows ([`FIRST_BY_ENDPOINT`], [`RETRY_BY_ENDPOINT`]), due
+/// now, oldest first: endpoint `$endpoint`, and whatever `also` adds to the condition;
+/// without its `LIMIT`.
+pub(crate) fn share_of(endpoint: &str, (kind, hint): (&str, &str), also: &str) -> String {
+    format!(
+        "SELECT id FROM hookd_deliveries {hint} WHERE endpoint_id = {endpoint} AND {kind} \
+         AND next_attempt_at <= hookd_now_ms(){also} ORDER BY next_attempt_at"
+    )
+}
 
 /// The deliveries of each event of a group (one read per group commit, by the event index).
 /// `$1`: the event ids, a JSON array on SQLite (`json_each`), a `text[]` on PostgreSQL.

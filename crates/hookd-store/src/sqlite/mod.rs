@@ -16,7 +16,7 @@ mod writer;
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -25,7 +25,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::common;
-use crate::fair;
+
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
@@ -106,13 +106,16 @@ static COMPLETE_RETURNING: sql::Batch = sql::Batch::with_suffix(
     " RETURNING hookd_deliveries.id",
 );
 
-/// One claim round in one statement: retries ahead ($5), first attempts in each chosen
-/// endpoint's fair share (`fair` arms: endpoint `$N`, `$N+1` rows, from `$8` on), the oldest
-/// due first attempts of any endpoint for the places the shares left ($6), then the retries
-/// after those ahead ($7, read in the same order past the first $5), $3 in all. SQLite runs
+/// One claim round in one statement, `$3` rows in all: retries ahead of the first attempts
+/// (`$5` at most: each chosen endpoint's fair share of them, then the oldest due retries of
+/// any endpoint for the places the shares left), first attempts in each chosen endpoint's
+/// fair share, then the oldest due first attempts of any endpoint for the places the
+/// shares left (`$6`), then retries after the first attempts (`$7` at most, shared in the
+/// same way). `fair` first-attempt arms (endpoint `$N`, `$N+1` rows, from `$8` on), then
+/// `retries` retry arms (endpoint `$M`, `$M+1` rows ahead, `$M+2` after). SQLite runs
 /// `UNION ALL` arm by arm under the outer `LIMIT`, so an arm is read only while the ones
 /// before it leave room. Each arm reads its own partial index in due order.
-fn claim_sql(fair: usize) -> String {
+fn claim_sql(fair: usize, retries: usize) -> String {
     let due = |index: &str, kind: &str, limit: &str| {
         format!(
             "SELECT id FROM (SELECT id FROM hookd_deliveries /* {index} */ \
@@ -121,45 +124,99 @@ fn claim_sql(fair: usize) -> String {
              ORDER BY next_attempt_at {limit})"
         )
     };
-    let mut shares: Vec<String> = (0..fair)
-        .map(|n| {
-            let (endpoint, rows) = (8 + 2 * n, 9 + 2 * n);
-            format!(
-                "SELECT id FROM (SELECT id FROM hookd_deliveries /* due_endpoint */ \
-                 WHERE endpoint_id = ${endpoint} AND state = 'pending' AND attempts < 1 AND NOT held \
-                 AND next_attempt_at <= hookd_now_ms() ORDER BY next_attempt_at LIMIT ${rows})"
-            )
-        })
-        .collect();
-    if shares.is_empty() {
-        shares.push("SELECT NULL WHERE FALSE".into());
-    }
+    let arms = |arms: Vec<String>| {
+        if arms.is_empty() {
+            "SELECT NULL WHERE FALSE".to_string()
+        } else {
+            arms.join(" UNION ALL ")
+        }
+    };
+    let first_shares = arms(
+        (0..fair)
+            .map(|n| {
+                let (endpoint, rows) = (8 + 2 * n, 9 + 2 * n);
+                format!(
+                    "SELECT id FROM ({} LIMIT ${rows})",
+                    sql::share_of(&format!("${endpoint}"), sql::FIRST_BY_ENDPOINT, "")
+                )
+            })
+            .collect(),
+    );
+    let retry_shares = |later: bool| {
+        arms(
+            (0..retries)
+                .map(|n| {
+                    let base = 8 + 2 * fair + 3 * n;
+                    let (also, rows) = if later {
+                        (" AND id NOT IN (SELECT id FROM ahead)", base + 2)
+                    } else {
+                        ("", base + 1)
+                    };
+                    format!(
+                        "SELECT id FROM ({} LIMIT ${rows})",
+                        sql::share_of(&format!("${base}"), sql::RETRY_BY_ENDPOINT, also)
+                    )
+                })
+                .collect(),
+        )
+    };
     sql::sqlite_dialect_owned(&format!(
-        "WITH fair(id) AS ({}) \
+        "WITH fair(id) AS ({first_shares}), \
+         retry_fair(id) AS ({}), \
+         ahead(id) AS (SELECT id FROM (SELECT id FROM retry_fair UNION ALL {}) LIMIT $5), \
+         retry_later(id) AS ({}), \
+         later(id) AS (SELECT id FROM (SELECT id FROM retry_later UNION ALL {}) LIMIT $7) \
          UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $1, \
          lease_expires_at = hookd_now_ms() + $2, attempts = attempts + 1, \
          auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
          updated_at = hookd_now_ms() \
-         WHERE id IN ({} UNION ALL SELECT id FROM fair UNION ALL {} UNION ALL {} LIMIT $3) \
+         WHERE id IN (SELECT id FROM ahead UNION ALL SELECT id FROM fair UNION ALL {} \
+             UNION ALL SELECT id FROM later LIMIT $3) \
          RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
              auto_attempts, manual_only, next_attempt_at, \
              (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
              (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
                  AS payload_error",
-        shares.join(" UNION ALL "),
-        due("due_retry", "attempts > 0", "LIMIT $5"),
+        retry_shares(false),
+        due(
+            "due_retry",
+            "attempts > 0 AND id NOT IN (SELECT id FROM retry_fair)",
+            "LIMIT $5"
+        ),
+        retry_shares(true),
+        due(
+            "due_retry",
+            "attempts > 0 AND id NOT IN (SELECT id FROM ahead) \
+             AND id NOT IN (SELECT id FROM retry_later)",
+            "LIMIT $7"
+        ),
         due(
             "due_first",
             "attempts = 0 AND id NOT IN (SELECT id FROM fair)",
             "LIMIT $6"
         ),
-        due("due_retry", "attempts > 0", "LIMIT $7 OFFSET $5"),
     ))
 }
 
-/// The claim statements by number of fair arms, built once each.
-static CLAIMS: LazyLock<Vec<String>> =
-    LazyLock::new(|| (0..=fair::MAX_ENDPOINTS).map(claim_sql).collect());
+/// The endpoints with first attempts or retries due, for a fair claim.
+static DUE_ENDPOINTS: LazyLock<String> =
+    LazyLock::new(|| sql::sqlite_dialect_owned(&sql::DUE_ENDPOINTS));
+
+/// The claim statements by number of first-attempt and retry arms, each built when first
+/// used.
+static CLAIMS: LazyLock<Mutex<ClaimStatements>> = LazyLock::new(Default::default);
+
+/// Claim statements by (first-attempt arms, retry arms).
+type ClaimStatements = std::collections::HashMap<(usize, usize), Arc<str>>;
+
+fn claim_statement(fair: usize, retries: usize) -> Arc<str> {
+    CLAIMS
+        .lock()
+        .expect("no panic while it is held")
+        .entry((fair, retries))
+        .or_insert_with(|| claim_sql(fair, retries).into())
+        .clone()
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -522,16 +579,23 @@ impl Store for SqliteStore {
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
-        let shares = if first > 0 {
-            let due: Vec<(String, Option<String>)> = sqlx::query_as(&dialect(sql::DUE_ENDPOINTS))
+        let shares = if first > 0 || ahead + after > 0 {
+            let due: Vec<(String, Option<String>, bool)> = sqlx::query_as(&DUE_ENDPOINTS)
                 .fetch_all(&self.reader)
                 .await?;
-            common::fair_shares(due, exclude_endpoints, (first - ahead) as u32)
+            common::fair_shares(
+                due,
+                exclude_endpoints,
+                (first - ahead).max(0) as u32,
+                ahead as u32,
+                after as u32,
+            )
         } else {
-            Vec::new()
+            common::FairShares::default()
         };
         let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
-        let mut claim = sqlx::query_as(&CLAIMS[shares.len()])
+        let statement = claim_statement(shares.first.len(), shares.retries.len());
+        let mut claim = sqlx::query_as(&statement)
             .bind(crate::token())
             .bind(lease_ms as i64)
             .bind(plan.max as i64)
@@ -539,8 +603,11 @@ impl Store for SqliteStore {
             .bind(ahead)
             .bind(first)
             .bind(after);
-        for (endpoint, rows) in shares {
+        for (endpoint, rows) in shares.first {
             claim = claim.bind(endpoint).bind(rows as i64);
+        }
+        for (endpoint, ahead, after) in shares.retries {
+            claim = claim.bind(endpoint).bind(ahead as i64).bind(after as i64);
         }
         let mut rows: Vec<ClaimRow> = claim.fetch_all(&mut *self.writer.lock().await?).await?;
         // RETURNING gives no order.

@@ -492,13 +492,14 @@ async fn postgres_tenant_queries_read_tenant_indexes() {
     check_tenants(&db, "with statistics").await;
 }
 
-/// A fair claim with 50,000 first attempts due over 20 endpoints of one tenant and one due
-/// of another: the list of endpoints with due work is a skip scan of the index of pending
-/// first attempts by endpoint (a seek per endpoint, never a scan of the backlog), and each
-/// endpoint's share is read from the same index in due order. As `DUE_ENDPOINTS` in sql.rs
-/// and the per-endpoint arms of the claim in sqlite/mod.rs and postgres.rs spell them,
-/// `hookd_now_ms()` as 10^12 (SQLite's with its index hint).
-fn fair_seed(backend: Backend) -> String {
+/// A fair claim with 50,000 first attempts (`attempts` 0) or retries (1) due over 20
+/// endpoints of one tenant and one due of another: the list of endpoints with due work is a
+/// skip scan of the index of pending first attempts (retries) by endpoint (a seek per
+/// endpoint, never a scan of the backlog), and each endpoint's share is read from the same
+/// index in due order. As `DUE_ENDPOINTS` in sql.rs and the per-endpoint arms of the claim
+/// in sqlite/mod.rs and postgres.rs spell them, `hookd_now_ms()` as 10^12 (SQLite's with
+/// its index hint).
+fn fair_seed(backend: Backend, attempts: i32) -> String {
     let series = |n: u32| series(backend, n);
     format!(
         "INSERT INTO hookd_endpoints (id, tenant_id, url, event_types, signature_scheme, secret, created_at, updated_at)
@@ -508,18 +509,34 @@ fn fair_seed(backend: Backend) -> String {
          INSERT INTO hookd_events (event_id, event_type, payload, created_at) VALUES ('e', 'x', '{{}}', 0);
          INSERT INTO hookd_deliveries (event_id, endpoint_id, tenant_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
          SELECT 'e', 'a_' || (i % 20 + 1), 'a', 'x', CASE WHEN i % 7 = 0 THEN 'succeeded' ELSE 'pending' END,
-                i, 0, i, i FROM ({}) s;
+                i, {attempts}, i, i FROM ({}) s;
          INSERT INTO hookd_deliveries (event_id, endpoint_id, tenant_id, event_type, state, next_attempt_at, attempts, created_at, updated_at)
-         VALUES ('e', 'b_0', 'b', 'x', 'pending', 60000, 0, 60000, 60000);",
+         VALUES ('e', 'b_0', 'b', 'x', 'pending', 60000, {attempts}, 60000, 60000);",
         series(20),
         series(55_000),
     )
 }
 
-fn fair_queries(backend: Backend) -> Vec<(&'static str, String)> {
+/// The index of pending first attempts (retries) by endpoint, and its statements' predicate.
+fn fair_index(retry: bool) -> (&'static str, &'static str) {
+    if retry {
+        (
+            "hookd_deliveries_due_retry_endpoint",
+            "state = 'pending' AND attempts <> 0 AND NOT held",
+        )
+    } else {
+        (
+            "hookd_deliveries_due_endpoint",
+            "state = 'pending' AND attempts < 1 AND NOT held",
+        )
+    }
+}
+
+fn fair_queries(backend: Backend, retry: bool) -> Vec<(&'static str, String)> {
+    let (index, kind) = fair_index(retry);
     let hint = match backend {
-        Backend::Sqlite => "INDEXED BY hookd_deliveries_due_endpoint",
-        Backend::Postgres => "",
+        Backend::Sqlite => format!("INDEXED BY {index}"),
+        Backend::Postgres => String::new(),
     };
     vec![
         (
@@ -527,15 +544,15 @@ fn fair_queries(backend: Backend) -> Vec<(&'static str, String)> {
             format!(
                 "WITH RECURSIVE eps(endpoint_id) AS ( \
                  SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
-                     WHERE state = 'pending' AND attempts < 1 AND NOT held ORDER BY endpoint_id LIMIT 1) \
+                     WHERE {kind} ORDER BY endpoint_id LIMIT 1) \
                  UNION ALL \
                  SELECT (SELECT endpoint_id FROM hookd_deliveries {hint} \
-                     WHERE state = 'pending' AND attempts < 1 AND NOT held AND endpoint_id > eps.endpoint_id \
+                     WHERE {kind} AND endpoint_id > eps.endpoint_id \
                      ORDER BY endpoint_id LIMIT 1) \
                  FROM eps WHERE eps.endpoint_id IS NOT NULL) \
                  SELECT e.id, e.tenant_id FROM eps JOIN hookd_endpoints e ON e.id = eps.endpoint_id \
                  WHERE (SELECT next_attempt_at FROM hookd_deliveries {hint} \
-                     WHERE endpoint_id = eps.endpoint_id AND state = 'pending' AND attempts < 1 AND NOT held \
+                     WHERE endpoint_id = eps.endpoint_id AND {kind} \
                      AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) <= 1000000000000"
             ),
         ),
@@ -543,20 +560,26 @@ fn fair_queries(backend: Backend) -> Vec<(&'static str, String)> {
             "fair claim: one endpoint's share, oldest due first",
             format!(
                 "SELECT id FROM hookd_deliveries {hint} WHERE endpoint_id = 'a_7' \
-                 AND state = 'pending' AND attempts < 1 AND NOT held AND next_attempt_at <= 1000000000000 \
+                 AND {kind} AND next_attempt_at <= 1000000000000 \
                  ORDER BY next_attempt_at LIMIT 25"
             ),
         ),
     ]
 }
 
-async fn check_fair(db: &TestDb, when: &str) {
-    for (what, sql) in fair_queries(db.backend) {
+async fn check_fair(db: &TestDb, when: &str, retry: bool) {
+    let (index, _) = fair_index(retry);
+    for (what, sql) in fair_queries(db.backend, retry) {
         let plan = explain(db, &sql).await;
         println!("{:?} {when}, {what}:\n{plan}\n", db.backend);
+        let other = "hookd_deliveries_due_endpoint";
         assert!(
-            plan.contains("hookd_deliveries_due_endpoint"),
-            "{what} ({when}): expected hookd_deliveries_due_endpoint:\n{plan}"
+            plan.contains(index) && (retry || !plan.contains("due_retry_endpoint")),
+            "{what} ({when}): expected {index}:\n{plan}"
+        );
+        assert!(
+            !retry || !plan.contains(&format!("{other} ")),
+            "{what} ({when}): read through {other}:\n{plan}"
         );
         assert!(
             !plan.contains("TEMP B-TREE") && !plan.contains("Sort"),
@@ -571,7 +594,7 @@ async fn check_fair(db: &TestDb, when: &str) {
         );
     }
     // The skip scan reads the endpoints with due work, not the backlog: 21 of them.
-    let (_, sql) = &fair_queries(db.backend)[0];
+    let (_, sql) = &fair_queries(db.backend, retry)[0];
     let count = format!("SELECT COUNT(*) FROM ({sql}) x");
     let n: i64 = match db.backend {
         Backend::Sqlite => {
@@ -594,17 +617,24 @@ async fn check_fair(db: &TestDb, when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_fair_claim_reads_endpoints_not_the_backlog() {
-    let (db, _store) = migrated(Backend::Sqlite).await;
-    db.exec(&fair_seed(Backend::Sqlite)).await;
-    check_fair(&db, "without statistics").await;
-    db.exec("ANALYZE").await;
-    check_fair(&db, "with statistics").await;
+    for retry in [false, true] {
+        let (db, _store) = migrated(Backend::Sqlite).await;
+        db.exec(&fair_seed(Backend::Sqlite, i32::from(retry))).await;
+        check_fair(&db, "without statistics", retry).await;
+        db.exec("ANALYZE").await;
+        check_fair(&db, "with statistics", retry).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_fair_claim_reads_endpoints_not_the_backlog() {
-    let (db, _store) = migrated(Backend::Postgres).await;
-    db.exec(&format!("{}; ANALYZE;", fair_seed(Backend::Postgres)))
+    for retry in [false, true] {
+        let (db, _store) = migrated(Backend::Postgres).await;
+        db.exec(&format!(
+            "{}; ANALYZE;",
+            fair_seed(Backend::Postgres, i32::from(retry))
+        ))
         .await;
-    check_fair(&db, "with statistics").await;
+        check_fair(&db, "with statistics", retry).await;
+    }
 }

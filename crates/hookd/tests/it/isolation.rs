@@ -213,6 +213,46 @@ async fn a_hanging_endpoints_outbox_rows_do_not_hold_up_others() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_backlog_in_the_outbox_does_not_hold_up_another_tenants_row() {
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db);
+    config.concurrency = 4;
+    config.endpoint_concurrency = 4;
+    let app = TestApp::spawn_with(config).await;
+    // Tenant a's endpoint takes 100 ms a delivery: four at a time, its 1,000 rows take 25 s.
+    let slow = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(100))).await;
+    let fast = Receiver::ok().await;
+    app.endpoint(json!({ "url": slow.url(), "event_types": ["*"], "tenant_id": "a" }))
+        .await;
+    app.endpoint(json!({ "url": fast.url(), "event_types": ["*"], "tenant_id": "b" }))
+        .await;
+
+    let mut sql = String::from("BEGIN;\n");
+    for _ in 0..1000 {
+        sql.push_str(
+            "INSERT INTO hookd_outbox (event_type, payload, tenant_id) VALUES ('x', '{}', 'a');\n",
+        );
+    }
+    sql.push_str("COMMIT;");
+    db.exec(&sql).await;
+    slow.wait_for(8, Duration::from_secs(10)).await;
+
+    // One row of tenant b, committed behind a's backlog while a saturates the pool.
+    let started = Instant::now();
+    db.exec("INSERT INTO hookd_outbox (event_type, payload, tenant_id) VALUES ('x', '{}', 'b')")
+        .await;
+    fast.wait_for(1, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    println!(
+        "b's row delivered after {took:?}, with {} of a's delivered",
+        slow.count()
+    );
+    assert!(took < Duration::from_secs(2), "b's row waited {took:?}");
+    assert!(slow.count() < 500, "a's backlog was not drained first");
+    app.stop().await;
+}
+
 /// How many times this test's runtime (hookd's, the receiver's) has gone to sleep, all
 /// workers together: other tests run in other runtimes of the same process.
 fn runtime_parks() -> u64 {

@@ -1,6 +1,7 @@
 //! Fair claims: a tenant's backlog, or one endpoint's, does not hold up the fresh events of
 //! another tenant or endpoint; a claim's places are shared between the tenants with first
-//! attempts due, then between their endpoints.
+//! attempts due, then between their endpoints, and its retry places likewise between the
+//! tenants with retries due.
 
 use super::*;
 
@@ -9,6 +10,8 @@ hookd_testkit::each_backend!(
     a_fresh_event_of_another_endpoint_is_claimed_ahead_of_its_backlog,
     shares_skip_busy_endpoints_and_unused_shares_go_to_the_oldest,
     a_fair_drain_claims_every_delivery_once,
+    a_retry_of_another_tenant_is_claimed_ahead_of_a_backlog_of_retries,
+    a_fair_drain_of_retries_claims_every_delivery_once,
 );
 
 fn owned(id: &str, t: Option<&str>) -> Endpoint {
@@ -126,6 +129,100 @@ async fn a_fair_drain_claims_every_delivery_once(backend: Backend) {
         if claimed.is_empty() {
             break;
         }
+        for c in &claimed {
+            assert!(
+                seen.insert(c.delivery_id),
+                "claimed twice: {}",
+                c.delivery_id
+            );
+        }
+    }
+    assert_eq!(seen.len(), 121);
+}
+
+/// Every delivery of `open_with_backlog` attempted once and failed, due again at once: a's
+/// 120 retries first, then b's one, the youngest.
+async fn open_with_retries(backend: Backend) -> (TestDb, Arc<dyn Store>) {
+    let (db, store) = open_with_backlog(backend).await;
+    let retry = |c: &Claimed| completion(c, Outcome::HttpError, Some(503), Next::RetryIn(0));
+    let mut b = None;
+    loop {
+        let claimed = store
+            .claim_due(ClaimPlan::first_attempts(50), &[], 60_000)
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        let (of_b, of_a): (Vec<Claimed>, Vec<Claimed>) =
+            claimed.into_iter().partition(|c| c.endpoint.id == "ep_b");
+        let batch: Vec<Completion> = of_a.iter().map(retry).collect();
+        store.complete(&batch).await.unwrap();
+        b = b.or(of_b.into_iter().next());
+    }
+    let b = b.expect("b's delivery claimed");
+    store.complete(&[retry(&b)]).await.unwrap();
+    (db, store)
+}
+
+async fn a_retry_of_another_tenant_is_claimed_ahead_of_a_backlog_of_retries(backend: Backend) {
+    let (_db, store) = open_with_retries(backend).await;
+    // Retries after the first attempts (none due), and retries ahead of them: two places,
+    // one per tenant, whatever the backlog ahead in due order.
+    for plan in [ClaimPlan::any(2), ClaimPlan::retries(2)] {
+        let claimed = store.claim_due(plan, &[], 60_000).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{plan:?}");
+        assert!(
+            endpoints(&claimed).contains(&"ep_b"),
+            "{plan:?}: {:?}",
+            endpoints(&claimed)
+        );
+        assert!(claimed.iter().all(|c| c.attempt == 2), "{plan:?}");
+        let leases: Vec<Lease> = claimed
+            .iter()
+            .map(|c| Lease {
+                delivery_id: c.delivery_id,
+                token: c.lease_token.clone(),
+            })
+            .collect();
+        store.release(&leases, Release::Now).await.unwrap();
+    }
+    // A quarter ahead of the first attempts, the rest after them: b's retry in either part.
+    let plan = ClaimPlan {
+        max: 8,
+        retries_ahead: 2,
+        retries: 8,
+        first_attempts: true,
+    };
+    let claimed = store.claim_due(plan, &[], 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 8);
+    assert!(endpoints(&claimed).contains(&"ep_b"));
+    // ep_b busy: a's endpoints share the places.
+    let claimed = store
+        .claim_due(ClaimPlan::retries(8), &["ep_b".into()], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        endpoints(&claimed),
+        vec!["ep_a1", "ep_a1", "ep_a2", "ep_a2", "ep_a3", "ep_a3", "ep_a4", "ep_a4"]
+    );
+}
+
+async fn a_fair_drain_of_retries_claims_every_delivery_once(backend: Backend) {
+    let (_db, store) = open_with_retries(backend).await;
+    let mut seen = HashSet::new();
+    let plan = ClaimPlan {
+        max: 7,
+        retries_ahead: 2,
+        retries: 7,
+        first_attempts: true,
+    };
+    loop {
+        let claimed = store.claim_due(plan, &[], 60_000).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        assert!(claimed.len() <= 7);
         for c in &claimed {
             assert!(
                 seen.insert(c.delivery_id),

@@ -25,7 +25,8 @@
 //!   to look again.
 //! - `batching.rs`, `endpoint_health.rs`: the recorder's decisions, without I/O: when a
 //!   batch is written and whom it wakes; which endpoints' health it writes.
-//! - `ready.rs`: claimed rows waiting for a place, started in turn per endpoint.
+//! - `ready.rs`: claimed rows waiting for a place, started in turn per tenant, then per
+//!   endpoint of the tenant.
 //! - `isolation.rs`: the caps on attempts in flight, per endpoint and for retries.
 //! - `attempt.rs`: one HTTP attempt; no database.
 

@@ -22,6 +22,12 @@
 //!   PostgreSQL (`read_whole_outbox`): an ingest reads a batch of outbox rows whatever the
 //!   room and leases nothing; the claim asks for the whole room. A quarter of each claim
 //!   (at least one row) goes to retries first ([`Claim`]).
+//! - **A backlog in the outbox.** SQLite leaves rows in the outbox while there is no room
+//!   for them; once rows have been left there for want of room for `poll_interval`, each
+//!   read takes a whole batch of rows and leases nothing (as on PostgreSQL), even with no
+//!   room, until a read finds the outbox empty: the backlog becomes pending deliveries,
+//!   which claims share fairly between tenants, and a fresh row of another tenant behind
+//!   it waits for a few batch reads, not for the backlog to be sent ([`OutboxBacklog`]).
 //! - **Sleep.** Until the end of an empty claim's wait, else `poll_interval` from now (not
 //!   before a failed claim's backoff ends); sooner for the outbox's next read when an ingest
 //!   may start, and for the hand-back of the longest-waiting row. Any wake-up ends it sooner.
@@ -146,6 +152,7 @@ pub struct Planner {
     /// When to read the outbox next: at once while it may hold rows, else at the next poll.
     read_outbox_at: Instant,
     outbox_blocked: Option<OutboxBlocked>,
+    outbox_backlog: Option<OutboxBacklog>,
     ingest_delays: ExponentialBackoff,
 }
 
@@ -189,6 +196,12 @@ pub struct EmptyClaim {
     retry_room: u32,
 }
 
+/// Outbox rows left for want of room, since `since`: after `poll_interval`, a backlog,
+/// read whole (see the rules above).
+struct OutboxBacklog {
+    since: Instant,
+}
+
 /// Outbox rows left for endpoints at their cap. They are read again once one of those has
 /// room, at a wake-up (new rows behind them may go, and take them along), or after
 /// `poll_interval`, when they are taken anyway, as pending deliveries for a claim: rows
@@ -209,6 +222,7 @@ impl Planner {
             claim_delays: settings.backoff.build(),
             read_outbox_at: now,
             outbox_blocked: None,
+            outbox_backlog: None,
             ingest_delays: settings.backoff.build(),
         }
     }
@@ -223,9 +237,16 @@ impl Planner {
         let busy = view.busy;
         let retry_room = view.retry_places.saturating_sub(view.waiting_retries) as u32;
         let claim_may_start = self.claim_may_start(&busy, retry_room, now);
-        // With no room, only a freed place makes an outbox read worth waking for.
-        let may_ingest = self.ingesting.is_none() && (room > 0 || self.settings.read_whole_outbox);
+        let whole = self.settings.read_whole_outbox
+            || self
+                .outbox_backlog
+                .as_ref()
+                .is_some_and(|b| now >= b.since + self.settings.poll_interval);
+        // With no room, only a freed place makes an outbox read worth waking for, unless it
+        // reads the whole outbox.
+        let may_ingest = self.ingesting.is_none() && (room > 0 || whole);
         let ingest = match self.outbox_read(&busy, now) {
+            Some(_) if may_ingest && whole => Some((0, None)),
             Some(consume) if may_ingest => self.ingest_size(room, claim_may_start, consume),
             _ => None,
         }
@@ -305,9 +326,6 @@ impl Planner {
         claim_may_start: bool,
         consume: Consume,
     ) -> Option<(u32, Option<Consume>)> {
-        if self.settings.read_whole_outbox {
-            return Some((0, None));
-        }
         // A quarter (at least one place) stays for the claim when it may find due rows
         // (retries among them): new events must not starve what is already due.
         let want = if claim_may_start {
@@ -390,9 +408,20 @@ impl Planner {
                 skipped: ingest.busy,
                 since,
             });
-        } else if ingest.lease == Some(Consume::ToRoom) {
+        } else if ingest.lease != Some(Consume::ToRoomPastBusy) {
             self.outbox_blocked = None;
         }
+        // Rows left for want of room (or a whole window read): a backlog once they have
+        // waited `poll_interval`; an outbox read empty, none.
+        self.outbox_backlog = if ingested.more && !ingested.blocked {
+            Some(
+                self.outbox_backlog
+                    .take()
+                    .unwrap_or(OutboxBacklog { since: started }),
+            )
+        } else {
+            None
+        };
         // (One that took rows for busy endpoints along keeps the mark: the next ones do too,
         // while those stay busy.)
         self.ingest_delays = self.settings.backoff.build();
@@ -415,6 +444,7 @@ impl Planner {
         self.read_outbox_at = now + delay;
         // The backoff holds even for rows waiting for a busy endpoint.
         self.outbox_blocked = None;
+        self.outbox_backlog = None;
         // It may have committed before failing (the endpoints of what it leased are given
         // back to the database, due).
         self.found_nothing = None;
@@ -858,6 +888,40 @@ mod tests {
                 (None, Some(8), 80)),
             ("a failed read: cleared", then(ReadFailed), a_busy(), 100,
                 (Some((6, ROOM)), Some(2), 200)),
+        ];
+        check(false, cases);
+    }
+
+    #[test]
+    fn a_backlog_in_the_outbox_is_read_whole() {
+        // A read at 0 leased its room and left rows; the pool is full from then on.
+        let left = || {
+            vec![
+                (0, OutboxWritten),
+                (0, Planned(free(8))),
+                (0, Claimed),
+                (10, ReadSome),
+            ]
+        };
+        #[rustfmt::skip]
+        let cases = vec![
+            ("left for want of room: read when a place frees", left(), free(0), 11,
+                (None, None, 111)),
+            ("a place freed before poll_interval: leased", left(), free(8), 11,
+                (Some((6, ROOM)), Some(2), 111)),
+            ("after poll_interval: read whole, even with no room", left(), free(0), 100,
+                (Some((0, None)), None, 200)),
+            ("read whole with room: the claim takes the whole room", left(), free(8), 100,
+                (Some((0, None)), Some(8), 200)),
+            ("a whole batch read: the next at once",
+                and(&left(), &[(100, Planned(free(0))), (105, ReadSome)]), free(0), 106,
+                (Some((0, None)), None, 206)),
+            ("the outbox read empty: leased again",
+                and(&left(), &[(100, Planned(free(0))), (105, ReadAll), (110, OutboxWritten)]),
+                free(8), 111, (Some((6, ROOM)), Some(2), 211)),
+            ("a failed read: cleared",
+                and(&left(), &[(100, Planned(free(0))), (105, ReadFailed)]), free(8), 160,
+                (Some((6, ROOM)), Some(2), 260)),
         ];
         check(false, cases);
     }

@@ -6,6 +6,12 @@
 //! still leased, and starts as soon as one of that endpoint's attempts ends. The dispatcher
 //! keeps at most `claim_batch` rows waiting, and one that has waited a quarter of its lease
 //! goes back to the database, so a lease never runs out while its row waits.
+//!
+//! Free places go round the tenants with rows waiting, one place per tenant per turn, and
+//! within a tenant round its endpoints, one per turn: when places are few, each tenant gets
+//! its share of them, however many endpoints another tenant has rows for. The places follow
+//! what the claims brought (themselves shared between tenants); there is no share per
+//! tenant beside them.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,8 +28,9 @@ pub struct Waiting {
 #[derive(Default)]
 pub struct Ready {
     queues: HashMap<EndpointId, VecDeque<Waiting>>,
-    /// Endpoints in the order they are served, round robin.
-    order: VecDeque<EndpointId>,
+    /// Tenants in the order they are served, round robin, each with its endpoints in the
+    /// order they are served (`None`: the provider-wide tenant).
+    order: VecDeque<(Option<String>, VecDeque<EndpointId>)>,
     len: usize,
     retries: usize,
 }
@@ -34,11 +41,15 @@ impl Ready {
         if claimed.attempt > 1 {
             self.retries += 1;
         }
+        let tenant = claimed.endpoint.tenant_id.as_ref().map(|t| t.to_string());
         let queue = self
             .queues
             .entry(claimed.endpoint.id.clone())
             .or_insert_with_key(|id| {
-                self.order.push_back(id.clone());
+                match self.order.iter_mut().find(|(t, _)| *t == tenant) {
+                    Some((_, endpoints)) => endpoints.push_back(id.clone()),
+                    None => self.order.push_back((tenant, VecDeque::from([id.clone()]))),
+                }
                 VecDeque::new()
             });
         queue.push_back(Waiting { claimed, since });
@@ -66,9 +77,10 @@ impl Ready {
         self.queues.iter().map(|(id, q)| (id.as_str(), q.len()))
     }
 
-    /// Takes up to `max` rows that may start at `now`, one endpoint at a time in turn, each
-    /// with the place `admit` gives it (`None`: its endpoint, or the retries, are at their
-    /// cap); and every row that has waited longer than `max_wait`, to be handed back.
+    /// Takes up to `max` rows that may start at `now`, one tenant at a time in turn and
+    /// one endpoint of it at a time in turn, each with the place `admit` gives it (`None`:
+    /// its endpoint, or the retries, are at their cap); and every row that has waited
+    /// longer than `max_wait`, to be handed back.
     pub fn take<S>(
         &mut self,
         max: usize,
@@ -85,32 +97,39 @@ impl Ready {
                 stale.push(queue.pop_front().expect("front exists").claimed);
             }
         }
+        self.forget(stale.iter());
         let mut start = Vec::new();
-        // Round robin: one row per endpoint per turn, until nothing more may start.
+        // Round robin: one row per tenant per turn, from its next endpoint that may start
+        // one, until nothing more may start.
         let mut blocked = 0;
         while start.len() < max && blocked < self.order.len() {
-            let id = self.order.pop_front().expect("order is not empty");
-            let queue = self
-                .queues
-                .get_mut(&id)
-                .expect("every ordered endpoint has a queue");
-            let slot = queue.front().and_then(|w| admit(&w.claimed));
-            match slot {
-                Some(slot) => {
+            let (tenant, mut endpoints) = self.order.pop_front().expect("order is not empty");
+            let mut started = false;
+            for _ in 0..endpoints.len() {
+                let id = endpoints.pop_front().expect("endpoints are not empty");
+                let queue = self
+                    .queues
+                    .get_mut(&id)
+                    .expect("every ordered endpoint has a queue");
+                if let Some(slot) = queue.front().and_then(|w| admit(&w.claimed)) {
                     start.push((queue.pop_front().expect("front exists"), slot));
-                    blocked = 0;
+                    started = true;
                 }
-                None => blocked += 1,
+                if queue.is_empty() {
+                    self.queues.remove(&id);
+                } else {
+                    endpoints.push_back(id);
+                }
+                if started {
+                    break;
+                }
             }
-            if queue.is_empty() {
-                self.queues.remove(&id);
-                blocked = 0;
-            } else {
-                self.order.push_back(id);
+            blocked = if started { 0 } else { blocked + 1 };
+            if !endpoints.is_empty() {
+                self.order.push_back((tenant, endpoints));
             }
         }
         self.forget(start.iter().map(|(w, _)| &w.claimed));
-        self.forget(stale.iter());
         (start, stale)
     }
 
@@ -134,7 +153,12 @@ impl Ready {
                 self.retries -= 1;
             }
         }
-        self.order.retain(|id| self.queues.contains_key(id));
+        let queues = &mut self.queues;
+        queues.retain(|_, q| !q.is_empty());
+        for (_, endpoints) in self.order.iter_mut() {
+            endpoints.retain(|id| queues.contains_key(id));
+        }
+        self.order.retain(|(_, endpoints)| !endpoints.is_empty());
     }
 }
 
@@ -199,6 +223,56 @@ mod tests {
             assert!(stale.is_empty());
             assert_eq!(ready.len(), *left, "{rows:?}");
             assert_eq!(ready.drain().len(), *left);
+        }
+    }
+
+    #[test]
+    fn places_go_round_the_tenants_then_their_endpoints() {
+        // (tenant, endpoint) per row id 1, 2, ...: tenant a with rows for four endpoints,
+        // b with two rows for one, the provider-wide tenant (None) with one.
+        let rows: &[(Option<&str>, &str)] = &[
+            (Some("a"), "a1"),
+            (Some("a"), "a2"),
+            (Some("a"), "a3"),
+            (Some("a"), "a4"),
+            (Some("a"), "a1"),
+            (Some("a"), "a1"),
+            (Some("b"), "b0"),
+            (Some("b"), "b0"),
+            (None, "p0"),
+        ];
+        // (what, rows (by count from the first), places per endpoint, at most, started)
+        type Case = (&'static str, usize, usize, usize, &'static [i64]);
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            ("two places: one per tenant", 8, 9, 2, &[1, 7]),
+            ("four places: two per tenant", 8, 9, 4, &[1, 7, 2, 8]),
+            ("b runs out; a's endpoints in turn", 8, 9, 10, &[1, 7, 2, 8, 3, 4, 5, 6]),
+            ("the provider-wide tenant is a tenant like another", 9, 9, 3, &[1, 7, 9]),
+            ("an endpoint at its cap passes its tenant's turn to the next", 8, 1, 10,
+                &[1, 7, 2, 3, 4]),
+        ];
+        let now = Instant::now();
+        for (what, n, per_endpoint, max, started) in cases {
+            let mut ready = Ready::default();
+            for (i, (tenant, endpoint)) in rows.iter().take(*n).enumerate() {
+                let mut c = claimed(i as i64 + 1, endpoint, 1);
+                c.endpoint = Arc::new(hookd_store::Endpoint {
+                    tenant_id: tenant.map(|t| hookd_store::TenantId::parse(t).unwrap()),
+                    ..(*c.endpoint).clone()
+                });
+                ready.push(c, now);
+            }
+            let mut running: HashMap<EndpointId, usize> = HashMap::new();
+            let admit = |c: &Claimed| {
+                let r = running.entry(c.endpoint.id.clone()).or_default();
+                (*r < *per_endpoint).then(|| *r += 1)
+            };
+            let (start, _) = ready.take(*max, now, MAX_WAIT, admit);
+            let ids: Vec<i64> = start.iter().map(|(w, _)| w.claimed.delivery_id).collect();
+            assert_eq!(ids, *started, "{what}");
+            assert_eq!(ready.len(), n - started.len(), "{what}");
+            assert_eq!(ready.drain().len(), n - started.len(), "{what}");
         }
     }
 
