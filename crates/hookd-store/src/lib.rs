@@ -183,6 +183,27 @@ pub struct Lease {
     pub token: String,
 }
 
+/// A started instance (see [`Store::start_instance`]): what it released at start, and, on
+/// SQLite, the lock that makes it the one process serving the file, held while this lives.
+#[derive(Debug)]
+pub struct Instance {
+    /// Leases of a dead process released at start (SQLite), due again at once.
+    pub released: u64,
+    hold: Option<std::fs::File>,
+}
+
+impl Instance {
+    /// An instance holding `hold` (its lock) while it lives.
+    pub(crate) fn new(released: u64, hold: Option<std::fs::File>) -> Self {
+        Self { released, hold }
+    }
+
+    /// Whether it holds a lock on a file.
+    pub fn holds_lock(&self) -> bool {
+        self.hold.is_some()
+    }
+}
+
 /// Something that wakes the dispatcher when another process added work.
 #[async_trait]
 pub trait WakeSource: Send {
@@ -371,6 +392,19 @@ pub trait Store: Send + Sync + 'static {
     /// Returns deliveries whose lease expired to pending (due now), logging the lost
     /// attempt. Returns how many.
     async fn rescue_expired(&self) -> Result<u64>;
+    /// Starts this store's instance: the process that serves from it from now on, whose
+    /// leases are its own. SQLite: takes the database file's exclusive lock (a side file
+    /// `<db>.lock`, held until the returned [`Instance`] is dropped; another process holding
+    /// it is [`StoreError::Locked`]) and, since no other process can have a live lease in
+    /// the file, releases every lease in it at once as a rescue would. PostgreSQL: writes
+    /// the instance's first heartbeat; its claims record the instance on their leases.
+    async fn start_instance(&self) -> Result<Instance>;
+    /// Writes this instance's heartbeat (database clock) and takes back, as a rescue would,
+    /// the leases of every instance whose heartbeat is older than `dead_after_ms`. Returns
+    /// how many it took back. SQLite: nothing to do (one process owns the file).
+    async fn heartbeat(&self, dead_after_ms: u64) -> Result<u64>;
+    /// Forgets this instance's heartbeat after a graceful stop, which left it no lease.
+    async fn stop_instance(&self) -> Result<()>;
     /// Lets the oldest held delivery of each ordered endpoint go when nothing else of that
     /// endpoint is on its way (the safety net behind the promotion on completion). Returns
     /// how many.
