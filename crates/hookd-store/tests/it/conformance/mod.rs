@@ -19,6 +19,7 @@ mod errors;
 mod fair;
 mod ingest;
 mod ingest_lease;
+mod instances;
 mod ordered;
 mod record;
 mod resend;
