@@ -5,6 +5,7 @@
 
 mod architecture;
 mod clock;
+mod crash_recovery;
 mod kill9;
 mod multi_instance;
 mod ordered_instances;
