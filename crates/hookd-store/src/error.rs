@@ -34,6 +34,10 @@ pub enum StoreError {
     /// The lock file beside a SQLite database could not be opened or locked.
     #[error("cannot lock the database file {path}: {reason}")]
     LockFailed { path: String, reason: String },
+    /// SQLite: the watch of the write-ahead log that wakes hookd could not start or broke;
+    /// hookd polls meanwhile.
+    #[error("cannot watch the write-ahead log {0}")]
+    Watch(String),
     /// A stored value that does not decode (a name no variant has, JSON that does not
     /// parse): written by something other than this version of hookd.
     #[error("stored {column} is not valid: {reason}")]

@@ -10,7 +10,8 @@
 //! - `sqlite/`: [`SqliteStore`], the embedded default (WAL, one writer connection).
 //!   `sqlite/mod.rs` is every statement it runs, in its `Store` methods; `sqlite/writer.rs`
 //!   is the one write connection: how writes queue for it, its transactions, readiness
-//!   when its thread ends, and the WAL checkpointer beside it.
+//!   when its thread ends, and the WAL checkpointer beside it; `sqlite/wal_watch.rs` the
+//!   inotify watch of the WAL that wakes the dispatcher when a producer commits.
 //! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
 //!   LOCKED`, LISTEN/NOTIFY): every statement it runs, in its `Store` methods.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
@@ -210,6 +211,11 @@ pub trait WakeSource: Send {
     /// Waits for the next wake-up. An error means the source broke; the caller backs off
     /// and calls again (it reconnects).
     async fn wait(&mut self) -> Result<()>;
+    /// Whether a wake-up says only that the outbox may have new rows (SQLite's WAL watch,
+    /// which hookd's own commits trigger too), not that deliveries may be due.
+    fn outbox_only(&self) -> bool {
+        false
+    }
 }
 
 /// hookd's state, behind one interface with a SQLite and a PostgreSQL implementation.
@@ -246,8 +252,9 @@ pub trait Store: Send + Sync + 'static {
     async fn check_ready(&self) -> Result<()>;
     /// The database clock, in ms.
     async fn now_ms(&self) -> Result<i64>;
-    /// A source of wake-ups from other processes, when the database has one (PostgreSQL's
-    /// LISTEN). SQLite has none: the dispatcher polls.
+    /// A source of wake-ups from other processes: PostgreSQL's LISTEN; on SQLite a watch of
+    /// the write-ahead log, which every commit writes (none for a database in memory). The
+    /// dispatcher polls besides.
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>>;
 
     // --- endpoints -------------------------------------------------------------------

@@ -50,10 +50,14 @@ async fn receiver() -> Receiver {
 
 /// Waits until at least `n` deliveries are in flight; returns their ids.
 async fn wait_in_flight(probe: &Probe, n: usize) -> HashSet<i64> {
-    wait_until(Duration::from_secs(60), "the burst to be in flight", || async {
-        let held = probe.in_flight_ids().await;
-        (held.len() >= n).then_some(held)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the burst to be in flight",
+        || async {
+            let held = probe.in_flight_ids().await;
+            (held.len() >= n).then_some(held)
+        },
+    )
     .await
 }
 
@@ -87,7 +91,10 @@ async fn sqlite_restart_sends_the_dead_leases_at_once() {
     db.exec(&insert_sql(Backend::Sqlite, &ids, None)).await;
     let held = wait_in_flight(&probe, EVENTS * 9 / 10).await;
     hookd.kill9().await;
-    let held = held.union(&probe.in_flight_ids().await).copied().collect::<HashSet<_>>();
+    let held = held
+        .union(&probe.in_flight_ids().await)
+        .copied()
+        .collect::<HashSet<_>>();
     say(&format!("{scenario}: killed with {} in flight", held.len()));
 
     let restarted = Instant::now();
@@ -135,8 +142,14 @@ async fn postgres_survivor_takes_the_dead_leases_back() {
     let held = wait_in_flight(&probe, EVENTS * 9 / 10).await;
     victim.kill9().await;
     let killed = Instant::now();
-    let held = held.union(&probe.in_flight_ids().await).copied().collect::<HashSet<_>>();
-    say(&format!("{scenario}: killed with {} in flight (both instances)", held.len()));
+    let held = held
+        .union(&probe.in_flight_ids().await)
+        .copied()
+        .collect::<HashSet<_>>();
+    say(&format!(
+        "{scenario}: killed with {} in flight (both instances)",
+        held.len()
+    ));
 
     wait_finished(&probe, EVENTS, Duration::from_secs(60)).await;
     let took = killed.elapsed();

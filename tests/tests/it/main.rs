@@ -14,3 +14,4 @@ mod receivers;
 mod sigterm;
 mod sqlite_lock;
 mod task_failure;
+mod wal_wakeup;

@@ -5,13 +5,15 @@
 //! lock before it reads anything (`BEGIN IMMEDIATE`, or a plain `BEGIN` when its first
 //! statement writes) so it never has to upgrade a read lock, and a busy timeout rides out a
 //! producer's write transaction. Reads use their own small pool and never block on
-//! the writer (WAL). Other processes' outbox inserts are seen by polling.
+//! the writer (WAL). Other processes' outbox inserts are seen at once by a watch of the
+//! write-ahead log (`wal_watch`), and by polling besides.
 //!
 //! This file is every statement the store runs, in its `Store` methods: most are shared
 //! with PostgreSQL (`crate::sql`), run through [`dialect`]. `writer` is the one write
 //! connection: how a write waits for it, its transactions, and the WAL checkpointer beside
 //! it.
 
+mod wal_watch;
 mod writer;
 
 use std::borrow::Cow;
@@ -261,7 +263,15 @@ impl Store for SqliteStore {
     }
 
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
-        Ok(None)
+        match &self.path {
+            Some(path) => {
+                let conn = self.reader.acquire().await?.detach();
+                Ok(Some(Box::new(
+                    wal_watch::WalWatch::start(path, conn).await?,
+                )))
+            }
+            None => Ok(None),
+        }
     }
 
     // --- endpoints -------------------------------------------------------------------

@@ -7,3 +7,4 @@ mod conformance;
 mod query_plans;
 mod single_owner;
 mod summary;
+mod wal_watch;

@@ -23,7 +23,10 @@ async fn a_second_instance_on_a_sqlite_file_is_refused() {
         other => panic!("not a lock error: {other:?}"),
     }
     let message = refused.to_string();
-    assert!(message.contains("in use by another hookd process"), "{message}");
+    assert!(
+        message.contains("in use by another hookd process"),
+        "{message}"
+    );
 
     drop(held); // the first process ends: its lock goes with it
     let taken = second.start_instance().await.unwrap();

@@ -174,7 +174,8 @@ impl Application {
             Task::WakeupRelay,
             wakeup::relay_wakeups(
                 store.clone(),
-                vec![outbox_wake, dispatch_wake.clone()],
+                outbox_wake,
+                vec![dispatch_wake.clone()],
                 metrics.clone(),
                 stop.clone(),
             ),

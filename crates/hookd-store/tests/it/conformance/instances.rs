@@ -47,7 +47,9 @@ async fn a_dead_instances_leases_come_back_and_stay_fenced(backend: Backend) {
     assert_eq!(b.complete(&[succeeded(&fresh)]).await.unwrap(), vec![true]);
     let log = b.attempts(d.id).await.unwrap();
     assert_eq!(
-        log.iter().map(|a| (a.attempt, a.outcome)).collect::<Vec<_>>(),
+        log.iter()
+            .map(|a| (a.attempt, a.outcome))
+            .collect::<Vec<_>>(),
         vec![(1, Outcome::Lost), (2, Outcome::Success)]
     );
     b.stop_instance().await.unwrap();

@@ -159,6 +159,9 @@ struct Claiming {
 struct Ingesting {
     ingest: Ingest,
     started: Instant,
+    /// A producer committed while it ran: it may have looked before the commit, so the
+    /// outbox is read again at once after it.
+    written: bool,
 }
 
 /// What the last claim that found nothing could not take, and when to look again anyway.
@@ -243,6 +246,7 @@ impl Planner {
             self.ingesting = Some(Ingesting {
                 ingest: ingest.clone(),
                 started: now,
+                written: false,
             });
         }
         if let Some(claim) = &claim {
@@ -382,8 +386,11 @@ impl Planner {
 
     /// The outbox read on its way ended.
     pub fn ingested(&mut self, ingested: &Ingested, now: Instant) {
-        let Ingesting { ingest, started } =
-            self.ingesting.take().expect("an ingest was on its way");
+        let Ingesting {
+            ingest,
+            started,
+            written,
+        } = self.ingesting.take().expect("an ingest was on its way");
         if ingested.blocked {
             let since = self.outbox_blocked.take().map_or(started, |b| b.since);
             self.outbox_blocked = Some(OutboxBlocked {
@@ -401,7 +408,7 @@ impl Planner {
             self.found_nothing = None;
         }
         // Rows left for busy endpoints are not worth reading at once.
-        self.read_outbox_at = if ingested.more && !ingested.blocked {
+        self.read_outbox_at = if written || (ingested.more && !ingested.blocked) {
             now
         } else {
             now + self.settings.poll_interval
@@ -432,6 +439,9 @@ impl Planner {
     /// A producer committed outbox rows.
     pub fn outbox_written(&mut self, now: Instant) {
         self.read_outbox_at = now;
+        if let Some(ingesting) = &mut self.ingesting {
+            ingesting.written = true;
+        }
     }
 }
 
@@ -811,6 +821,10 @@ mod tests {
             ("the next poll", read(ReadAll), free(8), 110, (Some((6, ROOM)), Some(2), 210)),
             ("a producer committed", and(&read(ReadAll), &[(20, OutboxWritten)]), free(8), 21,
                 (Some((6, ROOM)), Some(2), 121)),
+            // It may have looked before that commit.
+            ("a producer committed while it read: at once",
+                vec![(0, Planned(free(8))), (0, Claimed), (5, OutboxWritten), (10, ReadAll)],
+                free(8), 11, (Some((6, ROOM)), Some(2), 111)),
             ("no room: not even when due", vec![], free(0), 0, (None, None, 100)),
             ("it failed: after the backoff", read(ReadFailed), free(8), 59, (None, Some(8), 60)),
             ("the backoff is over", read(ReadFailed), free(8), 60, (Some((6, ROOM)), Some(2), 160)),
