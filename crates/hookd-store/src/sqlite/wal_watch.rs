@@ -2,7 +2,7 @@
 //! write-ahead log (`<db>-wal`), and inotify (through `notify`) says so at once. The write
 //! comes before the commit can be read (the writer may still be syncing the log), so a
 //! write is a wake-up only once the database's `data_version` has moved: read at once,
-//! then after 1, 2, 4 ... 128 ms; a write that commits nothing within that (a checkpoint)
+//! then after 1, 2, 4 ... 512 ms; a write that commits nothing within that (a checkpoint)
 //! wakes nobody. The watch tells only that the outbox may have new rows: the reader that
 //! looks finds nothing after hookd's own commits, and writes nothing then, so the watch
 //! never feeds itself.
@@ -35,7 +35,7 @@ pub(super) struct WalWatch {
 
 /// How long a write may take to become a commit that can be read, at most: the checks of
 /// `data_version` after a write, at 1, 2, 4 ... ms.
-const COMMIT_CHECKS: u32 = 8;
+const COMMIT_CHECKS: u32 = 10;
 
 impl WalWatch {
     /// Watches `<db>-wal`, which exists while any connection has the database open in WAL
