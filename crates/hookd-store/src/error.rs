@@ -28,6 +28,16 @@ pub enum StoreError {
     /// [`Store::stopped`](crate::Store::stopped)): only a restart helps.
     #[error("cannot write: {0}")]
     Stopped(String),
+    /// SQLite: another process serves this database file (it holds the lock beside it).
+    #[error("the database file {path} is in use by another hookd process (it holds {path}.lock): one hookd serves a SQLite file")]
+    Locked { path: String },
+    /// The lock file beside a SQLite database could not be opened or locked.
+    #[error("cannot lock the database file {path}: {reason}")]
+    LockFailed { path: String, reason: String },
+    /// SQLite: the watch of the write-ahead log that wakes hookd could not start or broke;
+    /// hookd polls meanwhile.
+    #[error("cannot watch the write-ahead log {0}")]
+    Watch(String),
     /// A stored value that does not decode (a name no variant has, JSON that does not
     /// parse): written by something other than this version of hookd.
     #[error("stored {column} is not valid: {reason}")]

@@ -10,7 +10,8 @@
 //! - `sqlite/`: [`SqliteStore`], the embedded default (WAL, one writer connection).
 //!   `sqlite/mod.rs` is its `Store` methods and the statements only it runs; `sqlite/writer.rs`
 //!   is the one write connection: how writes queue for it, its transactions, readiness
-//!   when its thread ends, and the WAL checkpointer beside it.
+//!   when its thread ends, and the WAL checkpointer beside it; `sqlite/wal_watch.rs` the
+//!   inotify watch of the WAL that wakes the dispatcher when a producer commits.
 //! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
 //!   LOCKED`, LISTEN/NOTIFY): its `Store` methods and the statements only it runs.
 //! - `shared.rs`: the Rust both stores run around their statements, generic over sqlx's
@@ -188,12 +189,38 @@ pub struct Lease {
     pub token: String,
 }
 
+/// A started instance (see [`Store::start_instance`]): what it released at start, and, on
+/// SQLite, the lock that makes it the one process serving the file, held while this lives.
+#[derive(Debug)]
+pub struct Instance {
+    /// Leases of a dead process released at start (SQLite), due again at once.
+    pub released: u64,
+    hold: Option<std::fs::File>,
+}
+
+impl Instance {
+    /// An instance holding `hold` (its lock) while it lives.
+    pub(crate) fn new(released: u64, hold: Option<std::fs::File>) -> Self {
+        Self { released, hold }
+    }
+
+    /// Whether it holds a lock on a file.
+    pub fn holds_lock(&self) -> bool {
+        self.hold.is_some()
+    }
+}
+
 /// Something that wakes the dispatcher when another process added work.
 #[async_trait]
 pub trait WakeSource: Send {
     /// Waits for the next wake-up. An error means the source broke; the caller backs off
     /// and calls again (it reconnects).
     async fn wait(&mut self) -> Result<()>;
+    /// Whether a wake-up says only that the outbox may have new rows (SQLite's WAL watch,
+    /// which hookd's own commits trigger too), not that deliveries may be due.
+    fn outbox_only(&self) -> bool {
+        false
+    }
 }
 
 /// hookd's state, behind one interface with a SQLite and a PostgreSQL implementation.
@@ -230,8 +257,9 @@ pub trait Store: Send + Sync + 'static {
     async fn check_ready(&self) -> Result<()>;
     /// The database clock, in ms.
     async fn now_ms(&self) -> Result<i64>;
-    /// A source of wake-ups from other processes, when the database has one (PostgreSQL's
-    /// LISTEN). SQLite has none: the dispatcher polls.
+    /// A source of wake-ups from other processes: PostgreSQL's LISTEN; on SQLite a watch of
+    /// the write-ahead log, which every commit writes (none for a database in memory). The
+    /// dispatcher polls besides.
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>>;
 
     // --- endpoints -------------------------------------------------------------------
@@ -394,6 +422,19 @@ pub trait Store: Send + Sync + 'static {
     /// Returns deliveries whose lease expired to pending (due now), logging the lost
     /// attempt. Returns how many.
     async fn rescue_expired(&self) -> Result<u64>;
+    /// Starts this store's instance: the process that serves from it from now on, whose
+    /// leases are its own. SQLite: takes the database file's exclusive lock (a side file
+    /// `<db>.lock`, held until the returned [`Instance`] is dropped; another process holding
+    /// it is [`StoreError::Locked`]) and, since no other process can have a live lease in
+    /// the file, releases every lease in it at once as a rescue would. PostgreSQL: writes
+    /// the instance's first heartbeat; its claims record the instance on their leases.
+    async fn start_instance(&self) -> Result<Instance>;
+    /// Writes this instance's heartbeat (database clock) and takes back, as a rescue would,
+    /// the leases of every instance whose heartbeat is older than `dead_after_ms`. Returns
+    /// how many it took back. SQLite: nothing to do (one process owns the file).
+    async fn heartbeat(&self, dead_after_ms: u64) -> Result<u64>;
+    /// Forgets this instance's heartbeat after a graceful stop, which left it no lease.
+    async fn stop_instance(&self) -> Result<()>;
     /// Lets the oldest held delivery of each ordered endpoint go when nothing else of that
     /// endpoint is on its way (the safety net behind the promotion on completion). Returns
     /// how many.

@@ -39,6 +39,8 @@ pub struct PgStore {
     pool: PgPool,
     /// `enqueue_events` only.
     events_pool: PgPool,
+    /// This store's instance: its heartbeat's row, recorded on its leases.
+    instance: String,
     sealer: Option<Arc<dyn Sealer>>,
 }
 
@@ -56,12 +58,55 @@ impl PgStore {
         Ok(Self {
             pool,
             events_pool,
+            instance: crate::new_id("inst"),
             sealer: None,
         })
     }
 
     fn sealer(&self) -> Option<&dyn Sealer> {
         self.sealer.as_deref()
+    }
+
+    /// Writes this instance's heartbeat, its row again if it was forgotten.
+    async fn heartbeat_write(&self) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO hookd_instances (id, started_at, heartbeat_at) \
+             VALUES ($1, hookd_now_ms(), hookd_now_ms()) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
+        )
+        .bind(&self.instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Returns the deliveries in flight whose lease matches `leases` (SQL over the row, with
+    /// `$2` = `arg`) to pending, due now, logging their attempts as lost. Returns how many.
+    async fn rescue_leases(&self, leases: &str, arg: Option<u64>) -> Result<u64> {
+        let statement = format!(
+            "WITH expired AS ( \
+                 SELECT id, attempts, next_trigger, updated_at FROM hookd_deliveries \
+                 WHERE state = 'in_flight' AND {leases} \
+                 FOR UPDATE SKIP LOCKED \
+             ), returned AS ( \
+                 UPDATE hookd_deliveries d SET state = 'pending', lease_token = NULL, \
+                     lease_expires_at = NULL, lease_instance = NULL, \
+                     next_attempt_at = hookd_now_ms(), \
+                     last_status_code = NULL, last_error = $1, \
+                     next_trigger = CASE WHEN d.resend_requested THEN 'manual' ELSE d.next_trigger END, \
+                     resend_requested = FALSE, updated_at = hookd_now_ms() \
+                 FROM expired WHERE d.id = expired.id \
+             ) \
+             INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
+                 outcome, error) \
+             SELECT id, attempts, next_trigger, updated_at, hookd_now_ms() - updated_at, 'lost', $1 \
+             FROM expired"
+        );
+        let mut query = sqlx::query(&statement).bind(sql::LOST_ERROR);
+        if let Some(arg) = arg {
+            query = query.bind(arg as i64);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// Encrypts endpoint secrets at rest with `sealer`.
@@ -121,7 +166,8 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
              SELECT id FROM first UNION ALL SELECT id FROM later LIMIT $3), \
          claimed AS ( \
              UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $1, \
-                 lease_expires_at = hookd_now_ms() + $2, attempts = d.attempts + 1, \
+                 lease_expires_at = hookd_now_ms() + $2, lease_instance = $13, \
+                 attempts = d.attempts + 1, \
                  auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
                  updated_at = hookd_now_ms() \
              FROM due WHERE d.id = due.id \
@@ -472,6 +518,14 @@ impl Store for PgStore {
             leasing.as_mut(),
         )
         .await?;
+        if let Some(leased) = leasing.as_ref().filter(|l| !l.rows.is_empty()) {
+            let ids: Vec<i64> = leased.rows.iter().map(|r| r.id).collect();
+            sqlx::query("UPDATE hookd_deliveries SET lease_instance = $1 WHERE id = ANY($2)")
+                .bind(&self.instance)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+        }
         // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
@@ -547,6 +601,7 @@ impl Store for PgStore {
             .bind(retry_endpoints)
             .bind(retry_ahead)
             .bind(retry_after)
+            .bind(&self.instance)
             .fetch_all(&self.pool)
             .await?;
         shared::with_endpoints(self, &self.pool, self.sealer(), rows).await
@@ -601,29 +656,38 @@ impl Store for PgStore {
     }
 
     async fn rescue_expired(&self) -> Result<u64> {
-        let rescued = sqlx::query(
-            "WITH expired AS ( \
-                 SELECT id, attempts, next_trigger, updated_at FROM hookd_deliveries \
-                 WHERE state = 'in_flight' AND lease_expires_at < hookd_now_ms() \
-                 FOR UPDATE SKIP LOCKED \
-             ), returned AS ( \
-                 UPDATE hookd_deliveries d SET state = 'pending', lease_token = NULL, \
-                     lease_expires_at = NULL, next_attempt_at = hookd_now_ms(), \
-                     last_status_code = NULL, last_error = $1, \
-                     next_trigger = CASE WHEN d.resend_requested THEN 'manual' ELSE d.next_trigger END, \
-                     resend_requested = FALSE, updated_at = hookd_now_ms() \
-                 FROM expired WHERE d.id = expired.id \
-             ) \
-             INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
-                 outcome, error) \
-             SELECT id, attempts, next_trigger, updated_at, hookd_now_ms() - updated_at, 'lost', $1 \
-             FROM expired",
+        self.rescue_leases("lease_expires_at < hookd_now_ms()", None)
+            .await
+    }
+
+    async fn start_instance(&self) -> Result<Instance> {
+        self.heartbeat_write().await?;
+        Ok(Instance::new(0, None))
+    }
+
+    async fn heartbeat(&self, dead_after_ms: u64) -> Result<u64> {
+        self.heartbeat_write().await?;
+        let dead = "lease_instance IN (SELECT id FROM hookd_instances \
+                    WHERE heartbeat_at < hookd_now_ms() - $2)";
+        let rescued = self.rescue_leases(dead, Some(dead_after_ms)).await?;
+        // The dead with no lease left are forgotten (one that comes back writes its row again).
+        sqlx::query(
+            "DELETE FROM hookd_instances i WHERE heartbeat_at < hookd_now_ms() - $1 \
+             AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d \
+                 WHERE d.state = 'in_flight' AND d.lease_instance = i.id)",
         )
-        .bind(sql::LOST_ERROR)
+        .bind(dead_after_ms as i64)
         .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .await?;
         Ok(rescued)
+    }
+
+    async fn stop_instance(&self) -> Result<()> {
+        sqlx::query("DELETE FROM hookd_instances WHERE id = $1")
+            .bind(&self.instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn promote_stranded(&self) -> Result<u64> {

@@ -5,6 +5,7 @@
 
 mod architecture;
 mod clock;
+mod crash_recovery;
 mod kill9;
 mod multi_instance;
 mod ordered_instances;
@@ -13,3 +14,4 @@ mod receivers;
 mod sigterm;
 mod sqlite_lock;
 mod task_failure;
+mod wal_wakeup;

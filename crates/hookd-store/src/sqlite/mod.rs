@@ -5,13 +5,15 @@
 //! lock before it reads anything (`BEGIN IMMEDIATE`, or a plain `BEGIN` when its first
 //! statement writes) so it never has to upgrade a read lock, and a busy timeout rides out a
 //! producer's write transaction. Reads use their own small pool and never block on
-//! the writer (WAL). Other processes' outbox inserts are seen by polling.
+//! the writer (WAL). Other processes' outbox inserts are seen at once by a watch of the
+//! write-ahead log (`wal_watch`), and by polling besides.
 //!
 //! This file is the store's `Store` methods and the statements only it runs: most are shared
 //! with PostgreSQL (`crate::sql`), run through [`dialect`]. `writer` is the one write
 //! connection: how a write waits for it, its transactions, and the WAL checkpointer beside
 //! it.
 
+mod wal_watch;
 mod writer;
 
 use std::borrow::Cow;
@@ -40,6 +42,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 const READERS: u32 = 4;
 
 pub struct SqliteStore {
+    /// The database file; `None` in memory.
+    path: Option<std::path::PathBuf>,
     writer: Writer,
     reader: SqlitePool,
     sealer: Option<Arc<dyn Sealer>>,
@@ -58,6 +62,9 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory");
+        let file = options.get_filename();
+        let path = (!file.as_os_str().is_empty() && file.as_os_str() != ":memory:")
+            .then(|| file.to_path_buf());
         let writer = Writer::open(&options).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -65,6 +72,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(Self {
+            path,
             writer,
             reader,
             sealer: None,
@@ -73,6 +81,39 @@ impl SqliteStore {
 
     fn sealer(&self) -> Option<&dyn Sealer> {
         self.sealer.as_deref()
+    }
+
+    /// Returns the deliveries in flight whose lease matches `leases` (SQL over the row,
+    /// `$1` = now) to pending, due now, logging their attempts as lost. Returns how many.
+    async fn rescue_leases(&self, leases: &str) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let now: i64 = sqlx::query_scalar(&dialect(sql::NOW))
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
+             outcome, error) SELECT id, attempts, next_trigger, updated_at, $1 - updated_at, \
+             'lost', $2 FROM hookd_deliveries WHERE state = 'in_flight' AND {leases}"
+        ))
+        .bind(now)
+        .bind(sql::LOST_ERROR)
+        .execute(&mut *tx)
+        .await?;
+        let rescued = sqlx::query(&format!(
+            "UPDATE hookd_deliveries SET state = 'pending', lease_token = NULL, \
+             lease_expires_at = NULL, next_attempt_at = $1, last_status_code = NULL, \
+             last_error = $2, \
+             next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE next_trigger END, \
+             resend_requested = FALSE, updated_at = $1 \
+             WHERE state = 'in_flight' AND {leases}"
+        ))
+        .bind(now)
+        .bind(sql::LOST_ERROR)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(rescued)
     }
 
     /// Encrypts endpoint secrets at rest with `sealer`.
@@ -276,7 +317,15 @@ impl Store for SqliteStore {
     }
 
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
-        Ok(None)
+        match &self.path {
+            Some(path) => {
+                let conn = self.reader.acquire().await?.detach();
+                Ok(Some(Box::new(
+                    wal_watch::WalWatch::start(path, conn).await?,
+                )))
+            }
+            None => Ok(None),
+        }
     }
 
     // --- endpoints -------------------------------------------------------------------
@@ -664,34 +713,25 @@ impl Store for SqliteStore {
     }
 
     async fn rescue_expired(&self) -> Result<u64> {
-        let mut tx = self.writer.begin().await?;
-        let now: i64 = sqlx::query_scalar(&dialect(sql::NOW))
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
-             outcome, error) SELECT id, attempts, next_trigger, updated_at, $1 - updated_at, \
-             'lost', $2 FROM hookd_deliveries WHERE state = 'in_flight' AND lease_expires_at < $1",
-        )
-        .bind(now)
-        .bind(sql::LOST_ERROR)
-        .execute(&mut *tx)
-        .await?;
-        let rescued = sqlx::query(
-            "UPDATE hookd_deliveries SET state = 'pending', lease_token = NULL, \
-             lease_expires_at = NULL, next_attempt_at = $1, last_status_code = NULL, \
-             last_error = $2, \
-             next_trigger = CASE WHEN resend_requested THEN 'manual' ELSE next_trigger END, \
-             resend_requested = FALSE, updated_at = $1 \
-             WHERE state = 'in_flight' AND lease_expires_at < $1",
-        )
-        .bind(now)
-        .bind(sql::LOST_ERROR)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(rescued)
+        self.rescue_leases("lease_expires_at < $1").await
+    }
+
+    async fn start_instance(&self) -> Result<Instance> {
+        let hold = match &self.path {
+            Some(path) => Some(lock_file(path)?),
+            None => None,
+        };
+        // Whoever held these leases is gone: the lock was free.
+        let released = self.rescue_leases("TRUE").await?;
+        Ok(Instance::new(released, hold))
+    }
+
+    async fn heartbeat(&self, _dead_after_ms: u64) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn stop_instance(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn promote_stranded(&self) -> Result<u64> {
@@ -1108,5 +1148,28 @@ impl shared::IngestWrites for SqliteStore {
             );
         }
         Ok(created)
+    }
+}
+
+/// Takes the exclusive lock of the side file `<db>.lock` (created if missing), held while
+/// the returned file is open: the lock ends with the process, however it ends.
+fn lock_file(db: &std::path::Path) -> Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = db.display().to_string();
+    let failed = |reason: String| StoreError::LockFailed {
+        path: path.clone(),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| failed(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e.to_string())),
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use hookd_store::{IngestLimits, Store};
+use hookd_store::{IngestLimits, Instance, Store};
 
 use crate::daemon::api::{self, AppState};
 use crate::daemon::config::Config;
@@ -33,6 +33,9 @@ pub struct Application {
     listener: TcpListener,
     store: Arc<dyn Store>,
     metrics: Metrics,
+    /// This process's hold on its work (SQLite: the database file's lock), kept until it
+    /// stops.
+    instance: Instance,
 }
 
 impl Application {
@@ -57,6 +60,17 @@ impl Application {
         if config.secret_key.is_none() {
             refuse_sealed_without_key(&*store).await?;
         }
+        let instance = store
+            .start_instance()
+            .await
+            .context("cannot start serving the database")?;
+        if instance.released > 0 {
+            metrics.lease_rescues.inc_by(instance.released);
+            tracing::warn!(
+                deliveries = instance.released,
+                "released the leases a stopped process left in the database file; sending them again"
+            );
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -65,6 +79,7 @@ impl Application {
             listener,
             store,
             metrics,
+            instance,
         })
     }
 
@@ -99,6 +114,7 @@ impl Application {
             listener,
             store,
             metrics,
+            instance,
         } = self;
         let dispatch_wake = Arc::new(Notify::new());
         let outbox_wake = Arc::new(Notify::new());
@@ -158,8 +174,20 @@ impl Application {
             Task::WakeupRelay,
             wakeup::relay_wakeups(
                 store.clone(),
-                vec![outbox_wake, dispatch_wake.clone()],
+                outbox_wake,
+                vec![dispatch_wake.clone()],
                 metrics.clone(),
+                stop.clone(),
+            ),
+        );
+        let beating = tasks.spawn(
+            Task::Maintenance,
+            maintenance::heartbeat(
+                store.clone(),
+                metrics.clone(),
+                config.heartbeat_interval,
+                config.heartbeat_timeout,
+                dispatch_wake.clone(),
                 stop.clone(),
             ),
         );
@@ -217,6 +245,7 @@ impl Application {
         stop.cancel();
         health.draining.store(true, Ordering::Relaxed);
         let running = [
+            beating.abort_handle(),
             relaying.abort_handle(),
             resending.abort_handle(),
             writing.abort_handle(),
@@ -224,6 +253,7 @@ impl Application {
             serving.abort_handle(),
         ];
         let stopping = async {
+            let _ = beating.await;
             let _ = relaying.await;
             let _ = resending.await;
             let _ = writing.await;
@@ -247,6 +277,11 @@ impl Application {
             if let Some(failure) = tasks.failure() {
                 bail!("{failure}");
             }
+            // Nothing is leased any more: the heartbeat can go.
+            if let Err(e) = store.stop_instance().await {
+                tracing::warn!(error = %e, "cannot remove this instance's heartbeat");
+            }
+            drop(instance);
             tracing::info!("hookd stopped");
             return Ok(());
         };
@@ -259,6 +294,7 @@ impl Application {
             running.iter().for_each(AbortHandle::abort);
             let _ = tokio::time::timeout(Duration::from_secs(1), scheduler.shutdown()).await;
         }
+        drop(instance);
         Err(anyhow!("{failure}"))
     }
 }

@@ -40,6 +40,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("poll_interval", Some("100ms")),
     ("lease_duration", Some("90s")),
     ("rescue_schedule", Some("*/5 * * * * *")),
+    ("heartbeat_interval", Some("2s")),
+    ("heartbeat_timeout", Some("10s")),
     ("shutdown_timeout", Some("15s")),
     ("max_payload_bytes", Some("262144")),
     ("max_response_bytes", Some("4096")),
@@ -106,6 +108,11 @@ pub struct Config {
     /// When expired leases are looked for: a cron expression with seconds
     /// (`*/5 * * * * *`: every 5 seconds).
     pub rescue_schedule: String,
+    /// How often this instance writes its heartbeat and looks for instances whose
+    /// heartbeat stopped, to take their leases back (PostgreSQL).
+    pub heartbeat_interval: Duration,
+    /// How old an instance's heartbeat may be before its leases are taken back.
+    pub heartbeat_timeout: Duration,
     /// How long shutdown waits for attempts in flight before releasing them.
     pub shutdown_timeout: Duration,
     /// A larger event payload is not sent: its deliveries end `failed`.
@@ -339,6 +346,8 @@ impl Layers {
             poll_interval: positive("poll_interval")?,
             lease_duration: positive("lease_duration")?,
             rescue_schedule: self.parse("rescue_schedule", check_cron)?,
+            heartbeat_interval: positive("heartbeat_interval")?,
+            heartbeat_timeout: positive("heartbeat_timeout")?,
             shutdown_timeout: duration("shutdown_timeout")?,
             max_payload_bytes: number("max_payload_bytes", 1, 64 * 1024 * 1024)? as usize,
             max_response_bytes: number("max_response_bytes", 0, 1024 * 1024)? as usize,
@@ -371,6 +380,13 @@ impl Layers {
             #[cfg(feature = "fault-injection")]
             fault: None,
         };
+        if config.heartbeat_timeout < config.heartbeat_interval * 2 {
+            return Err(ConfigError(format!(
+                "heartbeat_timeout ({}) must be at least twice heartbeat_interval ({})",
+                duration::format_duration(config.heartbeat_timeout),
+                duration::format_duration(config.heartbeat_interval)
+            )));
+        }
         if config.lease_duration <= config.request_timeout {
             return Err(ConfigError(format!(
                 "lease_duration ({}) must be longer than request_timeout ({})",
@@ -496,6 +512,8 @@ impl std::fmt::Debug for Config {
             poll_interval,
             lease_duration,
             rescue_schedule,
+            heartbeat_interval,
+            heartbeat_timeout,
             shutdown_timeout,
             max_payload_bytes,
             max_response_bytes,
@@ -536,6 +554,8 @@ impl std::fmt::Debug for Config {
             .field("poll_interval", poll_interval)
             .field("lease_duration", lease_duration)
             .field("rescue_schedule", rescue_schedule)
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("heartbeat_timeout", heartbeat_timeout)
             .field("shutdown_timeout", shutdown_timeout)
             .field("max_payload_bytes", max_payload_bytes)
             .field("max_response_bytes", max_response_bytes)

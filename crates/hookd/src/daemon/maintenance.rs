@@ -1,6 +1,7 @@
 //! Periodic jobs on tokio-cron-scheduler, each on a cron expression from the configuration:
 //! the lease rescuer, the backlog gauges (with the unreadable endpoints), and retention.
-//! (Its resolution is one second.)
+//! (Its resolution is one second.) Beside them, on a plain interval, the instance's
+//! heartbeat ([`heartbeat`]), which also takes back the leases of dead instances.
 //!
 //! The scheduler starts a job at every tick whether or not its previous run has ended; each
 //! job here runs behind a [`NoOverlap`] guard instead, so that a slow run is never joined by
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_util::sync::CancellationToken;
 
 use hookd_store::{EndpointId, Store};
 
@@ -160,6 +162,41 @@ pub async fn rescue(store: &dyn Store, metrics: &Metrics, wake: &Notify) {
             wake.notify_one();
         }
         Err(e) => tracing::warn!(error = %e, "cannot rescue expired leases"),
+    }
+}
+
+/// Writes this instance's heartbeat every `interval` and takes back the leases of the
+/// instances whose heartbeat is older than `timeout` (their deliveries due again at once,
+/// the dispatcher woken for them), until `stop`. A failed write is logged and tried again
+/// at the next tick: the other instances take this one's leases back only once its
+/// heartbeat is `timeout` old.
+pub async fn heartbeat(
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    interval: Duration,
+    timeout: Duration,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match store.heartbeat(timeout.as_millis() as u64).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.lease_rescues.inc_by(n);
+                tracing::warn!(
+                    deliveries = n,
+                    "took back the leases of an instance whose heartbeat stopped; sending them again"
+                );
+                wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write the heartbeat"),
+        }
     }
 }
 

@@ -205,6 +205,15 @@ impl Store for MeteredStore {
     async fn rescue_expired(&self) -> Result<u64> {
         metered!(self, rescue_expired())
     }
+    async fn start_instance(&self) -> Result<Instance> {
+        metered!(self, start_instance())
+    }
+    async fn heartbeat(&self, dead_after_ms: u64) -> Result<u64> {
+        metered!(self, heartbeat(dead_after_ms))
+    }
+    async fn stop_instance(&self) -> Result<()> {
+        metered!(self, stop_instance())
+    }
     async fn promote_stranded(&self) -> Result<u64> {
         metered!(self, promote_stranded())
     }

@@ -455,10 +455,11 @@ async fn hookd_with_base(daemon: &Daemon, args: &[&str], env: &[(&str, &str)]) -
 
 /// Ctrl-C while following a bulk resend stops following, says so, exits 130, and leaves
 /// the job running. The job is held back on purpose: 2500 parked deliveries, a receiver
-/// that hangs, one attempt at a time, so it stops at 1000 manual resends waiting.
+/// that hangs, one attempt at a time, so it stops at its due limit (a claim's worth, 1000)
+/// of manual resends waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_following_not_the_job() {
-    let hookd = Daemon::start(&[("HOOKD_CONCURRENCY", "1"), ("HOOKD_CLAIM_BATCH", "1")]).await;
+    let hookd = Daemon::start(&[("HOOKD_CONCURRENCY", "1"), ("HOOKD_CLAIM_BATCH", "1000")]).await;
     let receiver = Receiver::start(|_, _| Reply::hang(Duration::from_secs(5))).await;
     let ep = hookd
         .json(&["endpoints", "add", "--url", &receiver.url(), "--disabled"])

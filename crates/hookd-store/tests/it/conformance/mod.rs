@@ -19,6 +19,7 @@ mod errors;
 mod fair;
 mod ingest;
 mod ingest_lease;
+mod instances;
 mod migrate_forward;
 mod ordered;
 mod record;
