@@ -38,6 +38,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("endpoint_concurrency", Some("64")),
     ("retry_concurrency", Some("0")),
     ("poll_interval", Some("100ms")),
+    ("wake_gap", Some("2ms")),
     ("lease_duration", Some("90s")),
     ("rescue_schedule", Some("*/5 * * * * *")),
     ("heartbeat_interval", Some("2s")),
@@ -102,6 +103,10 @@ pub struct Config {
     pub claim_batch: u32,
     /// How often the outbox and the due queue are polled when nothing wakes the dispatcher.
     pub poll_interval: Duration,
+    /// The least time between the starts of two outbox reads woken by producers' commits
+    /// (NOTIFY, or SQLite's WAL watch). Longer: fewer, larger ingests under a stream of
+    /// single-row commits, for more commit-to-receipt latency.
+    pub wake_gap: Duration,
     /// How long a claim is valid; an attempt is cut short 5 s before its lease ends, and a
     /// lease that expires (the process died) is returned to pending by the rescuer.
     pub lease_duration: Duration,
@@ -344,6 +349,7 @@ impl Layers {
             endpoint_concurrency: number("endpoint_concurrency", 1, 10_000)? as usize,
             retry_concurrency: number("retry_concurrency", 0, 10_000)? as usize,
             poll_interval: positive("poll_interval")?,
+            wake_gap: duration("wake_gap")?,
             lease_duration: positive("lease_duration")?,
             rescue_schedule: self.parse("rescue_schedule", check_cron)?,
             heartbeat_interval: positive("heartbeat_interval")?,
@@ -510,6 +516,7 @@ impl std::fmt::Debug for Config {
             retry_concurrency,
             claim_batch,
             poll_interval,
+            wake_gap,
             lease_duration,
             rescue_schedule,
             heartbeat_interval,
@@ -552,6 +559,7 @@ impl std::fmt::Debug for Config {
             .field("retry_concurrency", retry_concurrency)
             .field("claim_batch", claim_batch)
             .field("poll_interval", poll_interval)
+            .field("wake_gap", wake_gap)
             .field("lease_duration", lease_duration)
             .field("rescue_schedule", rescue_schedule)
             .field("heartbeat_interval", heartbeat_interval)

@@ -80,6 +80,7 @@ pub struct Dispatcher {
     concurrency: usize,
     claim_batch: u32,
     poll_interval: Duration,
+    wake_gap: Duration,
     shutdown_timeout: Duration,
     disable_after: Duration,
     /// Attempts one endpoint may have in flight.
@@ -131,6 +132,7 @@ impl Dispatcher {
             concurrency: config.concurrency,
             claim_batch: config.claim_batch,
             poll_interval: config.poll_interval,
+            wake_gap: config.wake_gap,
             shutdown_timeout: config.shutdown_timeout,
             disable_after: config.disable_after,
             per_endpoint: config.endpoint_concurrency,
@@ -253,6 +255,7 @@ impl Dispatcher {
         planner::Settings {
             claim_batch: self.claim_batch,
             poll_interval: self.poll_interval,
+            wake_gap: self.wake_gap,
             max_wait: self.max_wait(),
             read_whole_outbox: self.read_whole_outbox,
             backoff: backoff::database(),

@@ -41,12 +41,6 @@ use hookd_store::{ClaimPlan, Consume, EndpointId, Ingested};
 
 /// A database call that failed is tried again after this long at the most.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// A producer's commit makes the outbox due for a read at once, but never sooner than this
-/// after the previous read began: under a stream of single-row commits each read takes what
-/// came meanwhile, and the producers find the write lock free between reads (on SQLite a
-/// read per commit held it so often that the producers' commits waited in SQLite's busy
-/// handler, a third of the throughput).
-pub const WAKE_GAP: Duration = Duration::from_millis(2);
 
 /// What stays the same while the dispatcher runs.
 #[derive(Clone, Copy)]
@@ -54,6 +48,12 @@ pub struct Settings {
     /// Rows one claim or ingest may bring, and rows that may wait for a place, at most.
     pub claim_batch: u32,
     pub poll_interval: Duration,
+    /// A producer's commit makes the outbox due for a read at once, but never sooner than
+    /// this after the previous read began: under a stream of single-row commits each read
+    /// takes what came meanwhile, and the producers find the write lock free between reads
+    /// (on SQLite a read per commit held it so often that the producers' commits waited in
+    /// SQLite's busy handler, a third of the throughput).
+    pub wake_gap: Duration,
     /// How long a claimed row may wait for a place before it is handed back.
     pub max_wait: Duration,
     /// PostgreSQL: each ingest reads every outbox row it can and leases none (see
@@ -478,9 +478,10 @@ impl Planner {
         }
     }
 
-    /// `now`, or [`WAKE_GAP`] after the last outbox read began if that is later.
+    /// `now`, or the wake gap after the last outbox read began if that is later.
     fn after_gap(&self, now: Instant) -> Instant {
-        self.last_read.map_or(now, |read| now.max(read + WAKE_GAP))
+        self.last_read
+            .map_or(now, |read| now.max(read + self.settings.wake_gap))
     }
 
     /// A producer committed outbox rows.
@@ -508,6 +509,7 @@ mod tests {
         Settings {
             claim_batch: 512,
             poll_interval: POLL,
+            wake_gap: Duration::from_millis(2),
             max_wait: MAX_WAIT,
             read_whole_outbox,
             // Without jitter: the same delays every time.
@@ -872,7 +874,7 @@ mod tests {
             ("a producer committed while it read: at once",
                 vec![(0, Planned(free(8))), (0, Claimed), (5, OutboxWritten), (10, ReadAll)],
                 free(8), 11, (Some((6, ROOM)), Some(2), 111)),
-            // Commits in a stream: one read per WAKE_GAP (2 ms) at most.
+            // Commits in a stream: one read per wake gap (2 ms) at most.
             ("a producer committed just after a read began: after the gap",
                 vec![(0, Planned(free(8))), (0, Claimed), (1, ReadAll), (1, OutboxWritten)],
                 free(8), 1, (None, Some(8), 2)),
