@@ -603,8 +603,9 @@ mod tests {
     fn all_expands_and_smoke_is_small() {
         let cli = Cli::parse_from(["hookd-bench", "--smoke"]);
         let plan = cli.plan();
-        // 7 runs (throughput twice) for each of sqlite and the local PostgreSQL.
-        assert_eq!(plan.len(), 14);
+        // 10 runs (throughput twice, api-throughput at 16, 64 and 256 clients) for each of
+        // sqlite and the local PostgreSQL.
+        assert_eq!(plan.len(), 20);
         assert!(plan.iter().all(|s| s.events * s.endpoints <= 300));
         let cli = Cli::parse_from([
             "hookd-bench",
