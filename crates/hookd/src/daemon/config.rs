@@ -42,7 +42,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("lease_duration", Some("90s")),
     ("rescue_schedule", Some("*/5 * * * * *")),
     ("heartbeat_interval", Some("2s")),
-    ("heartbeat_timeout", Some("10s")),
+    ("heartbeat_timeout", Some("6s")),
     ("shutdown_timeout", Some("15s")),
     ("max_payload_bytes", Some("262144")),
     ("max_response_bytes", Some("4096")),
