@@ -78,6 +78,11 @@ impl GroupCommit {
                 let n = waiting.len().min(MAX_GROUP);
                 waiting.drain(..n).collect::<Vec<_>>()
             };
+            if group.is_empty() {
+                // A group still in flight took this event: its writer answers it.
+                drop(turn);
+                return answered.await.unwrap_or_else(|_| Err(ended()));
+            }
             let (store, limits) = (self.store.clone(), self.limits);
             let written = tokio::spawn(async move {
                 write(store.as_ref(), &limits, group).await;
@@ -107,22 +112,22 @@ fn ended() -> StoreError {
 }
 
 async fn write(store: &dyn Store, limits: &IngestLimits, group: Vec<Waiting>) {
-    let events: Vec<NewEvent> = group.iter().map(|w| w.event.clone()).collect();
+    let (events, answers): (Vec<NewEvent>, Vec<_>) =
+        group.into_iter().map(|w| (w.event, w.answer)).unzip();
     match store.enqueue_events(&events, limits).await {
-        Ok(answers) => {
-            for (waiting, answer) in group.into_iter().zip(answers) {
-                let _ = waiting.answer.send(Ok(answer));
+        Ok(enqueued) => {
+            for (answer, enqueued) in answers.into_iter().zip(enqueued) {
+                let _ = answer.send(Ok(enqueued));
             }
         }
-        Err(e) if group.len() == 1 => {
-            let waiting = group.into_iter().next().expect("one");
-            let _ = waiting.answer.send(Err(e));
+        Err(e) if events.len() == 1 => {
+            let answer = answers.into_iter().next().expect("one");
+            let _ = answer.send(Err(e));
         }
         Err(e) => {
-            tracing::warn!(error = %e, events = group.len(), "a group of API events failed: writing them one by one");
-            for waiting in group {
-                let answer = store.enqueue_event(&waiting.event, limits).await;
-                let _ = waiting.answer.send(answer);
+            tracing::warn!(error = %e, events = events.len(), "a group of API events failed: writing them one by one");
+            for (event, answer) in events.iter().zip(answers) {
+                let _ = answer.send(store.enqueue_event(event, limits).await);
             }
         }
     }
