@@ -475,6 +475,16 @@ pub struct Claimed {
     pub endpoint: std::sync::Arc<Endpoint>,
 }
 
+impl Claimed {
+    /// The lease this claim holds.
+    pub fn lease(&self) -> crate::Lease {
+        crate::Lease {
+            delivery_id: self.delivery_id,
+            token: self.lease_token.clone(),
+        }
+    }
+}
+
 /// A durable bulk resend, worked through in batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResendJob {

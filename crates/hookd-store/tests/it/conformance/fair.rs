@@ -178,13 +178,7 @@ async fn a_retry_of_another_tenant_is_claimed_ahead_of_a_backlog_of_retries(back
             endpoints(&claimed)
         );
         assert!(claimed.iter().all(|c| c.attempt == 2), "{plan:?}");
-        let leases: Vec<Lease> = claimed
-            .iter()
-            .map(|c| Lease {
-                delivery_id: c.delivery_id,
-                token: c.lease_token.clone(),
-            })
-            .collect();
+        let leases: Vec<Lease> = claimed.iter().map(Claimed::lease).collect();
         store.release(&leases, Release::Now).await.unwrap();
     }
     // A quarter ahead of the first attempts, the rest after them: b's retry in either part.

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use hookd_store::{AttemptRecord, Claimed, Completion, EndpointId, Lease, Next, Release, Trigger};
+use hookd_store::{AttemptRecord, Claimed, Completion, EndpointId, Next, Release, Trigger};
 
 use super::ready::Waiting;
 use super::recorder::Finished;
@@ -152,10 +152,7 @@ impl Shared {
     }
 
     async fn release(&self, c: &Claimed, how: Release) {
-        let lease = [Lease {
-            delivery_id: c.delivery_id,
-            token: c.lease_token.clone(),
-        }];
+        let lease = [c.lease()];
         let released = (|| self.store.release(&lease, how.clone()))
             .retry(backoff::database().with_max_times(5))
             .when(|e| e.is_transient())

@@ -498,13 +498,7 @@ impl Shared {
 
     /// Hands claimed deliveries back unsent, due at once.
     async fn release_all(&self, claimed: &[Claimed]) {
-        let leases: Vec<Lease> = claimed
-            .iter()
-            .map(|c| Lease {
-                delivery_id: c.delivery_id,
-                token: c.lease_token.clone(),
-            })
-            .collect();
+        let leases: Vec<Lease> = claimed.iter().map(Claimed::lease).collect();
         let released = (|| self.store.release(&leases, Release::Now))
             .retry(backoff::database().with_max_times(5))
             .when(|e| e.is_transient())
