@@ -210,19 +210,24 @@ async fn skewed_process_clocks_change_no_due_time_or_lease() {
     probe.close().await;
 }
 
-/// A retry is due 100 ms after its failure. With `poll_interval` at 5 s and nothing else
-/// to do, the
-/// dispatcher went idle for a whole poll interval when it claimed the only due delivery;
-/// recording the failure schedules the retry but wakes no one, so the retry goes out up
-/// to `poll_interval` late. (SQLite, where no NOTIFY happens to wake it; on PostgreSQL a
-/// stray wake-up from the outbox NOTIFY sometimes hides it.)
+/// Retries due a few milliseconds after their failures, with `poll_interval` at 5 s and
+/// nothing else to do. Recording a failure wakes the dispatcher, whose claim finds nothing
+/// yet; the retry falls due while that claim runs, and the next due time read after it is
+/// already past. Taken for a row the claim could not have (an endpoint at its cap), it made
+/// the dispatcher idle for the whole poll interval, so the retry went out 5 s late. Several
+/// short steps make that window hard to miss. (SQLite, where no NOTIFY happens to wake the
+/// dispatcher; on PostgreSQL a stray wake-up from the outbox NOTIFY sometimes hides it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_is_not_late_while_the_dispatcher_idles() {
+    const LADDER: [&str; 25] = [
+        "1ms", "2ms", "3ms", "4ms", "5ms", "1ms", "2ms", "3ms", "4ms", "5ms", "1ms", "2ms", "3ms",
+        "4ms", "5ms", "1ms", "2ms", "3ms", "4ms", "5ms", "1ms", "2ms", "3ms", "4ms", "100ms",
+    ];
     let _heavy = exclusive().await;
     let logs = log_dir("clock-idle-retry");
     let db = TestDb::new(Backend::Sqlite).await;
     let receiver = Receiver::per_event(|_, request| {
-        if request == 1 {
+        if request as usize <= LADDER.len() {
             Reply::status(503)
         } else {
             Reply::ok()
@@ -233,7 +238,7 @@ async fn retry_is_not_late_while_the_dispatcher_idles() {
     let hookd = options.start("hookd", &logs).await;
     hookd
         .api()
-        .endpoint(json!({ "url": receiver.url(), "retry_schedule": ["100ms"] }))
+        .endpoint(json!({ "url": receiver.url(), "retry_schedule": LADDER }))
         .await;
     let id = "idle-00001".to_string();
     db.exec(&hookd_fault_tests::producer::insert_sql(
@@ -242,14 +247,16 @@ async fn retry_is_not_late_while_the_dispatcher_idles() {
         None,
     ))
     .await;
-    hookd_fault_tests::wait_delivered(&receiver, 1, "the retry").await;
+    hookd_fault_tests::wait_delivered(&receiver, 1, "the last retry").await;
     let arrivals = receiver.by_id()[&id].clone();
-    let gap = arrivals[1].at - arrivals[0].at;
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1].at - w[0].at).collect();
     say(&format!(
-        "clock-idle-retry: retry due 100 ms after the failure came after {gap:?} (poll interval 5 s)"
+        "clock-idle-retry: retries due {LADDER:?} after their failures came after {gaps:?} (poll interval 5 s)"
     ));
+    assert_eq!(gaps.len(), LADDER.len());
+    let late = gaps.iter().max().expect("retries arrived");
     assert!(
-        gap < Duration::from_millis(1500),
-        "the retry came {gap:?} after the failure, not ~100 ms"
+        *late < Duration::from_millis(1500),
+        "a retry came {late:?} after its failure, not a few ms (gaps {gaps:?})"
     );
 }

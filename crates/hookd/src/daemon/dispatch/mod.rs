@@ -273,8 +273,8 @@ impl Dispatcher {
         match claimed {
             Ok(claimed) if claimed.is_empty() => {
                 if let Some(empty) = planner.claimed_nothing() {
-                    let now = Instant::now();
-                    planner.idle_until(empty, now + self.idle_wait().await);
+                    let wait = self.idle_wait(started).await;
+                    planner.idle_until(empty, Instant::now() + wait);
                 }
             }
             Ok(claimed) => {
@@ -331,20 +331,16 @@ impl Dispatcher {
         self.shared.lease / 4
     }
 
-    /// How long to wait after a claim found nothing: until the next delivery is due, at
-    /// most the poll interval.
-    async fn idle_wait(&self) -> Duration {
-        match self.shared.store.next_due_in_ms().await {
-            // Overdue rows the claim did not take belong to busy endpoints or are retries
-            // beyond their share: an ending attempt or the recorder wakes us.
-            Ok(Some(ms)) if ms <= 0 => self.poll_interval,
-            Ok(Some(ms)) => Duration::from_millis(ms as u64).min(self.poll_interval),
-            Ok(None) => self.poll_interval,
+    /// How long to wait after the empty claim that began at `started` ([`planner::idle_wait`]).
+    async fn idle_wait(&self, started: Instant) -> Duration {
+        let next_due = match self.shared.store.next_due_in_ms().await {
+            Ok(next_due) => next_due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the next due time");
-                self.poll_interval
+                return self.poll_interval;
             }
-        }
+        };
+        planner::idle_wait(next_due, started.elapsed(), self.poll_interval)
     }
 }
 

@@ -146,6 +146,33 @@ pub fn busy_endpoints<'r, 'w>(
         .collect()
 }
 
+/// How long to wait after a claim found nothing, given the next due time the database
+/// reported (`next_due_ms` from its clock, negative when overdue; `None`: nothing pending)
+/// and how long before that report the claim began (`since_claim`): until that due time, at
+/// most `poll_interval`.
+///
+/// A row overdue for longer than the claim has run was due when the claim looked and was
+/// not taken: it belongs to an endpoint at its cap or is a retry beyond its share, and an
+/// ending attempt or the recorder wakes the dispatcher for it. A row overdue for less fell
+/// due while the claim ran, after it looked, typically a retry due milliseconds after its
+/// failure: claiming again at once takes it, where waiting would send it a whole
+/// `poll_interval` late. The database clock counts whole milliseconds, hence the margin.
+pub fn idle_wait(
+    next_due_ms: Option<i64>,
+    since_claim: Duration,
+    poll_interval: Duration,
+) -> Duration {
+    const MARGIN_MS: u128 = 2;
+    match next_due_ms {
+        None => poll_interval,
+        Some(ms) if ms > 0 => Duration::from_millis(ms as u64).min(poll_interval),
+        Some(ms) if u128::from(ms.unsigned_abs()) <= since_claim.as_millis() + MARGIN_MS => {
+            Duration::ZERO
+        }
+        Some(_) => poll_interval,
+    }
+}
+
 /// The dispatcher's decisions and what it remembers between them.
 pub struct Planner {
     settings: Settings,
@@ -638,6 +665,25 @@ mod tests {
     /// `history` and then `more`.
     fn and(history: &History, more: &[(u64, Then)]) -> History {
         history.iter().chain(more).cloned().collect()
+    }
+
+    #[test]
+    fn idle_wait_after_an_empty_claim() {
+        let poll = Duration::from_secs(5);
+        let cases: &[(&str, Option<i64>, u64, Duration)] = &[
+            ("nothing pending", None, 3, poll),
+            ("due later", Some(250), 3, ms(250)),
+            ("due after the poll interval", Some(60_000), 3, poll),
+            ("fell due while the claim ran", Some(-2), 3, Duration::ZERO),
+            ("fell due at the claim's start", Some(-3), 3, Duration::ZERO),
+            ("within the clock's margin", Some(-5), 3, Duration::ZERO),
+            ("due at the report", Some(0), 0, Duration::ZERO),
+            ("due before the claim looked", Some(-40), 3, poll),
+            ("long overdue, a slow claim", Some(-90_000), 80, poll),
+        ];
+        for (name, next_due, since, wait) in cases {
+            assert_eq!(idle_wait(*next_due, ms(*since), poll), *wait, "{name}");
+        }
     }
 
     #[test]
