@@ -13,7 +13,8 @@ fn pattern_matches(pattern: &str, event_type: &str) -> bool {
         return true;
     }
     match pattern.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('.') => {
+        // `.*` alone names no prefix: not a valid pattern, so it matches only itself.
+        Some(prefix) if prefix.len() > 1 && prefix.ends_with('.') => {
             event_type.len() > prefix.len() && event_type.starts_with(prefix)
         }
         _ => pattern == event_type,
@@ -138,6 +139,8 @@ mod tests {
             (&["payment.*"], "payment.", false),
             (&["payment.*"], "payments.x", false),
             (&["PURCHASE"], "purchase", false),
+            (&[".*"], "..", false),
+            (&[".*"], ".x", false),
             (&[], "purchase", false),
         ];
         for (patterns, event_type, want) in cases {
