@@ -226,6 +226,13 @@ mod properties {
     }
 }
 
+/// Whether a producer's `traceparent` is kept with its event: printable ASCII, at most 128
+/// bytes (a W3C `traceparent` has 55). Its meaning is the daemon's to read; anything else is
+/// dropped rather than failing the event, as W3C asks of a malformed one.
+pub fn storable_traceparent(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// An event on its way in: an outbox row or an API call.
 pub(crate) struct Incoming<'a> {
     pub event_id: Option<&'a str>,
@@ -234,6 +241,7 @@ pub(crate) struct Incoming<'a> {
     pub endpoint_id: Option<&'a str>,
     /// As given, not yet checked.
     pub tenant_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
 }
 
 impl<'a> From<&'a crate::rows::OutboxRow> for Incoming<'a> {
@@ -244,6 +252,7 @@ impl<'a> From<&'a crate::rows::OutboxRow> for Incoming<'a> {
             payload: &r.payload,
             endpoint_id: r.endpoint_id.as_deref(),
             tenant_id: r.tenant_id.as_deref(),
+            traceparent: r.traceparent.as_deref(),
         }
     }
 }
@@ -256,6 +265,7 @@ impl<'a> From<&'a crate::NewEvent> for Incoming<'a> {
             payload: &e.payload,
             endpoint_id: e.endpoint_id.as_deref(),
             tenant_id: e.tenant_id.as_deref(),
+            traceparent: e.traceparent.as_deref(),
         }
     }
 }
@@ -270,6 +280,7 @@ pub(crate) struct PreparedEvent<'a> {
     /// Stored only when valid (an invalid one is the event's `payload_error`).
     pub tenant_id: Option<&'a str>,
     pub payload_error: Option<String>,
+    pub traceparent: Option<&'a str>,
     /// The tenant as given, which fan-out matches on: an invalid one matches no endpoint.
     #[serde(skip)]
     pub given_tenant: Option<&'a str>,
@@ -313,6 +324,7 @@ pub(crate) fn prepare<'a>(events: &[Incoming<'a>], limits: &IngestLimits) -> Pre
                 endpoint_id: e.endpoint_id,
                 tenant_id,
                 payload_error,
+                traceparent: e.traceparent.filter(|t| storable_traceparent(t)),
                 given_tenant: e.tenant_id,
             });
         }
@@ -332,7 +344,8 @@ impl crate::values::Row for PreparedEvent<'_> {
             .add(self.payload)
             .add(self.endpoint_id)
             .add(self.tenant_id)
-            .add(self.payload_error.as_deref());
+            .add(self.payload_error.as_deref())
+            .add(self.traceparent);
     }
 }
 
@@ -425,6 +438,7 @@ impl Leasing<'_> {
                 next_attempt_at: None,
                 payload: event.payload.to_string(),
                 payload_error: None,
+                traceparent: event.traceparent.map(str::to_string),
             });
         }
         // RETURNING gives no order: due order is creation order.

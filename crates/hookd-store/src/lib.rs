@@ -62,7 +62,7 @@ mod values;
 use async_trait::async_trait;
 
 pub use error::{Result, StoreError};
-pub use ingest::{json_depth, payload_error, IngestLimits};
+pub use ingest::{json_depth, payload_error, storable_traceparent, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -380,7 +380,7 @@ pub enum Versioned<T> {
 }
 
 /// An event handed to hookd through the API (the outbox path builds the same from a row).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewEvent {
     /// `None` = generate one.
     pub event_id: Option<String>,
@@ -392,6 +392,9 @@ pub struct NewEvent {
     /// The tenant it belongs to, as given (checked at ingest: an invalid one fails the
     /// event's deliveries); `None`: the provider-wide tenant.
     pub tenant_id: Option<String>,
+    /// The producer's W3C trace context: every attempt joins that trace. Kept when it is
+    /// short printable ASCII (see [`crate::storable_traceparent`]); read by the daemon.
+    pub traceparent: Option<String>,
 }
 
 /// What `enqueue_event` did.
@@ -470,6 +473,8 @@ pub struct Claimed {
     /// Why the event can never be sent (not JSON, too large, a bad id): such a delivery is
     /// failed without an attempt, even when resent by hand.
     pub payload_error: Option<String>,
+    /// The event's W3C trace context, as the producer gave it.
+    pub traceparent: Option<String>,
     /// Shared by every row of a claim that goes to this endpoint: one copy per claim, not
     /// one per delivery.
     pub endpoint: std::sync::Arc<Endpoint>,
@@ -601,6 +606,7 @@ mod tests {
             auto_attempts: 1,
             manual_only: false,
             payload: bytes::Bytes::from_static(b"{}"),
+            traceparent: None,
             payload_error: None,
             endpoint: std::sync::Arc::new(endpoint.clone()),
         };

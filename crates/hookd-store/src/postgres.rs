@@ -176,7 +176,7 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
          ) \
          SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
              c.next_trigger, c.auto_attempts, c.manual_only, c.next_attempt_at, e.payload, \
-             e.payload_error \
+             e.payload_error, e.traceparent \
          FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id \
          ORDER BY c.next_attempt_at, c.id",
         shares("fair", "$8", "$9", sql::FIRST_BY_ENDPOINT, ""),
@@ -467,7 +467,8 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: several instances ingest disjoint rows side by side.
         let mut rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id FROM hookd_outbox \
+            "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id, traceparent \
+                 FROM hookd_outbox \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(window as i64)
@@ -495,7 +496,8 @@ impl Store for PgStore {
             // it left (or a producer committed late) ahead of ours. Waits only on earlier
             // rows, so ingestions never wait on each other in a circle.
             let earlier: Vec<OutboxRow> = sqlx::query_as(
-                "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id FROM hookd_outbox \
+                "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id, traceparent \
+                 FROM hookd_outbox \
                  WHERE seq < $1 ORDER BY seq FOR UPDATE",
             )
             .bind(rows[0].seq)

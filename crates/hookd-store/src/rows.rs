@@ -220,6 +220,7 @@ pub(crate) struct ClaimRow {
     pub next_attempt_at: Option<i64>,
     pub payload: String,
     pub payload_error: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 impl ClaimRow {
@@ -243,6 +244,7 @@ impl ClaimRow {
             manual_only: self.manual_only,
             payload: self.payload.into(),
             payload_error: self.payload_error,
+            traceparent: self.traceparent,
             endpoint,
         })
     }
@@ -256,6 +258,7 @@ pub(crate) struct OutboxRow {
     pub payload: String,
     pub endpoint_id: Option<String>,
     pub tenant_id: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]

@@ -374,12 +374,14 @@ const EVENT_COLUMNS: &[(&str, &str)] = &[
     ("endpoint_id", "TEXT"),
     ("tenant_id", "TEXT"),
     ("payload_error", "TEXT"),
+    ("traceparent", "TEXT"),
 ];
 
 // WHERE TRUE: SQLite would read ON CONFLICT as a join constraint of the FROM.
 const INSERT_EVENTS_STATEMENT: &str = "INSERT INTO hookd_events (event_id, event_type, payload, \
-     endpoint_id, tenant_id, payload_error, created_at) SELECT v.event_id, v.event_type, \
-     v.payload, v.endpoint_id, v.tenant_id, v.payload_error, hookd_now_ms() FROM v WHERE TRUE \
+     endpoint_id, tenant_id, payload_error, traceparent, created_at) SELECT v.event_id, \
+     v.event_type, v.payload, v.endpoint_id, v.tenant_id, v.payload_error, v.traceparent, \
+     hookd_now_ms() FROM v WHERE TRUE \
      ON CONFLICT (event_id) DO NOTHING";
 
 /// New deliveries, in `ord` order. `state`: 'pending' or 'failed'; `parked`: pending with

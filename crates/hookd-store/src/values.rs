@@ -156,6 +156,7 @@ mod tests {
             tenant_id: Some("t1"),
             payload_error: None,
             given_tenant: Some("t1"),
+            traceparent: None,
         };
         check(&event, &INSERT_EVENTS);
         check(&event, &INSERT_NEW_EVENTS);

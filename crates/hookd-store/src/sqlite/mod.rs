@@ -217,7 +217,9 @@ fn claim_sql(fair: usize, retries: usize) -> String {
              auto_attempts, manual_only, next_attempt_at, \
              (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
              (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
-                 AS payload_error",
+                 AS payload_error, \
+             (SELECT traceparent FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                 AS traceparent",
         retry_shares(false),
         due(
             "due_retry",
@@ -551,10 +553,12 @@ impl Store for SqliteStore {
             Vec<u8>,
             Option<Vec<u8>>,
             Option<Vec<u8>>,
+            Option<Vec<u8>>,
         );
         let raw: Vec<Raw> = sqlx::query_as(
             "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
-             CAST(endpoint_id AS BLOB), CAST(tenant_id AS BLOB) FROM hookd_outbox \
+             CAST(endpoint_id AS BLOB), CAST(tenant_id AS BLOB), CAST(traceparent AS BLOB) \
+             FROM hookd_outbox \
              ORDER BY seq LIMIT $1",
         )
         .bind(window as i64)
@@ -563,7 +567,7 @@ impl Store for SqliteStore {
         let rows: Vec<OutboxRow> = raw
             .into_iter()
             .map(
-                |(seq, event_id, event_type, payload, endpoint_id, tenant_id)| {
+                |(seq, event_id, event_type, payload, endpoint_id, tenant_id, traceparent)| {
                     let text = |b: Vec<u8>| ingest::lossy(b).0;
                     let (mut payload, utf8) = ingest::lossy(payload);
                     if !utf8 {
@@ -577,6 +581,7 @@ impl Store for SqliteStore {
                         payload,
                         endpoint_id: endpoint_id.map(text),
                         tenant_id: tenant_id.map(text),
+                        traceparent: traceparent.map(text),
                     }
                 },
             )

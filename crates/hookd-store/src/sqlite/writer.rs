@@ -410,6 +410,7 @@ mod tests {
             payload: "{}".into(),
             endpoint_id: None,
             tenant_id: None,
+            traceparent: None,
         };
         let limits = crate::IngestLimits {
             max_payload_bytes: 1024,
@@ -470,6 +471,7 @@ mod tests {
             payload,
             endpoint_id: None,
             tenant_id: None,
+            traceparent: None,
         };
         let limits = crate::IngestLimits {
             max_payload_bytes: 1 << 20,

@@ -47,6 +47,7 @@ async fn send(store: &Arc<dyn Store>, endpoint: &str, event_id: &str) {
                 payload: "{}".into(),
                 endpoint_id: Some(endpoint.into()),
                 tenant_id: None,
+                traceparent: None,
             },
             &IngestLimits::default(),
         )

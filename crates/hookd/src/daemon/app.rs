@@ -23,6 +23,7 @@ use crate::daemon::health::Health;
 use crate::daemon::maintenance;
 use crate::daemon::metered::MeteredStore;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::otlp::Spans;
 use crate::daemon::redact::redact;
 use crate::daemon::resend_jobs::{Pace, ResendJobs};
 use crate::daemon::supervisor::{Supervisor, Task};
@@ -145,12 +146,27 @@ impl Application {
         .await
         .context("cannot start the maintenance jobs")?;
 
+        let spans = match &config.otlp_endpoint {
+            Some(endpoint) => {
+                let spans = Spans::start(endpoint, config.otlp_protocol)
+                    .map_err(|e| anyhow!("{e}"))
+                    .context("cannot export traces (otlp_endpoint)")?;
+                tracing::info!(
+                    endpoint = %crate::daemon::redact::redact(endpoint.as_str()),
+                    protocol = config.otlp_protocol.as_str(),
+                    "exporting a span of every attempt over OTLP"
+                );
+                Some(Arc::new(spans))
+            }
+            None => None,
+        };
         let dispatcher = Dispatcher::new(
             &config,
             store.clone(),
             metrics.clone(),
             dispatch_wake.clone(),
             outbox_wake.clone(),
+            spans.clone(),
         );
         let dispatching = tasks.spawn(
             Task::Dispatcher,
@@ -265,6 +281,10 @@ impl Application {
                 tasks.pieces_ended().await;
             }
             stop_serving.cancel();
+            if let Some(spans) = spans {
+                // The attempts are over: their last spans go out (blocking, bounded).
+                let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+            }
             (dispatched, serving.await)
         };
         let Some(failure) = failure else {

@@ -33,6 +33,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("allow_targets", Some("")),
     ("https_only", Some("false")),
     ("egress_proxy", None),
+    ("otlp_endpoint", None),
+    ("otlp_protocol", Some("http/protobuf")),
     ("concurrency", Some("512")),
     ("claim_batch", Some("512")),
     ("endpoint_concurrency", Some("64")),
@@ -88,6 +90,11 @@ pub struct Config {
     /// typically an SSRF-filtering one such as Smokescreen. The usual proxy variables
     /// (`HTTP_PROXY`...) are never used for deliveries.
     pub egress_proxy: Option<url::Url>,
+    /// An OTLP/HTTP collector (`http://127.0.0.1:4318`): a span of every attempt is exported
+    /// there. `None`: no export (attempts still send a `traceparent`).
+    pub otlp_endpoint: Option<url::Url>,
+    /// `http/protobuf` or `http/json`.
+    pub otlp_protocol: crate::daemon::otlp::Encoding,
     /// Attempts in flight at once, across all endpoints, counting each until its result is
     /// written. 512 by default: eight endpoints that hang for the whole timeout at their
     /// `endpoint_concurrency` (64) before the pool is full, and about 2,500 attempts/s at
@@ -344,6 +351,13 @@ impl Layers {
                 }
                 _ => None,
             },
+            otlp_endpoint: match self.get("otlp_endpoint") {
+                Some(g) if !g.value.trim().is_empty() => {
+                    Some(self.parse("otlp_endpoint", parse_otlp_endpoint)?)
+                }
+                _ => None,
+            },
+            otlp_protocol: self.parse("otlp_protocol", crate::daemon::otlp::Encoding::parse)?,
             concurrency: number("concurrency", 1, 10_000)? as usize,
             claim_batch: number("claim_batch", 1, 10_000)? as u32,
             endpoint_concurrency: number("endpoint_concurrency", 1, 10_000)? as usize,
@@ -411,6 +425,16 @@ fn check_cron(s: &str) -> Result<String, String> {
         .map_err(|_| {
             format!("{s:?} is not a cron expression with seconds, such as \"0 */5 * * * *\"")
         })
+}
+
+/// An OTLP/HTTP collector's URL: `http://` or `https://` with a host.
+fn parse_otlp_endpoint(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s.trim())
+        .map_err(|e| format!("not a URL such as http://127.0.0.1:4318 ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("an OTLP/HTTP endpoint is http:// or https:// with a host".into());
+    }
+    Ok(url)
 }
 
 /// An egress proxy: `http://`, `socks5://` (names resolved by hookd, through its guard) or
@@ -511,6 +535,8 @@ impl std::fmt::Debug for Config {
             allow_targets,
             https_only,
             egress_proxy,
+            otlp_endpoint,
+            otlp_protocol,
             concurrency,
             endpoint_concurrency,
             retry_concurrency,
@@ -554,6 +580,13 @@ impl std::fmt::Debug for Config {
                     .as_ref()
                     .map(|u| crate::daemon::redact::redact(u.as_str())),
             )
+            .field(
+                "otlp_endpoint",
+                &otlp_endpoint
+                    .as_ref()
+                    .map(|u| crate::daemon::redact::redact(u.as_str())),
+            )
+            .field("otlp_protocol", &otlp_protocol.as_str())
             .field("concurrency", concurrency)
             .field("endpoint_concurrency", endpoint_concurrency)
             .field("retry_concurrency", retry_concurrency)

@@ -15,6 +15,8 @@
 //!   an error and marks [`health`] (what `/readyz` reports) failed.
 //! - Pure rules: [`retry`] (when to try again), [`signing`] (signatures, made by
 //!   [`hookd_verify`]), [`ssrf`] (which addresses may be called).
+//! - [`trace_context`] (pure: the `traceparent` each attempt sends) and [`otlp`] (a span of
+//!   every attempt exported over OTLP/HTTP, `HOOKD_OTLP_ENDPOINT`).
 //! - [`sealing`]: endpoint secrets encrypted at rest (`HOOKD_SECRET_KEY`);
 //!   [`tenant_tokens`]: tenant tokens, stored only as hashes.
 //! - [`metrics`], [`metered`]: the Prometheus registry; every database call timed and its
@@ -39,6 +41,7 @@ pub mod health;
 pub mod maintenance;
 pub mod metered;
 pub mod metrics;
+pub mod otlp;
 pub mod redact;
 pub mod resend_jobs;
 pub mod retry;
@@ -48,6 +51,7 @@ pub mod ssrf;
 pub mod supervisor;
 pub mod task;
 pub mod tenant_tokens;
+pub mod trace_context;
 pub mod wakeup;
 
 pub use app::Application;

@@ -430,6 +430,7 @@ async fn expired_lease_is_rescued_and_delivered(backend: Backend) {
         payload: "{}".into(),
         endpoint_id: None,
         tenant_id: None,
+        traceparent: None,
     };
     store
         .enqueue_event(&event, &Default::default())

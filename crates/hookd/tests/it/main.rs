@@ -20,3 +20,4 @@ mod summary;
 mod supervision;
 mod support;
 mod tenants;
+mod trace_export;

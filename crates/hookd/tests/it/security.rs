@@ -42,6 +42,7 @@ async fn private_destinations_are_blocked_at_send_time() {
         payload: "{}".into(),
         endpoint_id: None,
         tenant_id: None,
+        traceparent: None,
     };
     app.store
         .enqueue_event(&event, &Default::default())

@@ -71,6 +71,7 @@ fn event(id: Option<&str>, event_type: &str) -> NewEvent {
         payload: r#"{"orderId":"o-1","amount":9900}"#.to_string(),
         endpoint_id: None,
         tenant_id: None,
+        traceparent: None,
     }
 }
 

@@ -14,6 +14,7 @@ use super::json::{raw_payload, Body};
 use super::scope::{AdminOnly, Caller};
 use super::time::rfc3339;
 use super::AppState;
+use crate::daemon::trace_context::TraceParent;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -45,11 +46,19 @@ pub fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest, security(("admin_token" = [])), responses((status = 202, description = "accepted; deliveries created", body = Accepted), (status = 200, description = "a known event_id: nothing created, the first answer", body = Accepted), (status = 404, description = "unknown endpoint_id", body = ErrorBody), (status = 413, description = "payload too large", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+/// The request's W3C `traceparent`, when it is valid: the event's attempts join that trace.
+/// A malformed one is ignored, as W3C asks, rather than refusing the event.
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    TraceParent::parse(value).map(|_| value.trim().to_string())
+}
+
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest, params(("traceparent" = Option<String>, Header, description = "W3C trace context of the producer: every attempt joins that trace; a malformed one is ignored")), security(("admin_token" = [])), responses((status = 202, description = "accepted; deliveries created", body = Accepted), (status = 200, description = "a known event_id: nothing created, the first answer", body = Accepted), (status = 404, description = "unknown endpoint_id", body = ErrorBody), (status = 413, description = "payload too large", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
 /// `202` with the deliveries created; `200` with the first answer for a known `event_id`.
 pub async fn create(
     _: AdminOnly,
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     Body(req): Body<EventRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let tenant = req
@@ -97,6 +106,7 @@ pub async fn create(
         payload: payload.to_string(),
         endpoint_id: req.endpoint_id,
         tenant_id: tenant.map(|t| t.to_string()),
+        traceparent: traceparent(&headers),
     };
     let enqueued = state.events.enqueue(event).await?;
     let status = if enqueued.created {

@@ -13,6 +13,8 @@ use url::Url;
 
 use hookd_store::{Claimed, Outcome};
 
+use crate::daemon::otlp::Spans;
+use crate::daemon::trace_context::TraceParent;
 use crate::daemon::{signing, ssrf};
 
 /// `hookd/<version>`, sent as `user-agent`.
@@ -39,6 +41,8 @@ pub struct Sender {
     policy: Arc<ssrf::TargetPolicy>,
     max_response_bytes: usize,
     urls: ParsedUrls,
+    /// Where each attempt's span goes, when traces are exported.
+    spans: Option<Arc<Spans>>,
 }
 
 /// Endpoint URLs already parsed. Parsing the same text again for every attempt was 5% of
@@ -109,7 +113,14 @@ impl Sender {
             policy,
             max_response_bytes,
             urls: ParsedUrls::default(),
+            spans: None,
         }
+    }
+
+    /// Records a span of every attempt with `spans`.
+    pub fn with_spans(mut self, spans: Option<Arc<Spans>>) -> Sender {
+        self.spans = spans;
+        self
     }
 
     /// Makes one attempt of `claimed`, giving up after `timeout`.
@@ -129,8 +140,27 @@ impl Sender {
             started_at_ms,
             duration: Duration::ZERO,
         };
+        // Every attempt carries a `traceparent`: the span's when traces are exported, else one
+        // with ids of its own, in the producer's trace when the event has one.
+        let (span, trace) = match &self.spans {
+            Some(spans) => {
+                let (span, trace) = spans.open(claimed, now);
+                (Some(span), trace)
+            }
+            None => (
+                None,
+                TraceParent::for_attempt(
+                    claimed.traceparent.as_deref(),
+                    rand::random(),
+                    rand::random(),
+                ),
+            ),
+        };
         let (outcome, status, error, body, retry_after) =
-            self.exchange(claimed, timeout, started, now).await;
+            self.exchange(claimed, timeout, started, now, trace).await;
+        if let Some(span) = span {
+            span.close(outcome, status, error.as_deref(), SystemTime::now());
+        }
         result.retry_after = retry_after;
         result.outcome = outcome;
         result.status = status;
@@ -146,6 +176,7 @@ impl Sender {
         timeout: Duration,
         started: Instant,
         now: SystemTime,
+        trace: TraceParent,
     ) -> (
         Outcome,
         Option<u16>,
@@ -153,7 +184,7 @@ impl Sender {
         Option<String>,
         Option<Duration>,
     ) {
-        let request = match self.build(claimed, now) {
+        let request = match self.build(claimed, now, trace) {
             Ok(r) => r,
             Err((outcome, message)) => return (outcome, None, Some(message), None, None),
         };
@@ -215,6 +246,7 @@ impl Sender {
         &self,
         c: &Claimed,
         now: SystemTime,
+        trace: TraceParent,
     ) -> Result<reqwest::RequestBuilder, (Outcome, String)> {
         if let Some(reason) = &c.endpoint.unreadable {
             // Its secret and bearer token could not be decrypted: nothing to sign or send
@@ -290,7 +322,8 @@ impl Sender {
         }
         request = request
             .header(CONTENT_TYPE, "application/json")
-            .header("webhook-id", c.event_id.as_str());
+            .header("webhook-id", c.event_id.as_str())
+            .header("traceparent", trace.to_string());
         if let Some(token) = &c.endpoint.bearer_token {
             let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
                 (

@@ -129,6 +129,7 @@ pub(crate) mod tests {
             manual_only: false,
             payload: "{}".into(),
             payload_error: None,
+            traceparent: None,
             endpoint: Arc::new(Endpoint {
                 id: endpoint.into(),
                 ..Endpoint::default()

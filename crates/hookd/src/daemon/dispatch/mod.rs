@@ -56,6 +56,7 @@ use hookd_store::{Claimed, IngestLease, IngestLimits, Ingested, Lease, Release, 
 use crate::daemon::backoff;
 use crate::daemon::config::Config;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::otlp::Spans;
 use crate::daemon::supervisor::{Supervisor, Task};
 use crate::duration;
 use isolation::InFlight;
@@ -111,6 +112,7 @@ impl Dispatcher {
         metrics: Metrics,
         wake: Arc<Notify>,
         outbox_wake: Arc<Notify>,
+        spans: Option<Arc<Spans>>,
     ) -> Dispatcher {
         metrics.concurrency_limit.set(config.concurrency as i64);
         let read_whole_outbox = store.backend() == "postgres";
@@ -122,7 +124,8 @@ impl Dispatcher {
                     config.egress_proxy.as_ref(),
                     config.max_response_bytes,
                     config.concurrency,
-                ),
+                )
+                .with_spans(spans),
                 metrics,
                 retry_schedule: config.retry_schedule.clone(),
                 retry_jitter: config.retry_jitter,
