@@ -29,6 +29,10 @@
 //! - `rows.rs`: rows as the database returns them, and their conversion into the model.
 //! - `values.rs`: how SQLite binds the rows of a batch statement.
 //! - [`fair`]: how a claim shares its places between tenants, then endpoints. Pure.
+//! - `emit.rs`: the writes of operational events, inside the transaction of the state
+//!   change that causes them.
+//! - [`operational`]: hookd's own events (`hookd.endpoint.disabled`, ...): which state
+//!   changes make one, its payload, the tenants it goes to. Pure.
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
 //! - [`model`]: the records: endpoints, events, deliveries and their attempts.
 //! - `error.rs`: [`StoreError`], one variant per kind of failure.
@@ -47,9 +51,11 @@ pub mod matching;
 pub mod model;
 
 mod common;
+mod emit;
 mod error;
 pub mod fair;
 pub mod ingest;
+pub mod operational;
 mod postgres;
 mod rows;
 mod shared;
