@@ -56,7 +56,10 @@ where
 }
 
 /// The tenant of an endpoint (`None` also when there is no such endpoint).
-pub(crate) async fn tenant_of<DB>(conn: &mut DB::Connection, id: &EndpointId) -> Result<Option<String>>
+pub(crate) async fn tenant_of<DB>(
+    conn: &mut DB::Connection,
+    id: &EndpointId,
+) -> Result<Option<String>>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,

@@ -158,8 +158,16 @@ mod tests {
             (&["hookd.*"], "hookd.endpoint.disabled", true),
             (&["hookd.endpoint.*"], "hookd.endpoint.enabled", true),
             (&["hookd.endpoint.*"], "hookd.delivery.exhausted", false),
-            (&["hookd.delivery.exhausted"], "hookd.delivery.exhausted", true),
-            (&["*", "hookd.endpoint.failing"], "hookd.endpoint.failing", true),
+            (
+                &["hookd.delivery.exhausted"],
+                "hookd.delivery.exhausted",
+                true,
+            ),
+            (
+                &["*", "hookd.endpoint.failing"],
+                "hookd.endpoint.failing",
+                true,
+            ),
             // A business type that merely contains "hookd" is not one of them.
             (&["*"], "myhookd.x", true),
             (&["*"], "hookd", true),

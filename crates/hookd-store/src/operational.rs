@@ -143,7 +143,10 @@ pub const DISABLED_BY_UPDATE: &str = "disabled by an operator";
 /// What an update of an endpoint that was, before it, `before` (enabled, tenant; `None`: no
 /// such live endpoint) tells: `hookd.endpoint.enabled` or `.disabled` when it changes
 /// `enabled`, else nothing.
-pub fn enabled_change(updated: &Endpoint, before: Option<(bool, Option<String>)>) -> Option<Notice> {
+pub fn enabled_change(
+    updated: &Endpoint,
+    before: Option<(bool, Option<String>)>,
+) -> Option<Notice> {
     let (was_enabled, tenant_id) = before?;
     let endpoint_id = updated.id.to_string();
     match (was_enabled, updated.enabled) {
@@ -180,7 +183,11 @@ pub fn tells_exhaustion(event_type: &str) -> bool {
 /// provider-wide tenant (`None`) when one of its enabled endpoints subscribes to the type,
 /// and the endpoint's own tenant when one of that tenant's does. A tenant hears only about
 /// its own endpoints; nobody subscribed, nothing written.
-pub fn recipients(event_type: &str, tenant: Option<&str>, targets: &[Target]) -> Vec<Option<String>> {
+pub fn recipients(
+    event_type: &str,
+    tenant: Option<&str>,
+    targets: &[Target],
+) -> Vec<Option<String>> {
     let subscribed = |t: Option<&str>| !matching::plan(event_type, None, t, targets).is_empty();
     let mut to = Vec::new();
     if subscribed(None) {
@@ -360,9 +367,17 @@ mod tests {
         };
         // (after the update, before it, told)
         let cases = [
-            (endpoint(true, None), Some((false, t.clone())), Some(enabled)),
+            (
+                endpoint(true, None),
+                Some((false, t.clone())),
+                Some(enabled),
+            ),
             (endpoint(true, None), Some((true, t.clone())), None),
-            (endpoint(false, Some("maintenance")), Some((false, t.clone())), None),
+            (
+                endpoint(false, Some("maintenance")),
+                Some((false, t.clone())),
+                None,
+            ),
             (
                 endpoint(false, Some("maintenance")),
                 Some((true, t.clone())),
@@ -406,7 +421,11 @@ mod tests {
             (Trigger::Manual, Next::Failed, false),
         ];
         for (trigger, next, want) in cases {
-            assert_eq!(may_exhaust(&result(trigger, next)), want, "{trigger:?} {next:?}");
+            assert_eq!(
+                may_exhaust(&result(trigger, next)),
+                want,
+                "{trigger:?} {next:?}"
+            );
         }
         assert!(tells_exhaustion("purchase"));
         assert!(!tells_exhaustion(DELIVERY_EXHAUSTED));

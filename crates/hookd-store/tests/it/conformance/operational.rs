@@ -71,7 +71,10 @@ fn receivers(told: &[(String, Option<String>, Value)]) -> Vec<(&str, Option<&str
 async fn disabling_is_told_to_the_provider_and_the_tenant(backend: Backend) {
     let (_db, store) = open_with_subscribers(backend).await;
     let reason = "gone: the endpoint answered 410 Gone";
-    assert!(store.disable_endpoint(&"acme_1".into(), reason).await.unwrap());
+    assert!(store
+        .disable_endpoint(&"acme_1".into(), reason)
+        .await
+        .unwrap());
     let got = told(&store, "hookd.endpoint.disabled").await;
     assert_eq!(
         receivers(&got),
@@ -86,9 +89,15 @@ async fn disabling_is_told_to_the_provider_and_the_tenant(backend: Backend) {
         assert!(payload["occurred_at"].as_str().unwrap().ends_with('Z'));
     }
     // Already disabled: no change, nothing told.
-    assert!(!store.disable_endpoint(&"acme_1".into(), reason).await.unwrap());
+    assert!(!store
+        .disable_endpoint(&"acme_1".into(), reason)
+        .await
+        .unwrap());
     // A tenant with no subscriber: the provider hears of it, the tenant does not.
-    assert!(store.disable_endpoint(&"beta_1".into(), reason).await.unwrap());
+    assert!(store
+        .disable_endpoint(&"beta_1".into(), reason)
+        .await
+        .unwrap());
     let got = told(&store, "hookd.endpoint.disabled").await;
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(receivers(&got[2..]), [("ops", None)]);
@@ -120,10 +129,7 @@ async fn failing_is_told_once_an_hour_and_the_failure_limit_disables(backend: Ba
     );
     assert_eq!(got[0].2["endpoint_id"], "acme_1");
     assert_eq!(got[0].2["tenant_id"], "acme");
-    assert_eq!(
-        got[0].2["reason"],
-        hookd_store::operational::FAILING_REASON
-    );
+    assert_eq!(got[0].2["reason"], hookd_store::operational::FAILING_REASON);
     // Recovers, fails again right after: within the hour, not told again.
     store
         .record_endpoint_health(&ok("acme_1"), None, "x")
@@ -143,7 +149,11 @@ async fn failing_is_told_once_an_hour_and_the_failure_limit_disables(backend: Ba
     assert_eq!(receivers(&got[2..]), [("ops", None)]);
     // The failure limit (0 ms here) disables it, with its reason.
     let disabled = store
-        .record_endpoint_health(&fail("all"), Some(0), "failing: no successful delivery for 0s")
+        .record_endpoint_health(
+            &fail("all"),
+            Some(0),
+            "failing: no successful delivery for 0s",
+        )
         .await
         .unwrap();
     assert_eq!(disabled, ["all"]);
