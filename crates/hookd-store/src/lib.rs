@@ -320,7 +320,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Replaces an endpoint's mutable fields and adds one to its version; with `if_version`,
     /// only while the endpoint still has that version (compared in the same statement).
-    /// Disabling parks its pending deliveries; enabling makes parked ones due at once.
+    /// Disabling parks its pending deliveries; enabling makes parked ones due at once. A
+    /// change of `enabled` writes `hookd.endpoint.enabled` or `.disabled` ([`operational`]).
     async fn update_endpoint_if(
         &self,
         endpoint: &Endpoint,
@@ -350,12 +351,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
         Ok(self.delete_endpoint_if(id, None).await? == Versioned::Done(()))
     }
-    /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
-    /// when it was already disabled (or does not exist).
+    /// Disables a live endpoint with a reason and parks its pending deliveries, writing
+    /// `hookd.endpoint.disabled`. `false` when it was already disabled (or does not exist).
     async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool>;
     /// Notes, per endpoint, whether a batch of attempts had a success; an endpoint failing
     /// with no success for `disable_after_ms` or more is disabled with `reason`. Returns the
-    /// endpoints disabled now.
+    /// endpoints disabled now. A failing period that begins writes `hookd.endpoint.failing`
+    /// (at most once an hour per endpoint), a disabling `hookd.endpoint.disabled`.
     async fn record_endpoint_health(
         &self,
         outcomes: &[(EndpointId, bool)],
@@ -420,7 +422,8 @@ pub trait Store: Send + Sync + 'static {
         self.claim_due(ClaimPlan::any(max), &[], lease_ms).await
     }
     /// Records attempt results in one transaction, each only if its lease is still held.
-    /// Returns, per completion, whether it was recorded.
+    /// Returns, per completion, whether it was recorded. A delivery that gives up (a final
+    /// automatic failure) writes `hookd.delivery.exhausted`, unless it was a `hookd.*` one.
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>>;
     /// Hands back claimed deliveries whose attempt was never made; the claim's attempt
     /// count is undone.

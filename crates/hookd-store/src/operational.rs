@@ -260,7 +260,8 @@ mod tests {
         ];
         let t = |s: &str| Some(s.to_string());
         // (event type, the endpoint's tenant, recipients)
-        let cases: &[(&str, Option<&str>, Vec<Option<String>>)] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<Option<String>>);
+        let cases: &[Case] = &[
             (ENDPOINT_DISABLED, None, vec![None]),
             (ENDPOINT_DISABLED, Some("a"), vec![None, t("a")]),
             // A disabled subscriber hears nothing; `*` is no subscription.
