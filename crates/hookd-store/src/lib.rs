@@ -18,6 +18,8 @@
 //!   `Database`: the endpoint's bound values, endpoint lookups and pages, claimed rows
 //!   joined with their endpoints, storing events and their deliveries, what an ingest did,
 //!   the ordered endpoints a batch of results lets go.
+//! - `emit.rs`: the writes of operational events, inside the transaction of the state
+//!   change that causes them.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write
@@ -29,8 +31,6 @@
 //! - `rows.rs`: rows as the database returns them, and their conversion into the model.
 //! - `values.rs`: how SQLite binds the rows of a batch statement.
 //! - [`fair`]: how a claim shares its places between tenants, then endpoints. Pure.
-//! - `emit.rs`: the writes of operational events, inside the transaction of the state
-//!   change that causes them.
 //! - [`operational`]: hookd's own events (`hookd.endpoint.disabled`, ...): which state
 //!   changes make one, its payload, the tenants it goes to. Pure.
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
