@@ -18,6 +18,8 @@
 //!   `Database`: the endpoint's bound values, endpoint lookups and pages, claimed rows
 //!   joined with their endpoints, storing events and their deliveries, what an ingest did,
 //!   the ordered endpoints a batch of results lets go.
+//! - `emit.rs`: the writes of operational events, inside the transaction of the state
+//!   change that causes them.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write
@@ -29,6 +31,8 @@
 //! - `rows.rs`: rows as the database returns them, and their conversion into the model.
 //! - `values.rs`: how SQLite binds the rows of a batch statement.
 //! - [`fair`]: how a claim shares its places between tenants, then endpoints. Pure.
+//! - [`operational`]: hookd's own events (`hookd.endpoint.disabled`, ...): which state
+//!   changes make one, its payload, the tenants it goes to. Pure.
 //! - [`matching`]: the pure rules that pick the endpoints an event goes to.
 //! - [`model`]: the records: endpoints, events, deliveries and their attempts.
 //! - `error.rs`: [`StoreError`], one variant per kind of failure.
@@ -47,9 +51,11 @@ pub mod matching;
 pub mod model;
 
 mod common;
+mod emit;
 mod error;
 pub mod fair;
 pub mod ingest;
+pub mod operational;
 mod postgres;
 mod rows;
 mod shared;
@@ -314,7 +320,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Replaces an endpoint's mutable fields and adds one to its version; with `if_version`,
     /// only while the endpoint still has that version (compared in the same statement).
-    /// Disabling parks its pending deliveries; enabling makes parked ones due at once.
+    /// Disabling parks its pending deliveries; enabling makes parked ones due at once. A
+    /// change of `enabled` writes `hookd.endpoint.enabled` or `.disabled` ([`operational`]).
     async fn update_endpoint_if(
         &self,
         endpoint: &Endpoint,
@@ -344,12 +351,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool> {
         Ok(self.delete_endpoint_if(id, None).await? == Versioned::Done(()))
     }
-    /// Disables a live endpoint with a reason and parks its pending deliveries. `false`
-    /// when it was already disabled (or does not exist).
+    /// Disables a live endpoint with a reason and parks its pending deliveries, writing
+    /// `hookd.endpoint.disabled`. `false` when it was already disabled (or does not exist).
     async fn disable_endpoint(&self, id: &EndpointId, reason: &str) -> Result<bool>;
     /// Notes, per endpoint, whether a batch of attempts had a success; an endpoint failing
     /// with no success for `disable_after_ms` or more is disabled with `reason`. Returns the
-    /// endpoints disabled now.
+    /// endpoints disabled now. A failing period that begins writes `hookd.endpoint.failing`
+    /// (at most once an hour per endpoint), a disabling `hookd.endpoint.disabled`.
     async fn record_endpoint_health(
         &self,
         outcomes: &[(EndpointId, bool)],
@@ -414,7 +422,8 @@ pub trait Store: Send + Sync + 'static {
         self.claim_due(ClaimPlan::any(max), &[], lease_ms).await
     }
     /// Records attempt results in one transaction, each only if its lease is still held.
-    /// Returns, per completion, whether it was recorded.
+    /// Returns, per completion, whether it was recorded. A delivery that gives up (a final
+    /// automatic failure) writes `hookd.delivery.exhausted`, unless it was a `hookd.*` one.
     async fn complete(&self, batch: &[Completion]) -> Result<Vec<bool>>;
     /// Hands back claimed deliveries whose attempt was never made; the claim's attempt
     /// count is undone.

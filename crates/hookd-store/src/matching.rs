@@ -2,15 +2,27 @@
 
 /// Whether an endpoint's `event_types` pattern list accepts `event_type`.
 ///
-/// A pattern is `*` (everything), an exact name, or a prefix wildcard ending in `.*`
-/// (`payment.*` matches `payment.succeeded` and `payment.refund.created`, not `payment`).
+/// A pattern is `*` (everything but hookd's own types), an exact name, or a prefix wildcard
+/// ending in `.*` (`payment.*` matches `payment.succeeded` and `payment.refund.created`, not
+/// `payment`).
 pub fn accepts(patterns: &[String], event_type: &str) -> bool {
     patterns.iter().any(|p| pattern_matches(p, event_type))
 }
 
+/// The prefix of hookd's own event types (`hookd.endpoint.disabled`, ...): the operational
+/// events it emits about endpoints and deliveries.
+pub const OPERATIONAL_PREFIX: &str = "hookd.";
+
+/// Whether `event_type` is one of hookd's own. `*` does not match them: an endpoint hears
+/// of them only when it names them (`hookd.*`, `hookd.endpoint.*`, or a full name), so a
+/// receiver of every business event is not sent operational ones it never asked for.
+pub fn is_operational(event_type: &str) -> bool {
+    event_type.starts_with(OPERATIONAL_PREFIX)
+}
+
 fn pattern_matches(pattern: &str, event_type: &str) -> bool {
     if pattern == "*" {
-        return true;
+        return !is_operational(event_type);
     }
     match pattern.strip_suffix('*') {
         // `.*` alone names no prefix: not a valid pattern, so it matches only itself.
@@ -142,6 +154,26 @@ mod tests {
             (&[".*"], "..", false),
             (&[".*"], ".x", false),
             (&[], "purchase", false),
+            // hookd's own types: only by name, never by `*`.
+            (&["*"], "hookd.endpoint.disabled", false),
+            (&["*"], "hookd.delivery.exhausted", false),
+            (&["*", "purchase"], "hookd.endpoint.failing", false),
+            (&["hookd.*"], "hookd.endpoint.disabled", true),
+            (&["hookd.endpoint.*"], "hookd.endpoint.enabled", true),
+            (&["hookd.endpoint.*"], "hookd.delivery.exhausted", false),
+            (
+                &["hookd.delivery.exhausted"],
+                "hookd.delivery.exhausted",
+                true,
+            ),
+            (
+                &["*", "hookd.endpoint.failing"],
+                "hookd.endpoint.failing",
+                true,
+            ),
+            // A business type that merely contains "hookd" is not one of them.
+            (&["*"], "myhookd.x", true),
+            (&["*"], "hookd", true),
         ];
         for (patterns, event_type, want) in cases {
             assert_eq!(

@@ -17,6 +17,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
 use crate::common;
+use crate::emit;
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::matching;
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
@@ -312,6 +313,14 @@ impl Store for PgStore {
         if_version: Option<i64>,
     ) -> Result<Versioned<Endpoint>> {
         let mut tx = self.pool.begin().await?;
+        // Locked: of two concurrent writes, one sees the other's change of `enabled`.
+        let before: Option<(bool, Option<String>)> = sqlx::query_as(
+            "SELECT enabled, tenant_id FROM hookd_endpoints WHERE id = $1 AND deleted_at IS NULL \
+             FOR UPDATE",
+        )
+        .bind(&e.id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let updated = shared::bind_endpoint(sqlx::query(sql::UPDATE_ENDPOINT), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
@@ -333,6 +342,9 @@ impl Store for PgStore {
                 .bind(e.enabled)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(notice) = operational::enabled_change(e, before) {
+            emit::write::<Postgres>(&mut tx, Cow::Borrowed, &[notice]).await?;
         }
         tx.commit().await?;
         Ok(match self.endpoint_any(&e.id).await? {
@@ -378,6 +390,8 @@ impl Store for PgStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            let notice = emit::disabled::<Postgres>(&mut tx, id, reason).await?;
+            emit::write::<Postgres>(&mut tx, Cow::Borrowed, &[notice]).await?;
         }
         tx.commit().await?;
         Ok(disabled)
@@ -394,6 +408,7 @@ impl Store for PgStore {
             return Ok(disabled);
         }
         let mut tx = self.pool.begin().await?;
+        let mut notices = Vec::new();
         for (id, succeeded) in outcomes {
             if *succeeded {
                 sqlx::query(sql::ENDPOINT_SUCCEEDED)
@@ -402,10 +417,15 @@ impl Store for PgStore {
                     .await?;
                 continue;
             }
-            sqlx::query(sql::ENDPOINT_FAILED)
+            let began = sqlx::query(sql::ENDPOINT_FAILED)
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                == 1;
+            if began {
+                notices.extend(emit::failing::<Postgres>(&mut tx, Cow::Borrowed, id).await?);
+            }
             let Some(after) = disable_after_ms else {
                 continue;
             };
@@ -422,9 +442,11 @@ impl Store for PgStore {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                notices.push(emit::disabled::<Postgres>(&mut tx, id, reason).await?);
                 disabled.push(id.clone());
             }
         }
+        emit::write::<Postgres>(&mut tx, Cow::Borrowed, &notices).await?;
         tx.commit().await?;
         Ok(disabled)
     }
@@ -613,7 +635,10 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if !batch.iter().any(|c| c.ordered) {
+        if !batch
+            .iter()
+            .any(|c| c.ordered || operational::may_exhaust(c))
+        {
             // One statement, in a transaction of its own: one round trip.
             let done: Vec<i64> = sqlx::query_scalar(&COMPLETE)
                 .bind(rows::completions_json(batch))
@@ -621,11 +646,13 @@ impl Store for PgStore {
                 .await?;
             return Ok(rows::recorded(batch, &done));
         }
-        // A final result of an ordered endpoint lets its next delivery go, in the same
-        // transaction.
+        // A final result of an ordered endpoint lets its next delivery go, and a delivery
+        // that gave up is told (`hookd.delivery.exhausted`), in the same transaction.
         let mut tx = self.pool.begin().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
         let recorded = shared::recorded::<Postgres>(&mut tx, Cow::Borrowed, batch, &done).await?;
+        let notices = emit::exhausted::<Postgres>(&mut tx, batch, &recorded).await?;
+        emit::write::<Postgres>(&mut tx, Cow::Borrowed, &notices).await?;
         tx.commit().await?;
         Ok(recorded)
     }

@@ -27,6 +27,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::common;
+use crate::emit;
 
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
@@ -376,6 +377,12 @@ impl Store for SqliteStore {
     ) -> Result<Versioned<Endpoint>> {
         let update = dialect(sql::UPDATE_ENDPOINT);
         let mut tx = self.writer.begin().await?;
+        let before: Option<(bool, Option<String>)> = sqlx::query_as(
+            "SELECT enabled, tenant_id FROM hookd_endpoints WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(&e.id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let updated = shared::bind_endpoint(sqlx::query(&update), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
@@ -400,6 +407,9 @@ impl Store for SqliteStore {
                 .bind(e.enabled)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(notice) = operational::enabled_change(e, before) {
+            emit::write::<Sqlite>(&mut tx, dialect, &[notice]).await?;
         }
         tx.commit().await?;
         Ok(
@@ -450,6 +460,8 @@ impl Store for SqliteStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            let notice = emit::disabled::<Sqlite>(&mut tx, id, reason).await?;
+            emit::write::<Sqlite>(&mut tx, dialect, &[notice]).await?;
         }
         tx.commit().await?;
         Ok(disabled)
@@ -466,6 +478,7 @@ impl Store for SqliteStore {
             return Ok(disabled);
         }
         let mut tx = self.writer.begin().await?;
+        let mut notices = Vec::new();
         for (id, succeeded) in outcomes {
             if *succeeded {
                 sqlx::query(&dialect(sql::ENDPOINT_SUCCEEDED))
@@ -474,10 +487,15 @@ impl Store for SqliteStore {
                     .await?;
                 continue;
             }
-            sqlx::query(&dialect(sql::ENDPOINT_FAILED))
+            let began = sqlx::query(&dialect(sql::ENDPOINT_FAILED))
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                == 1;
+            if began {
+                notices.extend(emit::failing::<Sqlite>(&mut tx, dialect, id).await?);
+            }
             let Some(after) = disable_after_ms else {
                 continue;
             };
@@ -494,9 +512,11 @@ impl Store for SqliteStore {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                notices.push(emit::disabled::<Sqlite>(&mut tx, id, reason).await?);
                 disabled.push(id.clone());
             }
         }
+        emit::write::<Sqlite>(&mut tx, dialect, &notices).await?;
         tx.commit().await?;
         Ok(disabled)
     }
@@ -673,18 +693,23 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if !batch.iter().any(|c| c.ordered) {
+        if !batch
+            .iter()
+            .any(|c| c.ordered || operational::may_exhaust(c))
+        {
             // Its first statement inserts the attempt rows.
             let mut tx = self.writer.begin_writing().await?;
             let done = Self::complete_rows(&mut tx, batch).await?;
             tx.commit().await?;
             return Ok(rows::recorded(batch, &done));
         }
-        // A final result of an ordered endpoint lets its next delivery go, in the same
-        // transaction.
+        // A final result of an ordered endpoint lets its next delivery go, and a delivery
+        // that gave up is told (`hookd.delivery.exhausted`), in the same transaction.
         let mut tx = self.writer.begin().await?;
         let done = Self::complete_rows(&mut tx, batch).await?;
         let recorded = shared::recorded::<Sqlite>(&mut tx, dialect, batch, &done).await?;
+        let notices = emit::exhausted::<Sqlite>(&mut tx, batch, &recorded).await?;
+        emit::write::<Sqlite>(&mut tx, dialect, &notices).await?;
         tx.commit().await?;
         Ok(recorded)
     }

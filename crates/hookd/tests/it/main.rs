@@ -12,6 +12,7 @@ mod endpoint_versions;
 mod isolation;
 mod listen;
 mod observability;
+mod operational;
 mod operator;
 mod resend_job;
 mod security;

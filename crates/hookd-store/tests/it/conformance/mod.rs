@@ -21,6 +21,7 @@ mod ingest;
 mod ingest_lease;
 mod instances;
 mod migrate_forward;
+mod operational;
 mod ordered;
 mod record;
 mod resend;

@@ -9,7 +9,8 @@
 //!   every data handler hands the scope to the store, admin-only ones refuse tenants.
 //! - `error`, `json`, `time`: the error format, body parsing, and RFC 3339 times.
 //! - `etag`: endpoints' `ETag` and `If-Match`.
-//! - `openapi`: the OpenAPI document, generated from the handlers' annotations.
+//! - `openapi`: the OpenAPI document, generated from the handlers' annotations;
+//!   `webhooks`: its `webhooks`, the requests of hookd's operational events.
 //! - `browser`: `Host`, `Origin` and content-type checks that keep web pages out.
 
 pub mod browser;
@@ -27,6 +28,7 @@ pub mod scope;
 mod summary;
 mod tenants;
 mod time;
+mod webhooks;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::webhooks::OperationalWebhooks;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -15,7 +17,7 @@ use utoipa::{Modify, OpenApi};
             POST /v1/tenants/{tenant_id}/tokens) confines a call to its tenant's rows; \
             admin-only routes answer it 403."
     ),
-    modifiers(&AdminToken),
+    modifiers(&AdminToken, &OperationalWebhooks),
     tags(
         (name = "endpoints", description = "Receivers of webhooks"),
         (name = "events", description = "Events handed to hookd over HTTP"),
