@@ -198,7 +198,10 @@ mod tests {
                 json!({"id": "o-1", "amount": 1, "items": [{"sku": "a"}, {}]}),
                 Some("at /items/1: \"sku\" is a required property"),
             ),
-            (json!([1]), Some("at the top: value is not of type \"object\"")),
+            (
+                json!([1]),
+                Some("at the top: value is not of type \"object\""),
+            ),
         ];
         for (payload, want) in cases {
             let got = first_error("order.paid", &v, &payload);
@@ -231,7 +234,12 @@ mod tests {
             (json!([]), false),
             (json!("object"), false),
         ] {
-            assert_eq!(compile(&schema).is_ok(), ok, "{schema}: {:?}", compile(&schema).err());
+            assert_eq!(
+                compile(&schema).is_ok(),
+                ok,
+                "{schema}: {:?}",
+                compile(&schema).err()
+            );
         }
     }
 
@@ -248,6 +256,10 @@ mod tests {
         schemas.any.store(true, Ordering::Release);
         assert!(schemas.check_payload("order.paid", "[]").is_some());
         assert_eq!(schemas.check_payload("order.paid", "{}"), None);
-        assert_eq!(schemas.check_payload("order.created", "[]"), None, "no schema");
+        assert_eq!(
+            schemas.check_payload("order.created", "[]"),
+            None,
+            "no schema"
+        );
     }
 }

@@ -64,7 +64,10 @@ async fn the_catalog_is_kept_over_the_api(backend: Backend) {
             json!({"name": "x", "schema": {"type": "no-such-type"}}),
             "not a valid JSON Schema",
         ),
-        (json!({"name": "x", "schema": [1]}), "not a valid JSON Schema"),
+        (
+            json!({"name": "x", "schema": [1]}),
+            "not a valid JSON Schema",
+        ),
         (json!({"name": "x", "colour": "red"}), "colour"),
     ] {
         let (status, v) = app.post("/v1/event-types", body.clone()).await;
@@ -81,7 +84,9 @@ async fn the_catalog_is_kept_over_the_api(backend: Backend) {
     assert_eq!(names, ["order.created", "order.paid"], "{page}");
     let (_, page) = app.get("/v1/event-types?limit=1").await;
     assert_eq!(page["next_cursor"], "order.created", "{page}");
-    let (_, page) = app.get("/v1/event-types?limit=1&cursor=order.created").await;
+    let (_, page) = app
+        .get("/v1/event-types?limit=1&cursor=order.created")
+        .await;
     assert_eq!(page["data"][0]["name"], "order.paid", "{page}");
 
     // PATCH: a field given changes, one absent stays, null clears.
@@ -114,7 +119,10 @@ async fn the_catalog_is_kept_over_the_api(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["schema"], Value::Null);
-    assert_eq!(app.get_ok("/v1/event-types/order.paid").await["description"], "Paid in full");
+    assert_eq!(
+        app.get_ok("/v1/event-types/order.paid").await["description"],
+        "Paid in full"
+    );
 
     // Unknown names.
     let (status, _) = app.get("/v1/event-types/order.refunded").await;
@@ -167,13 +175,20 @@ async fn tenants_read_the_catalog_and_cannot_change_it(backend: Backend) {
             req.send().await.unwrap().status()
         }
     };
-    assert_eq!(call(Method::GET, "/v1/event-types", None).await, StatusCode::OK);
+    assert_eq!(
+        call(Method::GET, "/v1/event-types", None).await,
+        StatusCode::OK
+    );
     assert_eq!(
         call(Method::GET, "/v1/event-types/order.paid", None).await,
         StatusCode::OK
     );
     for (method, path, body) in [
-        (Method::POST, "/v1/event-types", Some(json!({"name": "mine"}))),
+        (
+            Method::POST,
+            "/v1/event-types",
+            Some(json!({"name": "mine"})),
+        ),
         (
             Method::PATCH,
             "/v1/event-types/order.paid",
@@ -216,7 +231,10 @@ async fn payloads_are_checked_against_their_type_schema(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(message(&v).contains("at /amount"), "{v}");
-    assert!(!message(&v).contains("9900"), "the value is not quoted: {v}");
+    assert!(
+        !message(&v).contains("9900"),
+        "the value is not quoted: {v}"
+    );
     let (status, _) = app.get("/v1/events/api-bad").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
     app.event(json!({"event_id": "api-good", "event_type": "order.paid", "payload": {"order_id": "o-1", "amount": 9900}}))
@@ -261,8 +279,10 @@ async fn payloads_are_checked_against_their_type_schema(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    app.event(json!({"event_id": "api-later", "event_type": "order.paid", "payload": {"amount": "9900"}}))
-        .await;
+    app.event(
+        json!({"event_id": "api-later", "event_type": "order.paid", "payload": {"amount": "9900"}}),
+    )
+    .await;
     app.stop().await;
 }
 

@@ -120,10 +120,7 @@ pub async fn list(
 ) -> Result<Json<Page<EventTypeView>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit()?;
-    let types = state
-        .store
-        .event_types(q.cursor.as_deref(), limit)
-        .await?;
+    let types = state.store.event_types(q.cursor.as_deref(), limit).await?;
     let next_cursor = (types.len() == limit as usize)
         .then(|| types.last().map(|t| t.name.clone()))
         .flatten();
@@ -152,7 +149,9 @@ pub async fn create(
         })
         .await
     {
-        Err(StoreError::Conflict(what)) => return Err(ApiError::Conflict(format!("{what} already exists"))),
+        Err(StoreError::Conflict(what)) => {
+            return Err(ApiError::Conflict(format!("{what} already exists")))
+        }
         other => other?,
     };
     reload(&state).await;
