@@ -45,6 +45,9 @@ pub enum StoreError {
         column: &'static str,
         reason: String,
     },
+    /// A record with this key already exists (an event type's name).
+    #[error("{0} already exists")]
+    Conflict(String),
     /// The database did not do what a statement promises: a row written in this call is
     /// not there when read back, a count does not add up. A bug, or a database changed
     /// behind hookd's back; never transient.

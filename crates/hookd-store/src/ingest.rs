@@ -4,16 +4,21 @@
 //! takes. Pure: no I/O; the stores run the statements.
 
 /// Bounds applied to incoming events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IngestLimits {
     /// A payload larger than this is not sent: its deliveries end `failed`.
     pub max_payload_bytes: usize,
+    /// Checks each payload that passed the other checks against its type's schema; one
+    /// that fails is not sent (its deliveries end `failed` with the reason). `None`: no
+    /// check.
+    pub check: Option<std::sync::Arc<dyn crate::PayloadCheck>>,
 }
 
 impl Default for IngestLimits {
     fn default() -> Self {
         Self {
             max_payload_bytes: 256 * 1024,
+            check: None,
         }
     }
 }
@@ -121,6 +126,7 @@ mod tests {
     fn payload_errors() {
         let limits = IngestLimits {
             max_payload_bytes: 16,
+            ..IngestLimits::default()
         };
         assert_eq!(payload_error(r#"{"a":1}"#, &limits), None);
         assert_eq!(payload_error("[1, 2]", &limits), None);
@@ -212,7 +218,7 @@ mod properties {
                 "[\\[\\]{}\"\\\\:,0-9a ]{0,300}",
             ],
         ) {
-            let limits = IngestLimits { max_payload_bytes: 256 };
+            let limits = IngestLimits { max_payload_bytes: 256, ..IngestLimits::default() };
             let id = super::event_id(Some(&event_id));
             match undeliverable(&id, &payload, &limits) {
                 None => {
@@ -309,7 +315,12 @@ pub(crate) fn prepare<'a>(events: &[Incoming<'a>], limits: &IngestLimits) -> Pre
             .and_then(|t| crate::TenantId::parse(t).err())
             .map(|err| err.to_string());
         let tenant_id = e.tenant_id.filter(|_| tenant_error.is_none());
-        let payload_error = tenant_error.or_else(|| undeliverable(&given, e.payload, limits));
+        let payload_error = tenant_error
+            .or_else(|| undeliverable(&given, e.payload, limits))
+            .or_else(|| {
+                let check = limits.check.as_deref()?;
+                check.check(e.event_type, e.payload)
+            });
         // An id that cannot be an id (too long for the index, unprintable) is stored under a
         // stable stand-in, so the row fails with its reason instead of stopping ingestion;
         // the same bad id maps to the same stand-in.

@@ -20,6 +20,8 @@
 //!   the ordered endpoints a batch of results lets go.
 //! - `emit.rs`: the writes of operational events, inside the transaction of the state
 //!   change that causes them.
+//! - [`catalog`]: the event-type catalog's record and statements, and [`PayloadCheck`],
+//!   how an ingest checks payloads against their type's schema.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write
@@ -50,6 +52,7 @@
 pub mod matching;
 pub mod model;
 
+pub mod catalog;
 mod common;
 mod emit;
 mod error;
@@ -67,6 +70,7 @@ mod values;
 
 use async_trait::async_trait;
 
+pub use catalog::{EventType, PayloadCheck};
 pub use error::{Result, StoreError};
 pub use ingest::{json_depth, payload_error, storable_traceparent, IngestLimits};
 pub use model::*;
@@ -540,6 +544,21 @@ pub trait Store: Send + Sync + 'static {
     async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<TenantId>>;
     /// Deletes every token of `tenant`; returns how many.
     async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64>;
+
+    // --- the event-type catalog -----------------------------------------------------------
+    //
+    // Provider-wide: no scope. The catalog is small (a few hundred types at most).
+
+    /// Catalogued event types ordered by name, after `after`.
+    async fn event_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EventType>>;
+    async fn event_type(&self, name: &str) -> Result<Option<EventType>>;
+    /// Adds an event type; `created_at`/`updated_at` are set from the database clock. A
+    /// name already there is [`StoreError::Conflict`].
+    async fn insert_event_type(&self, event_type: &EventType) -> Result<EventType>;
+    /// Replaces a type's description and schema. `None` when there is no such type.
+    async fn update_event_type(&self, event_type: &EventType) -> Result<Option<EventType>>;
+    /// `false` when there is no such type.
+    async fn delete_event_type(&self, name: &str) -> Result<bool>;
 
     // --- gauges and retention ------------------------------------------------------------
     async fn backlog(&self) -> Result<Backlog>;

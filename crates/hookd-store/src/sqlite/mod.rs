@@ -1001,6 +1001,55 @@ impl Store for SqliteStore {
             .rows_affected())
     }
 
+    // --- the event-type catalog -----------------------------------------------------------
+
+    async fn event_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EventType>> {
+        let rows: Vec<catalog::EventTypeRow> = sqlx::query_as(catalog::LIST)
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(catalog::from_row).collect())
+    }
+
+    async fn event_type(&self, name: &str) -> Result<Option<EventType>> {
+        let row: Option<catalog::EventTypeRow> = sqlx::query_as(catalog::GET)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(catalog::from_row))
+    }
+
+    async fn insert_event_type(&self, t: &EventType) -> Result<EventType> {
+        let row: Option<catalog::EventTypeRow> = sqlx::query_as(&dialect(catalog::INSERT))
+            .bind(t.name.as_str())
+            .bind(t.description.as_deref())
+            .bind(t.schema.as_deref())
+            .fetch_optional(&mut *self.writer.lock().await?)
+            .await?;
+        row.map(catalog::from_row)
+            .ok_or_else(|| StoreError::Conflict(format!("event type {:?}", t.name)))
+    }
+
+    async fn update_event_type(&self, t: &EventType) -> Result<Option<EventType>> {
+        let row: Option<catalog::EventTypeRow> = sqlx::query_as(&dialect(catalog::UPDATE))
+            .bind(t.name.as_str())
+            .bind(t.description.as_deref())
+            .bind(t.schema.as_deref())
+            .fetch_optional(&mut *self.writer.lock().await?)
+            .await?;
+        Ok(row.map(catalog::from_row))
+    }
+
+    async fn delete_event_type(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query(catalog::DELETE)
+            .bind(name)
+            .execute(&mut *self.writer.lock().await?)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
     // --- gauges and retention ------------------------------------------------------------
 
     async fn backlog(&self) -> Result<Backlog> {

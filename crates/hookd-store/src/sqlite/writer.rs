@@ -414,6 +414,7 @@ mod tests {
         };
         let limits = crate::IngestLimits {
             max_payload_bytes: 1024,
+            ..crate::IngestLimits::default()
         };
         store
             .enqueue_event(&event("before"), &limits)
@@ -475,6 +476,7 @@ mod tests {
         };
         let limits = crate::IngestLimits {
             max_payload_bytes: 1 << 20,
+            ..crate::IngestLimits::default()
         };
         store.enqueue_event(&event, &limits).await.expect("enqueue");
         // About 200 pages, far below the writer's own mark (WRITER_AUTOCHECKPOINT): only the

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use hookd_store::{IngestLimits, Instance, Store};
 
 use crate::daemon::api::{self, AppState};
+use crate::daemon::catalog;
 use crate::daemon::config::Config;
 use crate::daemon::dispatch::Dispatcher;
 use crate::daemon::health::Health;
@@ -122,7 +123,13 @@ impl Application {
         let health = Arc::new(Health::default());
         let limits = IngestLimits {
             max_payload_bytes: config.max_payload_bytes,
+            ..IngestLimits::default()
         };
+        let schemas = catalog::Schemas::new();
+        schemas
+            .reload(store.as_ref())
+            .await
+            .context("cannot read the event-type catalog")?;
         // What the tasks stop on: the caller's shutdown, or a failure.
         let stop = shutdown.child_token();
         let tasks = Supervisor::new(stop.clone(), health.clone(), metrics.clone());
@@ -167,7 +174,8 @@ impl Application {
             dispatch_wake.clone(),
             outbox_wake.clone(),
             spans.clone(),
-        );
+        )
+        .check_payloads(schemas.clone());
         let dispatching = tasks.spawn(
             Task::Dispatcher,
             dispatcher.run(stop.clone(), tasks.clone()),
@@ -228,7 +236,9 @@ impl Application {
             admin_token: config.admin_token.as_deref().map(Arc::from),
             allowed_hosts: Arc::new(config.allowed_hosts()),
             targets: Arc::new(config.target_policy()),
-            limits,
+            limits: limits.clone(),
+            schemas: schemas.clone(),
+            // The API checks payloads itself (a 422): its writes need no check.
             events: api::group_commit::GroupCommit::new(
                 store.clone(),
                 limits,
@@ -236,6 +246,8 @@ impl Application {
             ),
             health: health.clone(),
         };
+        // Not essential: while it fails, the schemas last read still apply.
+        tokio::spawn(schemas.refresh(store.clone(), stop.clone()));
         // The API stays up while the dispatcher drains, answering /readyz with 503.
         let stop_serving = CancellationToken::new();
         let serving = tasks.spawn(Task::HttpServer, {

@@ -166,6 +166,21 @@ impl Store for MeteredStore {
     async fn revoke_tenant_tokens(&self, tenant: &TenantId) -> Result<u64> {
         metered!(self, revoke_tenant_tokens(tenant))
     }
+    async fn event_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EventType>> {
+        metered!(self, event_types(after, limit))
+    }
+    async fn event_type(&self, name: &str) -> Result<Option<EventType>> {
+        metered!(self, event_type(name))
+    }
+    async fn insert_event_type(&self, event_type: &EventType) -> Result<EventType> {
+        metered!(self, insert_event_type(event_type))
+    }
+    async fn update_event_type(&self, event_type: &EventType) -> Result<Option<EventType>> {
+        metered!(self, update_event_type(event_type))
+    }
+    async fn delete_event_type(&self, name: &str) -> Result<bool> {
+        metered!(self, delete_event_type(name))
+    }
     async fn enqueue_events(
         &self,
         events: &[NewEvent],

@@ -11,6 +11,8 @@
 //! - [`dashboard`]: the web dashboard at `/`, built on the API.
 //! - [`maintenance`]: periodic jobs: the lease rescuer, the backlog gauges, retention.
 //! - [`resend_jobs`]: durable bulk resends, worked through in batches.
+//! - [`catalog`]: the event-type catalog's JSON Schemas, compiled, held and refreshed; the
+//!   payload check of the API and the outbox ingest.
 //! - [`supervisor`]: watches the essential tasks ([`task`]); one that dies stops hookd with
 //!   an error and marks [`health`] (what `/readyz` reports) failed.
 //! - Pure rules: [`retry`] (when to try again), [`signing`] (signatures, made by
@@ -32,6 +34,7 @@
 pub mod api;
 pub mod app;
 pub mod backoff;
+pub mod catalog;
 pub mod config;
 pub mod dashboard;
 pub mod dispatch;

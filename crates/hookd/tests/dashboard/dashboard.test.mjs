@@ -8,11 +8,13 @@
 //   event ORDER_EVENT (order.paid) and BULK_COUNT events of BULK_EVENT_TYPE to "Orders",
 //   all failed (HOOKD_RETRY_SCHEDULE= : failures are final)
 //
+// Then the event-type catalog (two types added through the API): its page, and the
+// pick-list with descriptions in the new-endpoint form.
 // Then it manages an endpoint in the page (create and see its secret once, edit, a stale
 // edit refused with 412, disable and enable, rotate, delete) and opens the portal
 // (/portal#token=...): the token leaves the address bar, the summary shows; a tenant's
 // portal link (POST /v1/tenants/{id}/tokens) shows only that tenant's endpoints and
-// deliveries, and resends one; with a token, /portal#token=wrong shows the expired page.
+// deliveries, resends one, and shows the catalog and its pick-list; with a token, /portal#token=wrong shows the expired page.
 //
 // Environment: HOOKD_URL, RECEIVER_URL, ORDER_EVENT, BULK_EVENT_TYPE, BULK_COUNT,
 // SCREENSHOT_DIR, PASS_NAME; ADMIN_TOKEN when hookd runs with HOOKD_ADMIN_TOKEN (the page
@@ -424,6 +426,47 @@ try {
   const created = { url: `${RECEIVER}/always-ok/created`, id: null, secret: null };
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
 
+  // --- the event-type catalog ----------------------------------------------------------
+  const catalog = [
+    { name: 'order.paid', description: 'An order was paid in full' },
+    { name: 'refund.created', description: 'A refund was issued', schema: { type: 'object', required: ['refund_id'] } },
+  ];
+
+  await step('the event-type catalog: its page, and a pick-list with descriptions in the endpoint form', async () => {
+    for (const t of catalog) await api('/v1/event-types', { method: 'POST', headers: apiJson, body: JSON.stringify(t) });
+    await page.goto(`${BASE}/#/endpoints`);
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Event types' }).click();
+    await page.getByRole('heading', { name: 'Event types', level: 1 }).waitFor();
+    for (const t of catalog) {
+      const row = page.locator(`tr[data-event-type="${t.name}"]`);
+      await row.getByText(t.description).waitFor();
+      await row.getByText(t.schema ? 'JSON Schema' : 'none: not checked').waitFor();
+    }
+    await page.locator('tr[data-event-type="refund.created"] summary').click();
+    assert.deepEqual(JSON.parse(await page.locator('tr[data-event-type="refund.created"] pre').innerText()), catalog[1].schema);
+    await pageShot('event-types');
+
+    await page.goto(`${BASE}/#/endpoints/new`);
+    await page.getByRole('heading', { name: 'New endpoint', level: 1 }).waitFor();
+    const picks = page.getByRole('group', { name: 'From the event-type catalog' });
+    await picks.waitFor();
+    for (const t of catalog) await picks.getByText(t.description).waitFor();
+    const types = page.getByLabel('Event types');
+    const pick = (name) => picks.getByRole('checkbox', { name });
+    assert.equal(await types.inputValue(), '*');
+    await pick('order.paid').check();
+    assert.equal(await types.inputValue(), 'order.paid', 'ticking a type narrows "*" to it');
+    await pick('refund.created').check();
+    assert.equal(await types.inputValue(), 'order.paid, refund.created');
+    await pick('order.paid').uncheck();
+    assert.equal(await types.inputValue(), 'refund.created');
+    // Typing ticks what the field names; a prefix or a type not in the catalog can be typed.
+    await types.fill('order.paid, payment.*');
+    assert.equal(await pick('order.paid').isChecked(), true);
+    assert.equal(await pick('refund.created').isChecked(), false);
+    await pageShot('endpoint-new-catalog');
+  });
+
   await step('create an endpoint: its generated secret is shown once, with a copy button', async () => {
     await page.goto(`${BASE}/#/endpoints`);
     await page.getByRole('link', { name: 'New endpoint' }).click();
@@ -663,6 +706,17 @@ try {
     );
     if (!TOKEN) await shot(portal, 'portal-tenant-deliveries');
     assert.equal(shop.tenant_id, 'merchant_42');
+
+    // The catalog: read in the portal too, and offered when adding an endpoint.
+    await portal.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Event types' }).click();
+    await portal.getByRole('heading', { name: 'Event types', level: 1 }).waitFor();
+    for (const t of catalog) await portal.locator(`tr[data-event-type="${t.name}"]`).getByText(t.description).waitFor();
+    await portal.goto(`${BASE}/portal#/endpoints/new`);
+    const picks = portal.getByRole('group', { name: 'From the event-type catalog' });
+    await picks.getByRole('checkbox', { name: 'order.paid' }).check();
+    assert.equal(await portal.getByLabel('Event types').inputValue(), 'order.paid');
+    for (const t of catalog) await picks.getByText(t.description).waitFor();
+    if (!TOKEN) await shot(portal, 'portal-tenant-catalog');
     await portal.close();
   });
 

@@ -444,6 +444,11 @@ async fn openapi_matches_the_routes() {
         "GET /v1/resend-jobs/{id}",
         "POST /v1/tenants/{tenant_id}/tokens",
         "DELETE /v1/tenants/{tenant_id}/tokens",
+        "GET /v1/event-types",
+        "POST /v1/event-types",
+        "GET /v1/event-types/{name}",
+        "PATCH /v1/event-types/{name}",
+        "DELETE /v1/event-types/{name}",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -452,7 +457,10 @@ async fn openapi_matches_the_routes() {
     assert_eq!(documented, expected);
     for op in &documented {
         let (method, path) = op.split_once(' ').unwrap();
-        let path = path.replace("{id}", "1").replace("{tenant_id}", "t1");
+        let path = path
+            .replace("{id}", "1")
+            .replace("{tenant_id}", "t1")
+            .replace("{name}", "order.paid");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let body = (method != reqwest::Method::GET && method != reqwest::Method::DELETE)
             .then(|| json!({}));

@@ -154,6 +154,7 @@ async fn bad_payloads_fail_with_a_reason(backend: Backend) {
             &big,
             &IngestLimits {
                 max_payload_bytes: 64,
+                ..IngestLimits::default()
             },
         )
         .await

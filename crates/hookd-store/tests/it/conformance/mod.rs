@@ -12,6 +12,7 @@ use std::time::Duration;
 use hookd_store::*;
 use hookd_testkit::{wait_until, Backend, TestDb};
 
+mod catalog;
 mod claim;
 mod delivery_log;
 mod endpoints;

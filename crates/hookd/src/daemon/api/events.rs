@@ -53,7 +53,7 @@ fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
     TraceParent::parse(value).map(|_| value.trim().to_string())
 }
 
-#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest, params(("traceparent" = Option<String>, Header, description = "W3C trace context of the producer: every attempt joins that trace; a malformed one is ignored")), security(("admin_token" = [])), responses((status = 202, description = "accepted; deliveries created", body = Accepted), (status = 200, description = "a known event_id: nothing created, the first answer", body = Accepted), (status = 404, description = "unknown endpoint_id", body = ErrorBody), (status = 413, description = "payload too large", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventRequest, params(("traceparent" = Option<String>, Header, description = "W3C trace context of the producer: every attempt joins that trace; a malformed one is ignored")), security(("admin_token" = [])), responses((status = 202, description = "accepted; deliveries created", body = Accepted), (status = 200, description = "a known event_id: nothing created, the first answer", body = Accepted), (status = 404, description = "unknown endpoint_id", body = ErrorBody), (status = 413, description = "payload too large", body = ErrorBody), (status = 400, description = "malformed JSON", body = ErrorBody), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 422, description = "invalid fields, or a payload that does not match its event type's schema (the message names the first failing path)", body = ErrorBody)))]
 /// `202` with the deliveries created; `200` with the first answer for a known `event_id`.
 pub async fn create(
     _: AdminOnly,
@@ -87,6 +87,9 @@ pub async fn create(
             "payload is nested {depth} levels deep, over the limit of {}",
             hookd_store::ingest::MAX_DEPTH
         )));
+    }
+    if let Some(reason) = state.schemas.check_payload(&req.event_type, payload) {
+        return Err(ApiError::invalid(reason));
     }
     if let Some(endpoint_id) = &req.endpoint_id {
         match state.store.endpoint(&endpoint_id.as_str().into()).await? {

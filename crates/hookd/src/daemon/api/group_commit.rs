@@ -83,7 +83,7 @@ impl GroupCommit {
                 drop(turn);
                 return answered.await.unwrap_or_else(|_| Err(ended()));
             }
-            let (store, limits) = (self.store.clone(), self.limits);
+            let (store, limits) = (self.store.clone(), self.limits.clone());
             let written = tokio::spawn(async move {
                 write(store.as_ref(), &limits, group).await;
                 drop(turn);

@@ -2,6 +2,8 @@
 //!
 //! - `endpoints`: register and manage receivers.
 //! - `events`: accept events over HTTP; `group_commit` writes concurrent ones together.
+//! - `event_types`: the event-type catalog, with the JSON Schemas payloads are checked
+//!   against.
 //! - `deliveries`: the delivery log with every attempt, and resends.
 //! - `summary`: per endpoint, how its recent deliveries went (the dashboard's overview).
 //! - `tenants`: tenants' portal tokens.
@@ -18,6 +20,7 @@ mod deliveries;
 mod endpoints;
 pub mod error;
 mod etag;
+mod event_types;
 mod events;
 #[cfg(test)]
 mod fuzz;
@@ -68,6 +71,8 @@ pub struct AppState {
     /// Which endpoint URLs may be registered.
     pub targets: Arc<crate::daemon::ssrf::TargetPolicy>,
     pub limits: IngestLimits,
+    /// The catalog's compiled schemas: `POST /v1/events` checks payloads against them.
+    pub schemas: Arc<crate::daemon::catalog::Schemas>,
     /// Writes `POST /v1/events` in shared transactions.
     pub events: group_commit::GroupCommit,
     pub health: Arc<crate::daemon::health::Health>,
@@ -125,6 +130,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(deliveries::resend))
         .routes(routes!(deliveries::resend_job))
         .routes(routes!(tenants::create_token, tenants::revoke_tokens))
+        .routes(routes!(event_types::list, event_types::create))
+        .routes(routes!(
+            event_types::show,
+            event_types::update,
+            event_types::delete
+        ))
         .split_for_parts();
     let (open, open_doc) = OpenApiRouter::new()
         .routes(routes!(healthz))

@@ -23,6 +23,7 @@ use super::webhooks::OperationalWebhooks;
         (name = "events", description = "Events handed to hookd over HTTP"),
         (name = "deliveries", description = "The delivery log, attempts and resends"),
         (name = "tenants", description = "Tenants' portal tokens (admin only)"),
+        (name = "event-types", description = "The event-type catalog: names, descriptions and the JSON Schemas payloads are checked against (tenants read it; the admin changes it)"),
         (name = "health", description = "Liveness, readiness and metrics (no token)")
     )
 )]

@@ -143,10 +143,18 @@ impl Dispatcher {
             wake,
             limits: IngestLimits {
                 max_payload_bytes: config.max_payload_bytes,
+                ..IngestLimits::default()
             },
             outbox_wake,
             read_whole_outbox,
         }
+    }
+
+    /// Checks the payloads it ingests from the outbox with `check` (the catalog's
+    /// schemas): one that fails ends `failed` with the reason.
+    pub fn check_payloads(mut self, check: Arc<dyn hookd_store::PayloadCheck>) -> Dispatcher {
+        self.limits.check = Some(check);
+        self
     }
 
     /// Runs until `shutdown`; then claims nothing new, hands back what waits, gives
@@ -192,7 +200,7 @@ impl Dispatcher {
             pool.start_waiting(&mut ready, now);
             let plan = planner.plan(pool.view(&ready), now);
             if let Some(ingest) = plan.ingest {
-                let (shared, limits) = (self.shared.clone(), self.limits);
+                let (shared, limits) = (self.shared.clone(), self.limits.clone());
                 let call = async move { shared.ingest(&ingest, &limits).await };
                 ingesting = Some(OnItsWay::start(now, call));
             }

@@ -17,6 +17,7 @@
 //                                   secret, delete it (each change sent with its ETag in If-Match)
 //   #/deliveries?state=failed&...   the delivery log, filtered and paged
 //   #/deliveries/123                one delivery with its attempts and payload
+//   #/event-types                   the event-type catalog: names, descriptions, schemas
 
 const PORTAL = /^\/portal\/?$/.test(location.pathname);
 const APP_NAME = PORTAL ? 'Webhooks' : 'hookd';
@@ -375,6 +376,24 @@ async function loadSummary() {
   return { since, byId };
 }
 
+let catalogCache = null;
+
+/** The event-type catalog (GET /v1/event-types, all pages), cached for a few seconds. */
+async function loadCatalog(force = false) {
+  if (!force && catalogCache && Date.now() - catalogCache.at < 10000) return catalogCache.list;
+  const list = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: '1000' });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api('GET', `/v1/event-types?${query}`);
+    list.push(...page.data);
+    cursor = page.next_cursor;
+  } while (cursor);
+  catalogCache = { at: Date.now(), list };
+  return list;
+}
+
 function endpointName(endpoint) {
   return endpoint.description || endpoint.url;
 }
@@ -680,6 +699,7 @@ function endpointFields(e) {
   const url = text('ep-url', e && e.url, { type: 'url', required: true });
   const description = text('ep-description', e && e.description, { maxlength: '1024' });
   const types = text('ep-event-types', e ? e.event_types.join(', ') : '*');
+  const picks = catalogPicks(types);
   const scheme = h('select', { id: 'ep-scheme', 'aria-describedby': 'ep-scheme-hint' },
     SCHEMES.map(([value, label]) => h('option', { value, selected: value === (e ? e.signature_scheme : 'standard') }, label)));
   const secret = creating ? text('ep-secret', '', { type: 'password', autocomplete: 'new-password' }) : null;
@@ -709,6 +729,7 @@ function endpointFields(e) {
       field('ep-url', 'URL', url, 'Where events are sent, with POST: http or https.', true),
       field('ep-description', 'Description', description, 'Optional: a name for it here.'),
       field('ep-event-types', 'Event types', types, 'Separated by commas: exact names (order.paid), prefixes (payment.*), or * for every event.', true),
+      picks,
       field('ep-scheme', 'Signature scheme', scheme, 'How each request is signed.'),
       creating ? field('ep-secret', 'Signing secret', secret, 'Leave empty to have one generated (shown once). For Toss Payments: your secret key.') : null,
       field('ep-timeout', 'Timeout', timeout, 'Per attempt, at most 1m (e.g. 5s). Empty: hookd\u2019s default.'),
@@ -751,6 +772,45 @@ function endpointFields(e) {
     };
   };
   return { el, read };
+}
+
+/**
+ * The catalog's event types as a pick-list beside the event types field (hidden while the
+ * catalog is empty or cannot be read): ticking one adds its name to the field, unticking
+ * removes it; typing in the field ticks what it names. The field stays what is sent, so a
+ * type not in the catalog or a prefix can still be typed.
+ */
+function catalogPicks(types) {
+  const list = h('ul', { class: 'catalog-picks' });
+  const box = h('fieldset', { class: 'field wide catalog', id: 'ep-catalog', hidden: true },
+    h('legend', {}, 'From the event-type catalog'), list);
+  const named = () => types.value.split(/[\s,]+/).filter(Boolean);
+  const sync = () => {
+    const now = named();
+    for (const input of list.querySelectorAll('input[data-type]')) input.checked = now.includes(input.dataset.type);
+  };
+  types.addEventListener('input', sync);
+  loadCatalog().then((catalog) => {
+    if (!catalog.length) return;
+    catalog.forEach((t, i) => {
+      const id = `ep-type-${i}`;
+      const input = h('input', { type: 'checkbox', id, 'data-type': t.name });
+      input.addEventListener('change', () => {
+        // Ticking a type narrows "every event" to the types ticked.
+        let now = named().filter((n) => n !== t.name && !(input.checked && n === '*'));
+        if (input.checked) now.push(t.name);
+        types.value = now.join(', ');
+      });
+      list.append(h('li', {}, input,
+        h('label', { for: id }, h('span', { class: 'mono' }, t.name),
+          t.description ? h('span', { class: 'hint' }, t.description) : null)));
+    });
+    sync();
+    box.hidden = false;
+  }, () => {
+    // Without the catalog the field alone still works.
+  });
+  return box;
 }
 
 /** The body of POST /v1/endpoints: what the form says, defaults left out. */
@@ -1558,6 +1618,45 @@ function deliveryDetail(d, cache) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The event-type catalog: read here; the admin changes it through /v1/event-types
+
+async function renderEventTypes(view, isCurrent) {
+  setTitle('Event types');
+  append(view, pageHeader('Event types', refreshButton()));
+  const body = h('div', {}, h('p', { class: 'loading' }, 'Loading event types…'));
+  view.append(body);
+  let list;
+  try {
+    list = await loadCatalog(true);
+  } catch (err) {
+    if (isCurrent()) fill(body, errorNotice(err, () => route()));
+    return;
+  }
+  if (!isCurrent()) return;
+  if (list.length === 0) {
+    fill(body, h('div', { class: 'empty-state' },
+      h('p', { class: 'empty' }, 'No event types in the catalog.'),
+      PORTAL ? null : h('p', {}, 'Add them with ', h('code', {}, 'POST /v1/event-types'), ' (see docs/api.md).')));
+    return;
+  }
+  fill(body,
+    h('p', { class: 'muted' }, 'The events that may be sent. Endpoints subscribe to them by name.'),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'data event-types' },
+        h('caption', { class: 'visually-hidden' }, 'Event types'),
+        h('thead', {}, h('tr', {},
+          h('th', { scope: 'col' }, 'Event type'),
+          h('th', { scope: 'col' }, 'Description'),
+          h('th', { scope: 'col' }, 'Payload schema'))),
+        h('tbody', {}, list.map((t) => h('tr', { 'data-event-type': t.name },
+          h('td', { class: 'mono' }, t.name),
+          h('td', {}, t.description || h('span', { class: 'muted' }, '—')),
+          h('td', {}, t.schema
+            ? h('details', {}, h('summary', {}, 'JSON Schema'), h('pre', { class: 'payload' }, JSON.stringify(t.schema, null, 2)))
+            : h('span', { class: 'muted' }, 'none: not checked'))))))));
+}
+
+// ---------------------------------------------------------------------------------------
 // Routing
 
 let routeSeq = 0;
@@ -1583,7 +1682,8 @@ async function route() {
   document.getElementById('main-nav').hidden = false;
   renderDeliveries.rows = null;
   const { path, params } = parseHash();
-  const section = path.startsWith('/deliveries') ? 'deliveries' : path.startsWith('/endpoints') ? 'endpoints' : '';
+  const section = path.startsWith('/deliveries') ? 'deliveries' : path.startsWith('/endpoints') ? 'endpoints'
+    : path.startsWith('/event-types') ? 'event-types' : '';
   for (const link of document.querySelectorAll('[data-nav]')) {
     if (link.dataset.nav === section) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
@@ -1600,6 +1700,7 @@ async function route() {
   else if ((m = path.match(/^\/endpoints\/([^/]+)$/))) rendering = renderEndpoint(view, isCurrent, decodeURIComponent(m[1]));
   else if (path === '/deliveries') rendering = renderDeliveries(view, isCurrent, params);
   else if ((m = path.match(/^\/deliveries\/([^/]+)$/))) rendering = renderDelivery(view, isCurrent, decodeURIComponent(m[1]));
+  else if (path === '/event-types') rendering = renderEventTypes(view, isCurrent);
   else {
     setTitle('Not found');
     append(view, pageHeader('Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/endpoints' }, 'Go to the endpoints.')));
