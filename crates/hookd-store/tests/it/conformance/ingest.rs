@@ -9,6 +9,7 @@ hookd_testkit::each_backend!(
     odd_outbox_rows_fail_alone,
     a_batch_of_events_keeps_arrival_order,
     a_group_of_events_answers_each_as_alone,
+    the_producers_traceparent_reaches_every_claim,
 );
 
 async fn fan_out_targets_and_dedupes(backend: Backend) {
@@ -311,4 +312,43 @@ async fn a_group_of_events_answers_each_as_alone(backend: Backend) {
         store.enqueue_events(&[], &limits()).await.unwrap(),
         Vec::<Enqueued>::new()
     );
+}
+
+/// The producer's `traceparent` travels with its event to every claim of its deliveries:
+/// from the API, from an outbox row claimed later, and from one leased at the read; one that
+/// could not be a header value is dropped, never a reason to fail the event.
+async fn the_producers_traceparent_reaches_every_claim(backend: Backend) {
+    const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (db, store) = open_with_endpoint(backend).await;
+    let mut api = event(Some("api"), "purchase");
+    api.traceparent = Some(GIVEN.into());
+    let mut odd = event(Some("odd"), "purchase");
+    odd.traceparent = Some("bad value\n".into());
+    for e in [&api, &odd] {
+        store.enqueue_event(e, &limits()).await.expect("enqueue");
+    }
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload, traceparent) VALUES \
+         ('claimed', 'purchase', '{{}}', '{GIVEN}'), ('plain', 'purchase', '{{}}', NULL)"
+    ))
+    .await;
+    assert_eq!(store.ingest_outbox(10, &limits()).await.unwrap(), 2);
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload, traceparent) VALUES \
+         ('leased', 'purchase', '{{}}', '{GIVEN}')"
+    ))
+    .await;
+    let leased = ingest_to_room(&store, 10, 10).await.claimed;
+    let mut claimed = store.claim(10, 60_000).await.unwrap();
+    claimed.extend(leased);
+    let trace: std::collections::HashMap<&str, Option<&str>> = claimed
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.traceparent.as_deref()))
+        .collect();
+    assert_eq!(trace.len(), 5, "{trace:?}");
+    for id in ["api", "claimed", "leased"] {
+        assert_eq!(trace[id], Some(GIVEN), "{id}");
+    }
+    assert_eq!(trace["odd"], None, "not a header value: dropped");
+    assert_eq!(trace["plain"], None);
 }
