@@ -60,6 +60,7 @@ pub mod fair;
 pub mod ingest;
 pub mod operational;
 mod postgres;
+mod replica;
 mod rows;
 mod shared;
 mod sql;
@@ -578,6 +579,22 @@ pub async fn connect_sealed(
     url: &str,
     sealer: Option<std::sync::Arc<dyn Sealer>>,
 ) -> Result<std::sync::Arc<dyn Store>> {
+    connect_with(url, None, sealer).await
+}
+
+/// Like [`connect_sealed`], reading the delivery log, lists and gauges from the PostgreSQL
+/// streaming replica at `read_url`, when given (ignored for SQLite, which has no replica:
+/// the daemon's configuration refuses that pair).
+pub async fn connect_with(
+    url: &str,
+    read_url: Option<&str>,
+    sealer: Option<std::sync::Arc<dyn Sealer>>,
+) -> Result<std::sync::Arc<dyn Store>> {
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if let Some(read_url) = read_url.filter(|_| postgres) {
+        let store = PgStore::connect(url).await?.with_replica(read_url)?;
+        return Ok(std::sync::Arc::new(store.with_sealer(sealer)));
+    }
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(
             SqliteStore::connect(url).await?.with_sealer(sealer),

@@ -20,6 +20,7 @@ use crate::common;
 use crate::emit;
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::matching;
+use crate::replica::Replica;
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
 use crate::sql;
@@ -43,6 +44,8 @@ pub struct PgStore {
     /// This store's instance: its heartbeat's row, recorded on its leases.
     instance: String,
     sealer: Option<Arc<dyn Sealer>>,
+    /// Where the log, lists and gauges are read, when there is a replica.
+    replica: Option<Replica>,
 }
 
 impl PgStore {
@@ -61,7 +64,27 @@ impl PgStore {
             events_pool,
             instance: crate::new_id("inst"),
             sealer: None,
+            replica: None,
         })
+    }
+
+    /// Reads the delivery log, the endpoint lists and summaries, and the backlog gauges
+    /// from the streaming replica at `url` ([`Replica`]).
+    pub fn with_replica(mut self, url: &str) -> Result<Self> {
+        self.replica = Some(Replica::connect(url)?);
+        Ok(self)
+    }
+
+    /// Runs `read` on the replica when there is one that answers, else on the primary.
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match &self.replica {
+            Some(replica) => replica.read(&self.pool, read).await,
+            None => read(self.pool.clone()).await,
+        }
     }
 
     fn sealer(&self) -> Option<&dyn Sealer> {
@@ -232,14 +255,17 @@ impl Store for PgStore {
         limit: u32,
         window_ms: i64,
     ) -> Result<crate::Summaries> {
-        let endpoints = self.endpoints_in(scope, after, limit).await?;
-        crate::summary::summarize(
-            &self.pool,
-            std::borrow::Cow::Borrowed,
-            endpoints,
-            window_ms,
-            scope.tenant().map(|t| t.to_string()),
-        )
+        self.read(|pool| async move {
+            let endpoints = shared::endpoints_in(&pool, self.sealer(), scope, after, limit).await?;
+            crate::summary::summarize(
+                &pool,
+                std::borrow::Cow::Borrowed,
+                endpoints,
+                window_ms,
+                scope.tenant().map(|t| t.to_string()),
+            )
+            .await
+        })
         .await
     }
 
@@ -296,7 +322,10 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Endpoint>> {
-        shared::endpoints_in(&self.pool, self.sealer(), scope, after, limit).await
+        self.read(|pool| async move {
+            shared::endpoints_in(&pool, self.sealer(), scope, after, limit).await
+        })
+        .await
     }
 
     async fn unreadable_endpoints(&self) -> Result<Vec<(EndpointId, String)>> {
@@ -740,20 +769,23 @@ impl Store for PgStore {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Delivery>> {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM hookd_deliveries WHERE TRUE"
-        ));
-        common::push_filter(&mut q, filter);
-        if let Some(before) = before_id {
-            q.push(" AND id < ").push_bind(before);
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
-        q.build_query_as::<rows::DeliveryRow>()
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(Delivery::try_from)
-            .collect()
+        self.read(|pool| async move {
+            let mut q = QueryBuilder::<Postgres>::new(format!(
+                "SELECT {DELIVERY_COLUMNS} FROM hookd_deliveries WHERE TRUE"
+            ));
+            common::push_filter(&mut q, filter);
+            if let Some(before) = before_id {
+                q.push(" AND id < ").push_bind(before);
+            }
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+            q.build_query_as::<rows::DeliveryRow>()
+                .fetch_all(&pool)
+                .await?
+                .into_iter()
+                .map(Delivery::try_from)
+                .collect()
+        })
+        .await
     }
 
     async fn delivery_in(&self, scope: &Scope, id: i64) -> Result<Option<Delivery>> {
@@ -1005,8 +1037,9 @@ impl Store for PgStore {
     // --- gauges and retention ------------------------------------------------------------
 
     async fn backlog(&self) -> Result<Backlog> {
-        let (unfinished, outbox, oldest): (i64, i64, Option<i64>) =
-            sqlx::query_as(sql::BACKLOG).fetch_one(&self.pool).await?;
+        let (unfinished, outbox, oldest): (i64, i64, Option<i64>) = self
+            .read(|pool| async move { Ok(sqlx::query_as(sql::BACKLOG).fetch_one(&pool).await?) })
+            .await?;
         Ok(Backlog {
             unfinished: unfinished + outbox,
             outbox,

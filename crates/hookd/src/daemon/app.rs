@@ -51,7 +51,12 @@ impl Application {
         }
         let metrics = Metrics::new();
         let store = MeteredStore::wrap(
-            connect_sealed(&config.database_url, config.secret_key.as_deref()).await?,
+            connect_with(
+                &config.database_url,
+                config.database_read_url.as_deref(),
+                config.secret_key.as_deref(),
+            )
+            .await?,
             metrics.clone(),
         );
         metrics.watch_writer(&store);
@@ -367,6 +372,15 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Opens the database with endpoint secrets sealed by `secret_key` (base64, 32 bytes).
 pub async fn connect_sealed(url: &str, secret_key: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+    connect_with(url, None, secret_key).await
+}
+
+/// Opens the database, with a read replica at `read_url` when given (PostgreSQL).
+pub async fn connect_with(
+    url: &str,
+    read_url: Option<&str>,
+    secret_key: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
     use backon::Retryable;
     let sealer = secret_key
         .map(|k| {
@@ -375,7 +389,7 @@ pub async fn connect_sealed(url: &str, secret_key: Option<&str>) -> anyhow::Resu
         })
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    (|| hookd_store::connect_sealed(url, sealer.clone()))
+    (|| hookd_store::connect_with(url, read_url, sealer.clone()))
         .retry(
             backon::ExponentialBuilder::default()
                 .with_min_delay(std::time::Duration::from_millis(200))

@@ -22,6 +22,7 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 86400);
 /// Every setting with its default (`None`: unset unless given).
 pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("database_url", Some("sqlite://hookd.db")),
+    ("database_read_url", None),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
     ("allowed_hosts", None),
@@ -63,6 +64,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
 pub struct Config {
     /// `sqlite://REL/PATH`, `sqlite:///ABS/PATH` or `postgres://...`.
     pub database_url: String,
+    /// PostgreSQL: a streaming replica the delivery log, lists and gauges are read from.
+    pub database_read_url: Option<String>,
     /// Admin API, `/metrics`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
     /// When set, every `/v1` call needs `Authorization: Bearer <token>`.
@@ -317,6 +320,18 @@ impl Layers {
                     Err(format!("{s:?} is neither sqlite://PATH nor postgres://..."))
                 }
             })?,
+            database_read_url: match self.get("database_read_url") {
+                Some(g) if !g.value.trim().is_empty() => {
+                    Some(self.parse("database_read_url", |s| {
+                        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                            Ok(s.to_string())
+                        } else {
+                            Err("a read replica is a postgres://... URL".to_string())
+                        }
+                    })?)
+                }
+                _ => None,
+            },
             listen: self.parse("listen", |s| {
                 s.parse()
                     .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:8080"))
@@ -400,6 +415,11 @@ impl Layers {
             #[cfg(feature = "fault-injection")]
             fault: None,
         };
+        if config.database_read_url.is_some() && config.database_url.starts_with("sqlite:") {
+            return Err(ConfigError(
+                "database_read_url needs a PostgreSQL database_url: SQLite has no replica".into(),
+            ));
+        }
         if config.heartbeat_timeout < config.heartbeat_interval * 2 {
             return Err(ConfigError(format!(
                 "heartbeat_timeout ({}) must be at least twice heartbeat_interval ({})",
@@ -524,6 +544,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Config {
             database_url,
+            database_read_url,
             listen,
             admin_token,
             allowed_hosts,
@@ -564,6 +585,12 @@ impl std::fmt::Debug for Config {
         let mut shown = f.debug_struct("Config");
         shown
             .field("database_url", &crate::daemon::redact::redact(database_url))
+            .field(
+                "database_read_url",
+                &database_read_url
+                    .as_deref()
+                    .map(crate::daemon::redact::redact),
+            )
             .field("listen", listen)
             .field("admin_token", &hidden(admin_token))
             .field("allowed_hosts", allowed_hosts)
@@ -870,5 +897,51 @@ mod tests {
             err.contains("egress_proxy") && err.contains("HOOKD_EGRESS_PROXY"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_read_replica_needs_postgresql() {
+        let build = |pairs: &[(&str, &str)]| Layers::defaults().env(env(pairs)).build();
+        let pg = "postgres://postgres@127.0.0.1/hookd";
+        let replica = "postgres://postgres@replica/hookd";
+        let c = build(&[
+            ("HOOKD_DATABASE_URL", pg),
+            ("HOOKD_DATABASE_READ_URL", replica),
+        ])
+        .unwrap();
+        assert_eq!(c.database_read_url.as_deref(), Some(replica));
+        assert_eq!(Config::defaults().database_read_url, None);
+        let err = build(&[("HOOKD_DATABASE_READ_URL", replica)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SQLite has no replica"), "{err}");
+        let err = build(&[
+            ("HOOKD_DATABASE_URL", pg),
+            ("HOOKD_DATABASE_READ_URL", "sqlite://x.db"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database_read_url"), "{err}");
+        let c = build(&[("HOOKD_DATABASE_URL", pg), ("HOOKD_DATABASE_READ_URL", "")]).unwrap();
+        assert_eq!(c.database_read_url, None, "empty: none");
+    }
+
+    #[test]
+    fn otlp_settings() {
+        let build = |pairs: &[(&str, &str)]| Layers::defaults().env(env(pairs)).build();
+        let c = build(&[("HOOKD_OTLP_ENDPOINT", "http://127.0.0.1:4318")]).unwrap();
+        assert_eq!(c.otlp_endpoint.unwrap().as_str(), "http://127.0.0.1:4318/");
+        assert_eq!(c.otlp_protocol, crate::daemon::otlp::Encoding::Protobuf);
+        assert_eq!(Config::defaults().otlp_endpoint, None);
+        for (name, value) in [
+            ("HOOKD_OTLP_ENDPOINT", "ftp://collector"),
+            ("HOOKD_OTLP_ENDPOINT", "not a url"),
+            ("HOOKD_OTLP_PROTOCOL", "grpc"),
+        ] {
+            let err = build(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{value}: {err}");
+        }
+        let c = build(&[("HOOKD_OTLP_PROTOCOL", "http/json")]).unwrap();
+        assert_eq!(c.otlp_protocol, crate::daemon::otlp::Encoding::Json);
     }
 }

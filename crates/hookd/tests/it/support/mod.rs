@@ -16,8 +16,13 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// The configuration tests start from: port 0, private targets allowed, a millisecond
 /// retry ladder, fast polling and rescue.
 pub fn test_config(db: &TestDb) -> Config {
+    test_config_for(&db.url)
+}
+
+/// The same, for a database that is not a [`TestDb`].
+pub fn test_config_for(database_url: &str) -> Config {
     let mut c = Config::defaults();
-    c.database_url = db.url.clone();
+    c.database_url = database_url.to_string();
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.allow_private_targets = true;
     c.retry_schedule = vec![Duration::from_millis(50), Duration::from_millis(100)];
