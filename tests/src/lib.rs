@@ -13,6 +13,7 @@
 //! `cargo build -p hookd` first (or set `HOOKD_BIN`).
 
 pub mod audit;
+pub mod order;
 pub mod probe;
 pub mod process;
 pub mod producer;
@@ -21,6 +22,7 @@ pub mod receiver;
 
 pub use audit::{audit, duplicates_outside, record, report, say, wait_finished, Audit, Expect};
 pub use hookd_testkit::{hookd_bin, wait_until, Backend, Process, Receiver, Reply, TestDb};
+pub use order::Order;
 pub use probe::Probe;
 pub use process::{log_dir, Options};
 pub use producer::Producer;

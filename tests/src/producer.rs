@@ -94,6 +94,17 @@ pub fn insert_sql(backend: Backend, ids: &[String], endpoint_id: Option<&str>) -
 impl Producer {
     /// Starts inserting `ids` in batches of `batch`, pausing `pause` between batches.
     pub fn start(db: &TestDb, ids: Vec<String>, batch: usize, pause: Duration) -> Producer {
+        Producer::start_for(db, ids, batch, pause, None)
+    }
+
+    /// The same, every row for endpoint `endpoint_id` when given.
+    pub fn start_for(
+        db: &TestDb,
+        ids: Vec<String>,
+        batch: usize,
+        pause: Duration,
+        endpoint_id: Option<String>,
+    ) -> Producer {
         let committed = Arc::new(AtomicUsize::new(0));
         let (backend, url) = (db.backend, db.url.clone());
         let count = committed.clone();
@@ -101,7 +112,7 @@ impl Producer {
             let mut report = Report::default();
             let mut conn: Option<Conn> = None;
             for chunk in ids.chunks(batch) {
-                let sql = insert_sql(backend, chunk, None);
+                let sql = insert_sql(backend, chunk, endpoint_id.as_deref());
                 let mut tries = 0;
                 loop {
                     tries += 1;

@@ -4,6 +4,7 @@
 //! a time" lock ([`hookd_fault_tests::exclusive`]), so scenarios never overlap.
 
 mod architecture;
+mod chaos;
 mod clock;
 mod crash_recovery;
 mod kill9;

@@ -19,42 +19,10 @@ use serde_json::json;
 
 use hookd_fault_tests::{
     event_ids, event_number, exclusive, log_dir, say, wait_finished, wait_until, Backend, Options,
-    Probe, Producer, Receiver, Reply, TestDb, LONG,
+    Order, Probe, Producer, Receiver, Reply, TestDb, LONG,
 };
 
 const EVENTS: usize = 500;
-
-/// What the receiver has seen, in the order it saw it.
-#[derive(Default)]
-struct Order {
-    /// Per event number: answered 200 at least once.
-    answered: Vec<bool>,
-    /// Event numbers in the order of their first request.
-    first_receipts: Vec<usize>,
-    /// First requests that came while an earlier event was still unanswered:
-    /// (event, the earliest event not answered yet).
-    violations: Vec<(usize, usize)>,
-}
-
-impl Order {
-    fn new(n: usize) -> Order {
-        Order {
-            answered: vec![false; n],
-            ..Order::default()
-        }
-    }
-
-    /// A request for event `n`, the `request`-th for it; it is answered 200.
-    fn request(&mut self, n: usize, request: u32) {
-        if request == 1 {
-            self.first_receipts.push(n);
-            if let Some(missing) = self.answered[..n].iter().position(|done| !done) {
-                self.violations.push((n, missing));
-            }
-        }
-        self.answered[n] = true;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_keep_an_ordered_endpoints_order() {
