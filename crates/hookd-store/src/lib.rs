@@ -59,6 +59,7 @@ mod error;
 pub mod fair;
 pub mod ingest;
 pub mod operational;
+mod outbox_share;
 mod postgres;
 mod replica;
 mod rows;

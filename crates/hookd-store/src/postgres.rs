@@ -20,6 +20,7 @@ use crate::common;
 use crate::emit;
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::matching;
+use crate::outbox_share;
 use crate::replica::Replica;
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
@@ -46,6 +47,8 @@ pub struct PgStore {
     sealer: Option<Arc<dyn Sealer>>,
     /// Where the log, lists and gauges are read, when there is a replica.
     replica: Option<Replica>,
+    /// Where the next full outbox read's round of tenants starts.
+    outbox_share: outbox_share::Cursor,
 }
 
 impl PgStore {
@@ -65,6 +68,7 @@ impl PgStore {
             instance: crate::new_id("inst"),
             sealer: None,
             replica: None,
+            outbox_share: Default::default(),
         })
     }
 
@@ -556,6 +560,24 @@ impl Store for PgStore {
             .await?;
             if !earlier.is_empty() {
                 rows.splice(0..0, earlier);
+            }
+        }
+        if full && lease.is_none() {
+            // A backlog: each tenant's first rows beyond it too (see `outbox_share`).
+            let cut = rows.last().map(|r| r.seq).unwrap_or_default();
+            let seqs =
+                outbox_share::beyond::<Postgres>(&mut tx, Cow::Borrowed, cut, &self.outbox_share)
+                    .await?;
+            if !seqs.is_empty() {
+                let more: Vec<OutboxRow> = sqlx::query_as(
+                    "SELECT seq, event_id, event_type, payload, endpoint_id, tenant_id, traceparent \
+                     FROM hookd_outbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE SKIP LOCKED",
+                )
+                .bind(&seqs)
+                .fetch_all(&mut *tx)
+                .await?;
+                // Rows left here stay locked until the commit, then wait for a later read.
+                rows.extend(outbox_share::unordered(more, &targets));
             }
         }
         let read = rows.len();

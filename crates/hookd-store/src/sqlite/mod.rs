@@ -28,6 +28,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::common;
 use crate::emit;
+use crate::outbox_share;
 
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
@@ -48,6 +49,8 @@ pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
     sealer: Option<Arc<dyn Sealer>>,
+    /// Where the next full outbox read's round of tenants starts.
+    outbox_share: outbox_share::Cursor,
 }
 
 impl SqliteStore {
@@ -77,6 +80,7 @@ impl SqliteStore {
             writer,
             reader,
             sealer: None,
+            outbox_share: Default::default(),
         })
     }
 
@@ -122,6 +126,57 @@ impl SqliteStore {
         self.sealer = sealer;
         self
     }
+}
+
+/// Outbox rows, `tail` (`$1`: `bind`) after the `FROM`. Producers may bind anything (SQLite
+/// keeps a BLOB a BLOB, and text that is not UTF-8): bytes are read, so that one odd row
+/// fails alone instead of stopping ingestion.
+async fn outbox_rows(
+    conn: &mut sqlx::SqliteConnection,
+    tail: &str,
+    bind: Option<i64>,
+) -> Result<Vec<OutboxRow>> {
+    type Raw = (
+        i64,
+        Option<Vec<u8>>,
+        Vec<u8>,
+        Vec<u8>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+    );
+    let statement = format!(
+        "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
+         CAST(endpoint_id AS BLOB), CAST(tenant_id AS BLOB), CAST(traceparent AS BLOB) \
+         FROM hookd_outbox {tail}"
+    );
+    let mut query = sqlx::query_as::<_, Raw>(&statement);
+    if let Some(value) = bind {
+        query = query.bind(value);
+    }
+    let raw = query.fetch_all(&mut *conn).await?;
+    Ok(raw
+        .into_iter()
+        .map(
+            |(seq, event_id, event_type, payload, endpoint_id, tenant_id, traceparent)| {
+                let text = |b: Vec<u8>| ingest::lossy(b).0;
+                let (mut payload, utf8) = ingest::lossy(payload);
+                if !utf8 {
+                    // Not JSON either way; make sure it is refused as such.
+                    payload.insert_str(0, "\u{FFFD}not UTF-8: ");
+                }
+                OutboxRow {
+                    seq,
+                    event_id: event_id.map(text),
+                    event_type: text(event_type),
+                    payload,
+                    endpoint_id: endpoint_id.map(text),
+                    tenant_id: tenant_id.map(text),
+                    traceparent: traceparent.map(text),
+                }
+            },
+        )
+        .collect())
 }
 
 /// SQLite's text of a statement shared with PostgreSQL (`crate::sql`): `hookd_now_ms()`
@@ -564,55 +619,35 @@ impl Store for SqliteStore {
         }
         let window = ingest::window(max_rows, lease.as_ref());
         let mut tx = self.writer.begin().await?;
-        // Producers may bind anything (SQLite keeps a BLOB a BLOB, and text that is not
-        // UTF-8): read bytes, so that one odd row fails alone instead of stopping ingestion.
-        type Raw = (
-            i64,
-            Option<Vec<u8>>,
-            Vec<u8>,
-            Vec<u8>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-        );
-        let raw: Vec<Raw> = sqlx::query_as(
-            "SELECT seq, CAST(event_id AS BLOB), CAST(event_type AS BLOB), CAST(payload AS BLOB), \
-             CAST(endpoint_id AS BLOB), CAST(tenant_id AS BLOB), CAST(traceparent AS BLOB) \
-             FROM hookd_outbox \
-             ORDER BY seq LIMIT $1",
-        )
-        .bind(window as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        let rows: Vec<OutboxRow> = raw
-            .into_iter()
-            .map(
-                |(seq, event_id, event_type, payload, endpoint_id, tenant_id, traceparent)| {
-                    let text = |b: Vec<u8>| ingest::lossy(b).0;
-                    let (mut payload, utf8) = ingest::lossy(payload);
-                    if !utf8 {
-                        // Not JSON either way; make sure it is refused as such.
-                        payload.insert_str(0, "\u{FFFD}not UTF-8: ");
-                    }
-                    OutboxRow {
-                        seq,
-                        event_id: event_id.map(text),
-                        event_type: text(event_type),
-                        payload,
-                        endpoint_id: endpoint_id.map(text),
-                        tenant_id: tenant_id.map(text),
-                        traceparent: traceparent.map(text),
-                    }
-                },
-            )
-            .collect();
+        let mut rows = outbox_rows(&mut tx, "ORDER BY seq LIMIT $1", Some(window as i64)).await?;
         if rows.is_empty() {
             return Ok(Ingested::default());
         }
         let read = rows.len();
+        let full = read == window as usize;
         let targets = shared::targets::<Sqlite>(&mut tx, dialect).await?;
+        // The rows consumed: those up to `cut`, and those taken beyond it.
+        let cut = rows.last().map(|r| r.seq).unwrap_or_default();
+        let mut beyond = Vec::new();
+        if full && lease.is_none() {
+            let seqs =
+                outbox_share::beyond::<Sqlite>(&mut tx, dialect, cut, &self.outbox_share).await?;
+            if !seqs.is_empty() {
+                let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
+                let more = outbox_rows(
+                    &mut tx,
+                    &format!("WHERE seq IN ({}) ORDER BY seq", list.join(",")),
+                    None,
+                )
+                .await?;
+                let more = outbox_share::unordered(more, &targets);
+                beyond = more.iter().map(|r| r.seq).collect();
+                rows.extend(more);
+            }
+        }
+        let read = rows.len();
         let (rows, mut leasing) = ingest::lease_rows(rows, &targets, lease);
-        let more = read == window as usize || rows.len() < read;
+        let more = full || rows.len() < read;
         let incoming: Vec<Incoming> = rows.iter().map(Incoming::from).collect();
         shared::store_events::<Self>(
             &mut tx,
@@ -623,11 +658,24 @@ impl Store for SqliteStore {
             leasing.as_mut(),
         )
         .await?;
-        let last = rows.last().map(|r| r.seq).unwrap_or_default();
+        // Without rows taken beyond the cut, what was taken is a prefix of what was read.
+        let last = match beyond.is_empty() {
+            true => rows.last().map(|r| r.seq).unwrap_or_default(),
+            false => cut,
+        };
         sqlx::query("DELETE FROM hookd_outbox WHERE seq <= $1")
             .bind(last)
             .execute(&mut *tx)
             .await?;
+        if !beyond.is_empty() {
+            let list: Vec<String> = beyond.iter().map(i64::to_string).collect();
+            sqlx::query(&format!(
+                "DELETE FROM hookd_outbox WHERE seq IN ({})",
+                list.join(",")
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         shared::ingested(rows.len(), more, leasing, |rows| {
             shared::with_endpoints(self, &self.reader, self.sealer(), rows)

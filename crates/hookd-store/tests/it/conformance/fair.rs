@@ -12,6 +12,7 @@ hookd_testkit::each_backend!(
     a_fair_drain_claims_every_delivery_once,
     a_retry_of_another_tenant_is_claimed_ahead_of_a_backlog_of_retries,
     a_fair_drain_of_retries_claims_every_delivery_once,
+    a_backlog_in_the_outbox_does_not_hold_up_another_tenants_rows,
 );
 
 fn owned(id: &str, t: Option<&str>) -> Endpoint {
@@ -226,4 +227,93 @@ async fn a_fair_drain_of_retries_claims_every_delivery_once(backend: Backend) {
         }
     }
     assert_eq!(seen.len(), 121);
+}
+
+/// Outbox rows of `tenant` (NULL: provider-wide) numbered `ids`, for `endpoint` when given,
+/// in one transaction.
+async fn outbox_of(
+    db: &TestDb,
+    prefix: &str,
+    ids: std::ops::Range<usize>,
+    tenant: Option<&str>,
+    endpoint: Option<&str>,
+) {
+    let quoted = |v: Option<&str>| v.map_or("NULL".to_string(), |v| format!("'{v}'"));
+    let values: Vec<String> = ids
+        .map(|i| {
+            format!(
+                "('{prefix}{i}', 'purchase', '{{}}', {}, {})",
+                quoted(tenant),
+                quoted(endpoint)
+            )
+        })
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload, tenant_id, endpoint_id) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+}
+
+/// Tenant `a` committed a backlog of 600 outbox rows; then tenants `b` and the provider-wide
+/// one a row each, and an ordered endpoint of `c` two. A read of 100 rows in `seq` order
+/// finds the backlog and takes the fresh rows too, but not the ordered endpoint's (they wait
+/// for the read in order); reading on, every row becomes exactly one delivery.
+async fn a_backlog_in_the_outbox_does_not_hold_up_another_tenants_rows(backend: Backend) {
+    let (db, store) = open(backend).await;
+    for (id, t) in [("ep_a", Some("a")), ("ep_b", Some("b")), ("ep_p", None)] {
+        store.insert_endpoint(&owned(id, t)).await.unwrap();
+    }
+    let ordered = Endpoint {
+        ordered: true,
+        ..owned("ep_c", Some("c"))
+    };
+    store.insert_endpoint(&ordered).await.unwrap();
+    outbox_of(&db, "a-", 0..600, Some("a"), None).await;
+    outbox_of(&db, "c-", 0..2, Some("c"), Some("ep_c")).await;
+    outbox_of(&db, "b-", 0..1, Some("b"), None).await;
+    outbox_of(&db, "p-", 0..1, None, None).await;
+
+    assert!(store.ingest_outbox(100, &limits()).await.unwrap() > 100);
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 1000)
+        .await
+        .unwrap();
+    let of = |ep: &str| all.iter().filter(|d| d.endpoint_id == ep).count();
+    assert_eq!(of("ep_b"), 1, "b's fresh row is read with the backlog");
+    assert_eq!(of("ep_p"), 1, "so is the provider-wide one");
+    assert_eq!(
+        of("ep_c"),
+        0,
+        "the ordered endpoint's rows wait for the read in order"
+    );
+    assert!(of("ep_a") >= 100, "the backlog's first rows, in order");
+    let a: Vec<i64> = all
+        .iter()
+        .filter(|d| d.endpoint_id == "ep_a")
+        .map(|d| d.event_id.as_str()[2..].parse().unwrap())
+        .collect();
+    let mut sorted = a.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (0..a.len() as i64).collect::<Vec<_>>(),
+        "a prefix of a's rows"
+    );
+
+    while store.ingest_outbox(100, &limits()).await.unwrap() > 0 {}
+    let all = store
+        .deliveries(&DeliveryFilter::default(), None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 604, "every row once");
+    let events: std::collections::HashSet<&str> = all.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(events.len(), 604);
+    let c: Vec<&str> = all
+        .iter()
+        .rev()
+        .filter(|d| d.endpoint_id == "ep_c")
+        .map(|d| d.event_id.as_str())
+        .collect();
+    assert_eq!(c, ["c-0", "c-1"], "the ordered endpoint's in outbox order");
 }
