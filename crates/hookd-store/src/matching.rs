@@ -42,6 +42,9 @@ pub struct Target {
     pub event_types: Vec<String>,
     pub enabled: bool,
     pub ordered: bool,
+    /// It has a rate limit: its deliveries are claimed within its budget, never leased at
+    /// ingest.
+    pub rate_limited: bool,
 }
 
 /// A delivery to create: the endpoint, and whether it starts parked (endpoint disabled).
@@ -174,6 +177,7 @@ mod tests {
                 event_types: pats(&["*"]),
                 enabled: true,
                 ordered: false,
+                rate_limited: false,
             },
             Target {
                 id: "b".into(),
@@ -181,6 +185,7 @@ mod tests {
                 event_types: pats(&["refund"]),
                 enabled: true,
                 ordered: false,
+                rate_limited: false,
             },
             Target {
                 id: "c".into(),
@@ -188,6 +193,7 @@ mod tests {
                 event_types: pats(&["*"]),
                 enabled: false,
                 ordered: false,
+                rate_limited: false,
             },
         ];
         let ids = |p: Vec<Planned>| {
@@ -222,6 +228,7 @@ mod tests {
             event_types: pats(types),
             enabled,
             ordered,
+            rate_limited: false,
         };
         let targets = vec![
             target("plain", &["*"], true, false),
@@ -266,6 +273,7 @@ mod tests {
             event_types: pats(&["*"]),
             enabled,
             ordered: false,
+            rate_limited: false,
         };
         let targets = vec![
             target("wide", None, true),

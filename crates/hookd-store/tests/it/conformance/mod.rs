@@ -22,6 +22,7 @@ mod ingest_lease;
 mod instances;
 mod migrate_forward;
 mod ordered;
+mod rate_limit;
 mod record;
 mod resend;
 mod retention;
