@@ -16,9 +16,16 @@
 use crate::common::{self, FairShares};
 use crate::rate::{LimitedNext, RateLimit};
 
-/// A row of `sql::DUE_ENDPOINTS`: endpoint, tenant, retry, rate limit, theoretical arrival
-/// time from now (ms).
-pub(crate) type DueRow = (String, Option<String>, bool, Option<f64>, Option<f64>);
+/// A row of `sql::DUE_ENDPOINTS`: endpoint, tenant, retry (`None`: a rate-limited
+/// endpoint, listed whether it has rows due or not), rate limit, theoretical arrival time
+/// from now (ms).
+pub(crate) type DueRow = (
+    String,
+    Option<String>,
+    Option<bool>,
+    Option<f64>,
+    Option<f64>,
+);
 
 /// A limited endpoint's part of a claim: up to `firsts` first attempts and `retries`
 /// retries (its fair shares), `max` in all (no more than its budget allowed when listed;
@@ -40,6 +47,21 @@ pub(crate) struct ClaimSplit {
     /// the places the shares leave: only while no limited endpoint has rows due.
     pub rest: bool,
     pub limited: Vec<LimitedShare>,
+    /// The endpoints the claim statement skips: the caller's, and every rate-limited one
+    /// (rows of which may have become due since the list was read).
+    pub exclude: Vec<crate::EndpointId>,
+}
+
+impl ClaimSplit {
+    /// A claim that reads no list of endpoints: the oldest due rows of any endpoint but
+    /// `exclude`.
+    pub(crate) fn any(exclude: &[crate::EndpointId]) -> ClaimSplit {
+        ClaimSplit {
+            rest: true,
+            exclude: exclude.to_vec(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Splits a claim of `first` first attempts and `ahead` + `after` retries between the
@@ -55,7 +77,12 @@ pub(crate) fn split(
 ) -> ClaimSplit {
     let mut budgets: Vec<(String, u32)> = Vec::new();
     let mut listed = Vec::with_capacity(due.len());
+    let mut skip = exclude.to_vec();
     for (endpoint, tenant, retry, rate, rate_ahead) in due {
+        let Some(retry) = retry else {
+            skip.push(endpoint.into());
+            continue;
+        };
         match rate.and_then(RateLimit::new) {
             None => listed.push((endpoint, tenant, retry)),
             Some(rate) => {
@@ -109,6 +136,7 @@ pub(crate) fn split(
         shares,
         rest: budgets.is_empty(),
         limited,
+        exclude: skip,
     }
 }
 
@@ -182,7 +210,7 @@ mod tests {
         (
             endpoint.into(),
             Some(tenant.into()),
-            retry,
+            Some(retry),
             rate.map(|r| r.0),
             rate.map(|r| r.1),
         )
@@ -272,6 +300,19 @@ mod tests {
             assert_eq!(got, limited, "{what}");
             assert_eq!(s.rest, rest, "{what}");
         }
+    }
+
+    #[test]
+    fn every_limited_endpoint_is_kept_out_of_the_rest() {
+        let due = vec![
+            row("a", "t", false, None),
+            ("idle".to_string(), None, None, Some(20.0), None),
+        ];
+        let s = split(due, &["busy".into()], 10, 0, 0);
+        let skipped: Vec<&str> = s.exclude.iter().map(|e| e.as_str()).collect();
+        assert_eq!(skipped, ["busy", "idle"]);
+        assert!(s.rest, "no limited endpoint has rows due");
+        assert_eq!(s.shares.first, [("a".to_string(), 10)]);
     }
 
     #[test]

@@ -667,10 +667,7 @@ impl Store for PgStore {
                 after as u32,
             )
         } else {
-            limited::ClaimSplit {
-                rest: true,
-                ..Default::default()
-            }
+            limited::ClaimSplit::any(exclude_endpoints)
         };
         let (shares, rest) = (split.shares, split.rest);
         let shared_out = shares.first.is_empty() && shares.retries.is_empty();

@@ -104,11 +104,18 @@ pub(crate) struct LimitedNext {
     pub retry_due_ms: Option<i64>,
 }
 
+/// How soon to look again at a limited endpoint whose budget allows a delivery now and
+/// which has rows due, after a claim that took none of them: its budget came while the
+/// claim ran (or it is at its cap of attempts in flight). Soon, but not at once: a claim
+/// loop at its cap would spin, and the budget keeps a second's worth meanwhile.
+pub(crate) const RECHECK_MS: i64 = 10;
+
 /// Milliseconds until a claim may find something (≤ 0: now), from `due_ms`, the earliest
 /// due row of any endpoint, and the rate-limited endpoints: a limited endpoint's row counts
-/// as due when both it is due and the budget allows one more. While rows are overdue
-/// (`due_ms` ≤ 0) and a limited endpoint waits for its budget, that wait is the answer:
-/// the overdue rows may be its own, which a claim will not take before then.
+/// as due when both it is due and the budget allows one more (then in [`RECHECK_MS`] at
+/// the earliest). While rows are overdue (`due_ms` ≤ 0) and a limited endpoint waits for
+/// its budget, that wait is the answer: the overdue rows may be its own, which a claim
+/// will not take before then.
 pub(crate) fn next_due(due_ms: Option<i64>, limited: &[LimitedNext]) -> Option<i64> {
     let budget = limited
         .iter()
@@ -117,7 +124,10 @@ pub(crate) fn next_due(due_ms: Option<i64>, limited: &[LimitedNext]) -> Option<i
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b)?,
             };
-            Some(due.max(l.rate.wait_ms(l.ahead_ms).ceil() as i64))
+            Some(
+                due.max(l.rate.wait_ms(l.ahead_ms).ceil() as i64)
+                    .max(RECHECK_MS),
+            )
         })
         .min();
     match (due_ms, budget) {
@@ -293,10 +303,16 @@ mod tests {
                 Some(50),
             ),
             (
-                "a limited endpoint with budget and overdue rows: now",
+                "a limited endpoint with budget and overdue rows: soon",
                 Some(-5_000),
                 vec![l(0.0, Some(-5_000), None)],
+                Some(RECHECK_MS),
+            ),
+            (
+                "its budget due in less than the recheck: the recheck",
                 Some(-5_000),
+                vec![l(955.0, Some(-5_000), None)],
+                Some(RECHECK_MS),
             ),
             (
                 "a limited endpoint's rows due later than its budget: their due time",

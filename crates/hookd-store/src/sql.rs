@@ -226,12 +226,17 @@ fn due_endpoints(cte: &str, (kind, hint): (&str, &str), retry: bool) -> String {
 
 /// The endpoints with first attempts due and those with retries due, for a fair claim
 /// ([`crate::fair`]): `(endpoint, tenant, retry, rate limit, its theoretical arrival time
-/// from now)` ([`crate::limited`]), both skip scans in one statement.
+/// from now)` ([`crate::limited`]), both skip scans in one statement; then every
+/// rate-limited endpoint, `retry` NULL (none when none is limited: a partial index).
+/// Those are kept out of the claim's reads of the oldest due rows of any endpoint, even
+/// when rows of theirs became due after this read.
 pub(crate) static DUE_ENDPOINTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {}, {} \
          SELECT id, tenant_id, retry, rate_limit, rate_ahead FROM firsts_due \
-         UNION ALL SELECT id, tenant_id, retry, rate_limit, rate_ahead FROM retries_due",
+         UNION ALL SELECT id, tenant_id, retry, rate_limit, rate_ahead FROM retries_due \
+         UNION ALL SELECT id, tenant_id, NULL, rate_limit, NULL FROM hookd_endpoints \
+             WHERE rate_limit IS NOT NULL AND deleted_at IS NULL",
         due_endpoints("firsts", FIRST_BY_ENDPOINT, false),
         due_endpoints("retries", RETRY_BY_ENDPOINT, true),
     )

@@ -759,16 +759,13 @@ impl Store for SqliteStore {
                 after as u32,
             )
         } else {
-            limited::ClaimSplit {
-                rest: true,
-                ..Default::default()
-            }
+            limited::ClaimSplit::any(exclude_endpoints)
         };
         let (shares, rest) = (split.shares, split.rest);
         let mut rows = if !rest && shares.first.is_empty() && shares.retries.is_empty() {
             Vec::new()
         } else {
-            self.claim_shares(plan, exclude_endpoints, lease_ms, shares, rest)
+            self.claim_shares(plan, &split.exclude, lease_ms, shares, rest)
                 .await?
         };
         if !split.limited.is_empty() {

@@ -13,6 +13,7 @@ mod isolation;
 mod listen;
 mod observability;
 mod operator;
+mod rate_limit;
 mod resend_job;
 mod security;
 mod shared_postgres;
