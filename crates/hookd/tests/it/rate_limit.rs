@@ -64,6 +64,15 @@ async fn rate_limit_is_set_shown_changed_cleared_and_checked() {
         json!(null),
         "nothing changed"
     );
+
+    let doc = app.get_ok("/openapi.json").await;
+    for schema in ["NewEndpoint", "EndpointPatch", "EndpointView"] {
+        let field = &doc["components"]["schemas"][schema]["properties"]["rate_limit"];
+        assert!(
+            field.to_string().contains("number"),
+            "{schema}.rate_limit in the OpenAPI document: {field}"
+        );
+    }
     app.stop().await;
 }
 
