@@ -39,14 +39,7 @@ async fn rate_limit_is_set_shown_changed_cleared_and_checked() {
     let unlimited = app.endpoint(json!({ "url": "http://127.0.0.1:9/" })).await;
     assert_eq!(unlimited["rate_limit"], json!(null));
 
-    for bad in [
-        json!(0),
-        json!(-3),
-        json!("20"),
-        json!(true),
-        json!([20]),
-        json!(1e9),
-    ] {
+    for bad in [json!(0), json!(-3), json!("20"), json!(true), json!([20])] {
         let (status, answer) = app
             .post(
                 "/v1/endpoints",
@@ -87,8 +80,9 @@ async fn postgres_a_limited_endpoint_gets_its_rate_beside_a_full_speed_one() {
 }
 
 /// 20/s: a backlog of 260 events, written to the outbox at once, arrives at 20/s ± 10% over the 10 s
-/// after the first second's burst; 300 events to an unlimited endpoint, sent after that backlog, are all
-/// delivered while the limited endpoint is still working through it. The poll interval is
+/// after the first second's burst; 300 events to an unlimited endpoint, written right after
+/// that backlog, are all delivered while the limited endpoint is still working through it
+/// (it needs 9 s to reach 200). The poll interval is
 /// long (5 s), so the limited endpoint keeps its rate only if the dispatcher wakes when its
 /// budget allows the next delivery.
 async fn a_limited_endpoint_gets_its_rate_beside_a_full_speed_one(backend: Backend) {
@@ -102,26 +96,29 @@ async fn a_limited_endpoint_gets_its_rate_beside_a_full_speed_one(backend: Backe
         .await;
     app.endpoint(json!({ "url": unlimited.url(), "event_types": ["fast"] }))
         .await;
-    // The backlog arrives at once: one producer transaction.
-    let numbers = match backend {
-        Backend::Sqlite => {
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 260) \
+    // The backlog arrives at once, one producer transaction, then the unlimited endpoint's
+    // batch, another.
+    let numbers = |n: u32| match backend {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
              SELECT i FROM n"
-        }
-        Backend::Postgres => "SELECT i FROM generate_series(1, 260) AS i",
+        ),
+        Backend::Postgres => format!("SELECT i FROM generate_series(1, {n}) AS i"),
     };
-    db.exec(&format!(
-        "INSERT INTO hookd_outbox (event_id, event_type, payload) \
-         SELECT 'slow-' || i, 'slow', '{{}}' FROM ({numbers}) n"
-    ))
-    .await;
-
+    for (event_type, n) in [("slow", 260), ("fast", 300)] {
+        db.exec(&format!(
+            "INSERT INTO hookd_outbox (event_id, event_type, payload) \
+             SELECT '{event_type}-' || i, '{event_type}', '{{}}' FROM ({}) n",
+            numbers(n)
+        ))
+        .await;
+    }
     let fast_sent = Instant::now();
-    post_events(&app, "fast", 300).await;
     unlimited.wait_for(300, WAIT).await;
     let fast_took = fast_sent.elapsed();
     let slow_by_then = limited.count();
-    // The limited backlog needs 12 s (a burst of 20, then 240 at 20/s).
+    // The limited backlog needs 12 s (a burst of 20, then 240 at 20/s): no more than
+    // 200 in the first 9 s, whatever the load.
     assert!(
         slow_by_then < 200,
         "the unlimited endpoint finished after {slow_by_then} of the limited one's 260"
@@ -147,13 +144,4 @@ async fn a_limited_endpoint_gets_its_rate_beside_a_full_speed_one(backend: Backe
         "{slow_received} requests for 260 events"
     );
     app.stop().await;
-}
-
-/// `n` events of `event_type`, posted 10 at a time.
-async fn post_events(app: &TestApp, event_type: &str, n: usize) {
-    for chunk in 0..n.div_ceil(10) {
-        let posts = (chunk * 10..(chunk * 10 + 10).min(n))
-            .map(|_| app.event(json!({ "event_type": event_type, "payload": {} })));
-        futures_util::future::join_all(posts).await;
-    }
 }

@@ -392,9 +392,8 @@ fn parse_rate_limit(value: &serde_json::Value) -> Result<Option<RateLimit>, ApiE
         .map(Some)
         .ok_or_else(|| {
             ApiError::invalid(format!(
-                "rate_limit must be a number of deliveries per second above 0 and at most {} \
-             (null or absent: unlimited), not {value}",
-                hookd_store::rate::MAX_RATE
+                "rate_limit must be a number of deliveries per second above 0 \
+                 (null or absent: unlimited), not {value}"
             ))
         })
 }
