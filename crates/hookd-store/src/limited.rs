@@ -6,10 +6,10 @@
 //! reads each one's limit and budget). Unlimited endpoints are claimed as before, in the one
 //! claim statement, unchanged. A limited endpoint whose budget allows nothing now is left
 //! out of the shares; one whose budget allows some gets its fair share, cut to its budget,
-//! and is claimed in a transaction of its own that locks its row (on PostgreSQL `FOR UPDATE
-//! SKIP LOCKED`: two instances never spend one budget twice), reads the budget again, takes
-//! the oldest due rows through the endpoint's own indexes, and moves the budget on by the
-//! rows taken. While a limited endpoint has due rows, the claim statement reads no rows
+//! and is claimed after the claim statement, in one transaction for the claim's limited
+//! endpoints that locks their rows (on PostgreSQL `FOR NO KEY UPDATE SKIP LOCKED`: two
+//! instances never spend one budget twice), reads each budget again, takes the oldest due
+//! rows through the endpoint's own indexes, and moves the budget on by the rows taken. While a limited endpoint has due rows, the claim statement reads no rows
 //! beyond the fair shares: the oldest due rows of any endpoint would be its backlog, read
 //! and skipped on every claim.
 

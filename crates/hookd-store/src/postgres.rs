@@ -291,10 +291,11 @@ static LIMITED_CLAIM: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The limited endpoints of a claim, locked; those another instance is claiming are
-/// skipped (it spends their budget now).
+/// skipped (it spends their budget now). `NO KEY UPDATE`: the key share an ingest takes
+/// of the endpoints it creates deliveries for does not stand in the way.
 const LOCK_LIMITED: &str = "SELECT id, rate_limit, rate_tat, hookd_now_ms() FROM hookd_endpoints \
     WHERE id = ANY($1) AND rate_limit IS NOT NULL AND deleted_at IS NULL \
-    ORDER BY id FOR UPDATE SKIP LOCKED";
+    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED";
 
 struct PgWake(PgListener);
 
