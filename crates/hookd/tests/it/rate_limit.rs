@@ -145,3 +145,36 @@ async fn a_limited_endpoint_gets_its_rate_beside_a_full_speed_one(backend: Backe
     );
     app.stop().await;
 }
+
+/// Two instances on one PostgreSQL database share the limit: together they send a backlog
+/// of 260 at 20/s ± 10% over the 10 s after the first second's burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_instances_share_one_limit() {
+    let db = TestDb::postgres().await;
+    let mut config = test_config(&db);
+    config.poll_interval = Duration::from_secs(5);
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = TestApp::spawn_with(config).await;
+    let limited = Receiver::ok().await;
+    a.endpoint(json!({ "url": limited.url(), "event_types": ["slow"], "rate_limit": 20 }))
+        .await;
+    db.exec(
+        "INSERT INTO hookd_outbox (event_id, event_type, payload) \
+         SELECT 'slow-' || i, 'slow', '{}' FROM generate_series(1, 260) AS i",
+    )
+    .await;
+    limited.wait_for(221, Duration::from_secs(60)).await;
+    let mut at: Vec<Instant> = limited.received().iter().map(|r| r.at).collect();
+    at.sort();
+    let window = at[220] - at[20];
+    let rate = 200.0 / window.as_secs_f64();
+    let sent = |app: &TestApp| app.metrics.attempts.with_label_values(&["success"]).get();
+    let (by_a, by_b) = (sent(&a), sent(&b));
+    println!("two instances: limited endpoint {rate:.2}/s over {window:?}, sent {by_a} + {by_b}");
+    assert!(
+        (18.0..=22.0).contains(&rate),
+        "{rate:.2}/s over {window:?}, not 20/s ± 10%"
+    );
+    a.stop().await;
+    b.stop().await;
+}
