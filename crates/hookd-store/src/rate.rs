@@ -70,7 +70,7 @@ impl TryFrom<f64> for RateLimit {
     type Error = String;
     fn try_from(v: f64) -> Result<Self, String> {
         RateLimit::new(v)
-            .ok_or_else(|| format!("a rate limit is a number of deliveries per second above 0"))
+            .ok_or_else(|| "a rate limit is a number of deliveries per second above 0".to_string())
     }
 }
 
