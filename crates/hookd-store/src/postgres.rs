@@ -110,7 +110,6 @@ impl PgStore {
         Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
-    /// Encrypts endpoint secrets at rest with `sealer`.
     /// Claims the shares of rate-limited endpoints, each within its budget, and moves the
     /// budgets on, in one transaction ([`crate::limited`]).
     async fn claim_limited(
@@ -161,6 +160,7 @@ impl PgStore {
         Ok(rows)
     }
 
+    /// Encrypts endpoint secrets at rest with `sealer`.
     pub fn with_sealer(mut self, sealer: Option<Arc<dyn Sealer>>) -> Self {
         self.sealer = sealer;
         self
