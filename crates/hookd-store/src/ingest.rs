@@ -402,6 +402,9 @@ pub(crate) struct Leasing<'a> {
     pub room: usize,
     /// Endpoints whose deliveries are not leased.
     pub exclude: &'a [crate::EndpointId],
+    /// Rate-limited endpoints: their deliveries are not leased either, but left pending for
+    /// a claim to take within their budget.
+    pub limited: Vec<String>,
     pub token: String,
     pub lease_ms: i64,
     /// The deliveries leased, filled in as they are created.
@@ -415,7 +418,9 @@ pub(crate) struct Leasing<'a> {
 impl Leasing<'_> {
     /// Whether a new delivery to `endpoint_id`, due now, is leased: while there is room.
     pub fn takes(&self, endpoint_id: &str, leased_so_far: usize) -> bool {
-        leased_so_far < self.room && !self.exclude.iter().any(|e| e.as_str() == endpoint_id)
+        leased_so_far < self.room
+            && !self.exclude.iter().any(|e| e.as_str() == endpoint_id)
+            && !self.limited.iter().any(|e| e == endpoint_id)
     }
 
     /// Takes the deliveries just created leased (`created`: id, event id, endpoint id, in
@@ -632,6 +637,11 @@ pub(crate) fn lease_rows<'l>(
     let Some(lease) = lease.filter(|l| l.max > 0) else {
         return (rows, None);
     };
+    let limited: Vec<String> = targets
+        .iter()
+        .filter(|t| t.rate_limited)
+        .map(|t| t.id.clone())
+        .collect();
     let per_row = rows.iter().map(|r| {
         let mut row = RowLease {
             leasable: 0,
@@ -643,7 +653,9 @@ pub(crate) fn lease_rows<'l>(
             r.tenant_id.as_deref(),
             targets,
         ) {
-            if p.parked || p.error.is_some() {
+            // A rate-limited endpoint's delivery is created pending: neither leased nor
+            // waiting for a place.
+            if p.parked || p.error.is_some() || limited.contains(&p.endpoint_id) {
                 continue;
             }
             if lease
@@ -663,6 +675,7 @@ pub(crate) fn lease_rows<'l>(
     let leasing = Leasing {
         room: lease.max as usize,
         exclude: lease.exclude_endpoints,
+        limited,
         token: crate::token(),
         lease_ms: lease.lease_ms as i64,
         rows: Vec::new(),

@@ -22,6 +22,8 @@
 //!   change that causes them.
 //! - [`catalog`]: the event-type catalog's record and statements, and [`PayloadCheck`],
 //!   how an ingest checks payloads against their type's schema.
+//! - `limited.rs`: the rate-limited endpoints' part of a claim and of the idle wait, and
+//!   the statements for them.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
 //!   windows a bulk resend reads, ...).
 //! - [`ingest`]: what both stores do with incoming events around the statements that write
@@ -40,6 +42,7 @@
 //! - `error.rs`: [`StoreError`], one variant per kind of failure.
 //! - [`summary`]: per endpoint, how its recent deliveries went (the dashboard's overview).
 //! - [`tenant`]: tenant ids and the [`Scope`] every confined call takes.
+//! - [`rate`]: an endpoint's rate limit and the budget arithmetic behind it. Pure.
 //!
 //! Dependencies run down this list: a module uses only modules below it (and any of them
 //! the types of the interface above), so the shared modules know neither store. One
@@ -58,9 +61,11 @@ mod emit;
 mod error;
 pub mod fair;
 pub mod ingest;
+mod limited;
 pub mod operational;
 mod outbox_share;
 mod postgres;
+pub mod rate;
 mod replica;
 mod rows;
 mod shared;
@@ -77,6 +82,7 @@ pub use error::{Result, StoreError};
 pub use ingest::{json_depth, payload_error, storable_traceparent, IngestLimits};
 pub use model::*;
 pub use postgres::PgStore;
+pub use rate::RateLimit;
 pub use sqlite::SqliteStore;
 pub use summary::{EndpointSummary, Summaries};
 pub use tenant::{Scope, TenantId};
@@ -454,7 +460,9 @@ pub trait Store: Send + Sync + 'static {
     /// endpoint is on its way (the safety net behind the promotion on completion). Returns
     /// how many.
     async fn promote_stranded(&self) -> Result<u64>;
-    /// Milliseconds until the earliest pending delivery is due (≤ 0: due now).
+    /// Milliseconds until the earliest pending delivery is due (≤ 0: due now). A
+    /// rate-limited endpoint's rows count as due once its budget allows one more: while
+    /// rows are overdue and such an endpoint waits for its budget, that wait.
     async fn next_due_in_ms(&self) -> Result<Option<i64>>;
 
     // --- the delivery log -------------------------------------------------------------

@@ -55,6 +55,9 @@ pub struct Target {
     pub event_types: Vec<String>,
     pub enabled: bool,
     pub ordered: bool,
+    /// It has a rate limit: its deliveries are claimed within its budget, never leased at
+    /// ingest.
+    pub rate_limited: bool,
 }
 
 /// A delivery to create: the endpoint, and whether it starts parked (endpoint disabled).
@@ -209,6 +212,7 @@ mod tests {
                 event_types: pats(&["*"]),
                 enabled: true,
                 ordered: false,
+                rate_limited: false,
             },
             Target {
                 id: "b".into(),
@@ -216,6 +220,7 @@ mod tests {
                 event_types: pats(&["refund"]),
                 enabled: true,
                 ordered: false,
+                rate_limited: false,
             },
             Target {
                 id: "c".into(),
@@ -223,6 +228,7 @@ mod tests {
                 event_types: pats(&["*"]),
                 enabled: false,
                 ordered: false,
+                rate_limited: false,
             },
         ];
         let ids = |p: Vec<Planned>| {
@@ -257,6 +263,7 @@ mod tests {
             event_types: pats(types),
             enabled,
             ordered,
+            rate_limited: false,
         };
         let targets = vec![
             target("plain", &["*"], true, false),
@@ -301,6 +308,7 @@ mod tests {
             event_types: pats(&["*"]),
             enabled,
             ordered: false,
+            rate_limited: false,
         };
         let targets = vec![
             target("wide", None, true),

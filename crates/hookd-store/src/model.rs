@@ -269,6 +269,8 @@ pub struct Endpoint {
     pub previous_secret_expires_at: Option<i64>,
     /// Deliver strictly in insertion order, one at a time.
     pub ordered: bool,
+    /// Deliveries per second at most, across every instance; `None` = unlimited.
+    pub rate_limit: Option<crate::RateLimit>,
     /// Delays before each retry, in ms. `None` = the global schedule; empty = no automatic retry.
     pub retry_schedule_ms: Option<Vec<u64>>,
     /// Whole-request timeout in ms. `None` = the global timeout.
@@ -313,6 +315,7 @@ impl fmt::Debug for Endpoint {
             previous_secret,
             previous_secret_expires_at,
             ordered,
+            rate_limit,
             retry_schedule_ms,
             timeout_ms,
             headers,
@@ -342,6 +345,7 @@ impl fmt::Debug for Endpoint {
             .field("previous_secret", &hidden(previous_secret))
             .field("previous_secret_expires_at", previous_secret_expires_at)
             .field("ordered", ordered)
+            .field("rate_limit", rate_limit)
             .field("retry_schedule_ms", retry_schedule_ms)
             .field("timeout_ms", timeout_ms)
             .field("headers", &headers)

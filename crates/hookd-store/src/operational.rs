@@ -246,6 +246,7 @@ mod tests {
             event_types: types.iter().map(|s| s.to_string()).collect(),
             enabled,
             ordered: false,
+            rate_limited: false,
         }
     }
 

@@ -19,6 +19,7 @@ use sqlx::{Postgres, QueryBuilder};
 use crate::common;
 use crate::emit;
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
+use crate::limited;
 use crate::matching;
 use crate::outbox_share;
 use crate::replica::Replica;
@@ -137,6 +138,56 @@ impl PgStore {
         Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
+    /// Claims the shares of rate-limited endpoints, each within its budget, and moves the
+    /// budgets on, in one transaction ([`crate::limited`]).
+    async fn claim_limited(
+        &self,
+        shares: &[limited::LimitedShare],
+        lease_ms: u64,
+    ) -> Result<Vec<ClaimRow>> {
+        let ids: Vec<&str> = shares.iter().map(|l| l.endpoint.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        let locked: Vec<(String, f64, Option<f64>, i64)> = sqlx::query_as(LOCK_LIMITED)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let token = crate::token();
+        let mut rows = Vec::new();
+        for (id, rate, tat, now) in locked {
+            let (Some(rate), Some(share)) = (
+                crate::RateLimit::new(rate),
+                shares.iter().find(|l| l.endpoint == id),
+            ) else {
+                continue;
+            };
+            let now = now as f64;
+            let max = share.max.min(rate.allowance(tat.map(|t| t - now)));
+            if max == 0 {
+                continue;
+            }
+            let taken: Vec<ClaimRow> = sqlx::query_as(&LIMITED_CLAIM)
+                .bind(&id)
+                .bind(share.firsts as i64)
+                .bind(share.retries as i64)
+                .bind(max as i64)
+                .bind(&token)
+                .bind(lease_ms as i64)
+                .bind(&self.instance)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !taken.is_empty() {
+                sqlx::query(limited::SET_RATE_TAT)
+                    .bind(&id)
+                    .bind(rate.advance(tat, now, taken.len() as u32))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            rows.extend(taken);
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
+
     /// Encrypts endpoint secrets at rest with `sealer`.
     pub fn with_sealer(mut self, sealer: Option<Arc<dyn Sealer>>) -> Self {
         self.sealer = sealer;
@@ -167,8 +218,17 @@ static COMPLETE: LazyLock<String> = LazyLock::new(|| {
 /// that index rather than walk the due order filtering on the endpoint. The `UNION ALL`
 /// under the `LIMIT` reads an arm only while the ones before it leave room, so rows an arm
 /// never reaches are never locked. Each arm reads its own partial index.
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql(true));
+
+/// [`CLAIM`] without its arms that take the oldest due rows of any endpoint (`rest`): only
+/// the fair shares, while a rate-limited endpoint has rows due ([`crate::limited`]).
+static CLAIM_SHARES: LazyLock<String> = LazyLock::new(|| claim_sql(false));
+
+fn claim_sql(rest: bool) -> String {
     let due = |name: &str, kind: &str, limit: &str| {
+        if !rest {
+            return format!("{name} AS (SELECT id FROM hookd_deliveries WHERE FALSE)");
+        }
         format!(
             "{name} AS (SELECT id FROM hookd_deliveries \
              WHERE state = 'pending' AND {kind} AND next_attempt_at <= hookd_now_ms() \
@@ -233,7 +293,37 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
             "LIMIT $6"
         ),
     )
+}
+
+/// One rate-limited endpoint's share ([`crate::limited::limited_rows`], `$1` to `$4`),
+/// leased with token `$5` for `$6` ms to instance `$7`; the rows as a claim returns them.
+static LIMITED_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH due AS ({}), \
+         claimed AS ( \
+             UPDATE hookd_deliveries d SET state = 'in_flight', lease_token = $5, \
+                 lease_expires_at = hookd_now_ms() + $6, lease_instance = $7, \
+                 attempts = d.attempts + 1, \
+                 auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
+                 updated_at = hookd_now_ms() \
+             FROM due WHERE d.id = due.id \
+             RETURNING d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
+                 d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
+         ) \
+         SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
+             c.next_trigger, c.auto_attempts, c.manual_only, c.next_attempt_at, e.payload, \
+             e.payload_error \
+         FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id",
+        crate::limited::limited_rows(" FOR UPDATE SKIP LOCKED")
+    )
 });
+
+/// The limited endpoints of a claim, locked; those another instance is claiming are
+/// skipped (it spends their budget now). `NO KEY UPDATE`: the key share an ingest takes
+/// of the endpoints it creates deliveries for does not stand in the way.
+const LOCK_LIMITED: &str = "SELECT id, rate_limit, rate_tat, hookd_now_ms() FROM hookd_endpoints \
+    WHERE id = ANY($1) AND rate_limit IS NOT NULL AND deleted_at IS NULL \
+    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED";
 
 struct PgWake(PgListener);
 
@@ -306,6 +396,7 @@ impl Store for PgStore {
     async fn insert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
         shared::bind_endpoint(sqlx::query(sql::INSERT_ENDPOINT), e, self.sealer())
             .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
+            .bind(e.rate_limit.map(f64::from))
             .execute(&self.pool)
             .await?;
         self.endpoint_any(&e.id).await?.ok_or_else(|| {
@@ -357,6 +448,7 @@ impl Store for PgStore {
         let updated = shared::bind_endpoint(sqlx::query(sql::UPDATE_ENDPOINT), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
+            .bind(e.rate_limit.map(f64::from))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -639,12 +731,11 @@ impl Store for PgStore {
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
-        let shares = if first > 0 || ahead + after > 0 {
-            let due: Vec<(String, Option<String>, bool)> =
-                sqlx::query_as(sql::DUE_ENDPOINTS.as_str())
-                    .fetch_all(&self.pool)
-                    .await?;
-            common::fair_shares(
+        let split = if first > 0 || ahead + after > 0 {
+            let due: Vec<limited::DueRow> = sqlx::query_as(sql::DUE_ENDPOINTS.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+            limited::split(
                 due,
                 exclude_endpoints,
                 (first - ahead).max(0) as u32,
@@ -652,8 +743,10 @@ impl Store for PgStore {
                 after as u32,
             )
         } else {
-            common::FairShares::default()
+            limited::ClaimSplit::any(exclude_endpoints)
         };
+        let (shares, rest) = (split.shares, split.rest);
+        let shared_out = shares.first.is_empty() && shares.retries.is_empty();
         let (endpoints, counts): (Vec<String>, Vec<i64>) =
             shares.first.into_iter().map(|(e, n)| (e, n as i64)).unzip();
         let mut retry_endpoints = Vec::new();
@@ -663,22 +756,30 @@ impl Store for PgStore {
             retry_ahead.push(ahead as i64);
             retry_after.push(after as i64);
         }
-        let rows: Vec<ClaimRow> = sqlx::query_as(&CLAIM)
-            .bind(crate::token())
-            .bind(lease_ms as i64)
-            .bind(plan.max as i64)
-            .bind(exclude_endpoints)
-            .bind(ahead)
-            .bind(first)
-            .bind(after)
-            .bind(endpoints)
-            .bind(counts)
-            .bind(retry_endpoints)
-            .bind(retry_ahead)
-            .bind(retry_after)
-            .bind(&self.instance)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut rows: Vec<ClaimRow> = if !rest && shared_out {
+            Vec::new()
+        } else {
+            sqlx::query_as(if rest { &CLAIM } else { &CLAIM_SHARES })
+                .bind(crate::token())
+                .bind(lease_ms as i64)
+                .bind(plan.max as i64)
+                .bind(exclude_endpoints)
+                .bind(ahead)
+                .bind(first)
+                .bind(after)
+                .bind(endpoints)
+                .bind(counts)
+                .bind(retry_endpoints)
+                .bind(retry_ahead)
+                .bind(retry_after)
+                .bind(&self.instance)
+                .fetch_all(&self.pool)
+                .await?
+        };
+        if !split.limited.is_empty() {
+            rows.extend(self.claim_limited(&split.limited, lease_ms).await?);
+            rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+        }
         shared::with_endpoints(self, &self.pool, self.sealer(), rows).await
     }
 
@@ -778,9 +879,13 @@ impl Store for PgStore {
     }
 
     async fn next_due_in_ms(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(sql::NEXT_DUE)
+        let due: Option<i64> = sqlx::query_scalar(sql::NEXT_DUE)
             .fetch_one(&self.pool)
-            .await?)
+            .await?;
+        let limited: Vec<limited::NextDueRow> = sqlx::query_as(limited::LIMITED_NEXT_DUE.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(limited::next_due(due, limited))
     }
 
     // --- the delivery log -------------------------------------------------------------

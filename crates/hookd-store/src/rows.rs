@@ -34,7 +34,7 @@ pub(crate) const ENDPOINT_COLUMNS: &str =
     "id, tenant_id, url, description, event_types, bearer_token, \
     signature_scheme, secret, previous_secret, previous_secret_expires_at, ordered, \
     retry_schedule, timeout_ms, headers, enabled, disabled_reason, disabled_at, \
-    last_success_at, failing_since, deleted_at, version, created_at, updated_at";
+    last_success_at, failing_since, deleted_at, version, created_at, updated_at, rate_limit";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EndpointRow {
@@ -61,6 +61,7 @@ pub(crate) struct EndpointRow {
     version: i64,
     created_at: i64,
     updated_at: i64,
+    rate_limit: Option<f64>,
 }
 
 impl TryFrom<EndpointRow> for Endpoint {
@@ -85,6 +86,8 @@ impl TryFrom<EndpointRow> for Endpoint {
             previous_secret: r.previous_secret,
             previous_secret_expires_at: r.previous_secret_expires_at,
             ordered: r.ordered,
+            // A limit stored out of range (written by hand) counts as none.
+            rate_limit: r.rate_limit.and_then(crate::RateLimit::new),
             enabled: r.enabled,
             disabled_reason: r.disabled_reason,
             disabled_at: r.disabled_at,
@@ -268,6 +271,7 @@ pub(crate) struct TargetRow {
     event_types: String,
     enabled: bool,
     ordered: bool,
+    rate_limited: bool,
 }
 
 impl TryFrom<TargetRow> for crate::matching::Target {
@@ -279,6 +283,7 @@ impl TryFrom<TargetRow> for crate::matching::Target {
             tenant_id: r.tenant_id,
             enabled: r.enabled,
             ordered: r.ordered,
+            rate_limited: r.rate_limited,
         })
     }
 }

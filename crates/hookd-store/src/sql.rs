@@ -60,20 +60,21 @@ pub(crate) const NOW: &str = "SELECT hookd_now_ms()";
 pub(crate) const INSERT_ENDPOINT: &str = "INSERT INTO hookd_endpoints (id, url, description, \
     event_types, bearer_token, signature_scheme, secret, retry_schedule, timeout_ms, headers, \
     enabled, disabled_reason, disabled_at, previous_secret, previous_secret_expires_at, ordered, \
-    tenant_id, created_at, updated_at) \
+    tenant_id, created_at, updated_at, rate_limit) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-    hookd_now_ms(), hookd_now_ms())";
+    hookd_now_ms(), hookd_now_ms(), $18)";
 
 /// `$17`: the endpoint is unreadable (its secrets could not be decrypted), so its stored
 /// secret values are kept as they are instead of being overwritten with blanks.
 /// `$18`: the version the write depends on, compared in the same statement (NULL: none).
+/// `$19`: the rate limit (its budget, `rate_tat`, is left as it is).
 pub(crate) const UPDATE_ENDPOINT: &str = "UPDATE hookd_endpoints SET url = $2, description = $3, \
     event_types = $4, bearer_token = CASE WHEN $17 THEN bearer_token ELSE $5 END, \
     signature_scheme = $6, secret = CASE WHEN $17 THEN secret ELSE $7 END, retry_schedule = $8, \
     timeout_ms = $9, headers = $10, enabled = $11, disabled_reason = $12, disabled_at = $13, \
     previous_secret = CASE WHEN $17 THEN previous_secret ELSE $14 END, \
     previous_secret_expires_at = CASE WHEN $17 THEN previous_secret_expires_at ELSE $15 END, \
-    ordered = $16, \
+    ordered = $16, rate_limit = $19, \
     failing_since = CASE WHEN $11 AND NOT enabled THEN NULL ELSE failing_since END, \
     version = version + 1, updated_at = hookd_now_ms() \
     WHERE id = $1 AND deleted_at IS NULL AND version = COALESCE($18, version)";
@@ -154,8 +155,8 @@ pub(crate) const SEALED_ENDPOINTS: &str = "SELECT id, secret, previous_secret, b
     FROM hookd_endpoints WHERE deleted_at IS NULL AND (secret LIKE 'sealed:%' \
     OR previous_secret LIKE 'sealed:%' OR bearer_token LIKE 'sealed:%') ORDER BY id";
 
-pub(crate) const TARGETS: &str = "SELECT id, tenant_id, event_types, enabled, ordered \
-    FROM hookd_endpoints WHERE deleted_at IS NULL";
+pub(crate) const TARGETS: &str = "SELECT id, tenant_id, event_types, enabled, ordered, \
+    rate_limit IS NOT NULL AS rate_limited FROM hookd_endpoints WHERE deleted_at IS NULL";
 
 /// Whether an endpoint has a delivery still to finish (an ordered one's next must wait):
 /// the first entry of the endpoint in the index of unfinished rows.
@@ -213,7 +214,8 @@ fn due_endpoints(cte: &str, (kind, hint): (&str, &str), retry: bool) -> String {
              WHERE {kind} AND endpoint_id > {cte}.endpoint_id \
              ORDER BY endpoint_id LIMIT 1) \
          FROM {cte} WHERE {cte}.endpoint_id IS NOT NULL), \
-         {cte}_due AS (SELECT e.id, e.tenant_id, {retry} AS retry FROM {cte} \
+         {cte}_due AS (SELECT e.id, e.tenant_id, {retry} AS retry, e.rate_limit, \
+             e.rate_tat - hookd_now_ms() AS rate_ahead FROM {cte} \
              JOIN hookd_endpoints e ON e.id = {cte}.endpoint_id \
              WHERE (SELECT next_attempt_at FROM hookd_deliveries {hint} \
                  WHERE endpoint_id = {cte}.endpoint_id AND {kind} \
@@ -223,11 +225,18 @@ fn due_endpoints(cte: &str, (kind, hint): (&str, &str), retry: bool) -> String {
 }
 
 /// The endpoints with first attempts due and those with retries due, for a fair claim
-/// ([`crate::fair`]): `(endpoint, tenant, retry)`, both skip scans in one statement.
+/// ([`crate::fair`]): `(endpoint, tenant, retry, rate limit, its theoretical arrival time
+/// from now)` ([`crate::limited`]), both skip scans in one statement; then every
+/// rate-limited endpoint, `retry` NULL (none when none is limited: a partial index).
+/// Those are kept out of the claim's reads of the oldest due rows of any endpoint, even
+/// when rows of theirs became due after this read.
 pub(crate) static DUE_ENDPOINTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH RECURSIVE {}, {} \
-         SELECT id, tenant_id, retry FROM firsts_due UNION ALL SELECT id, tenant_id, retry FROM retries_due",
+         SELECT id, tenant_id, retry, rate_limit, rate_ahead FROM firsts_due \
+         UNION ALL SELECT id, tenant_id, retry, rate_limit, rate_ahead FROM retries_due \
+         UNION ALL SELECT id, tenant_id, NULL, rate_limit, NULL FROM hookd_endpoints \
+             WHERE rate_limit IS NOT NULL AND deleted_at IS NULL",
         due_endpoints("firsts", FIRST_BY_ENDPOINT, false),
         due_endpoints("retries", RETRY_BY_ENDPOINT, true),
     )

@@ -31,6 +31,7 @@ use crate::emit;
 use crate::outbox_share;
 
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
+use crate::limited;
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
 use crate::sql;
@@ -212,8 +213,13 @@ static COMPLETE_RETURNING: sql::Batch = sql::Batch::with_suffix(
 /// `retries` retry arms (endpoint `$M`, `$M+1` rows ahead, `$M+2` after). SQLite runs
 /// `UNION ALL` arm by arm under the outer `LIMIT`, so an arm is read only while the ones
 /// before it leave room. Each arm reads its own partial index in due order.
-fn claim_sql(fair: usize, retries: usize) -> String {
+/// Without `rest`, the arms that take the oldest due rows of any endpoint read nothing:
+/// only the fair shares, while a rate-limited endpoint has rows due ([`crate::limited`]).
+fn claim_sql(fair: usize, retries: usize, rest: bool) -> String {
     let due = |index: &str, kind: &str, limit: &str| {
+        if !rest {
+            return "SELECT NULL WHERE FALSE".to_string();
+        }
         format!(
             "SELECT id FROM (SELECT id FROM hookd_deliveries /* {index} */ \
              WHERE state = 'pending' AND {kind} AND next_attempt_at <= hookd_now_ms() \
@@ -305,16 +311,127 @@ static DUE_ENDPOINTS: LazyLock<String> =
 /// used.
 static CLAIMS: LazyLock<Mutex<ClaimStatements>> = LazyLock::new(Default::default);
 
-/// Claim statements by (first-attempt arms, retry arms).
-type ClaimStatements = std::collections::HashMap<(usize, usize), Arc<str>>;
+/// Claim statements by (first-attempt arms, retry arms, rest).
+type ClaimStatements = std::collections::HashMap<(usize, usize, bool), Arc<str>>;
 
-fn claim_statement(fair: usize, retries: usize) -> Arc<str> {
+fn claim_statement(fair: usize, retries: usize, rest: bool) -> Arc<str> {
     CLAIMS
         .lock()
         .expect("no panic while it is held")
-        .entry((fair, retries))
-        .or_insert_with(|| claim_sql(fair, retries).into())
+        .entry((fair, retries, rest))
+        .or_insert_with(|| claim_sql(fair, retries, rest).into())
         .clone()
+}
+
+/// One rate-limited endpoint's share ([`crate::limited::limited_rows`], `$1` to `$4`),
+/// leased with token `$5` for `$6` ms; the rows as a claim returns them.
+static LIMITED_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    sql::sqlite_dialect_owned(&format!(
+        "UPDATE hookd_deliveries SET state = 'in_flight', lease_token = $5, \
+         lease_expires_at = hookd_now_ms() + $6, attempts = attempts + 1, \
+         auto_attempts = auto_attempts + CASE WHEN next_trigger = 'auto' THEN 1 ELSE 0 END, \
+         updated_at = hookd_now_ms() \
+         WHERE id IN ({}) \
+         RETURNING id, lease_token, event_id, event_type, endpoint_id, attempts, next_trigger, \
+             auto_attempts, manual_only, next_attempt_at, \
+             (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
+             (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                 AS payload_error",
+        crate::limited::limited_rows("")
+    ))
+});
+
+static LOCK_LIMITED: LazyLock<String> = LazyLock::new(|| {
+    sql::sqlite_dialect_owned(
+        "SELECT id, rate_limit, rate_tat, hookd_now_ms() FROM hookd_endpoints \
+         WHERE id IN (SELECT value FROM json_each($1)) AND rate_limit IS NOT NULL \
+         AND deleted_at IS NULL ORDER BY id",
+    )
+});
+
+static LIMITED_NEXT_DUE: LazyLock<String> =
+    LazyLock::new(|| sql::sqlite_dialect_owned(&crate::limited::LIMITED_NEXT_DUE));
+
+impl SqliteStore {
+    /// The claim statement for the fair `shares` (and, with `rest`, the oldest due rows of
+    /// any endpoint for the places they leave).
+    async fn claim_shares(
+        &self,
+        plan: ClaimPlan,
+        exclude_endpoints: &[EndpointId],
+        lease_ms: u64,
+        shares: common::FairShares,
+        rest: bool,
+    ) -> Result<Vec<ClaimRow>> {
+        let (ahead, first, after) = plan.limits();
+        let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
+        let statement = claim_statement(shares.first.len(), shares.retries.len(), rest);
+        let mut claim = sqlx::query_as(&statement)
+            .bind(crate::token())
+            .bind(lease_ms as i64)
+            .bind(plan.max as i64)
+            .bind(excluded)
+            .bind(ahead)
+            .bind(first)
+            .bind(after);
+        for (endpoint, rows) in shares.first {
+            claim = claim.bind(endpoint).bind(rows as i64);
+        }
+        for (endpoint, ahead, after) in shares.retries {
+            claim = claim.bind(endpoint).bind(ahead as i64).bind(after as i64);
+        }
+        Ok(claim.fetch_all(&mut *self.writer.lock().await?).await?)
+    }
+
+    /// Claims the shares of rate-limited endpoints, each within its budget, and moves the
+    /// budgets on, in one write transaction ([`crate::limited`]).
+    async fn claim_limited(
+        &self,
+        shares: &[limited::LimitedShare],
+        lease_ms: u64,
+    ) -> Result<Vec<ClaimRow>> {
+        let ids: Vec<&str> = shares.iter().map(|l| l.endpoint.as_str()).collect();
+        let ids = serde_json::to_string(&ids).expect("strings serialize");
+        let mut tx = self.writer.begin().await?;
+        let locked: Vec<(String, f64, Option<f64>, i64)> = sqlx::query_as(&LOCK_LIMITED)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let token = crate::token();
+        let mut rows = Vec::new();
+        for (id, rate, tat, now) in locked {
+            let (Some(rate), Some(share)) = (
+                crate::RateLimit::new(rate),
+                shares.iter().find(|l| l.endpoint == id),
+            ) else {
+                continue;
+            };
+            let now = now as f64;
+            let max = share.max.min(rate.allowance(tat.map(|t| t - now)));
+            if max == 0 {
+                continue;
+            }
+            let taken: Vec<ClaimRow> = sqlx::query_as(&LIMITED_CLAIM)
+                .bind(&id)
+                .bind(share.firsts as i64)
+                .bind(share.retries as i64)
+                .bind(max as i64)
+                .bind(&token)
+                .bind(lease_ms as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !taken.is_empty() {
+                sqlx::query(limited::SET_RATE_TAT)
+                    .bind(&id)
+                    .bind(rate.advance(tat, now, taken.len() as u32))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            rows.extend(taken);
+        }
+        tx.commit().await?;
+        Ok(rows)
+    }
 }
 
 #[async_trait]
@@ -392,6 +509,7 @@ impl Store for SqliteStore {
         let insert = dialect(sql::INSERT_ENDPOINT);
         shared::bind_endpoint(sqlx::query(&insert), e, self.sealer())
             .bind(e.tenant_id.as_ref().map(|t| t.as_str()))
+            .bind(e.rate_limit.map(f64::from))
             .execute(&mut *self.writer.lock().await?)
             .await?;
         self.endpoint_any(&mut *self.writer.lock().await?, &e.id)
@@ -441,6 +559,7 @@ impl Store for SqliteStore {
         let updated = shared::bind_endpoint(sqlx::query(&update), e, self.sealer())
             .bind(e.unreadable.is_some())
             .bind(if_version)
+            .bind(e.rate_limit.map(f64::from))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -701,11 +820,11 @@ impl Store for SqliteStore {
         lease_ms: u64,
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
-        let shares = if first > 0 || ahead + after > 0 {
-            let due: Vec<(String, Option<String>, bool)> = sqlx::query_as(&DUE_ENDPOINTS)
+        let split = if first > 0 || ahead + after > 0 {
+            let due: Vec<limited::DueRow> = sqlx::query_as(&DUE_ENDPOINTS)
                 .fetch_all(&self.reader)
                 .await?;
-            common::fair_shares(
+            limited::split(
                 due,
                 exclude_endpoints,
                 (first - ahead).max(0) as u32,
@@ -713,25 +832,18 @@ impl Store for SqliteStore {
                 after as u32,
             )
         } else {
-            common::FairShares::default()
+            limited::ClaimSplit::any(exclude_endpoints)
         };
-        let excluded = serde_json::to_string(exclude_endpoints).expect("strings serialize");
-        let statement = claim_statement(shares.first.len(), shares.retries.len());
-        let mut claim = sqlx::query_as(&statement)
-            .bind(crate::token())
-            .bind(lease_ms as i64)
-            .bind(plan.max as i64)
-            .bind(excluded)
-            .bind(ahead)
-            .bind(first)
-            .bind(after);
-        for (endpoint, rows) in shares.first {
-            claim = claim.bind(endpoint).bind(rows as i64);
+        let (shares, rest) = (split.shares, split.rest);
+        let mut rows = if !rest && shares.first.is_empty() && shares.retries.is_empty() {
+            Vec::new()
+        } else {
+            self.claim_shares(plan, &split.exclude, lease_ms, shares, rest)
+                .await?
+        };
+        if !split.limited.is_empty() {
+            rows.extend(self.claim_limited(&split.limited, lease_ms).await?);
         }
-        for (endpoint, ahead, after) in shares.retries {
-            claim = claim.bind(endpoint).bind(ahead as i64).bind(after as i64);
-        }
-        let mut rows: Vec<ClaimRow> = claim.fetch_all(&mut *self.writer.lock().await?).await?;
         // RETURNING gives no order.
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         shared::with_endpoints(self, &self.reader, self.sealer(), rows).await
@@ -820,9 +932,13 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_in_ms(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(&dialect(sql::NEXT_DUE))
+        let due: Option<i64> = sqlx::query_scalar(&dialect(sql::NEXT_DUE))
             .fetch_one(&self.reader)
-            .await?)
+            .await?;
+        let limited: Vec<limited::NextDueRow> = sqlx::query_as(&LIMITED_NEXT_DUE)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(limited::next_due(due, limited))
     }
 
     // --- the delivery log -------------------------------------------------------------

@@ -665,3 +665,107 @@ async fn postgres_fair_claim_reads_endpoints_not_the_backlog() {
         check_fair(&db, "with statistics", retry).await;
     }
 }
+
+/// A rate-limited endpoint's part of a claim and of the idle wait, on the fair seed (55,000
+/// rows pending over 20 endpoints, `a_7` limited): its share within its budget is read
+/// through its own indexes of pending rows by endpoint (the outer sort orders at most the
+/// two limits' rows), and the idle wait's look at each limited endpoint is a seek per
+/// index (the endpoints are a small table, which a planner may scan). As `limited_rows` and
+/// `LIMITED_NEXT_DUE` in limited.rs spell them, `hookd_now_ms()` as 10^12.
+fn limited_queries(backend: Backend) -> Vec<(&'static str, String, &'static [&'static str])> {
+    let hint = |index: &str| match backend {
+        Backend::Sqlite => format!("INDEXED BY {index}"),
+        Backend::Postgres => String::new(),
+    };
+    let (first, first_kind) = fair_index(false);
+    let (retry, retry_kind) = fair_index(true);
+    let (h1, h2) = (hint(first), hint(retry));
+    const BOTH: &[&str] = &[
+        "hookd_deliveries_due_endpoint",
+        "hookd_deliveries_due_retry_endpoint",
+    ];
+    vec![
+        (
+            "limited claim: one endpoint's rows within its budget",
+            format!(
+                "SELECT id FROM (SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at \
+                 FROM hookd_deliveries {h1} WHERE endpoint_id = 'a_7' AND {first_kind} \
+                 AND next_attempt_at <= 1000000000000 ORDER BY next_attempt_at LIMIT 25) f \
+                 UNION ALL SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at \
+                 FROM hookd_deliveries {h2} WHERE endpoint_id = 'a_7' AND {retry_kind} \
+                 AND next_attempt_at <= 1000000000000 ORDER BY next_attempt_at LIMIT 25) r) x \
+                 ORDER BY next_attempt_at LIMIT 20"
+            ),
+            BOTH,
+        ),
+        (
+            "idle wait: each limited endpoint's first pending rows",
+            format!(
+                "SELECT e.rate_limit, e.rate_tat - 1000000000000, \
+                 (SELECT next_attempt_at FROM hookd_deliveries {h1} WHERE endpoint_id = e.id \
+                 AND {first_kind} AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) \
+                 - 1000000000000, \
+                 (SELECT next_attempt_at FROM hookd_deliveries {h2} WHERE endpoint_id = e.id \
+                 AND {retry_kind} AND next_attempt_at IS NOT NULL ORDER BY next_attempt_at LIMIT 1) \
+                 - 1000000000000 \
+                 FROM hookd_endpoints e WHERE e.rate_limit IS NOT NULL AND e.deleted_at IS NULL"
+            ),
+            BOTH,
+        ),
+    ]
+}
+
+async fn check_limited(db: &TestDb, when: &str) {
+    for (what, sql, indexes) in limited_queries(db.backend) {
+        let plan = explain(db, &sql).await;
+        println!("{:?} {when}, {what}:\n{plan}\n", db.backend);
+        for index in indexes {
+            assert!(
+                plan.contains(index),
+                "{what} ({when}): expected {index}:\n{plan}"
+            );
+        }
+        assert!(
+            !plan.contains("Seq Scan on hookd_deliveries")
+                && !plan
+                    .lines()
+                    .any(|l| l.contains("SCAN hookd_deliveries") && !l.contains("INDEX")),
+            "{what} ({when}) scans the deliveries:\n{plan}"
+        );
+        // Only the outer order of the two limited reads may sort.
+        let sorts = plan
+            .lines()
+            .filter(|l| l.contains("Sort  (") || l.contains("TEMP B-TREE"))
+            .count();
+        assert!(
+            sorts <= 1,
+            "{what} ({when}) sorts more than the limited rows:\n{plan}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_limited_claim_reads_the_endpoint_not_the_backlog() {
+    for retry in [false, true] {
+        let (db, _store) = migrated(Backend::Sqlite).await;
+        db.exec(&fair_seed(Backend::Sqlite, i32::from(retry))).await;
+        db.exec("UPDATE hookd_endpoints SET rate_limit = 20 WHERE id = 'a_7'")
+            .await;
+        check_limited(&db, "without statistics").await;
+        db.exec("ANALYZE").await;
+        check_limited(&db, "with statistics").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_limited_claim_reads_the_endpoint_not_the_backlog() {
+    for retry in [false, true] {
+        let (db, _store) = migrated(Backend::Postgres).await;
+        db.exec(&format!(
+            "{}; UPDATE hookd_endpoints SET rate_limit = 20 WHERE id = 'a_7'; ANALYZE;",
+            fair_seed(Backend::Postgres, i32::from(retry))
+        ))
+        .await;
+        check_limited(&db, "with statistics").await;
+    }
+}

@@ -92,6 +92,10 @@ pub struct AddArgs {
     /// Deliver strictly in insertion order, one at a time
     #[arg(long)]
     pub ordered: bool,
+    /// Deliveries per second at most, across every instance, e.g. 20 or 0.5 [default:
+    /// unlimited]
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate_limit: Option<f64>,
     /// Register it disabled: no deliveries until `hookd endpoints enable`
     #[arg(long)]
     pub disabled: bool,
@@ -255,6 +259,9 @@ async fn add(api: Api, a: AddArgs) -> anyhow::Result<Output> {
     }
     if a.ordered {
         body.insert("ordered".into(), json!(true));
+    }
+    if let Some(rate) = a.rate_limit {
+        body.insert("rate_limit".into(), json!(rate));
     }
     if a.disabled {
         body.insert("enabled".into(), json!(false));
@@ -451,6 +458,9 @@ fn endpoint_details(e: &Value) -> String {
         rows.push(("disabled at", time_and_relative(&e["disabled_at"])));
     }
     rows.push(("ordered", yes_no(&e["ordered"]).to_string()));
+    if e["rate_limit"].is_number() {
+        rows.push(("rate limit", format!("{}/s", e["rate_limit"])));
+    }
     rows.push(("signature scheme", text(&e["signature_scheme"])));
     if e["secret"].is_string() {
         rows.push(("secret", text(&e["secret"])));

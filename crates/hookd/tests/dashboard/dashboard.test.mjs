@@ -476,6 +476,7 @@ try {
     await page.getByLabel('Event types').fill('order.*, refund.created');
     await page.getByLabel('Signature scheme').selectOption('standard');
     await page.getByLabel('Timeout').fill('5s');
+    await page.getByLabel('Rate limit (per second)').fill('20');
     await pageShot('endpoint-new');
     await page.getByRole('button', { name: 'Create endpoint' }).click();
     await page.getByRole('heading', { name: 'Created: Created in the browser', level: 1 }).waitFor();
@@ -485,8 +486,8 @@ try {
     created.id = await page.getByRole('link', { name: 'Done' }).getAttribute('href').then((href) => decodeURIComponent(href.split('/').pop()));
     const stored = await api(`/v1/endpoints/${created.id}`);
     assert.equal(stored.secret, created.secret);
-    assert.deepEqual([stored.url, stored.event_types, stored.timeout, stored.signature_scheme],
-      [created.url, ['order.*', 'refund.created'], '5s', 'standard']);
+    assert.deepEqual([stored.url, stored.event_types, stored.timeout, stored.signature_scheme, stored.rate_limit],
+      [created.url, ['order.*', 'refund.created'], '5s', 'standard', 20]);
     await page.getByRole('button', { name: 'Copy' }).click();
     await page.getByText('Copied.').waitFor();
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), created.secret);
@@ -494,6 +495,7 @@ try {
     // Once: the endpoint's own page, and the same page reloaded, never show it.
     await page.getByRole('link', { name: 'Done' }).click();
     await page.getByRole('heading', { name: 'Created in the browser', level: 1 }).waitFor();
+    await page.getByText('at most 20 deliveries/s').waitFor();
     const shown = async () => page.evaluate((secret) => document.body.innerText.includes(secret)
       || [...document.querySelectorAll('input')].some((i) => i.value === secret), created.secret);
     assert.equal(await shown(), false);
@@ -502,8 +504,10 @@ try {
     assert.equal(await shown(), false);
   });
 
-  await step('edit it: event types, timeout, retry schedule, headers; sent with If-Match', async () => {
+  await step('edit it: event types, timeout, retry schedule, headers, rate limit; sent with If-Match', async () => {
     await page.getByLabel('Description').fill('Created, then edited');
+    assert.equal(await page.getByLabel('Rate limit (per second)').inputValue(), '20');
+    await page.getByLabel('Rate limit (per second)').fill('');
     await page.getByLabel('Event types').fill('order.*');
     await page.getByLabel('Timeout').fill('3s');
     await page.getByLabel('Retries').selectOption('custom');
@@ -515,13 +519,13 @@ try {
     assert.equal(sent.headers()['if-match'], '"v1"');
     assert.match(sent.headers()['content-type'], /^application\/json/);
     assert.deepEqual(JSON.parse(sent.postData()), {
-      description: 'Created, then edited', event_types: ['order.*'], timeout: '3s', retry_schedule: ['1s', '5s'], headers: { 'X-Team': 'web' },
+      description: 'Created, then edited', event_types: ['order.*'], timeout: '3s', retry_schedule: ['1s', '5s'], headers: { 'X-Team': 'web' }, rate_limit: null,
     });
     await page.getByText('Saved:').waitFor();
     await page.getByRole('heading', { name: 'Created, then edited', level: 1 }).waitFor();
     const e = await api(`/v1/endpoints/${created.id}`);
-    assert.deepEqual([e.description, e.event_types, e.timeout, e.retry_schedule, e.headers, e.url],
-      ['Created, then edited', ['order.*'], '3s', ['1s', '5s'], { 'X-Team': 'web' }, created.url]);
+    assert.deepEqual([e.description, e.event_types, e.timeout, e.retry_schedule, e.headers, e.url, e.rate_limit],
+      ['Created, then edited', ['order.*'], '3s', ['1s', '5s'], { 'X-Team': 'web' }, created.url, null]);
     // Nothing changed: nothing is sent.
     await page.getByRole('button', { name: 'Save changes' }).click();
     await page.getByText('Nothing to save').waitFor();

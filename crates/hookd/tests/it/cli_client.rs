@@ -139,6 +139,8 @@ async fn endpoints_from_add_to_delete() {
             "--description",
             "Payments",
             "--ordered",
+            "--rate-limit",
+            "2.5",
             "--disabled",
         ])
         .await;
@@ -153,6 +155,7 @@ async fn endpoints_from_add_to_delete() {
     assert_eq!(ep["headers"], json!({"X-Tenant": "acme"}));
     assert_eq!(ep["description"], "Payments");
     assert_eq!(ep["ordered"], true);
+    assert_eq!(ep["rate_limit"], 2.5);
     assert_eq!(ep["enabled"], false);
     let generated = hookd
         .json(&["endpoints", "add", "--url", &receiver.url()])

@@ -15,6 +15,7 @@ mod listen;
 mod observability;
 mod operational;
 mod operator;
+mod rate_limit;
 mod replica;
 mod resend_job;
 mod security;

@@ -24,6 +24,7 @@ mod instances;
 mod migrate_forward;
 mod operational;
 mod ordered;
+mod rate_limit;
 mod record;
 mod resend;
 mod retention;

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use hookd_store::{matching, Endpoint, EndpointId, Scope, SignatureScheme, Versioned};
+use hookd_store::{matching, Endpoint, EndpointId, RateLimit, Scope, SignatureScheme, Versioned};
 
 use super::error::{ApiError, ErrorBody};
 use super::etag::{self, IfMatch};
@@ -52,6 +52,10 @@ pub struct NewEndpoint {
     headers: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
     ordered: Option<bool>,
+    /// Deliveries per second at most, a positive number (fractions allowed); absent or
+    /// `null`: unlimited. Deliveries over the limit wait, and are not failed attempts.
+    #[schema(value_type = Option<f64>, minimum = 0, exclusive_minimum = 0)]
+    rate_limit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +91,10 @@ pub struct EndpointPatch {
     headers: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
     ordered: Option<bool>,
+    /// Deliveries per second at most; `null` removes the limit.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f64>)]
+    rate_limit: Option<Option<serde_json::Value>>,
 }
 
 /// An endpoint as the API shows it. Lists leave out `secret` and `bearer_token`, and so
@@ -115,6 +123,8 @@ pub struct EndpointView {
     disabled_at: Option<String>,
     /// Deliver strictly in insertion order, one at a time.
     ordered: bool,
+    /// Deliveries per second at most, across every instance; `null` = unlimited.
+    rate_limit: Option<f64>,
     /// While a rotated-out secret still signs beside the current one.
     previous_secret_expires_at: Option<String>,
     last_success_at: Option<String>,
@@ -146,6 +156,7 @@ impl EndpointView {
                 .map(|ms| duration::format_duration(Duration::from_millis(ms))),
             disabled_at: rfc3339_opt(e.disabled_at),
             ordered: e.ordered,
+            rate_limit: e.rate_limit.map(f64::from),
             previous_secret_expires_at: rfc3339_opt(
                 e.previous_secret_expires_at
                     .filter(|_| e.previous_secret.is_some()),
@@ -193,6 +204,12 @@ pub async fn create(
         headers: req.headers.unwrap_or_default(),
         enabled,
         ordered: req.ordered.unwrap_or(false),
+        rate_limit: req
+            .rate_limit
+            .as_ref()
+            .map(parse_rate_limit)
+            .transpose()?
+            .flatten(),
         ..Endpoint::default()
     };
     validate(&endpoint, &state.targets).await?;
@@ -342,6 +359,13 @@ fn apply(e: &mut Endpoint, patch: &EndpointPatch) -> Result<bool, ApiError> {
     if let Some(ordered) = patch.ordered {
         e.ordered = ordered;
     }
+    if let Some(rate_limit) = &patch.rate_limit {
+        e.rate_limit = rate_limit
+            .as_ref()
+            .map(parse_rate_limit)
+            .transpose()?
+            .flatten();
+    }
     let mut disabling = false;
     if let Some(enabled) = patch.enabled {
         if enabled && !e.enabled {
@@ -355,6 +379,23 @@ fn apply(e: &mut Endpoint, patch: &EndpointPatch) -> Result<bool, ApiError> {
         e.enabled = enabled;
     }
     Ok(disabling)
+}
+
+/// `rate_limit`: a positive number of deliveries per second; `null`: none.
+fn parse_rate_limit(value: &serde_json::Value) -> Result<Option<RateLimit>, ApiError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    value
+        .as_f64()
+        .and_then(RateLimit::new)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "rate_limit must be a number of deliveries per second above 0 \
+                 (null or absent: unlimited), not {value}"
+            ))
+        })
 }
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC)), security(("admin_token" = [])), responses((status = 204, description = "deleted; its history stays readable"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "unknown id", body = ErrorBody), (status = 412, description = "the endpoint changed since the If-Match version was read; it was not deleted", body = ErrorBody)))]

@@ -52,6 +52,7 @@ fn bodies() -> impl Strategy<Value = Vec<u8>> {
                 "headers",
                 "enabled",
                 "ordered",
+                "rate_limit",
                 "event_type",
                 "payload",
                 "event_id",

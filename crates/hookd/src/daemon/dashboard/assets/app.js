@@ -552,7 +552,8 @@ async function renderEndpoints(view, isCurrent) {
         h('div', { class: 'meta' },
           h('span', { class: 'mono' }, e.id),
           ' · events: ', e.event_types.join(', '),
-          e.ordered ? [' · ', h('span', { class: 'badge neutral' }, 'ordered')] : null)),
+          e.ordered ? [' · ', h('span', { class: 'badge neutral' }, 'ordered')] : null,
+          e.rate_limit != null ? [' · ', h('span', { class: 'badge neutral', title: 'Rate limit' }, `at most ${e.rate_limit}/s`)] : null)),
       h('td', {}, healthCell(e)),
       h('td', {}, timeEl(e.last_success_at, 'never')),
       h('td', {}, e.failing_since ? timeEl(e.failing_since) : h('span', { class: 'muted' }, '—')),
@@ -723,6 +724,9 @@ function endpointFields(e) {
   const bearer = text('ep-bearer', '', { type: 'password', autocomplete: 'new-password' });
   const bearerRemove = e && e.has_bearer_token ? h('input', { type: 'checkbox', id: 'ep-bearer-remove' }) : null;
   const ordered = h('input', { type: 'checkbox', id: 'ep-ordered', checked: Boolean(e && e.ordered) });
+  const rateLimit = text('ep-rate-limit', e && e.rate_limit != null ? String(e.rate_limit) : '', {
+    type: 'number', min: '0', step: 'any', inputmode: 'decimal', placeholder: 'unlimited',
+  });
 
   const el = h('div', { class: 'endpoint-fields' },
     h('div', { class: 'field-grid' },
@@ -733,6 +737,7 @@ function endpointFields(e) {
       field('ep-scheme', 'Signature scheme', scheme, 'How each request is signed.'),
       creating ? field('ep-secret', 'Signing secret', secret, 'Leave empty to have one generated (shown once). For Toss Payments: your secret key.') : null,
       field('ep-timeout', 'Timeout', timeout, 'Per attempt, at most 1m (e.g. 5s). Empty: hookd\u2019s default.'),
+      field('ep-rate-limit', 'Rate limit (per second)', rateLimit, 'At most this many deliveries a second (e.g. 20, or 0.5); the rest wait their turn. Empty: unlimited.'),
       field('ep-retry-mode', 'Retries', retryMode, 'When an attempt fails.'),
       field('ep-retry', 'Retry schedule', retry, 'The delay before each retry, separated by commas.'),
       field('ep-headers', 'Static headers', headers, 'Added to every request, one per line: Name: value.', true),
@@ -757,6 +762,13 @@ function endpointFields(e) {
       retrySchedule = retry.value.split(',').map((d) => d.trim()).filter(Boolean);
       if (!retrySchedule.length) throw new FormError('Retry schedule: write at least one delay (e.g. 1m, 5m), or choose another kind of retries.');
     }
+    let limit = null;
+    if (rateLimit.value.trim() !== '') {
+      limit = Number(rateLimit.value);
+      if (!Number.isFinite(limit) || limit <= 0) throw new FormError('Rate limit: a number of deliveries per second above 0 (e.g. 20), or empty for unlimited.');
+    } else if (rateLimit.validity && rateLimit.validity.badInput) {
+      throw new FormError('Rate limit: a number of deliveries per second above 0 (e.g. 20), or empty for unlimited.');
+    }
     return {
       url: url.value.trim(),
       description: description.value.trim() || null,
@@ -769,6 +781,7 @@ function endpointFields(e) {
       bearer_token: bearer.value.trim(),
       remove_bearer: Boolean(bearerRemove && bearerRemove.checked),
       ordered: ordered.checked,
+      rate_limit: limit,
     };
   };
   return { el, read };
@@ -824,6 +837,7 @@ function createBody(v) {
   if (Object.keys(v.headers).length) body.headers = v.headers;
   if (v.bearer_token) body.bearer_token = v.bearer_token;
   if (v.ordered) body.ordered = true;
+  if (v.rate_limit != null) body.rate_limit = v.rate_limit;
   return body;
 }
 
@@ -842,6 +856,7 @@ function patchBody(e, v) {
   if (v.remove_bearer) body.bearer_token = null;
   else if (v.bearer_token) body.bearer_token = v.bearer_token;
   if (v.ordered !== e.ordered) body.ordered = v.ordered;
+  if (v.rate_limit !== (e.rate_limit ?? null)) body.rate_limit = v.rate_limit;
   return body;
 }
 
@@ -1150,6 +1165,7 @@ function endpointFacts(e) {
     row('ID', h('span', { class: 'mono' }, e.id)),
     row('Last success', timeEl(e.last_success_at, 'never')),
     row('Failing since', timeEl(e.failing_since)),
+    row('Rate limit', e.rate_limit != null ? `at most ${e.rate_limit} deliveries/s` : h('span', { class: 'muted' }, 'unlimited')),
     row('Signature', schemeLabel,
       e.previous_secret_expires_at ? h('div', { class: 'meta' }, 'the previous secret signs too until ', exactTimeEl(e.previous_secret_expires_at)) : null),
     row('Created', timeEl(e.created_at)));
