@@ -312,7 +312,7 @@ static LIMITED_CLAIM: LazyLock<String> = LazyLock::new(|| {
          ) \
          SELECT c.id, c.lease_token, c.event_id, c.event_type, c.endpoint_id, c.attempts, \
              c.next_trigger, c.auto_attempts, c.manual_only, c.next_attempt_at, e.payload, \
-             e.payload_error \
+             e.payload_error, e.traceparent \
          FROM claimed c JOIN hookd_events e ON e.event_id = c.event_id",
         crate::limited::limited_rows(" FOR UPDATE SKIP LOCKED")
     )

@@ -336,7 +336,9 @@ static LIMITED_CLAIM: LazyLock<String> = LazyLock::new(|| {
              auto_attempts, manual_only, next_attempt_at, \
              (SELECT payload FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) AS payload, \
              (SELECT payload_error FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
-                 AS payload_error",
+                 AS payload_error, \
+             (SELECT traceparent FROM hookd_events e WHERE e.event_id = hookd_deliveries.event_id) \
+                 AS traceparent",
         crate::limited::limited_rows("")
     ))
 });
