@@ -123,6 +123,7 @@ async fn invalid_fields_are_422() {
         json!({ "event_type": "", "payload": {} }),
         json!({ "event_type": "x" }),
         json!({ "event_type": "x", "payload": {}, "event_id": "has space" }),
+        json!({ "event_type": "hookd.endpoint.disabled", "payload": {} }),
     ] {
         let (status, _) = app.post("/v1/events", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");

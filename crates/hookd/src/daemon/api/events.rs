@@ -70,6 +70,13 @@ pub async fn create(
         })
         .transpose()?;
     check_name("event_type", &req.event_type)?;
+    if hookd_store::matching::is_operational(&req.event_type) {
+        // Receivers trust `hookd.*` events to come from hookd itself.
+        return Err(ApiError::invalid(format!(
+            "event_type: types starting with {:?} are hookd's own operational events",
+            hookd_store::matching::OPERATIONAL_PREFIX
+        )));
+    }
     if let Some(id) = &req.event_id {
         check_name("event_id", id)?;
     }
