@@ -162,6 +162,7 @@ async fn four_instances_killed_at_random_lose_nothing_and_keep_order() {
         &probe.attempts().await,
         &in_flight_at_kills,
     );
+    probe.close().await;
     let order = order.lock().unwrap();
     report(
         scenario,
@@ -194,5 +195,4 @@ async fn four_instances_killed_at_random_lose_nothing_and_keep_order() {
         order.first_receipts, expected,
         "the ordered endpoint's first receipts follow outbox order"
     );
-    probe.close().await;
 }
