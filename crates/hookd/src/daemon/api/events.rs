@@ -70,11 +70,11 @@ pub async fn create(
         })
         .transpose()?;
     check_name("event_type", &req.event_type)?;
-    if hookd_store::matching::is_operational(&req.event_type) {
-        // Receivers trust `hookd.*` events to come from hookd itself.
+    if hookd_store::operational::TYPES.contains(&req.event_type.as_str()) {
+        // Receivers trust these to come from hookd itself.
         return Err(ApiError::invalid(format!(
-            "event_type: types starting with {:?} are hookd's own operational events",
-            hookd_store::matching::OPERATIONAL_PREFIX
+            "event_type: {} is one of hookd's own operational events",
+            req.event_type
         )));
     }
     if let Some(id) = &req.event_id {
