@@ -38,6 +38,47 @@ pub(crate) struct LimitedShare {
     pub max: u32,
 }
 
+/// A limited endpoint as the claim's transaction locked it: id, `rate_limit`, `rate_tat`,
+/// and the database clock.
+pub(crate) type Locked = (String, f64, Option<f64>, i64);
+
+/// What a claim takes of one locked limited endpoint: its share, cut to its budget.
+pub(crate) struct Take<'s> {
+    pub share: &'s LimitedShare,
+    /// Rows to take at most.
+    pub max: u32,
+    rate: RateLimit,
+    tat: Option<f64>,
+    now: f64,
+}
+
+impl Take<'_> {
+    /// The endpoint's budget once `taken` rows were taken.
+    pub fn tat_after(&self, taken: usize) -> f64 {
+        self.rate.advance(self.tat, self.now, taken as u32)
+    }
+}
+
+/// The takes of the locked endpoints that have a share and budget left now.
+pub(crate) fn takes(locked: Vec<Locked>, shares: &[LimitedShare]) -> Vec<Take<'_>> {
+    locked
+        .into_iter()
+        .filter_map(|(id, rate, tat, now)| {
+            let rate = RateLimit::new(rate)?;
+            let share = shares.iter().find(|l| l.endpoint == id)?;
+            let now = now as f64;
+            let max = share.max.min(rate.allowance(tat.map(|t| t - now)));
+            (max > 0).then_some(Take {
+                share,
+                max,
+                rate,
+                tat,
+                now,
+            })
+        })
+        .collect()
+}
+
 /// A claim split between the claim statement and the limited endpoints.
 #[derive(Default)]
 pub(crate) struct ClaimSplit {
@@ -205,6 +246,35 @@ pub(crate) fn next_due(due_ms: Option<i64>, limited: Vec<NextDueRow>) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn takes_are_shares_cut_to_the_budget() {
+        let share = |endpoint: &str, max: u32| LimitedShare {
+            endpoint: endpoint.into(),
+            firsts: max,
+            retries: 0,
+            max,
+        };
+        let shares = [share("a", 5), share("b", 50), share("c", 5), share("d", 5)];
+        let now = 1_000_000;
+        let locked: Vec<Locked> = vec![
+            ("a".into(), 20.0, None, now), // idle: a second's burst
+            ("b".into(), 20.0, None, now), // its share is more than that
+            ("c".into(), 2.0, Some(now as f64 + 10_000.0), now), // 10 s in debt: nothing
+            ("d".into(), 0.0, None, now),  // not a limit
+            ("e".into(), 20.0, None, now), // no share in this claim
+        ];
+        let takes = takes(locked, &shares);
+        let got: Vec<(&str, u32)> = takes
+            .iter()
+            .map(|t| (t.share.endpoint.as_str(), t.max))
+            .collect();
+        assert_eq!(got, [("a", 5), ("b", 20)]);
+        assert!(
+            takes[0].tat_after(5) > now as f64,
+            "taking moves the budget on"
+        );
+    }
 
     fn row(endpoint: &str, tenant: &str, retry: bool, rate: Option<(f64, f64)>) -> DueRow {
         (

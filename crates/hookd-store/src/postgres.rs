@@ -147,29 +147,19 @@ impl PgStore {
     ) -> Result<Vec<ClaimRow>> {
         let ids: Vec<&str> = shares.iter().map(|l| l.endpoint.as_str()).collect();
         let mut tx = self.pool.begin().await?;
-        let locked: Vec<(String, f64, Option<f64>, i64)> = sqlx::query_as(LOCK_LIMITED)
+        let locked: Vec<limited::Locked> = sqlx::query_as(LOCK_LIMITED)
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;
         let token = crate::token();
         let mut rows = Vec::new();
-        for (id, rate, tat, now) in locked {
-            let (Some(rate), Some(share)) = (
-                crate::RateLimit::new(rate),
-                shares.iter().find(|l| l.endpoint == id),
-            ) else {
-                continue;
-            };
-            let now = now as f64;
-            let max = share.max.min(rate.allowance(tat.map(|t| t - now)));
-            if max == 0 {
-                continue;
-            }
+        for take in limited::takes(locked, shares) {
+            let id = &take.share.endpoint;
             let taken: Vec<ClaimRow> = sqlx::query_as(&LIMITED_CLAIM)
-                .bind(&id)
-                .bind(share.firsts as i64)
-                .bind(share.retries as i64)
-                .bind(max as i64)
+                .bind(id)
+                .bind(take.share.firsts as i64)
+                .bind(take.share.retries as i64)
+                .bind(take.max as i64)
                 .bind(&token)
                 .bind(lease_ms as i64)
                 .bind(&self.instance)
@@ -177,8 +167,8 @@ impl PgStore {
                 .await?;
             if !taken.is_empty() {
                 sqlx::query(limited::SET_RATE_TAT)
-                    .bind(&id)
-                    .bind(rate.advance(tat, now, taken.len() as u32))
+                    .bind(id)
+                    .bind(take.tat_after(taken.len()))
                     .execute(&mut *tx)
                     .await?;
             }
