@@ -59,3 +59,49 @@ pub(crate) const UPDATE: &str = "UPDATE hookd_event_types SET description = $2, 
     RETURNING name, description, schema, created_at, updated_at";
 
 pub(crate) const DELETE: &str = "DELETE FROM hookd_event_types WHERE name = $1";
+
+/// Runs [`LIST`] on `conn`: up to `limit` types after `after`.
+pub(crate) async fn list<'a, DB, E>(
+    conn: E,
+    after: Option<&'a str>,
+    limit: u32,
+) -> crate::Result<Vec<EventType>>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'a, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+    for<'q> i64: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+    for<'r> EventTypeRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<EventTypeRow> = sqlx::query_as::<DB, EventTypeRow>(LIST)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Runs [`INSERT`] or [`UPDATE`] (`statement`, in the store's dialect) of `t` on `conn`:
+/// the type as stored, or `None` when nothing was written.
+pub(crate) async fn write<'a, DB, E>(
+    conn: E,
+    statement: &'a str,
+    t: &'a EventType,
+) -> crate::Result<Option<EventType>>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'a, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+    for<'q> Option<&'q str>: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+    for<'r> EventTypeRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let row: Option<EventTypeRow> = sqlx::query_as::<DB, EventTypeRow>(statement)
+        .bind(t.name.as_str())
+        .bind(t.description.as_deref())
+        .bind(t.schema.as_deref())
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(from_row))
+}

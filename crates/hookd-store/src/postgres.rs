@@ -1105,12 +1105,7 @@ impl Store for PgStore {
     // --- the event-type catalog -----------------------------------------------------------
 
     async fn event_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EventType>> {
-        let rows: Vec<catalog::EventTypeRow> = sqlx::query_as(catalog::LIST)
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(catalog::from_row).collect())
+        catalog::list(&self.pool, after, limit).await
     }
 
     async fn event_type(&self, name: &str) -> Result<Option<EventType>> {
@@ -1122,24 +1117,13 @@ impl Store for PgStore {
     }
 
     async fn insert_event_type(&self, t: &EventType) -> Result<EventType> {
-        let row: Option<catalog::EventTypeRow> = sqlx::query_as(catalog::INSERT)
-            .bind(t.name.as_str())
-            .bind(t.description.as_deref())
-            .bind(t.schema.as_deref())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(catalog::from_row)
+        catalog::write(&self.pool, catalog::INSERT, t)
+            .await?
             .ok_or_else(|| StoreError::Conflict(format!("event type {:?}", t.name)))
     }
 
     async fn update_event_type(&self, t: &EventType) -> Result<Option<EventType>> {
-        let row: Option<catalog::EventTypeRow> = sqlx::query_as(catalog::UPDATE)
-            .bind(t.name.as_str())
-            .bind(t.description.as_deref())
-            .bind(t.schema.as_deref())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(catalog::from_row))
+        catalog::write(&self.pool, catalog::UPDATE, t).await
     }
 
     async fn delete_event_type(&self, name: &str) -> Result<bool> {

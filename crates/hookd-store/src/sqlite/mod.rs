@@ -1160,12 +1160,7 @@ impl Store for SqliteStore {
     // --- the event-type catalog -----------------------------------------------------------
 
     async fn event_types(&self, after: Option<&str>, limit: u32) -> Result<Vec<EventType>> {
-        let rows: Vec<catalog::EventTypeRow> = sqlx::query_as(catalog::LIST)
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.into_iter().map(catalog::from_row).collect())
+        catalog::list(&self.reader, after, limit).await
     }
 
     async fn event_type(&self, name: &str) -> Result<Option<EventType>> {
@@ -1177,24 +1172,22 @@ impl Store for SqliteStore {
     }
 
     async fn insert_event_type(&self, t: &EventType) -> Result<EventType> {
-        let row: Option<catalog::EventTypeRow> = sqlx::query_as(&dialect(catalog::INSERT))
-            .bind(t.name.as_str())
-            .bind(t.description.as_deref())
-            .bind(t.schema.as_deref())
-            .fetch_optional(&mut *self.writer.lock().await?)
-            .await?;
-        row.map(catalog::from_row)
-            .ok_or_else(|| StoreError::Conflict(format!("event type {:?}", t.name)))
+        catalog::write(
+            &mut *self.writer.lock().await?,
+            &dialect(catalog::INSERT),
+            t,
+        )
+        .await?
+        .ok_or_else(|| StoreError::Conflict(format!("event type {:?}", t.name)))
     }
 
     async fn update_event_type(&self, t: &EventType) -> Result<Option<EventType>> {
-        let row: Option<catalog::EventTypeRow> = sqlx::query_as(&dialect(catalog::UPDATE))
-            .bind(t.name.as_str())
-            .bind(t.description.as_deref())
-            .bind(t.schema.as_deref())
-            .fetch_optional(&mut *self.writer.lock().await?)
-            .await?;
-        Ok(row.map(catalog::from_row))
+        catalog::write(
+            &mut *self.writer.lock().await?,
+            &dialect(catalog::UPDATE),
+            t,
+        )
+        .await
     }
 
     async fn delete_event_type(&self, name: &str) -> Result<bool> {
