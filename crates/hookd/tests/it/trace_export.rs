@@ -101,7 +101,7 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 
 /// Three events: one through the API with a `traceparent` header, one through the outbox
 /// with the column (its first attempt fails: both attempts join the trace), one with none.
-async fn send_three(app: &TestApp, db: &TestDb, backend: Backend) -> Receiver {
+async fn send_three(app: &TestApp, db: &TestDb) -> Receiver {
     let receiver = Receiver::per_event(|id, nth| {
         if id == "from-outbox" && nth == 1 {
             Reply::status(503)
@@ -121,7 +121,6 @@ async fn send_three(app: &TestApp, db: &TestDb, backend: Backend) -> Receiver {
         )
         .await;
     assert_eq!(answer.status, 202, "{:?}", answer.body);
-    let _ = backend;
     db.exec(&format!(
         "INSERT INTO hookd_outbox (event_id, event_type, payload, traceparent) VALUES \
          ('from-outbox', 'purchase', '{{}}', '{FROM_OUTBOX}'), \
@@ -141,7 +140,7 @@ async fn attempts_join_the_producers_trace_and_export_their_spans(backend: Backe
     let mut config = test_config(&db);
     config.otlp_endpoint = Some(collector.url.parse().unwrap());
     let app = TestApp::spawn_with(config).await;
-    let receiver = send_three(&app, &db, backend).await;
+    let receiver = send_three(&app, &db).await;
     // Stopping flushes the spans still batched.
     app.stop().await;
 
@@ -203,7 +202,7 @@ async fn attempts_join_the_producers_trace_and_export_their_spans(backend: Backe
 async fn attempts_carry_a_traceparent_without_export(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
-    let receiver = send_three(&app, &db, backend).await;
+    let receiver = send_three(&app, &db).await;
     let requests = receiver.by_id();
     let trace = |event: &str, i: usize| {
         parts(
