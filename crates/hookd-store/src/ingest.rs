@@ -415,7 +415,20 @@ pub(crate) struct Leasing<'a> {
     pub blocked: bool,
 }
 
-impl Leasing<'_> {
+impl<'a> Leasing<'a> {
+    fn new(lease: crate::IngestLease<'a>, limited: Vec<String>) -> Self {
+        Leasing {
+            room: lease.max as usize,
+            exclude: lease.exclude_endpoints,
+            limited,
+            token: crate::token(),
+            lease_ms: lease.lease_ms as i64,
+            rows: Vec::new(),
+            due: false,
+            blocked: false,
+        }
+    }
+
     /// Whether a new delivery to `endpoint_id`, due now, is leased: while there is room.
     pub fn takes(&self, endpoint_id: &str, leased_so_far: usize) -> bool {
         leased_so_far < self.room
@@ -672,17 +685,24 @@ pub(crate) fn lease_rows<'l>(
     });
     let (take, blocked) = rows_to_take(per_row, lease.max as usize, lease.consume);
     rows.truncate(take);
-    let leasing = Leasing {
-        room: lease.max as usize,
-        exclude: lease.exclude_endpoints,
-        limited,
-        token: crate::token(),
-        lease_ms: lease.lease_ms as i64,
-        rows: Vec::new(),
-        due: false,
-        blocked,
-    };
+    let mut leasing = Leasing::new(lease, limited);
+    leasing.blocked = blocked;
     (rows, Some(leasing))
+}
+
+/// The leasing of a write that stores every event it is given (the API's group commit):
+/// `lease`'s `consume` does not apply. Without a lease (or with no room), none.
+pub(crate) fn lease_all<'l>(
+    targets: &[crate::matching::Target],
+    lease: Option<crate::IngestLease<'l>>,
+) -> Option<Leasing<'l>> {
+    let lease = lease.filter(|l| l.max > 0)?;
+    let limited = targets
+        .iter()
+        .filter(|t| t.rate_limited)
+        .map(|t| t.id.clone())
+        .collect();
+    Some(Leasing::new(lease, limited))
 }
 
 #[cfg(test)]

@@ -394,7 +394,19 @@ pub trait Store: Send + Sync + 'static {
         &self,
         events: &[NewEvent],
         limits: &IngestLimits,
-    ) -> Result<Vec<Enqueued>>;
+    ) -> Result<Vec<Enqueued>> {
+        Ok(self.enqueue_events_leasing(events, limits, None).await?.0)
+    }
+    /// Like [`Store::enqueue_events`], and in the same transaction leases to the caller the
+    /// new deliveries due now, up to `lease.max`, as [`Store::ingest_leasing`] does (every
+    /// event is stored whatever the room: `lease.consume` does not apply). The [`Ingested`]
+    /// says what was leased and whether deliveries due now were left for a claim.
+    async fn enqueue_events_leasing(
+        &self,
+        events: &[NewEvent],
+        limits: &IngestLimits,
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<(Vec<Enqueued>, Ingested)>;
     /// Moves up to `max_rows` rows from `hookd_outbox` into events and deliveries, in one
     /// transaction. Returns the number of outbox rows consumed.
     async fn ingest_outbox(&self, max_rows: u32, limits: &IngestLimits) -> Result<u64> {

@@ -568,20 +568,36 @@ impl Store for PgStore {
 
     // --- events ----------------------------------------------------------------------
 
-    async fn enqueue_events(
+    async fn enqueue_events_leasing(
         &self,
         events: &[NewEvent],
         limits: &IngestLimits,
-    ) -> Result<Vec<Enqueued>> {
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<(Vec<Enqueued>, Ingested)> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Ingested::default()));
         }
         let mut tx = self.events_pool.begin().await?;
         let targets = shared::targets::<Postgres>(&mut tx, Cow::Borrowed).await?;
+        let mut leasing = ingest::lease_all(&targets, lease);
         let incoming: Vec<Incoming> = events.iter().map(Incoming::from).collect();
-        let stored =
-            shared::store_events::<Self>(&mut tx, Cow::Borrowed, &targets, &incoming, limits, None)
+        let stored = shared::store_events::<Self>(
+            &mut tx,
+            Cow::Borrowed,
+            &targets,
+            &incoming,
+            limits,
+            leasing.as_mut(),
+        )
+        .await?;
+        if let Some(leased) = leasing.as_ref().filter(|l| !l.rows.is_empty()) {
+            let ids: Vec<i64> = leased.rows.iter().map(|r| r.id).collect();
+            sqlx::query("UPDATE hookd_deliveries SET lease_instance = $1 WHERE id = ANY($2)")
+                .bind(&self.instance)
+                .bind(&ids)
+                .execute(&mut *tx)
                 .await?;
+        }
         let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
         let counts: std::collections::HashMap<String, i64> =
             sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_POSTGRES)
@@ -591,7 +607,12 @@ impl Store for PgStore {
                 .into_iter()
                 .collect();
         tx.commit().await?;
-        Ok(rows::enqueued(stored, &counts))
+        let created = stored.len();
+        let ingested = shared::ingested(created, false, leasing, |rows| {
+            shared::with_endpoints(self, &self.pool, self.sealer(), rows)
+        })
+        .await?;
+        Ok((rows::enqueued(stored, &counts), ingested))
     }
 
     async fn ingest_leasing(

@@ -689,20 +689,28 @@ impl Store for SqliteStore {
 
     // --- events ----------------------------------------------------------------------
 
-    async fn enqueue_events(
+    async fn enqueue_events_leasing(
         &self,
         events: &[NewEvent],
         limits: &IngestLimits,
-    ) -> Result<Vec<Enqueued>> {
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<(Vec<Enqueued>, Ingested)> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Ingested::default()));
         }
         let mut tx = self.writer.begin().await?;
         let targets = shared::targets::<Sqlite>(&mut tx, dialect).await?;
+        let mut leasing = ingest::lease_all(&targets, lease);
         let incoming: Vec<Incoming> = events.iter().map(Incoming::from).collect();
-        let stored =
-            shared::store_events::<Self>(&mut tx, dialect, &targets, &incoming, limits, None)
-                .await?;
+        let stored = shared::store_events::<Self>(
+            &mut tx,
+            dialect,
+            &targets,
+            &incoming,
+            limits,
+            leasing.as_mut(),
+        )
+        .await?;
         let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
         let counts: std::collections::HashMap<String, i64> =
             sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
@@ -712,7 +720,12 @@ impl Store for SqliteStore {
                 .into_iter()
                 .collect();
         tx.commit().await?;
-        Ok(rows::enqueued(stored, &counts))
+        let created = stored.len();
+        let ingested = shared::ingested(created, false, leasing, |rows| {
+            shared::with_endpoints(self, &self.reader, self.sealer(), rows)
+        })
+        .await?;
+        Ok((rows::enqueued(stored, &counts), ingested))
     }
 
     async fn ingest_leasing(

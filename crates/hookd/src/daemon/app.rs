@@ -181,6 +181,7 @@ impl Application {
             spans.clone(),
         )
         .check_payloads(schemas.clone());
+        let intake = dispatcher.intake();
         let dispatching = tasks.spawn(
             Task::Dispatcher,
             dispatcher.run(stop.clone(), tasks.clone()),
@@ -236,7 +237,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             metrics: metrics.clone(),
-            dispatch_wake,
+            dispatch_wake: dispatch_wake.clone(),
             jobs_wake,
             admin_token: config.admin_token.as_deref().map(Arc::from),
             allowed_hosts: Arc::new(config.allowed_hosts()),
@@ -248,7 +249,9 @@ impl Application {
                 store.clone(),
                 limits,
                 api::group_commit::GroupCommit::in_flight_for(store.backend()),
-            ),
+                dispatch_wake.clone(),
+            )
+            .leasing_to(intake),
             health: health.clone(),
         };
         // Not essential: while it fails, the schemas last read still apply.

@@ -181,12 +181,20 @@ impl Store for MeteredStore {
     async fn delete_event_type(&self, name: &str) -> Result<bool> {
         metered!(self, delete_event_type(name))
     }
-    async fn enqueue_events(
+    /// Observed as `enqueue_events` (which calls it): the same work, with or without leases.
+    async fn enqueue_events_leasing(
         &self,
         events: &[NewEvent],
         limits: &IngestLimits,
-    ) -> Result<Vec<Enqueued>> {
-        metered!(self, enqueue_events(events, limits))
+        lease: Option<IngestLease<'_>>,
+    ) -> Result<(Vec<Enqueued>, Ingested)> {
+        let started = Instant::now();
+        let result = self
+            .inner
+            .enqueue_events_leasing(events, limits, lease)
+            .await;
+        self.observe("enqueue_events", started, &result);
+        result
     }
     /// Observed as `ingest_outbox` (which calls it): the same work, with or without leases.
     async fn ingest_leasing(

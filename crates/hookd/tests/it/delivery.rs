@@ -25,6 +25,7 @@ hookd_testkit::each_backend!(
     empty_schedule_means_manual_resend_only,
     expired_lease_is_rescued_and_delivered,
     bad_payload_rows_fail_and_the_daemon_goes_on,
+    api_events_go_to_the_pool_without_a_claim,
 );
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -519,5 +520,38 @@ async fn bad_payload_rows_fail_and_the_daemon_goes_on(backend: Backend) {
         .unwrap()
         .contains("payload is not valid JSON"));
     assert_eq!(receiver.count(), 1, "nothing was sent");
+    app.stop().await;
+}
+
+/// `POST /v1/events` leases the deliveries it creates to the dispatcher while the pool has
+/// room: none of them costs a claim.
+async fn api_events_go_to_the_pool_without_a_claim(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let receiver = Receiver::ok().await;
+    app.endpoint(standard_endpoint(&receiver.url())).await;
+    // The first event shows the dispatcher at work (it has published its room once).
+    app.event(json!({ "event_type": "purchase", "payload": {"n": 0} }))
+        .await;
+    receiver.wait_for(1, WAIT).await;
+    let leased = app.metrics.ingest_leased.get();
+    let claims = app.metrics.claim_batch.get_sample_count();
+
+    for n in 1..=20 {
+        app.event(json!({ "event_type": "purchase", "payload": {"n": n} }))
+            .await;
+    }
+    receiver.wait_for(21, WAIT).await;
+    app.wait_all_finished(21).await;
+    assert_eq!(
+        app.metrics.ingest_leased.get() - leased,
+        20,
+        "every API event was leased as it was written"
+    );
+    assert_eq!(
+        app.metrics.claim_batch.get_sample_count() - claims,
+        0,
+        "no claim found work"
+    );
     app.stop().await;
 }

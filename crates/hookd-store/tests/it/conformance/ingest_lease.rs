@@ -6,6 +6,7 @@ hookd_testkit::each_backend!(
     an_ingest_leases_what_it_has_room_for,
     a_large_ingest_hands_out_the_id_of_each_new_delivery,
     an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox,
+    a_group_of_events_leases_what_there_is_room_for_and_stores_the_rest,
 );
 
 async fn outbox_len(db: &TestDb) -> i64 {
@@ -273,4 +274,112 @@ async fn an_ingest_leaves_rows_for_busy_endpoints_in_the_outbox(backend: Backend
         .map(|c| c.event_id.into())
         .collect();
     assert_eq!(claimed, ["a1", "a2", "a3"]);
+}
+
+/// The API's group commit: every event is stored whatever the room; the deliveries due now
+/// are leased up to the room, skipping busy and rate-limited endpoints; a repeated event
+/// leases nothing.
+async fn a_group_of_events_leases_what_there_is_room_for_and_stores_the_rest(backend: Backend) {
+    let (db, store) = open_with_endpoint(backend).await;
+    add_endpoint(&store, "ep_busy", &["refund"]).await;
+    store
+        .insert_endpoint(&Endpoint {
+            rate_limit: RateLimit::new(5.0),
+            ..endpoint("ep_limited", &["refund"])
+        })
+        .await
+        .unwrap();
+    enqueue(&store, "e0", "purchase").await;
+    let group: Vec<NewEvent> = ["e0", "e1", "e2", "e3", "e4"]
+        .iter()
+        .map(|id| event(Some(id), if *id == "e2" { "refund" } else { "purchase" }))
+        .collect();
+    let busy = [EndpointId::from("ep_busy")];
+    // Room for 2: e1 and e2 to ep_1; e2 to the busy and the limited endpoint, e3 and e4
+    // stay pending for a claim.
+    let (enqueued, ingested) = store
+        .enqueue_events_leasing(
+            &group,
+            &limits(),
+            Some(lease(2, &busy, Consume::ToRoomPastBusy, 60_000)),
+        )
+        .await
+        .unwrap();
+    let answers: Vec<(&str, bool, u64)> = enqueued
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.created, e.deliveries))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("e0", false, 1),
+            ("e1", true, 1),
+            ("e2", true, 3),
+            ("e3", true, 1),
+            ("e4", true, 1)
+        ]
+    );
+    let leased: Vec<(&str, &str)> = ingested
+        .claimed
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.endpoint.id.as_str()))
+        .collect();
+    assert_eq!(leased, [("e1", "ep_1"), ("e2", "ep_1")]);
+    assert!(ingested.due, "deliveries due now were left for a claim");
+    for c in &ingested.claimed {
+        let d = store.delivery(c.delivery_id).await.unwrap().unwrap();
+        assert_eq!((d.state, d.attempts), (DeliveryState::InFlight, 1));
+        assert_eq!(c.attempt, 1);
+    }
+    // A leased delivery is fenced like a claimed one, and completes like one.
+    let mut stale = succeeded(&ingested.claimed[0]);
+    stale.lease_token = "not-the-lease".into();
+    assert_eq!(store.complete(&[stale]).await.unwrap(), vec![false]);
+    let done = succeeded(&ingested.claimed[0]);
+    assert_eq!(store.complete(&[done]).await.unwrap(), vec![true]);
+    // Left for claims: e0 (stored before), e3 and e4 to ep_1, and e2 to the busy endpoint;
+    // the limited endpoint's within its budget.
+    let mut claimed: Vec<(String, String)> = store
+        .claim(50, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.event_id.to_string(), c.endpoint.id.to_string()))
+        .collect();
+    claimed.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("e0", "ep_1"),
+        ("e2", "ep_busy"),
+        ("e2", "ep_limited"),
+        ("e3", "ep_1"),
+        ("e4", "ep_1"),
+    ]
+    .iter()
+    .map(|(e, p)| (e.to_string(), p.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(claimed, expected);
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM hookd_deliveries").await,
+        7
+    );
+
+    // Without a lease: stored, nothing leased, due for a claim.
+    let (_, ingested) = store
+        .enqueue_events_leasing(&[event(Some("e5"), "purchase")], &limits(), None)
+        .await
+        .unwrap();
+    assert!(ingested.claimed.is_empty());
+    assert!(ingested.due);
+    // Everything leased: nothing due for a claim.
+    let (_, ingested) = store
+        .enqueue_events_leasing(
+            &[event(Some("e6"), "purchase")],
+            &limits(),
+            Some(lease(4, &[], Consume::ToRoomPastBusy, 60_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ingested.claimed.len(), 1);
+    assert!(!ingested.due);
 }

@@ -118,9 +118,9 @@ pub async fn create(
         tenant_id: tenant.map(|t| t.to_string()),
         traceparent: traceparent(&headers),
     };
+    // The group commit wakes the dispatcher for what it did not lease to it.
     let enqueued = state.events.enqueue(event).await?;
     let status = if enqueued.created {
-        state.dispatch_wake.notify_one();
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK

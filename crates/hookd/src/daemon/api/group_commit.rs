@@ -6,11 +6,17 @@
 //! runs in a task of its own, so a leader whose client goes away cannot cancel the group
 //! it took. A group whose transaction fails is written again one event at a time, so one
 //! bad request fails alone.
+//!
+//! A group leases, in its own transaction, the deliveries it creates that the dispatcher has
+//! room for, and hands them over ([`Intake`]): those need no claim. The dispatcher is woken
+//! only for the ones left due for a claim.
 
 use std::sync::{Arc, Mutex};
 
-use hookd_store::{Enqueued, IngestLimits, NewEvent, Store, StoreError};
-use tokio::sync::{oneshot, Semaphore};
+use hookd_store::{Claimed, Enqueued, IngestLimits, Lease, NewEvent, Release, Store, StoreError};
+use tokio::sync::{oneshot, Notify, Semaphore};
+
+use crate::daemon::dispatch::Intake;
 
 /// The largest group one transaction writes: a commit's cost grows little with its rows
 /// up to here (SQLite's one writer, PostgreSQL's WAL flush), and a failed group is
@@ -32,18 +38,36 @@ pub struct GroupCommit {
     waiting: Arc<Mutex<Vec<Waiting>>>,
     /// A permit is held while a group is written; the next group gathers meanwhile.
     committing: Arc<Semaphore>,
+    /// The dispatcher's handover, when leasing.
+    intake: Option<Intake>,
+    /// Wakes the dispatcher for deliveries due that were not leased.
+    wake: Arc<Notify>,
 }
 
 impl GroupCommit {
     /// `in_flight`: groups written at once. SQLite has one writer, so 1; on PostgreSQL a
     /// commit mostly waits for its WAL flush, and a second group can be written meanwhile.
-    pub fn new(store: Arc<dyn Store>, limits: IngestLimits, in_flight: usize) -> Self {
+    /// `wake` is the dispatcher's.
+    pub fn new(
+        store: Arc<dyn Store>,
+        limits: IngestLimits,
+        in_flight: usize,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
             limits,
             waiting: Arc::default(),
             committing: Arc::new(Semaphore::new(in_flight.max(1))),
+            intake: None,
+            wake,
         }
+    }
+
+    /// Leases new deliveries to the dispatcher behind `intake` as it writes them.
+    pub fn leasing_to(mut self, intake: Intake) -> Self {
+        self.intake = Some(intake);
+        self
     }
 
     /// Groups in flight for a store: see [`GroupCommit::new`].
@@ -83,9 +107,9 @@ impl GroupCommit {
                 drop(turn);
                 return answered.await.unwrap_or_else(|_| Err(ended()));
             }
-            let (store, limits) = (self.store.clone(), self.limits.clone());
+            let this = self.clone();
             let written = tokio::spawn(async move {
-                write(store.as_ref(), &limits, group).await;
+                this.write(group).await;
                 drop(turn);
             });
             // A panic in the write drops the group's senders: each waiter sees it below.
@@ -111,24 +135,69 @@ fn ended() -> StoreError {
     StoreError::Stopped("the event writer ended before answering".into())
 }
 
-async fn write(store: &dyn Store, limits: &IngestLimits, group: Vec<Waiting>) {
-    let (events, answers): (Vec<NewEvent>, Vec<_>) =
-        group.into_iter().map(|w| (w.event, w.answer)).unzip();
-    match store.enqueue_events(&events, limits).await {
-        Ok(enqueued) => {
-            for (answer, enqueued) in answers.into_iter().zip(enqueued) {
-                let _ = answer.send(Ok(enqueued));
+impl GroupCommit {
+    async fn write(&self, group: Vec<Waiting>) {
+        let (store, limits) = (self.store.as_ref(), &self.limits);
+        let (events, answers): (Vec<NewEvent>, Vec<_>) =
+            group.into_iter().map(|w| (w.event, w.answer)).unzip();
+        // A place per event: a fan-out's further deliveries are left to a claim.
+        let grant = self.intake.as_ref().and_then(|i| i.grant(events.len()));
+        let written = store
+            .enqueue_events_leasing(&events, limits, grant.as_ref().map(|g| g.lease()))
+            .await;
+        let (leased, due) = match &written {
+            Ok((_, ingested)) => (ingested.claimed.len(), ingested.due),
+            Err(_) => (0, false),
+        };
+        let written = written.map(|(enqueued, ingested)| {
+            self.hand_over(grant, ingested.claimed);
+            enqueued
+        });
+        if due {
+            self.wake.notify_one();
+        }
+        tracing::trace!(events = events.len(), leased, "group of API events written");
+        match written {
+            Ok(enqueued) => {
+                for (answer, enqueued) in answers.into_iter().zip(enqueued) {
+                    let _ = answer.send(Ok(enqueued));
+                }
+            }
+            Err(e) if events.len() == 1 => {
+                let answer = answers.into_iter().next().expect("one");
+                let _ = answer.send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = events.len(), "a group of API events failed: writing them one by one");
+                for (event, answer) in events.iter().zip(answers) {
+                    let enqueued = store.enqueue_event(event, limits).await;
+                    if matches!(&enqueued, Ok(e) if e.created) {
+                        self.wake.notify_one();
+                    }
+                    let _ = answer.send(enqueued);
+                }
             }
         }
-        Err(e) if events.len() == 1 => {
-            let answer = answers.into_iter().next().expect("one");
-            let _ = answer.send(Err(e));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, events = events.len(), "a group of API events failed: writing them one by one");
-            for (event, answer) in events.iter().zip(answers) {
-                let _ = answer.send(store.enqueue_event(event, limits).await);
+    }
+
+    /// Hands what the write leased to the dispatcher (with the grant's unused places). A
+    /// grant whose write failed comes back empty. Rows a stopped dispatcher no longer takes
+    /// are handed back to the database, due at once.
+    fn hand_over(&self, grant: Option<crate::daemon::dispatch::Grant>, claimed: Vec<Claimed>) {
+        let (Some(intake), Some(grant)) = (&self.intake, grant) else {
+            return;
+        };
+        if let Err(back) = intake.hand(grant, claimed) {
+            if back.is_empty() {
+                return;
             }
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let leases: Vec<Lease> = back.iter().map(Claimed::lease).collect();
+                if let Err(e) = store.release(&leases, Release::Now).await {
+                    tracing::warn!(error = %e, deliveries = leases.len(), "cannot hand back deliveries; their leases will expire");
+                }
+            });
         }
     }
 }

@@ -25,6 +25,8 @@
 //!   to look again.
 //! - `batching.rs`, `endpoint_health.rs`: the recorder's decisions, without I/O: when a
 //!   batch is written and whom it wakes; which endpoints' health it writes.
+//! - `intake.rs`: the handover of deliveries leased by the API's group commit: the room it
+//!   may lease for, and the rows it hands over.
 //! - `ready.rs`: claimed rows waiting for a place, started in turn per tenant, then per
 //!   endpoint of the tenant.
 //! - `isolation.rs`: the caps on attempts in flight, per endpoint and for retries.
@@ -34,12 +36,14 @@ mod attempt;
 mod batching;
 mod deliver;
 mod endpoint_health;
+mod intake;
 mod isolation;
 mod planner;
 mod ready;
 mod recorder;
 
 pub use attempt::{AttemptResult, Sender, USER_AGENT};
+pub use intake::{Grant, Intake};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -100,6 +104,9 @@ pub struct Dispatcher {
     /// ingests leasing what room there was). SQLite: one writer, for which every claim saved
     /// counts: reads sized to the room, leasing all they create.
     read_whole_outbox: bool,
+    /// Deliveries the API's group commit leased and hands over.
+    intake: Intake,
+    handed: mpsc::UnboundedReceiver<intake::Handed>,
 }
 
 impl Dispatcher {
@@ -116,6 +123,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         metrics.concurrency_limit.set(config.concurrency as i64);
         let read_whole_outbox = store.backend() == "postgres";
+        let (intake, handed) = Intake::new(config.lease_duration);
         Dispatcher {
             shared: Arc::new(Shared {
                 store,
@@ -147,7 +155,15 @@ impl Dispatcher {
             },
             outbox_wake,
             read_whole_outbox,
+            intake,
+            handed,
         }
+    }
+
+    /// Where writers outside the loop (the API's group commit) take room and hand over the
+    /// deliveries they leased.
+    pub fn intake(&self) -> Intake {
+        self.intake.clone()
     }
 
     /// Checks the payloads it ingests from the outbox with `check` (the catalog's
@@ -160,7 +176,7 @@ impl Dispatcher {
     /// Runs until `shutdown`; then claims nothing new, hands back what waits, gives
     /// attempts in flight up to `shutdown_timeout` to finish, releases the rest, and records
     /// every result. The recorder runs under `tasks`: its panic stops hookd.
-    pub async fn run(self, shutdown: CancellationToken, tasks: Supervisor) {
+    pub async fn run(mut self, shutdown: CancellationToken, tasks: Supervisor) {
         let freed = Arc::new(Notify::new());
         let (results, rx) = mpsc::channel(self.concurrency.max(batching::MAX_BATCH));
         let recorder = tokio::spawn(tasks.guard(
@@ -198,7 +214,13 @@ impl Dispatcher {
         while !shutdown.is_cancelled() {
             let now = Instant::now();
             pool.start_waiting(&mut ready, now);
-            let plan = planner.plan(pool.view(&ready), now);
+            let mut view = pool.view(&ready);
+            // Places granted to writers are taken, for claims as for further grants.
+            let outstanding = self.intake.outstanding();
+            let room = intake::room(view.free_permits, view.waiting, outstanding);
+            self.intake.publish(room, &view.busy);
+            view.free_permits = view.free_permits.saturating_sub(outstanding);
+            let plan = planner.plan(view, now);
             if let Some(ingest) = plan.ingest {
                 let (shared, limits) = (self.shared.clone(), self.limits.clone());
                 let call = async move { shared.ingest(&ingest, &limits).await };
@@ -215,6 +237,7 @@ impl Dispatcher {
                 (started, claimed) = OnItsWay::end(&mut claiming) => {
                     self.claim_ended(claimed, started, &mut planner, &mut ready).await
                 }
+                Some(handed) = self.handed.recv() => self.take_handed(handed, &mut ready),
                 (started, ingested) = OnItsWay::end(&mut ingesting) => {
                     self.ingest_ended(ingested, started, &mut planner, &mut ready)
                 }
@@ -241,6 +264,12 @@ impl Dispatcher {
         }
         if let Some((started, Ok(ingested))) = ingested {
             self.take_ingested(ingested, started, &mut ready);
+        }
+        // Writers lease nothing more once this is closed; what they handed over is released
+        // with the rest.
+        self.handed.close();
+        while let Ok(handed) = self.handed.try_recv() {
+            self.take_handed(handed, &mut ready);
         }
         let waiting = ready.drain();
         if !waiting.is_empty() {
@@ -333,6 +362,18 @@ impl Dispatcher {
         metrics.ingest_leased.inc_by(ingested.claimed.len() as u64);
         for c in ingested.claimed {
             ready.push(c, started);
+        }
+    }
+
+    /// Queues the deliveries a writer leased and handed over.
+    fn take_handed(&self, handed: intake::Handed, ready: &mut Ready) {
+        self.intake.received(&handed);
+        self.shared
+            .metrics
+            .ingest_leased
+            .inc_by(handed.claimed.len() as u64);
+        for c in handed.claimed {
+            ready.push(c, handed.leased_at);
         }
     }
 
