@@ -181,7 +181,8 @@ impl Application {
             spans.clone(),
         )
         .check_payloads(schemas.clone());
-        let intake = dispatcher.intake();
+        let intake = api::group_commit::GroupCommit::leases_for(store.backend())
+            .then(|| dispatcher.intake());
         let dispatching = tasks.spawn(
             Task::Dispatcher,
             dispatcher.run(stop.clone(), tasks.clone()),

@@ -143,7 +143,7 @@ impl Metrics {
             outbox_ingested: counter("hookd_outbox_ingested_total", "Rows taken from hookd_outbox."),
             ingest_leased: counter(
                 "hookd_ingest_leased_total",
-                "Deliveries leased by the write that created them (an outbox read on SQLite, a group of API events), with no claim.",
+                "Deliveries leased by the write that created them (an outbox read or a group of API events, SQLite), with no claim.",
             ),
             lease_rescues: counter(
                 "hookd_lease_rescues_total",

@@ -7,9 +7,9 @@
 //! it took. A group whose transaction fails is written again one event at a time, so one
 //! bad request fails alone.
 //!
-//! A group leases, in its own transaction, the deliveries it creates that the dispatcher has
-//! room for, and hands them over ([`Intake`]): those need no claim. The dispatcher is woken
-//! only for the ones left due for a claim.
+//! On SQLite a group leases, in its own transaction, the deliveries it creates that the
+//! dispatcher has room for, and hands them over ([`Intake`]): those need no claim. The
+//! dispatcher is woken only for the ones left due for a claim.
 
 use std::sync::{Arc, Mutex};
 
@@ -64,10 +64,19 @@ impl GroupCommit {
         }
     }
 
-    /// Leases new deliveries to the dispatcher behind `intake` as it writes them.
-    pub fn leasing_to(mut self, intake: Intake) -> Self {
-        self.intake = Some(intake);
+    /// Leases new deliveries to the dispatcher behind `intake` (if any) as it writes them.
+    pub fn leasing_to(mut self, intake: Option<Intake>) -> Self {
+        self.intake = intake;
         self
+    }
+
+    /// Whether groups lease to the dispatcher on a store: on SQLite, where a claim saved is
+    /// the one writer's time saved (`POST /v1/events` at 64 clients: 8,335 against 6,956
+    /// deliveries/s, medians of three interleaved pairs). Not on PostgreSQL, where the
+    /// lease's statements lengthen each group's hold of a commit slot while claims run
+    /// beside it on connections of their own (1,502 against 2,020/s).
+    pub fn leases_for(backend: &str) -> bool {
+        backend != "postgres"
     }
 
     /// Groups in flight for a store: see [`GroupCommit::new`].
