@@ -154,18 +154,14 @@ impl GroupCommit {
         let written = store
             .enqueue_events_leasing(&events, limits, grant.as_ref().map(|g| g.lease()))
             .await;
-        let (leased, due) = match &written {
-            Ok((_, ingested)) => (ingested.claimed.len(), ingested.due),
-            Err(_) => (0, false),
-        };
+        // A failed write drops its grant, which gives its places back.
         let written = written.map(|(enqueued, ingested)| {
+            if ingested.due {
+                self.wake.notify_one();
+            }
             self.hand_over(grant, ingested.claimed);
             enqueued
         });
-        if due {
-            self.wake.notify_one();
-        }
-        tracing::trace!(events = events.len(), leased, "group of API events written");
         match written {
             Ok(enqueued) => {
                 for (answer, enqueued) in answers.into_iter().zip(enqueued) {
@@ -189,9 +185,8 @@ impl GroupCommit {
         }
     }
 
-    /// Hands what the write leased to the dispatcher (with the grant's unused places). A
-    /// grant whose write failed comes back empty. Rows a stopped dispatcher no longer takes
-    /// are handed back to the database, due at once.
+    /// Hands what the write leased to the dispatcher (with the grant's unused places). Rows
+    /// a stopped dispatcher no longer takes are handed back to the database, due at once.
     fn hand_over(&self, grant: Option<crate::daemon::dispatch::Grant>, claimed: Vec<Claimed>) {
         let (Some(intake), Some(grant)) = (&self.intake, grant) else {
             return;
