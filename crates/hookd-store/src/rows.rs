@@ -446,12 +446,12 @@ pub(crate) fn ordered_endpoints<'a>(
 /// returned it (event id, created now), `counts` each event's deliveries.
 pub(crate) fn enqueued(
     stored: Vec<(String, bool)>,
-    counts: &std::collections::HashMap<String, i64>,
+    counts: &std::collections::HashMap<String, u64>,
 ) -> Vec<crate::Enqueued> {
     stored
         .into_iter()
         .map(|(event_id, created)| crate::Enqueued {
-            deliveries: counts.get(&event_id).copied().unwrap_or(0) as u64,
+            deliveries: counts.get(&event_id).copied().unwrap_or(0),
             event_id: event_id.into(),
             created,
         })

@@ -310,9 +310,9 @@ pub(crate) trait IngestWrites {
 /// Stores events and their deliveries inside the caller's transaction, in three statements
 /// whatever the number of events (plus, per ordered endpoint reached, its check for
 /// unfinished deliveries and the store's lock, and one when some are leased). Returns, per
-/// event, its id and whether it was new; a repeated id (in the database or earlier in
-/// `events`) creates nothing. With `leasing`, the new deliveries due now are created leased
-/// while it has room.
+/// event, its id and whether it was new, and the number of deliveries of each new event; a
+/// repeated id (in the database or earlier in `events`) creates nothing. With `leasing`,
+/// the new deliveries due now are created leased while it has room.
 pub(crate) async fn store_events<W: IngestWrites>(
     conn: &mut <W::DB as Database>::Connection,
     dialect: Dialect,
@@ -320,7 +320,7 @@ pub(crate) async fn store_events<W: IngestWrites>(
     events: &[Incoming<'_>],
     limits: &IngestLimits,
     mut leasing: Option<&mut Leasing<'_>>,
-) -> Result<Vec<(String, bool)>>
+) -> Result<Stored>
 where
     for<'c> &'c mut <W::DB as Database>::Connection: Executor<'c, Database = W::DB>,
     for<'q> <W::DB as Database>::Arguments<'q>: IntoArguments<'q, W::DB>,
@@ -361,6 +361,10 @@ where
         leasing.as_deref_mut(),
         token.as_deref(),
     );
+    let mut counts: HashMap<String, u64> = new_ids.iter().map(|id| (id.clone(), 0)).collect();
+    for d in &deliveries {
+        *counts.entry(d.event_id.to_string()).or_default() += 1;
+    }
     if leased > 0 {
         // Leased ones first: an ordered endpoint's leased delivery is its first in this
         // batch, the rest wait behind it, so ids keep arrival order.
@@ -377,5 +381,32 @@ where
     } else if !deliveries.is_empty() {
         W::insert_deliveries(&mut *conn, &deliveries).await?;
     }
-    Ok(prepared.created(&new_ids))
+    Ok(Stored {
+        events: prepared.created(&new_ids),
+        counts,
+    })
+}
+
+/// What [`store_events`] stored.
+pub(crate) struct Stored {
+    /// Per event given, in order: its id, and whether this call created it.
+    pub events: Vec<(String, bool)>,
+    /// The deliveries of each event this call created (those of a known event are not
+    /// here: they are in the database).
+    pub counts: HashMap<String, u64>,
+}
+
+impl Stored {
+    /// The events whose delivery counts are not known here: those stored before.
+    pub fn known_before(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .events
+            .iter()
+            .filter(|(id, _)| !self.counts.contains_key(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }

@@ -711,21 +711,24 @@ impl Store for SqliteStore {
             leasing.as_mut(),
         )
         .await?;
-        let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
-        let counts: std::collections::HashMap<String, i64> =
-            sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
+        // The counts of new events follow from what was written; only events stored
+        // before (a repeated `event_id`) are counted in the database.
+        let ids: Vec<String> = stored.known_before();
+        let shared::Stored { events, mut counts } = stored;
+        if !ids.is_empty() {
+            let before: Vec<(String, i64)> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
                 .bind(serde_json::to_string(&ids).expect("strings serialise"))
                 .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+                .await?;
+            counts.extend(before.into_iter().map(|(id, n)| (id, n as u64)));
+        }
         tx.commit().await?;
-        let created = stored.len();
+        let created = events.len();
         let ingested = shared::ingested(created, false, leasing, |rows| {
             shared::with_endpoints(self, &self.reader, self.sealer(), rows)
         })
         .await?;
-        Ok((rows::enqueued(stored, &counts), ingested))
+        Ok((rows::enqueued(events, &counts), ingested))
     }
 
     async fn ingest_leasing(
