@@ -53,6 +53,25 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// Names this instance as the holder of the deliveries `leasing` created leased, as a
+    /// claim does (the rescue of a dead instance's leases goes by it).
+    async fn record_lease_instance(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        leasing: Option<&ingest::Leasing<'_>>,
+    ) -> Result<()> {
+        let Some(leased) = leasing.filter(|l| !l.rows.is_empty()) else {
+            return Ok(());
+        };
+        let ids: Vec<i64> = leased.rows.iter().map(|r| r.id).collect();
+        sqlx::query("UPDATE hookd_deliveries SET lease_instance = $1 WHERE id = ANY($2)")
+            .bind(&self.instance)
+            .bind(&ids)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -590,14 +609,8 @@ impl Store for PgStore {
             leasing.as_mut(),
         )
         .await?;
-        if let Some(leased) = leasing.as_ref().filter(|l| !l.rows.is_empty()) {
-            let ids: Vec<i64> = leased.rows.iter().map(|r| r.id).collect();
-            sqlx::query("UPDATE hookd_deliveries SET lease_instance = $1 WHERE id = ANY($2)")
-                .bind(&self.instance)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.record_lease_instance(&mut tx, leasing.as_ref())
+            .await?;
         // The counts of new events follow from what was written; only events stored
         // before (a repeated `event_id`) are counted in the database.
         let ids: Vec<String> = stored.known_before();
@@ -699,14 +712,8 @@ impl Store for PgStore {
             leasing.as_mut(),
         )
         .await?;
-        if let Some(leased) = leasing.as_ref().filter(|l| !l.rows.is_empty()) {
-            let ids: Vec<i64> = leased.rows.iter().map(|r| r.id).collect();
-            sqlx::query("UPDATE hookd_deliveries SET lease_instance = $1 WHERE id = ANY($2)")
-                .bind(&self.instance)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.record_lease_instance(&mut tx, leasing.as_ref())
+            .await?;
         // The rows not taken stay locked until the commit, then wait for the next ingest.
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("DELETE FROM hookd_outbox WHERE seq = ANY($1)")
