@@ -13,10 +13,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use hookd_store::{Claimed, Enqueued, IngestLimits, Lease, NewEvent, Release, Store, StoreError};
+use hookd_store::{Claimed, Enqueued, IngestLimits, NewEvent, Store, StoreError};
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-use crate::daemon::dispatch::Intake;
+use crate::daemon::dispatch::{self, Grant, Intake};
 
 /// The largest group one transaction writes: a commit's cost grows little with its rows
 /// up to here (SQLite's one writer, PostgreSQL's WAL flush), and a failed group is
@@ -187,7 +187,7 @@ impl GroupCommit {
 
     /// Hands what the write leased to the dispatcher (with the grant's unused places). Rows
     /// a stopped dispatcher no longer takes are handed back to the database, due at once.
-    fn hand_over(&self, grant: Option<crate::daemon::dispatch::Grant>, claimed: Vec<Claimed>) {
+    fn hand_over(&self, grant: Option<Grant>, claimed: Vec<Claimed>) {
         let (Some(intake), Some(grant)) = (&self.intake, grant) else {
             return;
         };
@@ -196,12 +196,7 @@ impl GroupCommit {
                 return;
             }
             let store = self.store.clone();
-            tokio::spawn(async move {
-                let leases: Vec<Lease> = back.iter().map(Claimed::lease).collect();
-                if let Err(e) = store.release(&leases, Release::Now).await {
-                    tracing::warn!(error = %e, deliveries = leases.len(), "cannot hand back deliveries; their leases will expire");
-                }
-            });
+            tokio::spawn(async move { dispatch::release_now(store.as_ref(), &back).await });
         }
     }
 }

@@ -544,15 +544,21 @@ impl Shared {
             .await
     }
 
-    /// Hands claimed deliveries back unsent, due at once.
+    /// Hands claimed deliveries back unsent, due at once ([`release_now`]).
     async fn release_all(&self, claimed: &[Claimed]) {
-        let leases: Vec<Lease> = claimed.iter().map(Claimed::lease).collect();
-        let released = (|| self.store.release(&leases, Release::Now))
-            .retry(backoff::database().with_max_times(5))
-            .when(|e| e.is_transient())
-            .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %e, deliveries = leases.len(), "cannot hand back deliveries; their leases will expire");
-        }
+        release_now(self.store.as_ref(), claimed).await
+    }
+}
+
+/// Hands leased deliveries back to the database unsent, due at once, retrying a database
+/// that is briefly away; if it stays away, their leases expire and they are sent again.
+pub async fn release_now(store: &dyn Store, claimed: &[Claimed]) {
+    let leases: Vec<Lease> = claimed.iter().map(Claimed::lease).collect();
+    let released = (|| store.release(&leases, Release::Now))
+        .retry(backoff::database().with_max_times(5))
+        .when(|e| e.is_transient())
+        .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, deliveries = leases.len(), "cannot hand back deliveries; their leases will expire");
     }
 }
