@@ -87,10 +87,19 @@ impl Writer {
             Err(mut slot) => return Err(self.lose(&mut slot)),
         };
         self.holding.taken();
-        Ok(WriteConn {
+        let mut conn = WriteConn {
             conn,
             holding: self.holding.clone(),
-        })
+        };
+        // A transaction dropped by its holder has its rollback queued on the connection's
+        // thread, which may not have run it yet; one that slipped past its guard would have
+        // none. Either way it ends here, before this write: never does a write run inside
+        // another's transaction (and never gets committed).
+        if Transactions::get_transaction_depth(&conn) > 0 {
+            tracing::debug!("the write connection is still in a transaction; rolling it back");
+            Transactions::rollback(&mut conn).await?;
+        }
+        Ok(conn)
     }
 
     /// A write transaction that takes the write lock before it reads anything (`BEGIN
@@ -108,9 +117,17 @@ impl Writer {
     }
 
     async fn begin_with(&self, statement: Option<&'static str>) -> Result<WriteTx> {
-        let mut conn = self.lock().await?;
-        Transactions::begin(&mut conn, statement.map(Cow::Borrowed)).await?;
-        Ok(WriteTx { conn, open: true })
+        // The rollback guard exists before the BEGIN is sent: a caller cancelled between the
+        // BEGIN and sqlx's check that a custom one opened a transaction (a request whose
+        // client went away, a task that panicked) would otherwise leave the transaction
+        // open on the one write connection, and every later write inside it, never
+        // committed.
+        let mut tx = WriteTx {
+            conn: self.lock().await?,
+            open: true,
+        };
+        Transactions::begin(&mut tx.conn, statement.map(Cow::Borrowed)).await?;
+        Ok(tx)
     }
 
     /// Whether the write connection can do its work. Nothing replaces it if its thread dies
@@ -508,5 +525,73 @@ mod tests {
         assert!(after >= during, "{during:?} -> {after:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(busy(), after, "released: no more time counted");
+    }
+    /// Polls `future` up to `polls` times, a moment apart (the connection's thread works
+    /// meanwhile), and drops it if it has not finished: a caller cancelled mid-write, as a
+    /// request whose client went away or a task that panicked.
+    async fn cancel_after<F: std::future::Future>(future: F, polls: usize) {
+        let mut future = std::pin::pin!(future);
+        for _ in 0..polls {
+            let done = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(future.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_cancelled_at_any_point_leaves_the_writer_clean() {
+        let db = hookd_testkit::TestDb::sqlite();
+        let store = SqliteStore::connect(&db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let limits = crate::IngestLimits {
+            max_payload_bytes: 1024,
+            ..crate::IngestLimits::default()
+        };
+        for polls in 1..=8 {
+            for immediate in [true, false] {
+                let begin = async {
+                    let tx = if immediate {
+                        store.writer.begin().await
+                    } else {
+                        store.writer.begin_writing().await
+                    };
+                    let mut tx = tx.expect("begin");
+                    sqlx::query("SELECT 1")
+                        .execute(&mut *tx)
+                        .await
+                        .expect("a statement");
+                    std::future::pending::<()>().await;
+                };
+                cancel_after(begin, polls).await;
+                // The next write is a transaction of its own, committed: readers see it.
+                let id = format!("after-{polls}-{immediate}");
+                let event = crate::NewEvent {
+                    event_id: Some(id.clone()),
+                    event_type: "purchase".into(),
+                    payload: "{}".into(),
+                    endpoint_id: None,
+                    tenant_id: None,
+                    traceparent: None,
+                };
+                store
+                    .enqueue_event(&event, &limits)
+                    .await
+                    .unwrap_or_else(|e| panic!("a write after {polls} polls: {e}"));
+                assert!(
+                    store
+                        .event(&id.as_str().into())
+                        .await
+                        .expect("a read")
+                        .is_some(),
+                    "the write after a cancelled transaction ({polls} polls, immediate: \
+                     {immediate}) is committed"
+                );
+            }
+        }
     }
 }
