@@ -784,7 +784,9 @@ impl Store for PgStore {
                 .bind(crate::token())
                 .bind(lease_ms as i64)
                 .bind(plan.max as i64)
-                .bind(exclude_endpoints)
+                // The caller's and every rate-limited endpoint: rows of one may have
+                // become due since the list was read.
+                .bind(&split.exclude)
                 .bind(ahead)
                 .bind(first)
                 .bind(after)

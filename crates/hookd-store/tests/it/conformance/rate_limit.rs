@@ -1,6 +1,6 @@
 //! Rate-limited endpoints: a claim takes a limited endpoint's deliveries only within its
 //! budget (a burst of one second's worth, then its rate), across every store sharing the
-//! database; the rows over the budget stay pending, unattempted; an unlimited endpoint
+//! database, rows that become due while a claim runs included; the rows over the budget stay pending, unattempted; an unlimited endpoint
 //! beside it is claimed in full; an ingest leases nothing of it; the idle wait names the
 //! time its budget allows the next.
 
@@ -15,6 +15,7 @@ hookd_testkit::each_backend!(
     two_stores_on_one_database_share_one_budget,
     an_ingest_leases_nothing_of_a_limited_endpoint,
     the_idle_wait_is_the_budget_of_a_limited_backlog,
+    rows_that_become_due_during_a_claim_stay_within_the_budget,
 );
 
 fn limited(id: &str, types: &[&str], per_second: f64) -> Endpoint {
@@ -221,4 +222,39 @@ async fn the_idle_wait_is_the_budget_of_a_limited_backlog(backend: Backend) {
     // The others are overdue, but the budget allows the next in about 10 s.
     let wait = store.next_due_in_ms().await.unwrap().unwrap();
     assert!((5_000..=10_000).contains(&wait), "{wait}");
+}
+
+/// A claim reads which endpoints have rows due, then claims in a second statement: rows of
+/// a limited endpoint that arrive in between must not be taken past its budget. Events
+/// arrive one commit at a time while claims run back to back for a second.
+async fn rows_that_become_due_during_a_claim_stay_within_the_budget(backend: Backend) {
+    let (db, store) = open(backend).await;
+    // One every 10 s: a burst of 1, and no more within the test.
+    store
+        .insert_endpoint(&limited("ep_slow", &["slow"], 0.1))
+        .await
+        .unwrap();
+    let producer = connect(&db.url).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(1);
+    let producing = async {
+        let mut i = 0;
+        while Instant::now() < until {
+            events(&producer, &format!("p{i}-"), 1, "slow").await;
+            i += 1;
+        }
+        i
+    };
+    let claiming = async {
+        let mut taken = 0;
+        while Instant::now() < until {
+            taken += count(&store.claim(100, 60_000).await.unwrap(), "ep_slow");
+        }
+        taken
+    };
+    let (produced, taken) = tokio::join!(producing, claiming);
+    assert!(produced > 10, "only {produced} events in a second");
+    assert!(
+        taken <= 1,
+        "{taken} of {produced} deliveries of an endpoint limited to one per 10 s were claimed"
+    );
 }
