@@ -87,6 +87,9 @@ pub struct ResendFigures {
     /// when it began, in seconds after the bulk resend was asked for.
     pub max_gap_ms: f64,
     pub max_gap_at_s: f64,
+    /// When the resend was asked for, in milliseconds since the Unix epoch: to find the
+    /// longest gap in the database's log.
+    pub asked_at_unix_ms: u64,
     /// The same before the bulk resend was asked for (the first second): the reference.
     pub max_gap_before_ms: f64,
     /// 202-to-receipt latency of those events.
@@ -270,6 +273,9 @@ pub async fn resend_phase(p: ResendPhase<'_>, target: db::Target) -> anyhow::Res
     )
     .await;
     let asked = Instant::now();
+    let asked_at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let asked_ns = asked.duration_since(p.base).as_nanos() as u64;
     let response = p
         .http
@@ -353,6 +359,7 @@ pub async fn resend_phase(p: ResendPhase<'_>, target: db::Target) -> anyhow::Res
         secs,
         max_gap_ms: max_gap_ns as f64 / 1e6,
         max_gap_at_s: (gap_at as f64 - asked_ns as f64) / 1e9,
+        asked_at_unix_ms,
         max_gap_before_ms: max_gap_before_ns as f64 / 1e6,
         p99_ms: p99 as f64 / 1e6,
         max_ms: latencies.last().copied().unwrap_or(0) as f64 / 1e6,
