@@ -29,12 +29,10 @@ async fn kill9_mid_load_loses_nothing(backend: Backend) {
 }
 
 /// The same scenario held to the tighter bound "duplicates ≤ concurrency × kills, all of
-/// them in flight at a kill". It fails: what one process has in flight (claimed, result
-/// not recorded) is far more than `concurrency` (1,100+ at concurrency 64 on PostgreSQL),
-/// because an attempt's permit is returned when its result is queued for the recorder,
-/// not when it is recorded, so the dispatcher claims ahead of the recorder. Under load the
-/// queue also outlasts the lease, and a live process's results are dropped as stale and
-/// sent again.
+/// them in flight at a kill". It holds because an attempt keeps its concurrency permit
+/// until its result is recorded: a process never has more than `concurrency` attempts sent
+/// and unrecorded. What the probe counts as in flight at a kill also takes in rows claimed
+/// and not yet started, so that count is an upper bound of what may be sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_kill9_duplicates_within_concurrency_times_kills() {
     run(Backend::Postgres, true).await;
