@@ -235,7 +235,7 @@ impl Application {
         #[cfg(feature = "fault-injection")]
         crate::daemon::fault::end_writer_when_tripped(config.fault.as_ref(), store.clone());
 
-        let state = AppState {
+        let state = AppState::new(api::Shared {
             store: store.clone(),
             metrics: metrics.clone(),
             dispatch_wake: dispatch_wake.clone(),
@@ -254,7 +254,7 @@ impl Application {
             )
             .leasing_to(intake),
             health: health.clone(),
-        };
+        });
         // Not essential: while it fails, the schemas last read still apply.
         tokio::spawn(schemas.refresh(store.clone(), stop.clone()));
         // The API stays up while the dispatcher drains, answering /readyz with 503.

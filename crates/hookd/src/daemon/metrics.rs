@@ -13,8 +13,20 @@ use prometheus::{
 
 use hookd_store::{Next, Outcome, Store};
 
+/// The daemon's metrics: one shared set, cloned cheaply (one reference count) into every
+/// task and every API request.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Series>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Series;
+    fn deref(&self) -> &Series {
+        &self.0
+    }
+}
+
+/// Every series hookd exports.
+pub struct Series {
     registry: Registry,
     /// `hookd_attempts_total{outcome}`.
     pub attempts: IntCounterVec,
@@ -76,7 +88,7 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(name, help), &[label]).unwrap(),
             )
         };
-        let m = Metrics {
+        let m = Series {
             attempts: counter_vec(
                 "hookd_attempts_total",
                 "HTTP attempts made, by outcome (success, http_error, timeout, network_error, blocked).",
@@ -249,7 +261,7 @@ impl Metrics {
         ] {
             m.store_errors.with_label_values(&[op]);
         }
-        m
+        Metrics(Arc::new(m))
     }
 
     /// Counts what one recorded attempt did.

@@ -56,9 +56,26 @@ use hookd_store::{IngestLimits, Store};
 use crate::daemon::metrics::Metrics;
 use error::ApiError;
 
-/// What the handlers share.
+/// What the handlers share: one reference count to clone per request (axum clones the
+/// state into every extractor that asks for it).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The handlers' shared parts.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     /// Notified when deliveries may be due (an event, a resend, an endpoint enabled).
