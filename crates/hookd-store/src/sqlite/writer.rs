@@ -526,6 +526,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(busy(), after, "released: no more time counted");
     }
+
     /// Polls `future` up to `polls` times, a moment apart (the connection's thread works
     /// meanwhile), and drops it if it has not finished: a caller cancelled mid-write, as a
     /// request whose client went away or a task that panicked.
