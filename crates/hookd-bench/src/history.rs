@@ -90,7 +90,8 @@ pub struct ResendFigures {
     /// When the resend was asked for, in milliseconds since the Unix epoch: to find the
     /// longest gap in the database's log.
     pub asked_at_unix_ms: u64,
-    /// The same before the bulk resend was asked for (the first second): the reference.
+    /// The same before the bulk resend was asked for (the phase's first `control`): the
+    /// reference.
     pub max_gap_before_ms: f64,
     /// 202-to-receipt latency of those events.
     pub p99_ms: f64,
@@ -230,13 +231,16 @@ pub struct ResendPhase<'a> {
     pub from: usize,
     pub events: usize,
     pub rate: f64,
+    /// How long the events flow before the bulk resend is asked for (at most half the
+    /// phase): the reference window.
+    pub control: Duration,
     pub payload_bytes: usize,
     pub timeout: Duration,
 }
 
 /// Sends events to the measured endpoint through the API at a steady rate, starts a bulk
-/// resend of the history a second in, and measures the longest pause between two of
-/// their deliveries.
+/// resend of the history `control` in, and measures the longest pause between two of
+/// their deliveries, before the resend (the reference) and after it.
 pub async fn resend_phase(p: ResendPhase<'_>, target: db::Target) -> anyhow::Result<ResendFigures> {
     let end = p.from + p.events;
     let sink_before = p
@@ -269,7 +273,8 @@ pub async fn resend_phase(p: ResendPhase<'_>, target: db::Target) -> anyhow::Res
     };
     let started = Instant::now();
     tokio::time::sleep(
-        Duration::from_secs(1).min(Duration::from_secs_f64(p.events as f64 / p.rate / 4.0)),
+        p.control
+            .min(Duration::from_secs_f64(p.events as f64 / p.rate / 2.0)),
     )
     .await;
     let asked = Instant::now();

@@ -107,6 +107,11 @@ struct Cli {
     /// --smoke.
     #[arg(long)]
     resend_secs: Option<u64>,
+    /// Seconds of that phase's events sent before the bulk resend is asked for: the
+    /// reference for its longest gap (the same load and WAL traffic, no resend). Default
+    /// 10; 1 with --smoke.
+    #[arg(long)]
+    resend_control_secs: Option<u64>,
     /// Events/s to the measured endpoint during the bulk resend phase (`POST /v1/events`).
     #[arg(long, default_value_t = 500.0)]
     resend_rate: f64,
@@ -213,8 +218,14 @@ impl Cli {
         } else {
             self.resend_rate.max(1.0)
         };
-        let resend_events =
-            (resend_rate * self.resend_secs.unwrap_or(if smoke { 3 } else { 20 }) as f64) as usize;
+        let resend_control =
+            Duration::from_secs(
+                self.resend_control_secs
+                    .unwrap_or(if smoke { 1 } else { 10 }),
+            );
+        let resend_events = (resend_rate
+            * (self.resend_secs.unwrap_or(if smoke { 3 } else { 20 }) as f64
+                + resend_control.as_secs_f64())) as usize;
         let soak_rate = if smoke {
             200.0
         } else {
@@ -277,6 +288,7 @@ impl Cli {
                     held: 0,
                     resend_events: 0,
                     resend_rate,
+                    resend_control,
                     timeout,
                 };
                 for s in &scenarios {

@@ -51,6 +51,9 @@ pub struct Spec {
     pub held: u64,
     pub resend_events: usize,
     pub resend_rate: f64,
+    /// How long those events flow before the bulk resend is asked for.
+    #[serde(skip)]
+    pub resend_control: Duration,
     #[serde(skip)]
     pub timeout: Duration,
 }
@@ -729,6 +732,7 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
             from: spec.events,
             events: spec.resend_events,
             rate: spec.resend_rate,
+            control: spec.resend_control,
             payload_bytes: spec.payload_bytes,
             timeout: spec.timeout,
         };
