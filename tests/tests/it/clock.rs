@@ -173,9 +173,11 @@ async fn skewed_process_clocks_change_no_due_time_or_lease() {
         "every event succeeds by its second attempt"
     );
     // Every lease, read on the database clock, runs 3 s from its claim: none was written
-    // an hour off (already expired, or good for an hour).
+    // an hour off (already expired, or good for an hour). A second of slack above: the
+    // probe's "now" is its transaction's start, and on a busy machine a claim can commit
+    // between that and the probe's snapshot (seen: 3,064 ms left).
     assert!(
-        most_lease <= LEASE_MS && least_lease > -30_000,
+        most_lease <= LEASE_MS + 1_000 && least_lease > -30_000,
         "a lease with {least_lease}..{most_lease} ms left: not on the database clock"
     );
     // Had the instance an hour behind written leases on its own clock, every one of its
