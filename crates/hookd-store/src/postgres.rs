@@ -611,24 +611,14 @@ impl Store for PgStore {
         .await?;
         self.record_lease_instance(&mut tx, leasing.as_ref())
             .await?;
-        // The counts of new events follow from what was written; only events stored
-        // before (a repeated `event_id`) are counted in the database.
-        let ids: Vec<String> = stored.known_before();
-        let shared::Stored { events, mut counts } = stored;
-        if !ids.is_empty() {
-            let before: Vec<(String, i64)> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_POSTGRES)
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?;
-            counts.extend(before.into_iter().map(|(id, n)| (id, n as u64)));
-        }
+        let enqueued = shared::enqueued::<Self>(&mut tx, stored).await?;
         tx.commit().await?;
-        let created = events.len();
+        let created = enqueued.len();
         let ingested = shared::ingested(created, false, leasing, |rows| {
             shared::with_endpoints(self, &self.pool, self.sealer(), rows)
         })
         .await?;
-        Ok((rows::enqueued(events, &counts), ingested))
+        Ok((enqueued, ingested))
     }
 
     async fn ingest_leasing(
@@ -1264,6 +1254,16 @@ impl shared::IngestWrites for PgStore {
     ) -> Result<Vec<(i64, String, String)>> {
         Ok(sqlx::query_as(sql::INSERT_LEASED_DELIVERIES.postgres())
             .bind(serde_json::to_string(rows).expect("deliveries serialize"))
+            .fetch_all(conn)
+            .await?)
+    }
+
+    async fn count_deliveries(
+        conn: &mut sqlx::PgConnection,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_POSTGRES)
+            .bind(event_ids)
             .fetch_all(conn)
             .await?)
     }

@@ -305,6 +305,28 @@ pub(crate) trait IngestWrites {
         conn: &mut <Self::DB as Database>::Connection,
         rows: &[NewDelivery<'_>],
     ) -> Result<Vec<(i64, String, String)>>;
+
+    /// The deliveries each of `event_ids` has in the database.
+    async fn count_deliveries(
+        conn: &mut <Self::DB as Database>::Connection,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, i64)>>;
+}
+
+/// The answers of a group of events [`store_events`] stored, in their order: the counts of
+/// new events follow from what was written; only events stored before (a repeated
+/// `event_id`) are counted in the database.
+pub(crate) async fn enqueued<W: IngestWrites>(
+    conn: &mut <W::DB as Database>::Connection,
+    stored: Stored,
+) -> Result<Vec<crate::Enqueued>> {
+    let ids = stored.known_before();
+    let Stored { events, mut counts } = stored;
+    if !ids.is_empty() {
+        let before = W::count_deliveries(conn, &ids).await?;
+        counts.extend(before.into_iter().map(|(id, n)| (id, n as u64)));
+    }
+    Ok(rows::enqueued(events, &counts))
 }
 
 /// Stores events and their deliveries inside the caller's transaction, in three statements

@@ -711,24 +711,14 @@ impl Store for SqliteStore {
             leasing.as_mut(),
         )
         .await?;
-        // The counts of new events follow from what was written; only events stored
-        // before (a repeated `event_id`) are counted in the database.
-        let ids: Vec<String> = stored.known_before();
-        let shared::Stored { events, mut counts } = stored;
-        if !ids.is_empty() {
-            let before: Vec<(String, i64)> = sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
-                .bind(serde_json::to_string(&ids).expect("strings serialise"))
-                .fetch_all(&mut *tx)
-                .await?;
-            counts.extend(before.into_iter().map(|(id, n)| (id, n as u64)));
-        }
+        let enqueued = shared::enqueued::<Self>(&mut tx, stored).await?;
         tx.commit().await?;
-        let created = events.len();
+        let created = enqueued.len();
         let ingested = shared::ingested(created, false, leasing, |rows| {
             shared::with_endpoints(self, &self.reader, self.sealer(), rows)
         })
         .await?;
-        Ok((rows::enqueued(events, &counts), ingested))
+        Ok((enqueued, ingested))
     }
 
     async fn ingest_leasing(
@@ -1392,6 +1382,16 @@ impl shared::IngestWrites for SqliteStore {
             );
         }
         Ok(created)
+    }
+
+    async fn count_deliveries(
+        conn: &mut sqlx::SqliteConnection,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(sql::COUNT_EVENTS_DELIVERIES_SQLITE)
+            .bind(serde_json::to_string(event_ids).expect("strings serialise"))
+            .fetch_all(conn)
+            .await?)
     }
 }
 
