@@ -179,11 +179,22 @@ pub fn job_times(
     after: &BTreeMap<String, f64>,
 ) -> Option<JobTimes> {
     let key = |(name, label): (&str, &str), part: &str| format!("{name}_{part}{{{label}}}");
-    let (name, label) = if after.contains_key(&key(JOB, "count")) {
+    let series = if after.contains_key(&key(JOB, "count")) {
         JOB
     } else {
         STORE_CALL
     };
+    histogram_times(series, before, after)
+}
+
+/// The observations of histogram `(name, label)` between two scrapes: how many, their mean,
+/// and the smallest bucket bound they all stayed within.
+pub fn histogram_times(
+    (name, label): (&str, &str),
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> Option<JobTimes> {
+    let key = |(name, label): (&str, &str), part: &str| format!("{name}_{part}{{{label}}}");
     let delta =
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
     let runs = delta(&key((name, label), "count"));

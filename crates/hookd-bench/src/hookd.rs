@@ -396,14 +396,7 @@ impl Hookd {
         let Ok(response) = http.get(format!("{}/metrics", self.base_url)).send().await else {
             return BTreeMap::new();
         };
-        let text = response.text().await.unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect()
+        parse_metrics(&response.text().await.unwrap_or_default())
     }
 }
 
@@ -427,6 +420,17 @@ fn strip_ansi(line: &str) -> String {
 /// Sums a metric over several instances' scrapes.
 pub fn metric_sum(scrapes: &[BTreeMap<String, f64>], name: &str) -> f64 {
     scrapes.iter().filter_map(|m| m.get(name)).sum()
+}
+
+/// A Prometheus text exposition as series -> value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod hookd;
 mod noisy;
 mod receiver;
 mod report;
+mod retention;
 mod run;
 
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ enum Scenario {
     /// arrive one at a time: B's commit-to-receipt p99 and A's drain rate against A alone;
     /// A and B as two tenants, as two endpoints of one tenant, then as two tenants with A's backlog in the outbox.
     NoisyNeighbour,
+    /// PostgreSQL only: a day of finished history past the retention period (--retention-rows
+    /// deliveries and their attempts) in the tables as hookd starts, retention running every
+    /// second: once in the day's own partition (dropped whole), once in the tables from
+    /// before the partitions (deleted row by row, --retention-rows-by-row): how long until
+    /// it is gone, and throughput (batches) meanwhile against the same run without it.
+    Retention,
     /// throughput, fanout, latency, api-latency, api-throughput, errors, scale.
     All,
 }
@@ -112,6 +119,14 @@ struct Cli {
     /// 10; 1 with --smoke.
     #[arg(long)]
     resend_control_secs: Option<u64>,
+    /// Rows of the retention scenario's day in its own partition. Default 10000000; 2000
+    /// with --smoke.
+    #[arg(long)]
+    retention_rows: Option<u64>,
+    /// Rows of the retention scenario's day deleted row by row. Default 1000000; 2000 with
+    /// --smoke.
+    #[arg(long)]
+    retention_rows_by_row: Option<u64>,
     /// Events/s to the measured endpoint during the bulk resend phase (`POST /v1/events`).
     #[arg(long, default_value_t = 500.0)]
     resend_rate: f64,
@@ -213,6 +228,12 @@ impl Cli {
             Duration::from_secs(self.timeout_secs.unwrap_or(if smoke { 120 } else { 600 }));
         let soak_secs = self.soak_secs.unwrap_or(if smoke { 5 } else { 600 }).max(1);
         let held = self.held.unwrap_or(if smoke { 20 } else { 2_000 });
+        let retention_rows = self
+            .retention_rows
+            .unwrap_or(if smoke { 2_000 } else { 10_000_000 });
+        let retention_rows_by_row =
+            self.retention_rows_by_row
+                .unwrap_or(if smoke { 2_000 } else { 1_000_000 });
         let resend_rate = if smoke {
             200.0
         } else {
@@ -289,6 +310,7 @@ impl Cli {
                     resend_events: 0,
                     resend_rate,
                     resend_control,
+                    retention: None,
                     timeout,
                 };
                 for s in &scenarios {
@@ -359,6 +381,21 @@ impl Cli {
                                 resend_events,
                                 ..spec("history", batch, events)
                             });
+                        }
+                        // Partitions are PostgreSQL's.
+                        Scenario::Retention if sqlite => {}
+                        Scenario::Retention => {
+                            // The same run without the day first: the reference.
+                            plan.push(spec("retention", batch, events));
+                            for (rows, layout) in [
+                                (retention_rows, retention::Layout::Partition),
+                                (retention_rows_by_row, retention::Layout::Rows),
+                            ] {
+                                plan.push(Spec {
+                                    retention: Some(retention::Load { rows, layout }),
+                                    ..spec("retention", batch, events)
+                                });
+                            }
                         }
                         // Runs of its own shape: see `noisy`.
                         Scenario::NoisyNeighbour => {}
@@ -509,6 +546,9 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         );
         if let Some(h) = &outcome.history {
             eprintln!("      {}", report::history_line(h));
+        }
+        if let Some(r) = &outcome.retention {
+            eprintln!("      {}", retention::line(r));
         }
         runs.push(outcome);
     }

@@ -422,6 +422,82 @@ impl Report {
         ))
     }
 
+    /// The retention scenario: how long a day of history past retention took to go, the
+    /// retention job's runs, throughput meanwhile against the run without it.
+    pub fn retention_table(&self) -> Option<String> {
+        let rows: Vec<Vec<String>> = self
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let f = r.retention.as_ref()?;
+                let empty = self.runs.iter().find(|e| {
+                    e.db == r.db
+                        && e.scenario == "retention"
+                        && e.retention.is_none()
+                        && e.error.is_none()
+                });
+                let mut row = vec![
+                    r.db.clone(),
+                    f.layout.clone(),
+                    f.rows.to_string(),
+                    format!("{:.1}", f.load_secs),
+                    f.gone_after_secs
+                        .map_or("not gone".into(), |s| format!("{s:.1}")),
+                ];
+                match &f.jobs {
+                    Some(t) => row.extend([t.runs.to_string(), fmt_num(t.mean_ms), t.max_label()]),
+                    None => row.extend(["0".into(), "-".into(), "-".into()]),
+                }
+                row.push(format!(
+                    "{}{}",
+                    fmt_num(f.pause_meanwhile_ms),
+                    if f.run_ended_first {
+                        " (run ended first)"
+                    } else {
+                        ""
+                    }
+                ));
+                row.push(fmt_num(f.pause_in_run_ms));
+                row.push(
+                    empty
+                        .and_then(|e| e.longest_pause_ms)
+                        .map_or("-".into(), fmt_num),
+                );
+                row.push(format!("{:.0}", r.deliveries_per_sec));
+                row.push(empty.map_or("-".into(), |e| format!("{:.0}", e.deliveries_per_sec)));
+                row.push(empty.map_or("-".into(), |e| {
+                    format!(
+                        "{:.0}%",
+                        100.0 * r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9)
+                    )
+                }));
+                Some(row)
+            })
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        Some(table(
+            &[
+                "db",
+                "the day is in",
+                "rows",
+                "load s",
+                "gone after s",
+                "retention runs",
+                "mean ms",
+                "max",
+                "pause ms meanwhile",
+                "pause ms in run",
+                "pause ms without",
+                "deliv/s in run",
+                "deliv/s without",
+                "of without",
+            ],
+            &rows,
+        ))
+    }
+
     /// The history run on empty tables of the same database.
     fn history_reference(&self, run: &Outcome) -> Option<&Outcome> {
         self.runs.iter().find(|r| {
@@ -485,6 +561,14 @@ impl Report {
                     println!("\n{} history: the bulk resend phase failed: {e}", r.db);
                 }
             }
+        }
+        if let Some(retention) = self.retention_table() {
+            println!(
+                "\nretention: a day of finished deliveries (one attempt each) 31 days old in the tables as hookd starts, retention running every second; \
+                 \"gone after\": from hookd's start; runs: the retention job's until then; pause: the longest between two deliveries, from hookd's start until the day was gone, over the whole run, and over the same run without the day; throughput of the run against the same run without the day"
+            );
+            println!();
+            print!("{retention}");
         }
         for r in &self.runs {
             let problems = r.correctness_problems();

@@ -16,6 +16,7 @@ use crate::db::{self, BenchDb, Commits, Insert, Kind, PgCounters, Preload};
 use crate::history::{self, HistoryFigures};
 use crate::hookd::{self, Hookd};
 use crate::receiver::{Expect, Receiver};
+use crate::retention::{self, RetentionFigures};
 
 /// Event ids of measured events: `e-{i}`.
 const PREFIX: &str = "e-";
@@ -54,6 +55,9 @@ pub struct Spec {
     /// How long those events flow before the bulk resend is asked for.
     #[serde(skip)]
     pub resend_control: Duration,
+    /// Retention scenario: the day of history loaded before hookd starts (none: the
+    /// reference run).
+    pub retention: Option<retention::Load>,
     #[serde(skip)]
     pub timeout: Duration,
 }
@@ -155,6 +159,10 @@ pub struct Outcome {
     pub preload_bytes_per_delivery: Option<f64>,
     /// The history scenario's figures.
     pub history: Option<HistoryFigures>,
+    /// The retention scenario's.
+    pub retention: Option<RetentionFigures>,
+    /// The retention scenario's runs: the longest pause between two deliveries.
+    pub longest_pause_ms: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -293,10 +301,10 @@ pub async fn run(ctx: &Ctx, spec: &Spec) -> Outcome {
 
 async fn start_all(ctx: &Ctx, spec: &Spec, db: &BenchDb) -> anyhow::Result<Vec<Hookd>> {
     let mut hookds = Vec::new();
-    let env: &[(&str, &str)] = if spec.scenario == "history" {
-        &[history::RESCUE_EVERY_SECOND]
-    } else {
-        &[]
+    let env: &[(&str, &str)] = match spec.scenario {
+        "history" => &[history::RESCUE_EVERY_SECOND],
+        "retention" => &[retention::RETENTION_EVERY_SECOND],
+        _ => &[],
     };
     // One after the other: the first applies the migrations.
     for n in 0..spec.instances {
@@ -352,7 +360,8 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     let commits = Commits::new(spec.events + spec.resend_events);
     let mut stats_conn = db.connect().await?;
     let sqlite_stats = spec.sqlite_stats && db.kind == Kind::Sqlite;
-    if spec.preload > 0 || spec.backlog || sqlite_stats || is_history {
+    let mut retained = None;
+    if spec.preload > 0 || spec.backlog || sqlite_stats || is_history || spec.retention.is_some() {
         // Bulk loads run with hookd stopped (a long SQLite write transaction would make
         // hookd's writer wait), then hookd starts again on the big tables.
         stop_all(std::mem::take(&mut hookds)).await;
@@ -398,6 +407,16 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         if sqlite_stats {
             db::sqlite_stats(&mut stats_conn).await?;
         }
+        if let Some(load) = spec.retention {
+            let table = retention::load(&mut stats_conn, &endpoint_ids[0], load).await?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  loaded {} rows of a day past retention ({}) in {secs:.1}s",
+                load.rows,
+                load.layout.label()
+            );
+            retained = Some((load, table, secs));
+        }
         if spec.preload > 0 {
             out.preload_bytes_per_delivery = db::table_bytes(&mut stats_conn, db.kind)
                 .await
@@ -435,6 +454,19 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
         }
         hookds = start_all(ctx, spec, db).await?;
     }
+    let hookd_started = Instant::now();
+    let retention_watch = retained.map(|(load, table, load_secs)| {
+        retention::watch(retention::Watch {
+            metrics_url: format!("{}/metrics", hookds[0].base_url),
+            http: ctx.http.clone(),
+            db: db.target(),
+            load,
+            table,
+            started: hookd_started,
+            load_secs,
+            limit: spec.timeout,
+        })
+    });
 
     // History: the rescue job's first runs on the loaded tables, before any event.
     let mut figures = HistoryFigures {
@@ -747,6 +779,24 @@ async fn measure(ctx: &Ctx, spec: &Spec, db: &BenchDb, out: &mut Outcome) -> any
     }
     if is_history {
         out.history = Some(figures);
+    }
+    let mut receipts: Vec<u64> = Vec::new();
+    if spec.scenario == "retention" {
+        receipts = receiver.state.receipts().map(|(_, t)| t).collect();
+        receipts.sort_unstable();
+        out.longest_pause_ms = Some(retention::longest_pause_ms(&receipts, 0, u64::MAX));
+    }
+    if let Some(watch) = retention_watch {
+        let mut f = watch.await.context("the retention watch")?;
+        let started_ns = hookd_started.duration_since(base).as_nanos() as u64;
+        let last = receipts.last().copied().unwrap_or(started_ns);
+        let gone_ns = f
+            .gone_after_secs
+            .map_or(u64::MAX, |s| started_ns + (s * 1e9) as u64);
+        f.run_ended_first = last < gone_ns;
+        f.pause_meanwhile_ms = retention::longest_pause_ms(&receipts, started_ns, gone_ns);
+        f.pause_in_run_ms = retention::longest_pause_ms(&receipts, 0, u64::MAX);
+        out.retention = Some(f);
     }
 
     // The results are written in batches just after the receipts: wait for them.

@@ -14,6 +14,8 @@
 //!   inotify watch of the WAL that wakes the dispatcher when a producer commits.
 //! - `postgres.rs`: [`PgStore`], for production and several instances (`FOR UPDATE SKIP
 //!   LOCKED`, LISTEN/NOTIFY): its `Store` methods and the statements only it runs.
+//! - `replica.rs`: reads on a streaming replica, falling back to the primary while it fails.
+//! - `pg_session.rs`: how hookd opens its PostgreSQL sessions (JIT off).
 //! - `shared.rs`: the Rust both stores run around their statements, generic over sqlx's
 //!   `Database`: the endpoint's bound values, endpoint lookups and pages, claimed rows
 //!   joined with their endpoints, storing events and their deliveries, what an ingest did,
@@ -22,6 +24,8 @@
 //!   change that causes them.
 //! - [`catalog`]: the event-type catalog's record and statements, and [`PayloadCheck`],
 //!   how an ingest checks payloads against their type's schema.
+//! - `history.rs`: retention of PostgreSQL's history, kept in a partition per day: which
+//!   partitions go whole. Pure.
 //! - `limited.rs`: the rate-limited endpoints' part of a claim and of the idle wait, and
 //!   the statements for them.
 //! - `common.rs`: small pure helpers both stores call (the delivery-log filter, the
@@ -60,10 +64,12 @@ mod common;
 mod emit;
 mod error;
 pub mod fair;
+mod history;
 pub mod ingest;
 mod limited;
 pub mod operational;
 mod outbox_share;
+mod pg_session;
 mod postgres;
 pub mod rate;
 mod replica;

@@ -18,10 +18,12 @@ use sqlx::{Postgres, QueryBuilder};
 
 use crate::common;
 use crate::emit;
+use crate::history;
 use crate::ingest::{self, Incoming, NewDelivery, PreparedEvent};
 use crate::limited;
 use crate::matching;
 use crate::outbox_share;
+use crate::pg_session;
 use crate::replica::Replica;
 use crate::rows::{self, ClaimRow, OutboxRow, DELIVERY_COLUMNS, RESEND_JOB_COLUMNS};
 use crate::shared;
@@ -64,24 +66,28 @@ impl PgStore {
             return Ok(());
         };
         let ids: Vec<i64> = leased.rows.iter().map(|r| r.id).collect();
-        sqlx::query("UPDATE hookd_deliveries SET lease_instance = $1 WHERE id = ANY($2)")
-            .bind(&self.instance)
-            .bind(&ids)
-            .execute(tx)
-            .await?;
+        sqlx::query(
+            "UPDATE hookd_deliveries SET lease_instance = $1 \
+             WHERE id = ANY($2) AND state = 'in_flight'",
+        )
+        .bind(&self.instance)
+        .bind(&ids)
+        .execute(tx)
+        .await?;
         Ok(())
     }
 
     pub async fn connect(url: &str) -> Result<Self> {
+        let options = pg_session::options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options.clone())
             .await?;
         let events_pool = PgPoolOptions::new()
             .max_connections(EVENT_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy(url)?;
+            .connect_lazy_with(options);
         Ok(Self {
             pool,
             events_pool,
@@ -143,7 +149,7 @@ impl PgStore {
                      last_status_code = NULL, last_error = $1, \
                      next_trigger = CASE WHEN d.resend_requested THEN 'manual' ELSE d.next_trigger END, \
                      resend_requested = FALSE, updated_at = hookd_now_ms() \
-                 FROM expired WHERE d.id = expired.id \
+                 FROM expired WHERE d.id = expired.id AND d.state = 'in_flight' \
              ) \
              INSERT INTO hookd_attempts (delivery_id, attempt, trigger, started_at, duration_ms, \
                  outcome, error) \
@@ -267,7 +273,7 @@ fn claim_sql(rest: bool) -> String {
                  attempts = d.attempts + 1, \
                  auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
                  updated_at = hookd_now_ms() \
-             FROM due WHERE d.id = due.id \
+             FROM due WHERE d.id = due.id AND d.state = 'pending' \
              RETURNING d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
                  d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
          ) \
@@ -315,7 +321,7 @@ static LIMITED_CLAIM: LazyLock<String> = LazyLock::new(|| {
                  attempts = d.attempts + 1, \
                  auto_attempts = d.auto_attempts + CASE WHEN d.next_trigger = 'auto' THEN 1 ELSE 0 END, \
                  updated_at = hookd_now_ms() \
-             FROM due WHERE d.id = due.id \
+             FROM due WHERE d.id = due.id AND d.state = 'pending' \
              RETURNING d.id, d.lease_token, d.event_id, d.event_type, d.endpoint_id, d.attempts, \
                  d.next_trigger, d.auto_attempts, d.manual_only, d.next_attempt_at \
          ) \
@@ -376,7 +382,9 @@ impl Store for PgStore {
         MIGRATOR
             .run_direct(&mut *self.pool.acquire().await?)
             .await?;
-        Ok(())
+        // Today's partitions of the history and the days ahead, in case hookd was down
+        // when the day began (retention makes them too, every run).
+        self.prepare_history().await
     }
 
     async fn check_ready(&self) -> Result<()> {
@@ -949,12 +957,22 @@ impl Store for PgStore {
     }
 
     async fn resend_in(&self, scope: &Scope, id: i64) -> Result<bool> {
-        let mut q = QueryBuilder::<Postgres>::new(sql::RESEND_SET);
-        q.push("WHERE id = ").push_bind(id);
-        if let Some(tenant) = scope.tenant() {
-            q.push(" AND tenant_id = ").push_bind(tenant.as_str());
+        // A delivery that finishes while this waits for its row has moved to the history's
+        // partition: PostgreSQL then fails the statement (40001) instead of reading the row
+        // again, so it is run again, and finds the row where it is now.
+        let mut tries = 0;
+        loop {
+            let mut q = QueryBuilder::<Postgres>::new(sql::RESEND_SET);
+            q.push("WHERE id = ").push_bind(id);
+            if let Some(tenant) = scope.tenant() {
+                q.push(" AND tenant_id = ").push_bind(tenant.as_str());
+            }
+            match q.build().execute(&self.pool).await {
+                Ok(done) => return Ok(done.rows_affected() == 1),
+                Err(e) if tries < 3 && moved_meanwhile(&e) => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
     }
 
     async fn create_resend_job(&self, filter: &DeliveryFilter) -> Result<ResendJob> {
@@ -1172,32 +1190,202 @@ impl Store for PgStore {
     }
 
     async fn purge_finished(&self, before_ms: i64, batch: u32) -> Result<Purged> {
+        self.prepare_history().await?;
+        let partitions = self.drop_expired_history(before_ms).await?;
+        let mut purged = Purged {
+            deliveries: partitions.dropped_rows,
+            events: 0,
+        };
         let mut tx = self.pool.begin().await?;
-        // One statement: both deletes see the same doomed rows, and rows a resend is
-        // reopening right now are skipped, not waited for.
-        let deliveries = sqlx::query(
-            "WITH doomed AS ( \
-                 SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
-                 AND finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
-             ), attempts AS ( \
-                 DELETE FROM hookd_attempts WHERE delivery_id IN (SELECT id FROM doomed) \
-             ) \
-             DELETE FROM hookd_deliveries WHERE id IN (SELECT id FROM doomed)",
-        )
-        .bind(before_ms)
-        .bind(batch as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let events = sqlx::query(sql::PURGE_EVENTS)
+        // The tables from before the partitions are trimmed row by row, as they always were;
+        // a day's partition goes whole. One statement: both deletes see the same doomed
+        // rows, and rows a resend is reopening right now are skipped, not waited for.
+        if let Some(below) = partitions.rows_purged_below {
+            purged.deliveries += sqlx::query(
+                "WITH doomed AS ( \
+                     SELECT id FROM hookd_deliveries WHERE state IN ('succeeded', 'failed') \
+                     AND finished_at < $1 AND id < $3 \
+                     ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+                 ), attempts AS ( \
+                     DELETE FROM hookd_attempts WHERE delivery_id IN (SELECT id FROM doomed) \
+                 ) \
+                 DELETE FROM hookd_deliveries WHERE id IN (SELECT id FROM doomed)",
+            )
+            .bind(before_ms)
+            .bind(batch as i64)
+            .bind(below)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        purged.events = sqlx::query(sql::PURGE_EVENTS)
             .bind(before_ms)
             .bind(batch as i64)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         tx.commit().await?;
-        Ok(Purged { deliveries, events })
+        Ok(purged)
     }
+}
+
+/// What a retention run did with the history's partitions.
+struct HistoryRun {
+    /// The rows of the partitions it dropped.
+    dropped_rows: u64,
+    /// Below which ids rows are deleted one by one ([`history::rows_purged_below`]).
+    rows_purged_below: Option<i64>,
+}
+
+/// Days of partitions made ahead of today: a hookd down when a day begins finds its
+/// partitions there, and ids stay in the last day prepared until one moves them on.
+const DAYS_AHEAD: i32 = 2;
+
+impl PgStore {
+    /// Makes today's partitions of the history and [`DAYS_AHEAD`] days', and moves the
+    /// delivery ids on to today's.
+    async fn prepare_history(&self) -> Result<()> {
+        sqlx::query("SELECT hookd_history_prepare($1)")
+            .bind(DAYS_AHEAD)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the history's partitions that are closed and hold only deliveries that
+    /// finished before `cutoff` ([`history::action`]), with their attempts. One instance at
+    /// a time: the others skip their run.
+    async fn drop_expired_history(&self, cutoff: i64) -> Result<HistoryRun> {
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('hookd_history_retention'))")
+                .fetch_one(&mut *conn)
+                .await?;
+        let partitions: Vec<history::Partition> =
+            sqlx::query_as("SELECT * FROM hookd_history_partitions()")
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut run = HistoryRun {
+            dropped_rows: 0,
+            rows_purged_below: history::rows_purged_below(&partitions),
+        };
+        if !locked {
+            return Ok(run);
+        }
+        let result = drop_expired(&mut conn, &partitions, cutoff, &mut run).await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('hookd_history_retention'))")
+            .execute(&mut *conn)
+            .await?;
+        result.map(|()| run)
+    }
+}
+
+/// Drops or attaches again each of `partitions` as [`history::action`] says.
+async fn drop_expired(
+    conn: &mut sqlx::PgConnection,
+    partitions: &[history::Partition],
+    cutoff: i64,
+    run: &mut HistoryRun,
+) -> Result<()> {
+    let next_id: i64 = sqlx::query_scalar("SELECT last_value FROM hookd_deliveries_id_seq")
+        .fetch_one(&mut *conn)
+        .await?;
+    for p in partitions {
+        match history::action(p, cutoff, next_id) {
+            history::Action::Keep => {}
+            history::Action::Reattach => attach(conn, p).await?,
+            history::Action::Drop => {
+                if let Some(rows) = drop_partition(conn, p, cutoff).await? {
+                    run.dropped_rows += rows;
+                    if p.lo.is_none() {
+                        run.rows_purged_below = None;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `e` says that the row a statement waited for was moved to another partition by
+/// the transaction it waited for (SQLSTATE 40001): a delivery that finished or was reopened
+/// meanwhile. Run again, the statement finds it in its new partition.
+fn moved_meanwhile(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+}
+
+/// Detaches `table` from `parent` if it is attached, finishing an interrupted detach.
+/// `CONCURRENTLY`: the parent stays open to reads and writes; the detach waits for the
+/// transactions that could see the partition.
+async fn detach(conn: &mut sqlx::PgConnection, parent: &str, table: &str) -> Result<()> {
+    let pending: Option<bool> = sqlx::query_scalar(
+        "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mode = match pending {
+        None => return Ok(()),
+        Some(true) => "FINALIZE",
+        Some(false) => "CONCURRENTLY",
+    };
+    let statement = format!("ALTER TABLE {parent} DETACH PARTITION \"{table}\" {mode}");
+    sqlx::Executor::execute(&mut *conn, statement.as_str()).await?;
+    Ok(())
+}
+
+/// Attaches `p` to the history again. Its `CHECK` of its range (made with it, or by the
+/// detach) spares PostgreSQL the check of its rows.
+async fn attach(conn: &mut sqlx::PgConnection, p: &history::Partition) -> Result<()> {
+    detach(conn, "hookd_deliveries_finished", &p.name).await?;
+    let lo = p.lo.map_or("MINVALUE".to_string(), |lo| lo.to_string());
+    let statement = format!(
+        "ALTER TABLE hookd_deliveries_finished ATTACH PARTITION \"{}\" FOR VALUES FROM ({lo}) TO ({})",
+        p.name, p.hi
+    );
+    sqlx::Executor::execute(&mut *conn, statement.as_str()).await?;
+    tracing::info!(partition = %p.name, "history partition attached again: a delivery of it was resent or finished again");
+    Ok(())
+}
+
+/// Detaches `p`, looks at it again (a resend may have reopened one of its deliveries, or
+/// one may have finished back into it, before the detach), and drops it with its attempts,
+/// or attaches it again. Returns the deliveries dropped (PostgreSQL's estimate, or counted
+/// when it has none), `None` when it kept the partition.
+async fn drop_partition(
+    conn: &mut sqlx::PgConnection,
+    p: &history::Partition,
+    cutoff: i64,
+) -> Result<Option<u64>> {
+    detach(conn, "hookd_deliveries_finished", &p.name).await?;
+    let (resent, newest): (bool, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT EXISTS (SELECT 1 FROM hookd_deliveries_unfinished \
+             WHERE id >= COALESCE($1::BIGINT, 0) AND id < $2), \
+         (SELECT max(finished_at) FROM \"{}\" WHERE state IN ('succeeded', 'failed'))",
+        p.name
+    ))
+    .bind(p.lo)
+    .bind(p.hi)
+    .fetch_one(&mut *conn)
+    .await?;
+    if resent || newest.is_some_and(|t| t >= cutoff) {
+        attach(conn, p).await?;
+        return Ok(None);
+    }
+    let rows = if p.rows >= 0 {
+        p.rows
+    } else {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{}\"", p.name))
+            .fetch_one(&mut *conn)
+            .await?
+    };
+    detach(conn, "hookd_attempts", &p.attempts).await?;
+    for table in [&p.attempts, &p.name] {
+        let statement = format!("DROP TABLE IF EXISTS \"{table}\"");
+        sqlx::Executor::execute(&mut *conn, statement.as_str()).await?;
+    }
+    tracing::info!(partition = %p.name, rows, "retention dropped a partition of the history");
+    Ok(Some(rows.max(0) as u64))
 }
 
 impl PgStore {

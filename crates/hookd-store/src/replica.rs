@@ -38,7 +38,7 @@ impl Replica {
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy(url)?;
+            .connect_lazy_with(crate::pg_session::options(url)?);
         Ok(Replica {
             pool,
             resting_until: AtomicI64::new(0),

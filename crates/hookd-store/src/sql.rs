@@ -126,8 +126,12 @@ pub(crate) const PROMOTE_STRANDED: &str = "UPDATE hookd_deliveries \
         FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
         AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
             AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
-            LIMIT 1) IS NULL)";
+            LIMIT 1) IS NULL) AND state = 'pending'";
 
+// An update of unfinished deliveries by id names their state as well: on PostgreSQL that
+// keeps it to the backlog's partition, where without it the plan takes in (and locks)
+// every day of the history.
+//
 // "Nothing of the endpoint on its way", above and below, is `(SELECT ... LIMIT 1) IS NULL`
 // rather than `NOT EXISTS`: PostgreSQL turns a NOT EXISTS into a join, which with stale
 // statistics may read every unfinished row of every endpoint; a scalar subquery stays one
@@ -170,7 +174,7 @@ pub(crate) const PROMOTE_NEXT: &str = "UPDATE hookd_deliveries \
     WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h WHERE h.held AND h.state = 'pending' \
         AND h.endpoint_id = (SELECT d.endpoint_id FROM hookd_deliveries d \
             WHERE d.id = $1 AND d.state IN ('succeeded', 'failed'))) \
-    AND (SELECT 1 FROM hookd_deliveries o \
+    AND state = 'pending' AND (SELECT 1 FROM hookd_deliveries o \
         WHERE o.endpoint_id = hookd_deliveries.endpoint_id \
         AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
         LIMIT 1) IS NULL";
@@ -183,7 +187,7 @@ pub(crate) const PROMOTE_ENDPOINT_NEXT: &str = "UPDATE hookd_deliveries \
     SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
     WHERE id = (SELECT MIN(h.id) FROM hookd_deliveries h \
         WHERE h.endpoint_id = $1 AND h.held AND h.state = 'pending') \
-    AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = $1 \
+    AND state = 'pending' AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = $1 \
         AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
         LIMIT 1) IS NULL";
 

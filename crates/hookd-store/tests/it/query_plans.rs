@@ -35,12 +35,41 @@ pub(crate) fn series(backend: Backend, n: impl std::fmt::Display) -> String {
     }
 }
 
-/// A migrated database of `backend`, and its store.
-async fn migrated(backend: Backend) -> (TestDb, std::sync::Arc<dyn hookd_store::Store>) {
+/// A migrated database of `backend`, and its store. On PostgreSQL, delivery ids are
+/// numbered from 1 again, below today's first id, so that the finished rows seeded land in
+/// one partition of the history (the one of the tables from before the partitions, with a
+/// day's indexes) and the SQL here can name ids as small numbers.
+pub(crate) async fn migrated(backend: Backend) -> (TestDb, std::sync::Arc<dyn hookd_store::Store>) {
     let db = TestDb::new(backend).await;
     let store = hookd_store::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
+    if backend == Backend::Postgres {
+        db.exec("SELECT setval('hookd_deliveries_id_seq', 1, false)")
+            .await;
+    }
     (db, store)
+}
+
+/// Whether a line of a plan scans a table of deliveries that holds rows: PostgreSQL's
+/// empty partitions (the days ahead) cost nothing to scan.
+pub(crate) fn scans_deliveries(line: &str) -> bool {
+    line.contains("Seq Scan on hookd_deliveries") && !line.contains("cost=0.00..0.00")
+}
+
+/// Whether a line of a plan scans the history: as [`scans_deliveries`], but PostgreSQL's
+/// backlog is a partition apart from the history, and with a small backlog a scan is its
+/// cheapest read (the claim's plans are held to the stricter rule).
+pub(crate) fn scans_history(line: &str) -> bool {
+    scans_deliveries(line) && !line.contains("Seq Scan on hookd_deliveries_unfinished")
+}
+
+/// Whether a plan sorts rows: a `Sort` node, not the order a `Merge Append` of the
+/// partitions keeps (its `Sort Key`).
+pub(crate) fn sorts(plan: &str) -> bool {
+    plan.lines().any(|l| {
+        let l = l.trim_start().trim_start_matches("->").trim_start();
+        l.starts_with("Sort  (") || l.starts_with("Incremental Sort")
+    })
 }
 
 /// (what, SQL, index it must use)
@@ -247,11 +276,11 @@ async fn check_history(db: &TestDb, when: &str) {
         // PostgreSQL may sort a chunk it expects to be small: at most a window's rows.
         let chunk = indexes == CHUNK;
         assert!(
-            !plan.contains("TEMP B-TREE") && (chunk || !plan.contains("Sort")),
+            !plan.contains("TEMP B-TREE") && (chunk || !sorts(&plan)),
             "{what} ({when}) sorts:\n{plan}"
         );
         let scans = plan.lines().filter(|line| {
-            line.contains("Seq Scan on hookd_deliveries")
+            scans_history(line)
                 || (line.starts_with("SCAN ") && !["SCAN e", "SCAN CONSTANT ROW"].contains(line))
         });
         assert_eq!(
@@ -305,11 +334,11 @@ async fn check(backend: Backend) {
         println!("{backend:?} {what}:\n{plan}\n");
         assert!(plan.contains(index), "{what}: expected {index}:\n{plan}");
         assert!(
-            !plan.contains("TEMP B-TREE") && !plan.contains("Sort"),
+            !plan.contains("TEMP B-TREE") && !sorts(plan),
             "{what} sorts:\n{plan}"
         );
         assert!(
-            !plan.contains("Seq Scan") && !plan.contains("SCAN hookd_deliveries\n"),
+            !plan.lines().any(scans_deliveries) && !plan.contains("SCAN hookd_deliveries\n"),
             "{what} scans the table:\n{plan}"
         );
     }
@@ -359,7 +388,7 @@ async fn postgres_claim_ignores_stale_statistics() {
         let plan = plan.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
         println!("claim with stale statistics:\n{plan}");
         assert!(plan.contains(index), "expected {index}:\n{plan}");
-        assert!(!plan.contains("Sort"), "the claim sorts:\n{plan}");
+        assert!(!sorts(&plan), "the claim sorts:\n{plan}");
     }
 }
 
@@ -492,11 +521,14 @@ async fn check_tenants(db: &TestDb, when: &str) {
             || what.contains("chunk")
             || sorted_rows(&plan).is_some_and(|rows| rows <= 1_000);
         assert!(
-            few || (!plan.contains("TEMP B-TREE") && !plan.contains("Sort")),
+            few || (!plan.contains("TEMP B-TREE") && !sorts(&plan)),
             "{what} ({when}) sorts:\n{plan}"
         );
         assert!(
-            !plan.contains("Seq Scan") && !plan.lines().any(|l| l.starts_with("SCAN ")),
+            !plan
+                .lines()
+                .any(|l| l.contains("Seq Scan") && !l.contains("cost=0.00..0.00"))
+                && !plan.lines().any(|l| l.starts_with("SCAN ")),
             "{what} ({when}) scans a table:\n{plan}"
         );
     }
@@ -609,7 +641,7 @@ async fn check_fair(db: &TestDb, when: &str, retry: bool) {
             "{what} ({when}): read through {other}:\n{plan}"
         );
         assert!(
-            !plan.contains("TEMP B-TREE") && !plan.contains("Sort"),
+            !plan.contains("TEMP B-TREE") && !sorts(&plan),
             "{what} ({when}) sorts:\n{plan}"
         );
         assert!(
