@@ -6,6 +6,9 @@ use std::sync::Arc;
 use hookd_store::*;
 use hookd_testkit::{Backend, TestDb};
 
+use crate::conformance::completion;
+use crate::query_plans::explain;
+
 const DAY_MS: i64 = 86_400_000;
 const DAY_IDS: i64 = 1 << 32;
 
@@ -27,19 +30,22 @@ async fn open() -> (TestDb, Arc<dyn Store>) {
     (db, store)
 }
 
+fn event(id: &str, event_type: &str) -> NewEvent {
+    NewEvent {
+        event_id: Some(id.into()),
+        event_type: event_type.into(),
+        payload: "{}".into(),
+        endpoint_id: None,
+        tenant_id: None,
+        traceparent: None,
+    }
+}
+
 /// `n` deliveries, claimed and recorded as succeeded; returns their ids.
 async fn delivered(store: &Arc<dyn Store>, n: usize) -> Vec<i64> {
     for i in 0..n {
-        let event = NewEvent {
-            event_id: Some(format!("e{i}")),
-            event_type: "x".into(),
-            payload: "{}".into(),
-            endpoint_id: None,
-            tenant_id: None,
-            traceparent: None,
-        };
         store
-            .enqueue_event(&event, &IngestLimits::default())
+            .enqueue_event(&event(&format!("e{i}"), "x"), &IngestLimits::default())
             .await
             .unwrap();
     }
@@ -54,23 +60,7 @@ async fn delivered(store: &Arc<dyn Store>, n: usize) -> Vec<i64> {
 async fn succeed(store: &Arc<dyn Store>, claimed: &[Claimed]) {
     let done: Vec<Completion> = claimed
         .iter()
-        .map(|c| Completion {
-            delivery_id: c.delivery_id,
-            lease_token: c.lease_token.clone(),
-            endpoint_id: c.endpoint.id.clone(),
-            ordered: false,
-            record: AttemptRecord {
-                attempt: c.attempt,
-                trigger: c.trigger,
-                started_at: 1,
-                duration_ms: 5,
-                status_code: Some(200),
-                outcome: Outcome::Success,
-                error: None,
-                response_body: None,
-            },
-            next: Next::Succeeded,
-        })
+        .map(|c| completion(c, Outcome::Success, Some(200), Next::Succeeded))
         .collect();
     store.complete(&done).await.unwrap();
 }
@@ -161,17 +151,7 @@ async fn a_finished_delivery_lives_in_its_days_partition_and_the_backlog_apart()
     let (db, store) = open().await;
     let ids = delivered(&store, 2).await;
     store
-        .enqueue_event(
-            &NewEvent {
-                event_id: Some("pending".into()),
-                event_type: "x".into(),
-                payload: "{}".into(),
-                endpoint_id: None,
-                tenant_id: None,
-                traceparent: None,
-            },
-            &IngestLimits::default(),
-        )
+        .enqueue_event(&event("pending", "x"), &IngestLimits::default())
         .await
         .unwrap();
     let day = today(&db).await;
@@ -336,17 +316,7 @@ async fn a_resend_waiting_for_a_delivery_that_finishes_meanwhile_reopens_it() {
     use sqlx::Connection;
     let (db, store) = open().await;
     store
-        .enqueue_event(
-            &NewEvent {
-                event_id: Some("e".into()),
-                event_type: "x".into(),
-                payload: "{}".into(),
-                endpoint_id: None,
-                tenant_id: None,
-                traceparent: None,
-            },
-            &IngestLimits::default(),
-        )
+        .enqueue_event(&event("e", "x"), &IngestLimits::default())
         .await
         .unwrap();
     let claimed = store.claim(1, 60_000).await.unwrap();
@@ -399,23 +369,11 @@ async fn a_claim_reads_the_backlog_alone_and_a_read_by_id_one_day() {
         today - 30
     ))
     .await;
-    let explain = |sql: String| {
-        let db = &db;
-        async move {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
-        }
-    };
     let claim = explain(
+        &db,
         "SELECT id FROM hookd_deliveries WHERE state = 'pending' AND attempts = 0 \
          AND next_attempt_at <= hookd_now_ms() ORDER BY next_attempt_at LIMIT 10 \
-         FOR UPDATE SKIP LOCKED"
-            .into(),
+         FOR UPDATE SKIP LOCKED",
     )
     .await;
     assert!(
@@ -423,7 +381,11 @@ async fn a_claim_reads_the_backlog_alone_and_a_read_by_id_one_day() {
         "{claim}"
     );
     let id = today * DAY_IDS + 7;
-    let by_id = explain(format!("SELECT * FROM hookd_deliveries WHERE id = {id}")).await;
+    let by_id = explain(
+        &db,
+        &format!("SELECT * FROM hookd_deliveries WHERE id = {id}"),
+    )
+    .await;
     let days = by_id.matches(" on hookd_deliveries_p").count();
     assert_eq!(days, 1, "{by_id}");
     assert!(by_id.contains(&format!("hookd_deliveries_p{}", suffix(&db, today).await)));
@@ -471,14 +433,6 @@ async fn delivery_never_waits_for_a_day_of_the_history() {
             .unwrap_or_else(|_| panic!("{step} waited for the locked day of the history"))
             .unwrap_or_else(|e| panic!("{step}: {e}"))
     }
-    let event = |id: &str, event_type: &str| NewEvent {
-        event_id: Some(id.into()),
-        event_type: event_type.into(),
-        payload: "{}".into(),
-        endpoint_id: None,
-        tenant_id: None,
-        traceparent: None,
-    };
     let limits = IngestLimits::default();
     for (id, event_type) in [
         ("n1", "x"),
@@ -496,27 +450,18 @@ async fn delivery_never_waits_for_a_day_of_the_history() {
     let claimed = quick("claim", store.claim(10, 60_000)).await;
     // n1..n3 for ep_1 and ep_1's o1, o2 (it takes every type), and ep_ordered's o1; o2 is held.
     assert_eq!(claimed.len(), 6, "{claimed:?}");
-    let completion = |c: &Claimed, next: Next| Completion {
-        delivery_id: c.delivery_id,
-        lease_token: c.lease_token.clone(),
-        endpoint_id: c.endpoint.id.clone(),
-        ordered: c.endpoint.ordered,
-        record: AttemptRecord {
-            attempt: c.attempt,
-            trigger: c.trigger,
-            started_at: 1,
-            duration_ms: 5,
-            status_code: Some(500),
-            outcome: Outcome::HttpError,
-            error: None,
-            response_body: None,
-        },
-        next,
-    };
     let (retried, rest) = claimed.split_first().unwrap();
     let (released, rest) = rest.split_first().unwrap();
-    let mut done = vec![completion(retried, Next::RetryIn(0))];
-    done.extend(rest.iter().map(|c| completion(c, Next::Succeeded)));
+    let mut done = vec![completion(
+        retried,
+        Outcome::HttpError,
+        Some(500),
+        Next::RetryIn(0),
+    )];
+    done.extend(
+        rest.iter()
+            .map(|c| completion(c, Outcome::Success, Some(200), Next::Succeeded)),
+    );
     let recorded = quick("complete", store.complete(&done)).await;
     assert!(recorded.iter().all(|r| *r), "{recorded:?}");
     let lease = Lease {

@@ -82,7 +82,12 @@ fn limits() -> IngestLimits {
     IngestLimits::default()
 }
 
-fn completion(c: &Claimed, outcome: Outcome, status: Option<i32>, next: Next) -> Completion {
+pub(crate) fn completion(
+    c: &Claimed,
+    outcome: Outcome,
+    status: Option<i32>,
+    next: Next,
+) -> Completion {
     Completion {
         delivery_id: c.delivery_id,
         lease_token: c.lease_token.clone(),
