@@ -230,6 +230,14 @@ impl Outcome {
                 self.recorded, self.expected
             ));
         }
+        if let Some(r) = &self.retention {
+            if r.gone_after_secs.is_none() {
+                problems.push(format!(
+                    "retention left the loaded day ({}) in place: {:.0} of {} deleted",
+                    r.layout, r.deleted, r.rows
+                ));
+            }
+        }
         problems
     }
 }
