@@ -118,15 +118,19 @@ pub(crate) const UNHOLD_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
 /// nothing else on its way goes. Catches an endpoint switched to ordered while a delivery
 /// was in flight, and on PostgreSQL an ingestion that held a delivery while the one before
 /// it finished concurrently. Two seeks per live endpoint (the index of unfinished rows,
-/// then the index of held ones), whatever the history and however many are held.
-pub(crate) const PROMOTE_STRANDED: &str = "UPDATE hookd_deliveries \
-    SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() \
-    WHERE id IN (SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
+/// then the index of held ones), whatever the history and however many are held. Each
+/// store updates the rows [`STRANDED_HEADS`] names in its own words.
+pub(crate) const PROMOTE_STRANDED_SET: &str = "UPDATE hookd_deliveries \
+    SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() ";
+
+/// The ids [`PROMOTE_STRANDED_SET`] lets go: each live endpoint's oldest held delivery,
+/// when nothing else of it is on its way.
+pub(crate) const STRANDED_HEADS: &str = "SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
             WHERE h.endpoint_id = e.id AND h.held AND h.state = 'pending') \
         FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
         AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
             AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
-            LIMIT 1) IS NULL) AND state = 'pending'";
+            LIMIT 1) IS NULL";
 
 // An update of unfinished deliveries by id names their state as well: on PostgreSQL that
 // keeps it to the backlog's partition, where without it the plan takes in (and locks)

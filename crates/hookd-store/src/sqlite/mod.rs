@@ -54,6 +54,15 @@ pub struct SqliteStore {
     outbox_share: outbox_share::Cursor,
 }
 
+/// [`sql::STRANDED_HEADS`] let go.
+static PROMOTE_STRANDED: LazyLock<String> = LazyLock::new(|| {
+    sql::sqlite_dialect_owned(&format!(
+        "{} WHERE id IN ({})",
+        sql::PROMOTE_STRANDED_SET,
+        sql::STRANDED_HEADS
+    ))
+});
+
 impl SqliteStore {
     /// Opens (creating if missing) `sqlite://REL/PATH` or `sqlite:///ABS/PATH`.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -923,7 +932,7 @@ impl Store for SqliteStore {
     }
 
     async fn promote_stranded(&self) -> Result<u64> {
-        Ok(sqlx::query(&dialect(sql::PROMOTE_STRANDED))
+        Ok(sqlx::query(&PROMOTE_STRANDED)
             .execute(&mut *self.writer.lock().await?)
             .await?
             .rows_affected())

@@ -16,6 +16,7 @@
 
 use hookd_testkit::{Backend, TestDb};
 use sqlx::Connection;
+use std::time::Duration;
 
 const ROWS: &str = "50000";
 
@@ -800,4 +801,64 @@ async fn postgres_limited_claim_reads_the_endpoint_not_the_backlog() {
         .await;
         check_limited(&db, "with statistics").await;
     }
+}
+
+/// The safety net (`promote_stranded`) runs every few seconds from hookd's start, when the
+/// backlog is small; a plan kept from then would read the whole backlog, for every
+/// endpoint, once it is large. Counted in PostgreSQL's statistics of the backlog's
+/// partition: the run after 100,000 held deliveries arrived reads none of them in a
+/// sequential scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_safety_net_plans_for_the_backlog_it_finds() {
+    let (db, store) = migrated(Backend::Postgres).await;
+    let held = |n: u32| {
+        format!(
+            "INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state, held,
+                 created_at, updated_at)
+             SELECT 'e', 'ep_' || (i % 20 + 1), 'x', 'pending', TRUE, i, i
+             FROM generate_series(1, {n}) i;"
+        )
+    };
+    db.exec(&format!(
+        "INSERT INTO hookd_endpoints (id, url, event_types, signature_scheme, secret, ordered,
+             created_at, updated_at)
+         SELECT 'ep_' || i, 'https://a.example/', '[\"*\"]', 'standard', 's', TRUE, 0, 0
+         FROM generate_series(1, 20) i;
+         {} ANALYZE;",
+        held(20)
+    ))
+    .await;
+    const HOLD_AGAIN: &str = "UPDATE hookd_deliveries SET held = TRUE WHERE NOT held";
+    // Runs on the small backlog, on each connection the pool may hand out.
+    for _ in 0..8 {
+        assert_eq!(store.promote_stranded().await.unwrap(), 20);
+        db.exec(HOLD_AGAIN).await;
+    }
+    db.exec(&held(100_000)).await;
+    let stat = |column: &'static str| {
+        let db = &db;
+        async move {
+            db.query_i64(&format!(
+                "SELECT {column} FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'"
+            ))
+            .await
+        }
+    };
+    // Every write so far is counted (the sessions that made them have ended or reported).
+    hookd_testkit::wait_until(Duration::from_secs(20), "the inserts counted", || async {
+        (stat("n_tup_ins").await >= 100_020).then_some(())
+    })
+    .await;
+    let (read_before, updated_before) = (stat("seq_tup_read").await, stat("n_tup_upd").await);
+    assert_eq!(store.promote_stranded().await.unwrap(), 20);
+    // A session reports its counts together: once the run's updates show, its reads do.
+    hookd_testkit::wait_until(Duration::from_secs(20), "the run counted", || async {
+        (stat("n_tup_upd").await >= updated_before + 20).then_some(())
+    })
+    .await;
+    let read = stat("seq_tup_read").await - read_before;
+    assert!(
+        read < 100_000,
+        "the run read {read} rows of the backlog in sequential scans"
+    );
 }
