@@ -138,7 +138,7 @@ pub struct Report {
     pub targets: Vec<Target>,
 }
 
-/// A share of the window as a percentage, or "-" when not measured.
+/// A share (of the window, of a reference run) as a percentage, or "-" when not measured.
 fn share(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{:.0}%", 100.0 * v))
 }
@@ -368,17 +368,11 @@ impl Report {
                 row.extend(times(&h.promote_idle));
                 row.extend(times(&h.promote_busy));
                 row.push(format!("{:.0}", r.deliveries_per_sec));
-                row.push(
+                row.push(share(
                     empty
                         .filter(|e| !std::ptr::eq(*e, r))
-                        .map(|e| {
-                            format!(
-                                "{:.0}%",
-                                100.0 * r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9)
-                            )
-                        })
-                        .unwrap_or_else(|| "-".into()),
-                );
+                        .map(|e| r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9)),
+                ));
                 match &h.resend {
                     Some(x) => row.extend([
                         x.matched.to_string(),
@@ -465,12 +459,9 @@ impl Report {
                 );
                 row.push(format!("{:.0}", r.deliveries_per_sec));
                 row.push(empty.map_or("-".into(), |e| format!("{:.0}", e.deliveries_per_sec)));
-                row.push(empty.map_or("-".into(), |e| {
-                    format!(
-                        "{:.0}%",
-                        100.0 * r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9)
-                    )
-                }));
+                row.push(share(
+                    empty.map(|e| r.deliveries_per_sec / e.deliveries_per_sec.max(1e-9)),
+                ));
                 Some(row)
             })
             .collect();

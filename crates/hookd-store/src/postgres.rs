@@ -1315,7 +1315,7 @@ async fn drop_expired(
             history::Action::Keep => {}
             history::Action::Reattach => attach(conn, p).await?,
             history::Action::Drop => {
-                if let Some(rows) = drop_partition(conn, p, cutoff).await? {
+                if let Some(rows) = drop_partition(conn, p, cutoff, next_id).await? {
                     run.dropped_rows += rows;
                     if p.lo.is_none() {
                         run.rows_purged_below = None;
@@ -1369,13 +1369,15 @@ async fn attach(conn: &mut sqlx::PgConnection, p: &history::Partition) -> Result
 }
 
 /// Detaches `p`, looks at it again (a resend may have reopened one of its deliveries, or
-/// one may have finished back into it, before the detach), and drops it with its attempts,
-/// or attaches it again. Returns the deliveries dropped (PostgreSQL's estimate, or counted
-/// when it has none), `None` when it kept the partition.
+/// one may have finished back into it, before the detach), and drops it with its attempts
+/// if [`history::action`] still says so, or attaches it again. Returns the deliveries
+/// dropped (PostgreSQL's estimate, or counted when it has none), `None` when it kept the
+/// partition.
 async fn drop_partition(
     conn: &mut sqlx::PgConnection,
     p: &history::Partition,
     cutoff: i64,
+    next_id: i64,
 ) -> Result<Option<u64>> {
     detach(conn, "hookd_deliveries_finished", &p.name).await?;
     let (resent, newest): (bool, Option<i64>) = sqlx::query_as(&format!(
@@ -1388,7 +1390,14 @@ async fn drop_partition(
     .bind(p.hi)
     .fetch_one(&mut *conn)
     .await?;
-    if resent || newest.is_some_and(|t| t >= cutoff) {
+    let detached = history::Partition {
+        attached: false,
+        detach_pending: false,
+        resent,
+        newest_finish: newest,
+        ..p.clone()
+    };
+    if history::action(&detached, cutoff, next_id) != history::Action::Drop {
         attach(conn, p).await?;
         return Ok(None);
     }
