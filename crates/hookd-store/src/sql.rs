@@ -117,20 +117,33 @@ pub(crate) const UNHOLD_ENDPOINT_DELIVERIES: &str = "UPDATE hookd_deliveries \
 /// The safety net behind `PROMOTE_NEXT`: the oldest held delivery of every endpoint with
 /// nothing else on its way goes. Catches an endpoint switched to ordered while a delivery
 /// was in flight, and on PostgreSQL an ingestion that held a delivery while the one before
-/// it finished concurrently. Two seeks per live endpoint (the index of unfinished rows,
-/// then the index of held ones), whatever the history and however many are held. Each
-/// store updates the rows [`STRANDED_HEADS`] names in its own words.
+/// it finished concurrently. Each store names the rows in its own words: SQLite with
+/// [`STRANDED_HEADS`], PostgreSQL by walking the index of held rows.
 pub(crate) const PROMOTE_STRANDED_SET: &str = "UPDATE hookd_deliveries \
     SET held = FALSE, next_attempt_at = hookd_now_ms(), updated_at = hookd_now_ms() ";
 
-/// The ids [`PROMOTE_STRANDED_SET`] lets go: each live endpoint's oldest held delivery,
-/// when nothing else of it is on its way.
-pub(crate) const STRANDED_HEADS: &str = "SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
+/// The ids [`PROMOTE_STRANDED_SET`] lets go on SQLite: each live endpoint's oldest held
+/// delivery, when nothing else of it is on its way. Two seeks per live endpoint (the index
+/// of unfinished rows, then the index of held ones), whatever the history and however many
+/// are held.
+pub(crate) static STRANDED_HEADS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT (SELECT MIN(h.id) FROM hookd_deliveries h \
             WHERE h.endpoint_id = e.id AND h.held AND h.state = 'pending') \
-        FROM hookd_endpoints e WHERE e.deleted_at IS NULL \
-        AND (SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = e.id \
-            AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
-            LIMIT 1) IS NULL";
+        FROM hookd_endpoints e WHERE e.deleted_at IS NULL AND {}",
+        nothing_on_its_way("e.id")
+    )
+});
+
+/// Whether the endpoint `endpoint` (an SQL expression) has no unheld delivery on its way,
+/// pending or in flight.
+pub(crate) fn nothing_on_its_way(endpoint: &str) -> String {
+    format!(
+        "(SELECT 1 FROM hookd_deliveries o WHERE o.endpoint_id = {endpoint} \
+         AND o.state IN ('pending', 'in_flight') AND o.held IS NOT NULL AND o.held = FALSE \
+         LIMIT 1) IS NULL"
+    )
+}
 
 // An update of unfinished deliveries by id names their state as well: on PostgreSQL that
 // keeps it to the backlog's partition, where without it the plan takes in (and locks)

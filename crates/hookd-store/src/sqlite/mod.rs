@@ -59,7 +59,7 @@ static PROMOTE_STRANDED: LazyLock<String> = LazyLock::new(|| {
     sql::sqlite_dialect_owned(&format!(
         "{} WHERE id IN ({})",
         sql::PROMOTE_STRANDED_SET,
-        sql::STRANDED_HEADS
+        *sql::STRANDED_HEADS
     ))
 });
 
