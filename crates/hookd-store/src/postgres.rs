@@ -371,14 +371,35 @@ const LOCK_LIMITED: &str = "SELECT id, rate_limit, rate_tat, hookd_now_ms() FROM
     WHERE id = ANY($1) AND rate_limit IS NOT NULL AND deleted_at IS NULL \
     ORDER BY id FOR NO KEY UPDATE SKIP LOCKED";
 
-struct PgWake(PgListener);
+/// The payload of the NOTIFY an ingest of `instance` sends for the due deliveries it did
+/// not lease.
+fn deliveries_payload(instance: &str) -> String {
+    format!("deliveries {instance}")
+}
+
+/// Whether a notification with `payload` is news to the instance whose own ingests send
+/// `own`: its own are not, since its dispatcher claims after an ingest that left due
+/// deliveries, and relaying them cost each event a second outbox read and claim.
+fn wakes(payload: &str, own: &str) -> bool {
+    payload != own
+}
+
+struct PgWake {
+    listener: PgListener,
+    /// This instance's own [`deliveries_payload`].
+    own: String,
+}
 
 #[async_trait]
 impl WakeSource for PgWake {
     async fn wait(&mut self) -> Result<()> {
-        // PgListener reconnects (and re-LISTENs) by itself on the next call after an error.
-        self.0.recv().await?;
-        Ok(())
+        loop {
+            // PgListener reconnects (and re-LISTENs) by itself on the next call after an error.
+            let notification = self.listener.recv().await?;
+            if wakes(notification.payload(), &self.own) {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -436,7 +457,10 @@ impl Store for PgStore {
     async fn wake_source(&self) -> Result<Option<Box<dyn WakeSource>>> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
-        Ok(Some(Box::new(PgWake(listener))))
+        Ok(Some(Box::new(PgWake {
+            listener,
+            own: deliveries_payload(&self.instance),
+        })))
     }
 
     // --- endpoints -------------------------------------------------------------------
@@ -751,8 +775,9 @@ impl Store for PgStore {
             .await?;
         // Deliveries leased here are taken: other instances are woken only for the rest.
         if leasing.as_ref().is_none_or(|l| l.due) {
-            sqlx::query("SELECT pg_notify($1, 'deliveries')")
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
+                .bind(deliveries_payload(&self.instance))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -1498,5 +1523,25 @@ impl shared::IngestWrites for PgStore {
             .bind(event_ids)
             .fetch_all(conn)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_woken_by_every_notification_but_its_own_ingests() {
+        let own = deliveries_payload("inst_a");
+        for (payload, woken) in [
+            ("outbox", true),
+            ("deliveries inst_b", true),
+            (own.as_str(), false),
+            // A notification from a build before instances named themselves.
+            ("deliveries", true),
+            ("", true),
+        ] {
+            assert_eq!(wakes(payload, &own), woken, "{payload:?}");
+        }
     }
 }
