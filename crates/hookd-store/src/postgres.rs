@@ -807,7 +807,12 @@ impl Store for PgStore {
     ) -> Result<Vec<Claimed>> {
         let (ahead, first, after) = plan.limits();
         let split = if first > 0 || ahead + after > 0 {
+            // Planned at each claim: the statement has no parameters, so a session would
+            // keep the plan it made first, and one made while the backlog's partition was
+            // empty and vacuumed reads the whole backlog in sequential scans (four per
+            // claim) until autovacuum next analyzes the partition.
             let due: Vec<limited::DueRow> = sqlx::query_as(sql::DUE_ENDPOINTS.as_str())
+                .persistent(false)
                 .fetch_all(&self.pool)
                 .await?;
             limited::split(

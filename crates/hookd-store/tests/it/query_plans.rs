@@ -929,3 +929,58 @@ async fn postgres_safety_net_reads_only_endpoints_with_held_deliveries() {
         "the run read {read} entries of the backlog for 2 endpoints with held deliveries"
     );
 }
+
+/// A claim first asks which endpoints have due rows, a statement without parameters that a
+/// session plans once. Planned while the backlog's partition is empty and vacuumed (an idle
+/// hour), that plan read the whole backlog four times in sequential scans at every claim
+/// of the burst that followed, until autovacuum next analyzed the partition. Counted in
+/// PostgreSQL's statistics: the claim after 20,000 deliveries arrived reads none of them
+/// in a sequential scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claim_plans_for_the_backlog_it_finds() {
+    let (db, store) = migrated(Backend::Postgres).await;
+    db.exec(
+        "INSERT INTO hookd_endpoints (id, url, event_types, signature_scheme, secret,
+             created_at, updated_at)
+         VALUES ('ep', 'https://a.example/', '[\"*\"]', 'standard', 's', 0, 0);
+         INSERT INTO hookd_events (event_id, event_type, payload, created_at)
+         VALUES ('e', 'x', '{}', 0);",
+    )
+    .await;
+    db.exec("VACUUM ANALYZE hookd_deliveries").await;
+    // Claims on the empty backlog, on each connection the pool may hand out.
+    for _ in 0..8 {
+        assert!(store.claim(50, 60_000).await.unwrap().is_empty());
+    }
+    db.exec(
+        "INSERT INTO hookd_deliveries (event_id, endpoint_id, event_type, state,
+             next_attempt_at, created_at, updated_at)
+         SELECT 'e', 'ep', 'x', 'pending', 0, i, i FROM generate_series(1, 20000) i;",
+    )
+    .await;
+    let stat = |column: &'static str| {
+        let db = &db;
+        async move {
+            db.query_i64(&format!(
+                "SELECT {column} FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'"
+            ))
+            .await
+        }
+    };
+    hookd_testkit::wait_until(Duration::from_secs(20), "the inserts counted", || async {
+        (stat("n_tup_ins").await >= 20_000).then_some(())
+    })
+    .await;
+    let (read_before, updated_before) = (stat("seq_tup_read").await, stat("n_tup_upd").await);
+    assert_eq!(store.claim(50, 60_000).await.unwrap().len(), 50);
+    // A session reports its counts together: once the claim's updates show, its reads do.
+    hookd_testkit::wait_until(Duration::from_secs(20), "the claim counted", || async {
+        (stat("n_tup_upd").await >= updated_before + 50).then_some(())
+    })
+    .await;
+    let read = stat("seq_tup_read").await - read_before;
+    assert!(
+        read < 20_000,
+        "the claim read {read} rows of the backlog in sequential scans"
+    );
+}
