@@ -803,6 +803,44 @@ async fn postgres_limited_claim_reads_the_endpoint_not_the_backlog() {
     }
 }
 
+/// The backlog partition's statistic `column` in `pg_stat_user_tables`.
+async fn backlog_stat(db: &TestDb, column: &str) -> i64 {
+    db.query_i64(&format!(
+        "SELECT {column} FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'"
+    ))
+    .await
+}
+
+/// How much `reads` (a query of one number from PostgreSQL's statistics) grows while `work`
+/// runs, `work` updating `updates` rows of the backlog, once the `inserted` rows before it
+/// are counted. A session reports its counts together: once the updates show, its reads do.
+async fn reads_during(
+    db: &TestDb,
+    inserted: i64,
+    reads: &str,
+    updates: i64,
+    work: impl std::future::Future<Output = ()>,
+) -> i64 {
+    hookd_testkit::wait_until(Duration::from_secs(20), "the inserts counted", || async {
+        (backlog_stat(db, "n_tup_ins").await >= inserted).then_some(())
+    })
+    .await;
+    let (read_before, updated_before) = (
+        db.query_i64(reads).await,
+        backlog_stat(db, "n_tup_upd").await,
+    );
+    work.await;
+    hookd_testkit::wait_until(Duration::from_secs(20), "the work counted", || async {
+        (backlog_stat(db, "n_tup_upd").await >= updated_before + updates).then_some(())
+    })
+    .await;
+    db.query_i64(reads).await - read_before
+}
+
+/// Rows of the backlog read in sequential scans.
+const SEQUENTIAL_READS: &str =
+    "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'";
+
 /// The safety net (`promote_stranded`) runs every few seconds from hookd's start, when the
 /// backlog is small; a plan kept from then would read the whole backlog, for every
 /// endpoint, once it is large. Counted in PostgreSQL's statistics of the backlog's
@@ -835,28 +873,10 @@ async fn postgres_safety_net_plans_for_the_backlog_it_finds() {
         db.exec(HOLD_AGAIN).await;
     }
     db.exec(&held(100_000)).await;
-    let stat = |column: &'static str| {
-        let db = &db;
-        async move {
-            db.query_i64(&format!(
-                "SELECT {column} FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'"
-            ))
-            .await
-        }
-    };
-    // Every write so far is counted (the sessions that made them have ended or reported).
-    hookd_testkit::wait_until(Duration::from_secs(20), "the inserts counted", || async {
-        (stat("n_tup_ins").await >= 100_020).then_some(())
+    let read = reads_during(&db, 100_020, SEQUENTIAL_READS, 20, async {
+        assert_eq!(store.promote_stranded().await.unwrap(), 20);
     })
     .await;
-    let (read_before, updated_before) = (stat("seq_tup_read").await, stat("n_tup_upd").await);
-    assert_eq!(store.promote_stranded().await.unwrap(), 20);
-    // A session reports its counts together: once the run's updates show, its reads do.
-    hookd_testkit::wait_until(Duration::from_secs(20), "the run counted", || async {
-        (stat("n_tup_upd").await >= updated_before + 20).then_some(())
-    })
-    .await;
-    let read = stat("seq_tup_read").await - read_before;
     assert!(
         read < 100_000,
         "the run read {read} rows of the backlog in sequential scans"
@@ -896,34 +916,18 @@ async fn postgres_safety_net_reads_only_endpoints_with_held_deliveries() {
          ANALYZE;",
     )
     .await;
-    let stat = |sql: &'static str| {
-        let db = &db;
-        async move { db.query_i64(sql).await }
-    };
-    const UPDATED: &str =
-        "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'";
     const READ: &str = "SELECT (SELECT COALESCE(SUM(idx_tup_read), 0)::bigint
              FROM pg_stat_user_indexes WHERE relname = 'hookd_deliveries_unfinished')
          + (SELECT seq_tup_read FROM pg_stat_user_tables
              WHERE relname = 'hookd_deliveries_unfinished')";
-    hookd_testkit::wait_until(Duration::from_secs(20), "the inserts counted", || async {
-        (stat("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'").await
-            >= 120_002)
-            .then_some(())
+    let read = reads_during(&db, 120_002, READ, 1, async {
+        assert_eq!(
+            store.promote_stranded().await.unwrap(),
+            1,
+            "the stranded one"
+        );
     })
     .await;
-    let (read_before, updated_before) = (stat(READ).await, stat(UPDATED).await);
-    assert_eq!(
-        store.promote_stranded().await.unwrap(),
-        1,
-        "the stranded one"
-    );
-    // A session reports its counts together: once the run's update shows, its reads do.
-    hookd_testkit::wait_until(Duration::from_secs(20), "the run counted", || async {
-        (stat(UPDATED).await > updated_before).then_some(())
-    })
-    .await;
-    let read = stat(READ).await - read_before;
     assert!(
         read < 1_000,
         "the run read {read} entries of the backlog for 2 endpoints with held deliveries"
@@ -958,27 +962,10 @@ async fn postgres_claim_plans_for_the_backlog_it_finds() {
          SELECT 'e', 'ep', 'x', 'pending', 0, i, i FROM generate_series(1, 20000) i;",
     )
     .await;
-    let stat = |column: &'static str| {
-        let db = &db;
-        async move {
-            db.query_i64(&format!(
-                "SELECT {column} FROM pg_stat_user_tables WHERE relname = 'hookd_deliveries_unfinished'"
-            ))
-            .await
-        }
-    };
-    hookd_testkit::wait_until(Duration::from_secs(20), "the inserts counted", || async {
-        (stat("n_tup_ins").await >= 20_000).then_some(())
+    let read = reads_during(&db, 20_000, SEQUENTIAL_READS, 50, async {
+        assert_eq!(store.claim(50, 60_000).await.unwrap().len(), 50);
     })
     .await;
-    let (read_before, updated_before) = (stat("seq_tup_read").await, stat("n_tup_upd").await);
-    assert_eq!(store.claim(50, 60_000).await.unwrap().len(), 50);
-    // A session reports its counts together: once the claim's updates show, its reads do.
-    hookd_testkit::wait_until(Duration::from_secs(20), "the claim counted", || async {
-        (stat("n_tup_upd").await >= updated_before + 50).then_some(())
-    })
-    .await;
-    let read = stat("seq_tup_read").await - read_before;
     assert!(
         read < 20_000,
         "the claim read {read} rows of the backlog in sequential scans"
