@@ -236,7 +236,9 @@ pub struct Hookd {
 }
 
 impl Hookd {
-    /// Starts `hookd serve` on a free port and waits until `/readyz` answers 200.
+    /// Starts `hookd serve` on a free port and waits until `/readyz` answers 200. The port
+    /// is free when chosen, and another process (a test beside the bench) may take it
+    /// before hookd binds it: then hookd is started again on another.
     pub async fn start(
         binary: &Path,
         database_url: &str,
@@ -244,7 +246,25 @@ impl Hookd {
         http: &reqwest::Client,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Hookd> {
-        let port = free_port()?;
+        let mut tries = 0;
+        loop {
+            match Self::start_on(free_port()?, binary, database_url, log.clone(), http, env).await {
+                Err(e) if tries < 3 && format!("{e:#}").contains("Address already in use") => {
+                    tries += 1
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_on(
+        port: u16,
+        binary: &Path,
+        database_url: &str,
+        log: PathBuf,
+        http: &reqwest::Client,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Hookd> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
