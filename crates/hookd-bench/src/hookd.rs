@@ -248,56 +248,45 @@ impl Hookd {
     ) -> anyhow::Result<Hookd> {
         let mut tries = 0;
         loop {
-            match Self::start_on(free_port()?, binary, database_url, log.clone(), http, env).await {
+            let port = free_port()?;
+            let log_file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .with_context(|| format!("cannot open {}", log.display()))?;
+            let child = Command::new(binary)
+                .arg("serve")
+                .env_remove("RUST_LOG")
+                .env("HOOKD_DATABASE_URL", database_url)
+                .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
+                .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
+                .env("HOOKD_RETRY_SCHEDULE", "100ms,200ms")
+                .env("HOOKD_LOG_LEVEL", "warn")
+                .env("NO_COLOR", "1")
+                .env_remove("HOOKD_ADMIN_TOKEN")
+                .env_remove("HOOKD_CONCURRENCY")
+                .env_remove("HOOKD_POLL_INTERVAL")
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start {}", binary.display()))?;
+            let pid = child.id().ok_or_else(|| anyhow!("hookd exited at once"))?;
+            let mut hookd = Hookd {
+                child,
+                pid,
+                base_url: format!("http://127.0.0.1:{port}"),
+                log: log.clone(),
+            };
+            match hookd.wait_ready(http).await {
                 Err(e) if tries < 3 && format!("{e:#}").contains("Address already in use") => {
                     tries += 1
                 }
-                started => return started,
+                ready => return ready.map(|()| hookd),
             }
         }
-    }
-
-    async fn start_on(
-        port: u16,
-        binary: &Path,
-        database_url: &str,
-        log: PathBuf,
-        http: &reqwest::Client,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Hookd> {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("cannot open {}", log.display()))?;
-        let child = Command::new(binary)
-            .arg("serve")
-            .env_remove("RUST_LOG")
-            .env("HOOKD_DATABASE_URL", database_url)
-            .env("HOOKD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HOOKD_ALLOW_PRIVATE_TARGETS", "true")
-            .env("HOOKD_RETRY_SCHEDULE", "100ms,200ms")
-            .env("HOOKD_LOG_LEVEL", "warn")
-            .env("NO_COLOR", "1")
-            .env_remove("HOOKD_ADMIN_TOKEN")
-            .env_remove("HOOKD_CONCURRENCY")
-            .env_remove("HOOKD_POLL_INTERVAL")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("hookd exited at once"))?;
-        let mut hookd = Hookd {
-            child,
-            pid,
-            base_url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        hookd.wait_ready(http).await?;
-        Ok(hookd)
     }
 
     async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
